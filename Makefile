@@ -1,0 +1,43 @@
+# The two set-up commands on a fresh machine:
+#   make demo   the two-party demo as local processes on loopback (dealer, two parties, coordinator)
+#   make test   the test suite
+# Both create and fill the virtual environment by themselves.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+FOOLBOX_WHEEL_DIR := $(VENV)/foolbox-wheel
+
+.PHONY: venv demo test fashion-mnist proto clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install --no-deps crypten==0.4.1
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
+	@# 20 real CIFAR-10 test images ship as PNGs in foolbox's data/ folder: fetch the wheel, never import it.
+	$(PIP) download --no-deps -d $(FOOLBOX_WHEEL_DIR) foolbox==3.3.4
+	touch $@
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package (IDX files).
+fashion-mnist:
+	@test -d $(FMNIST) || { (apt-get update -q && apt-get install -y -q dataset-fashion-mnist) >/dev/null || \
+	  { echo "could not install Debian's dataset-fashion-mnist (needs root and apt)"; exit 1; }; }
+
+demo: $(STAMP) fashion-mnist
+	$(VENV)/bin/mpcvit demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+proto: $(STAMP)
+	$(PY) parties/proto/generate.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,96 @@
+"""Checkpoints: a directory with ``model.safetensors``, ``arch.json`` and ``meta.json``.
+
+``arch.json`` is the model's ``ArchSpec``; ``meta.json`` holds the dataset,
+input normalisation, class names, metrics and the command that made it.
+Loading rebuilds exactly the model that was saved, or fails with a
+``CheckpointError`` that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mpcvit.models.spec import ArchSpec
+from mpcvit.models.vit import VisionTransformer
+
+WEIGHTS, ARCH, META = "model.safetensors", "arch.json", "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, corrupt, or does not match its architecture."""
+
+
+def save_checkpoint(directory: str | Path, model: VisionTransformer, meta: dict[str, Any]) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(d / WEIGHTS))
+    (d / ARCH).write_text(model.spec.to_json() + "\n")
+    (d / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return d
+
+
+def load_spec(directory: str | Path) -> ArchSpec:
+    d = Path(directory)
+    if not (d / ARCH).is_file():
+        raise CheckpointError(f"{d} is not a checkpoint: no {ARCH} (make one with 'mpcvit train')")
+    try:
+        return ArchSpec.from_json((d / ARCH).read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{d / ARCH}: {exc}") from exc
+
+
+def load_meta(directory: str | Path) -> dict[str, Any]:
+    p = Path(directory) / META
+    if not p.is_file():
+        raise CheckpointError(f"{Path(directory)} is not a checkpoint: no {META}")
+    try:
+        meta = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{p} must hold a JSON object")
+    return meta
+
+
+def load_checkpoint(directory: str | Path) -> tuple[VisionTransformer, dict[str, Any]]:
+    """Rebuild the saved model (in eval mode) and return it with its metadata."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"checkpoint directory {d} does not exist")
+    spec = load_spec(d)
+    meta = load_meta(d)
+    if not (d / WEIGHTS).is_file():
+        raise CheckpointError(f"{d} has no {WEIGHTS}")
+    try:
+        state = load_file(str(d / WEIGHTS))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"{d / WEIGHTS} is corrupt: {exc}") from exc
+    model = VisionTransformer(spec)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{d}: weights do not match arch.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f"{d}: weight {k} has shape {tuple(v.shape)}, arch.json needs {tuple(expected[k].shape)}")
+    model.load_state_dict(state)
+    model.eval()
+    return model, meta
+
+
+def normalise_input(x: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+    """Apply the checkpoint's input normalisation to images in [0, 1], shape (B, C, H, W)."""
+    norm = meta.get("normalisation", {})
+    mean = torch.tensor(norm.get("mean", [0.0]), dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(norm.get("std", [1.0]), dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,457 @@
+"""Correlated-randomness providers: a dealer with CrypTen's TTP semantics and no online rounds, and TFP.
+
+The dealer (``DealerProvider``)
+-------------------------------
+CrypTen's TTP semantics, without CrypTen's synchronous TTP round trips:
+
+* For one *batch* (typically one forward pass) the dealer draws one 64-bit
+  seed per party. Party ``i`` seeds a ``torch.Generator`` with it and expands
+  it into its shares of every random value, in request order.
+* Party 1's randomness comes from its seed alone: for a Beaver triple it draws
+  ``a_1, b_1, c_1``; party 0 draws only ``a_0, b_0`` and receives the
+  *correction* ``c_0 = op(a_0 + a_1, b_0 + b_1) - c_1`` from the dealer.
+  Likewise ``square`` (r, r^2), ``binary`` (a, b, a & b; XOR shares),
+  ``wraps`` (r, theta_r = wraps of (r_0, r_1)) and ``B2A`` (one random bit as
+  XOR shares rB and additive shares rA). ``dealer_corrections(seeds, requests)``
+  is the dealer's side: a pure function of both seeds and the request list.
+* The runtime knows every shape of a forward pass before the request: a dry
+  run (``DealerProvider.recording()``) records the request sequence
+  (``list[Request]``) at model load; before an inference party 0 calls
+  ``fetch(requests)`` once (the offline phase) and then consumes the
+  corrections in order. The online phase has *no* dealer rounds. Traffic with
+  the dealer is counted in ``DealerProvider.dealer_bytes``, apart from the
+  online counters of CrypTen's communicator.
+
+Party 0's generator draws, per request (party 1's adds the last item):
+
+=========  ==============================  =====================================
+kind       party 0 draws (party 1 draws)   party 0's correction (from the dealer)
+=========  ==============================  =====================================
+additive   a_0, b_0          (+ c_1)       op(a, b) - c_1
+square     r_0               (+ s_1)       r * r - s_1
+binary     a_0, b_0 (64-bit) (+ c_1)       (a & b) ^ c_1
+wraps      r_0               (+ t_1)       wraps(r_0, r_1) - t_1
+B2A        rB_0 (1 bit)      (+ rA_1)      (rB_0 ^ rB_1) - rA_1
+=========  ==============================  =====================================
+
+where ``a = a_0 + a_1`` (mod 2^64), ``a = a_0 ^ a_1`` for binary, and the
+random draws use CrypTen's own ``generate_random_ring_element`` /
+``generate_kbit_random_tensor`` (so the streams match CrypTen's TTP server).
+
+Use from the party process (``parties/``)::
+
+    provider = DealerProvider(rank, fetch=my_grpc_fetch)   # fetch only needed on rank 0
+    install_provider(provider)                              # CrypTen's ops now use it
+    ...
+    plan = secure_vit.plan(batch_size)                      # list[Request], recorded once per batch size
+    provider.begin_batch(seed, plan)                        # rank 0: calls fetch(plan) now (offline)
+    logits_share, costs = secure_vit.forward_shares(x_share)
+
+``SecureViT.forward_shares`` calls ``begin_batch`` itself when given a
+``BatchSource`` (see ``InProcessDealer`` for the in-process simulation used by
+tests and ``mpcvit eval-private``).
+
+TFP
+---
+``TFPProvider`` is CrypTen's "trusted first party" (party 0 makes every tuple
+and shares it with zero-sharing PRGs): insecure against party 0, kept only to
+compare with published numbers; every result made with it says
+``"provider": "tfp"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from protocols.crypten_compat import crypten
+
+from crypten.common.rng import generate_kbit_random_tensor, generate_random_ring_element  # noqa: E402
+from crypten.common.util import count_wraps  # noqa: E402
+from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor  # noqa: E402
+from crypten.mpc.provider.provider import TupleProvider  # noqa: E402
+from crypten.mpc.provider.tfp_provider import TrustedFirstParty  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A")
+TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+PROVIDER_NAME = "MPCVIT_DEALER"
+BYTES_PER_ELEMENT = 8
+
+
+@dataclass(frozen=True)
+class Request:
+    """One randomness request, as CrypTen's provider receives it (mirrors dealer.proto's RandomnessRequest).
+
+    ``size0``: size of the first operand (additive, binary) or of the value
+    (square, wraps, B2A); ``size1``: of the second operand (additive, binary);
+    ``op``: the torch op of an additive triple; ``kwargs``: its extra keyword
+    arguments (stride, padding, ...) as sorted (name, value) pairs of ints / tuples of ints.
+    """
+
+    kind: str
+    size0: tuple[int, ...]
+    size1: tuple[int, ...] = ()
+    op: str = ""
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in REQUEST_KINDS:
+            raise ValueError(f"unknown randomness kind {self.kind!r}; choose from {REQUEST_KINDS}")
+        if self.kind == "additive" and self.op not in TRIPLE_OPS:
+            raise ValueError(f"unknown triple op {self.op!r}; choose from {TRIPLE_OPS}")
+        if any(s < 0 for s in (*self.size0, *self.size1)):
+            raise ValueError("negative dimension in a randomness request")
+
+    @property
+    def kwargs_json(self) -> str:
+        return json.dumps(dict(self.kwargs), sort_keys=True)
+
+    @classmethod
+    def from_wire(cls, kind: str, size0: Sequence[int], size1: Sequence[int] = (), op: str = "", kwargs_json: str = "") -> "Request":
+        """Build a request from dealer.proto's fields (validates them; raises ValueError)."""
+        try:
+            kw = json.loads(kwargs_json) if kwargs_json else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"kwargs_json is not JSON: {exc}") from exc
+        if not isinstance(kw, dict):
+            raise ValueError("kwargs_json must be a JSON object")
+        return cls(kind, tuple(int(s) for s in size0), tuple(int(s) for s in size1), op, _freeze_kwargs(kw))
+
+    def output_size(self) -> tuple[int, ...]:
+        """Shape of the correction tensor that answers this request."""
+        if self.kind in ("square", "wraps", "B2A"):
+            return self.size0
+        if self.kind == "binary":
+            return tuple(torch.broadcast_shapes(self.size0, self.size1))
+        return tuple(_triple_op(self.op, torch.zeros(self.size0), torch.zeros(self.size1), dict(self.kwargs)).shape)
+
+    def correction_bytes(self) -> int:
+        n = 1
+        for s in self.output_size():
+            n *= s
+        return n * BYTES_PER_ELEMENT
+
+
+Fetch = Callable[[list[Request]], list[torch.Tensor]]
+"""Party 0's source of corrections: all corrections of a batch, in request order, in one call."""
+
+
+def _freeze_kwargs(kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    def freeze(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return tuple(int(i) for i in v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"triple op kwargs must be ints or lists of ints, got {v!r}")
+        return int(v)
+
+    return tuple(sorted((str(k), freeze(v)) for k, v in kwargs.items()))
+
+
+def _triple_op(op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    if op == "matmul":
+        from protocols.ring import ring_matmul
+
+        return ring_matmul(a, b) if a.dtype == torch.int64 else a @ b
+    return getattr(torch, op)(a, b, **kwargs)
+
+
+def _ring(size: Sequence[int], g: torch.Generator) -> torch.Tensor:
+    return generate_random_ring_element(tuple(size), generator=g)
+
+
+def _bits(size: Sequence[int], g: torch.Generator, bitlength: int | None = None) -> torch.Tensor:
+    return generate_kbit_random_tensor(tuple(size), bitlength=bitlength, generator=g)
+
+
+def _generator(seed: int) -> torch.Generator:
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(seed) & ((1 << 63) - 1))
+    return g
+
+
+def dealer_corrections(seeds: tuple[int, int], requests: Sequence[Request]) -> list[torch.Tensor]:
+    """Party 0's corrections for ``requests``, from both parties' seeds (the dealer's whole job).
+
+    Replays each party's PRG stream in request order (see the module table),
+    reconstructs the plaintext randomness and returns, per request, party 0's
+    share of the correlated value; party 1's share of it is its own PRG draw.
+    Pure: the same seeds and requests give the same corrections.
+    """
+    g0, g1 = _generator(seeds[0]), _generator(seeds[1])
+    out: list[torch.Tensor] = []
+    for req in requests:
+        if req.kind == "additive":
+            a = _ring(req.size0, g0) + _ring(req.size0, g1)
+            b = _ring(req.size1, g0) + _ring(req.size1, g1)
+            c = _triple_op(req.op, a, b, dict(req.kwargs))
+            out.append(c - _ring(c.shape, g1))
+        elif req.kind == "square":
+            r = _ring(req.size0, g0) + _ring(req.size0, g1)
+            out.append(r * r - _ring(req.size0, g1))
+        elif req.kind == "binary":
+            a = _bits(req.size0, g0) ^ _bits(req.size0, g1)
+            b = _bits(req.size1, g0) ^ _bits(req.size1, g1)
+            c = a & b
+            out.append(c ^ _bits(c.shape, g1))
+        elif req.kind == "wraps":
+            r0, r1 = _ring(req.size0, g0), _ring(req.size0, g1)
+            out.append(count_wraps([r0, r1]) - _ring(req.size0, g1))
+        else:  # B2A
+            rb = _bits(req.size0, g0, 1) ^ _bits(req.size0, g1, 1)
+            out.append(rb - _ring(req.size0, g1))
+    return out
+
+
+class BatchSource(Protocol):
+    """Where a party gets the seed (and, on rank 0, the corrections) of its next batch."""
+
+    def next_batch(self, rank: int, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
+        """This party's seed and, for rank 0, the corrections of ``requests`` (None on rank 1)."""
+        ...
+
+
+@dataclass
+class InProcessDealer:
+    """A simulated dealer for tests and ``mpcvit eval-private``: both ranks derive the same batch seeds.
+
+    Each rank holds an instance with the same ``base_seed``; batch ``k``'s seeds
+    are SHA-256(base_seed, k, rank). Rank 0 computes its corrections with
+    ``dealer_corrections`` in-process, so it *could* know party 1's seed: a
+    simulation of the dealer's data flow and costs, not of its trust model
+    (the real dealer is the gRPC one in ``parties/``).
+    """
+
+    base_seed: int = 0
+    batch: int = 0
+    dealer_seconds: float = 0.0
+
+    def seeds(self, batch: int) -> tuple[int, int]:
+        def one(rank: int) -> int:
+            h = hashlib.sha256(f"{self.base_seed}/{batch}/{rank}".encode()).digest()
+            return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+        return one(0), one(1)
+
+    def next_batch(self, rank: int, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
+        import time
+
+        seeds = self.seeds(self.batch)
+        self.batch += 1
+        if rank != 0:
+            return seeds[1], None
+        t0 = time.perf_counter()
+        corrections = dealer_corrections(seeds, requests)
+        self.dealer_seconds += time.perf_counter() - t0
+        return seeds[0], corrections
+
+
+@dataclass
+class _Batch:
+    generator: torch.Generator
+    requests: list[Request] | None = None
+    corrections: list[torch.Tensor] | None = None
+    position: int = 0
+
+
+@dataclass
+class DealerStats:
+    """Offline (dealer) traffic, counted apart from the online communicator."""
+
+    batches: int = 0
+    requests: int = 0
+    bytes_received: int = 0  # corrections, party 0 only
+    seconds: float = 0.0  # time spent in fetch()
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"batches": self.batches, "requests": self.requests, "bytes_received": self.bytes_received, "seconds": round(self.seconds, 4)}
+
+
+class DealerProvider(TupleProvider):
+    """CrypTen tuple provider with TTP semantics whose corrections are prefetched per batch (no online dealer rounds).
+
+    Rank 0 needs ``fetch`` (or corrections passed to ``begin_batch``); rank 1
+    needs only its seed. Outside a batch, every request raises RuntimeError,
+    except inside ``recording()`` where requests are recorded and answered
+    with throwaway randomness (a dry run: the values are garbage, the
+    request sequence is exact because every protocol is data-oblivious).
+    """
+
+    NAME = "DEALER"
+
+    def __init__(self, rank: int, fetch: Fetch | None = None) -> None:
+        super().__init__()
+        if rank not in (0, 1):
+            raise ValueError(f"rank must be 0 or 1, got {rank}")
+        self.party_rank = rank
+        self.fetch = fetch
+        self.stats = DealerStats()
+        self._batch: _Batch | None = None
+        self._recording: list[Request] | None = None
+        self._scratch = _generator(0x5EED)
+
+    # -- batches -----------------------------------------------------------
+    def begin_batch(self, seed: int, requests: list[Request] | None = None, corrections: list[torch.Tensor] | None = None) -> None:
+        """Start a batch: this party's ``seed``; on rank 0 the corrections (given, or ``fetch(requests)`` now)."""
+        import time
+
+        batch = _Batch(generator=_generator(seed), requests=list(requests) if requests is not None else None)
+        if self.party_rank == 0:
+            if corrections is None:
+                if self.fetch is None or requests is None:
+                    raise RuntimeError("rank 0 needs corrections: pass them, or a fetch callable and the request plan")
+                t0 = time.perf_counter()
+                corrections = self.fetch(list(requests))
+                self.stats.seconds += time.perf_counter() - t0
+            if requests is not None and len(corrections) != len(requests):
+                raise RuntimeError(f"dealer sent {len(corrections)} corrections for {len(requests)} requests")
+            batch.corrections = list(corrections)
+            self.stats.bytes_received += sum(int(c.nelement()) * BYTES_PER_ELEMENT for c in corrections)
+        self.stats.batches += 1
+        self._batch = batch
+
+    def end_batch(self) -> None:
+        """Close the batch; raises RuntimeError if the forward used fewer requests than planned."""
+        batch, self._batch = self._batch, None
+        if batch is not None and batch.requests is not None and batch.position != len(batch.requests):
+            raise RuntimeError(f"batch used {batch.position} of {len(batch.requests)} planned requests")
+
+    @contextmanager
+    def recording(self) -> Iterator[list[Request]]:
+        """Dry run: record every request (returned list) and answer with throwaway randomness."""
+        if self._batch is not None:
+            raise RuntimeError("cannot record inside a batch")
+        self._recording = []
+        try:
+            yield self._recording
+        finally:
+            self._recording = None
+
+    # -- the draws -----------------------------------------------------------
+    def _next(self, req: Request) -> tuple[torch.Generator, torch.Tensor | None]:
+        """This party's generator, and on rank 0 the correction answering ``req``."""
+        if self._recording is not None:
+            self._recording.append(req)
+            return self._scratch, (None if self.party_rank else torch.zeros(req.output_size(), dtype=torch.long))
+        batch = self._batch
+        if batch is None:
+            raise RuntimeError("randomness requested outside a batch: call begin_batch(seed, plan) first")
+        if batch.requests is not None:
+            if batch.position >= len(batch.requests) or batch.requests[batch.position] != req:
+                planned = batch.requests[batch.position] if batch.position < len(batch.requests) else None
+                raise RuntimeError(f"request {batch.position} is {req}, the plan says {planned}")
+        self.stats.requests += 1
+        correction = None
+        if self.party_rank == 0:
+            assert batch.corrections is not None
+            if batch.position >= len(batch.corrections):
+                raise RuntimeError("ran out of dealer corrections for this batch")
+            correction = batch.corrections[batch.position]
+        batch.position += 1
+        return batch.generator, correction
+
+    def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):  # type: ignore[override]
+        """Beaver triple [a], [b], [c = op(a, b)]."""
+        req = Request("additive", tuple(size0), tuple(size1), op, _freeze_kwargs(kwargs))
+        g, corr = self._next(req)
+        a, b = _ring(size0, g), _ring(size1, g)
+        c = corr if corr is not None else _ring(req.output_size(), g)
+        return (ArithmeticSharedTensor.from_shares(a, precision=0), ArithmeticSharedTensor.from_shares(b, precision=0),
+                ArithmeticSharedTensor.from_shares(c, precision=0))
+
+    def square(self, size, device=None):  # type: ignore[override]
+        """Square pair [r], [r^2]."""
+        g, corr = self._next(Request("square", tuple(size)))
+        r = _ring(size, g)
+        r2 = corr if corr is not None else _ring(size, g)
+        return ArithmeticSharedTensor.from_shares(r, precision=0), ArithmeticSharedTensor.from_shares(r2, precision=0)
+
+    def generate_binary_triple(self, size0, size1, device=None):  # type: ignore[override]
+        """Binary (XOR-shared) triple a, b, c = a & b."""
+        req = Request("binary", tuple(size0), tuple(size1))
+        g, corr = self._next(req)
+        a, b = _bits(size0, g), _bits(size1, g)
+        c = corr if corr is not None else _bits(req.output_size(), g)
+        return BinarySharedTensor.from_shares(a), BinarySharedTensor.from_shares(b), BinarySharedTensor.from_shares(c)
+
+    def wrap_rng(self, size, device=None):  # type: ignore[override]
+        """Random [r] and [theta_r], the number of wraps of r's shares."""
+        g, corr = self._next(Request("wraps", tuple(size)))
+        r = _ring(size, g)
+        theta = corr if corr is not None else _ring(size, g)
+        return ArithmeticSharedTensor.from_shares(r, precision=0), ArithmeticSharedTensor.from_shares(theta, precision=0)
+
+    def B2A_rng(self, size, device=None):  # type: ignore[override]
+        """One random bit as arithmetic [rA] and binary rB shares."""
+        g, corr = self._next(Request("B2A", tuple(size)))
+        rb = _bits(size, g, 1)
+        ra = corr if corr is not None else _ring(size, g)
+        return ArithmeticSharedTensor.from_shares(ra, precision=0), BinarySharedTensor.from_shares(rb)
+
+
+class TFPProvider(TrustedFirstParty):
+    """CrypTen's trusted first party (party 0 makes every tuple); matmul triples use the project's ring matmul.
+
+    For comparisons with published numbers only: party 0 knows all randomness.
+    """
+
+    NAME = "TFP"
+
+    def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):  # type: ignore[override]
+        if op != "matmul":
+            return super().generate_additive_triple(size0, size1, op, device, *args, **kwargs)
+        a = generate_random_ring_element(size0, device=device)
+        b = generate_random_ring_element(size1, device=device)
+        c = _triple_op("matmul", a, b, {})
+        return (ArithmeticSharedTensor(a, precision=0, src=0), ArithmeticSharedTensor(b, precision=0, src=0),
+                ArithmeticSharedTensor(c, precision=0, src=0))
+
+
+def _providers_table() -> dict[str, TupleProvider]:
+    """CrypTen's registry of providers (``crypten.mpc.get_default_provider`` reads it)."""
+    table = vars(crypten.mpc).get("__SUPPORTED_PROVIDERS")
+    if not isinstance(table, dict):
+        raise RuntimeError("this CrypTen has no provider registry (crypten.mpc.__SUPPORTED_PROVIDERS)")
+    return table
+
+
+def install_provider(provider: TupleProvider) -> None:
+    """Make ``provider`` CrypTen's default provider (the one documented place that does it)."""
+    _providers_table()[PROVIDER_NAME] = provider
+    crypten.cfg.mpc.provider = PROVIDER_NAME
+
+
+def current_provider() -> TupleProvider:
+    return crypten.mpc.get_default_provider()
+
+
+def make_provider(kind: str, rank: int, fetch: Fetch | None = None) -> TupleProvider:
+    """``"dealer"`` -> DealerProvider(rank, fetch); ``"tfp"`` -> TFPProvider()."""
+    if kind == "dealer":
+        return DealerProvider(rank, fetch)
+    if kind == "tfp":
+        return TFPProvider()
+    raise ValueError(f"unknown provider {kind!r}; choose dealer or tfp")
+
+
+__all__ = [
+    "BatchSource",
+    "DealerProvider",
+    "DealerStats",
+    "Fetch",
+    "InProcessDealer",
+    "Request",
+    "TFPProvider",
+    "dealer_corrections",
+    "install_provider",
+    "make_provider",
+    "current_provider",
+]

@@ -1,0 +1,398 @@
+"""A CrypTen ``Communicator`` over the gRPC transport, for exactly two parties.
+
+:class:`GrpcCommunicator` maps every collective CrypTen's protocols use onto
+ordered messages of one :class:`parties.transport.Session`. With two parties
+every collective is at most one exchange (one round):
+
+* ``all_reduce(x)``: send own ``x_i``, receive ``x_{1-i}``, return
+  ``x_0 (+) x_1`` (``+`` on Z_2^64 for SUM, XOR for BXOR, ...); one round,
+  both directions at once. ``all_gather`` is the same exchange without the sum.
+* ``reduce`` / ``gather`` / ``broadcast`` / ``scatter`` / ``send`` / ``recv``:
+  one message in one direction.
+* ``barrier``: an exchange of an empty tensor.
+* ``send_obj`` / ``recv_obj`` / ``broadcast_obj``: plain values only (None,
+  bool, int, float, str, lists, tuples, str-keyed dicts, ``torch.Size``, small
+  tensors), as JSON in a uint8 tensor. Nothing received is unpickled.
+
+Statistics are kept by CrypTen's own ``_logging`` decorator
+(``crypten/communicator/communicator.py``) applied to methods of the same
+names, so rounds, bytes and time are counted exactly as
+``DistributedCommunicator`` counts them (when ``cfg.communicator.verbose``).
+Wire bytes sent and received are counted on the session regardless.
+
+Installing: :func:`install` is the ONE place where CrypTen is made to use it.
+``crypten.communicator.get()`` picks ``DistributedCommunicator`` or
+``InProcessCommunicator`` from module globals; rather than swap those classes,
+``install`` replaces the module functions ``get``, ``is_initialized`` and
+``uninit`` of ``crypten.communicator`` (every CrypTen call site goes through
+``crypten.communicator.get()``), then syncs CrypTen's PRNG seeds with the peer
+over this communicator (``crypten._setup_prng``: one isend/irecv exchange and
+one broadcast). :func:`uninstall` puts CrypTen's own functions back.
+:func:`installed` does both around a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any, Callable, Iterator
+
+import grpc
+import torch
+from torch.distributed import ReduceOp
+
+from parties.transport import DTYPES, Session, SessionFailed, dtype_name
+from protocols.crypten_compat import crypten
+
+from crypten.communicator.communicator import Communicator, _logging  # noqa: E402  (after the compat shim)
+
+logger = logging.getLogger(__name__)
+
+MAX_OBJ_BYTES = 1 << 20
+
+_REDUCERS: dict[Any, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    ReduceOp.SUM: torch.add,
+    ReduceOp.PRODUCT: torch.mul,
+    ReduceOp.MIN: torch.minimum,
+    ReduceOp.MAX: torch.maximum,
+    ReduceOp.BAND: torch.bitwise_and,
+    ReduceOp.BOR: torch.bitwise_or,
+    ReduceOp.BXOR: torch.bitwise_xor,
+}
+
+
+def _reducer(op: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    for known, fn in _REDUCERS.items():
+        if op == known:
+            return fn
+    raise ValueError(f"unsupported reduce op {op!r}")
+
+
+class _Done:
+    """A completed request (``isend``: the frame is queued in order)."""
+
+    def wait(self) -> None:
+        return None
+
+    def is_completed(self) -> bool:
+        return True
+
+
+class _PendingRecv:
+    """An ``irecv``: receives into ``tensor`` when waited on, after every earlier irecv."""
+
+    def __init__(self, comm: "GrpcCommunicator", tensor: torch.Tensor) -> None:
+        self.comm = comm
+        self.tensor = tensor
+        self.done = False
+
+    def wait(self) -> None:
+        self.comm._complete_irecvs_through(self)
+
+    def is_completed(self) -> bool:
+        return self.done
+
+
+class GrpcCommunicator(Communicator):
+    """CrypTen's communicator interface over one gRPC :class:`Session` (world size 2)."""
+
+    BYTES_PER_ELEMENT = 8
+
+    def __init__(self, session: Session, name: str | None = None) -> None:
+        self.session = session
+        self.rank = session.rank
+        self.world_size = 2
+        self.peer = 1 - self.rank
+        self._name = name or f"rank{self.rank}"
+        self._pending_irecvs: list[_PendingRecv] = []
+        self.reset_communication_stats()
+
+    # -- identity ------------------------------------------------------------
+    def get_rank(self) -> int:
+        return self.rank
+
+    def get_world_size(self) -> int:
+        return self.world_size
+
+    def set_name(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise ValueError("party name must be a string")
+        self._name = name
+
+    def get_name(self) -> str:
+        return self._name
+
+    def get_distributed_backend(self) -> str:
+        return "grpc"
+
+    # -- helpers -------------------------------------------------------------
+    def _check_peer(self, other: int | None) -> None:
+        if other is not None and other != self.peer:
+            raise ValueError(f"rank {self.rank} can only talk to rank {self.peer}, not {other}")
+
+    def _send(self, tag: str, tensor: torch.Tensor) -> None:
+        self.session.send_tensor(tag, tensor)
+
+    def _recv(self, tag: str, like: torch.Tensor | None = None) -> torch.Tensor:
+        received = self.session.recv_tensor(tag)
+        if like is None:
+            return received
+        if received.numel() != like.numel() or received.dtype != like.dtype:
+            raise SessionFailed(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{tag}: peer sent {received.dtype}{tuple(received.shape)}, expected {like.dtype}{tuple(like.shape)}",
+            )
+        return received.reshape(like.shape)  # torch.distributed also only checks the element count
+
+    def _exchange(self, tag: str, tensor: torch.Tensor) -> torch.Tensor:
+        """One round: send own tensor, receive the peer's (same shape and dtype)."""
+        self._send(tag, tensor)
+        return self._recv(tag, tensor)
+
+    def _exchange_batch(self, tag: str, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One round for a list: packed into one message per dtype, in order."""
+        if len({t.dtype for t in tensors}) != 1:
+            return [self._exchange(tag, t) for t in tensors]
+        flat = torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.empty(0, dtype=torch.int64)
+        theirs = self._exchange(tag, flat)
+        return [part.reshape(t.shape) for part, t in zip(theirs.split([t.numel() for t in tensors]), tensors)]
+
+    def _complete_irecvs_through(self, request: _PendingRecv | None) -> None:
+        """Finish pending irecvs in posting order, up to ``request`` (all of them for None)."""
+        while self._pending_irecvs:
+            pending = self._pending_irecvs.pop(0)
+            pending.tensor.copy_(self._recv("p2p", pending.tensor))
+            pending.done = True
+            if pending is request:
+                return
+
+    # -- point to point ------------------------------------------------------
+    @_logging
+    def send(self, tensor: torch.Tensor, dst: int) -> None:
+        """Send ``tensor`` to ``dst``; zero rounds of waiting here, one message."""
+        self._check_peer(dst)
+        self._send("p2p", tensor)
+
+    @_logging
+    def recv(self, tensor: torch.Tensor, src: int | None = None) -> torch.Tensor:
+        """Receive a tensor shaped like ``tensor`` from ``src``; returns a new tensor."""
+        self._check_peer(src)
+        self._complete_irecvs_through(None)
+        return self._recv("p2p", tensor)
+
+    @_logging
+    def isend(self, tensor: torch.Tensor, dst: int) -> _Done:
+        self._check_peer(dst)
+        self._send("p2p", tensor)
+        return _Done()
+
+    @_logging
+    def irecv(self, tensor: torch.Tensor, src: int | None = None) -> _PendingRecv:
+        """Receive into ``tensor`` in place when the request is waited on."""
+        self._check_peer(src)
+        request = _PendingRecv(self, tensor)
+        self._pending_irecvs.append(request)
+        return request
+
+    # -- collectives ---------------------------------------------------------
+    @_logging
+    def scatter(self, scatter_list: list[torch.Tensor], src: int, size: Any = None, device: Any = None) -> torch.Tensor:
+        """``src`` keeps its own entry and sends the peer's: one message."""
+        if self.rank == src:
+            self._send("scatter", scatter_list[self.peer])
+            return scatter_list[self.rank]
+        if size is None:
+            size = scatter_list[self.rank].size()
+        return self._recv("scatter", torch.empty(size, dtype=torch.long))
+
+    @_logging
+    def reduce(self, input: Any, dst: int, op: Any = ReduceOp.SUM, batched: bool = False) -> Any:
+        """The non-``dst`` party sends, ``dst`` combines: one message."""
+        combine = _reducer(op)
+        tensors = input if batched else [input]
+        if self.rank != dst:
+            self._send_batch("reduce", tensors)
+            return None
+        theirs = self._recv_batch("reduce", tensors)
+        result = [combine(own, other) for own, other in zip(tensors, theirs)]
+        return result if batched else result[0]
+
+    @_logging
+    def all_reduce(self, input: Any, op: Any = ReduceOp.SUM, batched: bool = False) -> Any:
+        """Both parties send their tensor and combine it with the peer's: one round."""
+        combine = _reducer(op)
+        if batched:
+            theirs = self._exchange_batch("all_reduce", list(input))
+            return [combine(own, other) for own, other in zip(input, theirs)]
+        return combine(input, self._exchange("all_reduce", input))
+
+    @_logging
+    def gather(self, tensor: torch.Tensor, dst: int) -> list[torch.Tensor | None]:
+        if self.rank != dst:
+            self._send("gather", tensor)
+            return [None]
+        other = self._recv("gather", tensor)
+        return [tensor, other] if self.rank == 0 else [other, tensor]
+
+    @_logging
+    def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        other = self._exchange("all_gather", tensor)
+        return [tensor, other] if self.rank == 0 else [other, tensor]
+
+    @_logging
+    def broadcast(self, input: Any, src: int, group: Any = None, batched: bool = False) -> Any:
+        """``src`` sends, the other overwrites its ``input`` in place (as torch.distributed does)."""
+        tensors = input if batched else [input]
+        if self.rank == src:
+            self._send_batch("broadcast", tensors)
+        else:
+            for own, received in zip(tensors, self._recv_batch("broadcast", tensors)):
+                own.data.copy_(received)
+        return input
+
+    @_logging
+    def barrier(self) -> None:
+        self._exchange("barrier", torch.empty(0, dtype=torch.int64))
+
+    def _send_batch(self, tag: str, tensors: list[torch.Tensor]) -> None:
+        for tensor in tensors:
+            self._send(tag, tensor)
+
+    def _recv_batch(self, tag: str, like: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self._recv(tag, t) for t in like]
+
+    # -- plain objects -------------------------------------------------------
+    @_logging
+    def send_obj(self, obj: Any, dst: int, group: Any = None) -> None:
+        self._check_peer(dst)
+        self._send("obj", encode_obj(obj))
+
+    @_logging
+    def recv_obj(self, src: int, group: Any = None) -> Any:
+        self._check_peer(src)
+        return decode_obj(self._recv("obj"))
+
+    @_logging
+    def broadcast_obj(self, obj: Any, src: int, group: Any = None) -> Any:
+        if self.rank == src:
+            self._send("obj", encode_obj(obj))
+            return obj
+        return decode_obj(self._recv("obj"))
+
+    # -- lifecycle -----------------------------------------------------------
+    @classmethod
+    def is_initialized(cls) -> bool:
+        return _installed is not None
+
+    @classmethod
+    def get(cls) -> "GrpcCommunicator":
+        if _installed is None:
+            raise RuntimeError("no gRPC communicator installed; call parties.communicator.install(comm)")
+        return _installed
+
+    def wire_stats(self) -> dict[str, int]:
+        """Payload bytes and messages that really crossed the wire in this session."""
+        return {
+            "bytes_sent": self.session.bytes_sent,
+            "bytes_received": self.session.bytes_received,
+            "messages_sent": self.session.messages_sent,
+            "messages_received": self.session.messages_received,
+        }
+
+
+# -- plain-object codec (no pickle) ---------------------------------------------
+
+
+def _to_json(obj: Any) -> Any:
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, torch.Size):
+        return {"__size__": [int(s) for s in obj]}
+    if isinstance(obj, torch.Tensor):
+        return {"__tensor__": dtype_name(obj.dtype), "shape": list(obj.shape), "values": obj.reshape(-1).tolist()}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_to_json(x) for x in obj]}
+    if isinstance(obj, list):
+        return [_to_json(x) for x in obj]
+    if isinstance(obj, dict) and all(isinstance(k, str) and not k.startswith("__") for k in obj):
+        return {k: _to_json(v) for k, v in obj.items()}
+    raise ValueError(f"cannot send an object of type {type(obj).__name__} between parties (only plain values; nothing is pickled)")
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_json(x) for x in value]
+    if not isinstance(value, dict):
+        return value
+    if "__size__" in value:
+        return torch.Size(int(s) for s in value["__size__"])
+    if "__tuple__" in value:
+        return tuple(_from_json(x) for x in value["__tuple__"])
+    if "__tensor__" in value:
+        if value["__tensor__"] not in DTYPES:
+            raise ValueError(f"unsupported tensor dtype {value['__tensor__']!r}")
+        return torch.tensor(value["values"], dtype=DTYPES[value["__tensor__"]][0]).reshape(value["shape"])
+    return {k: _from_json(v) for k, v in value.items()}
+
+
+def encode_obj(obj: Any) -> torch.Tensor:
+    """A plain value as UTF-8 JSON in a uint8 tensor."""
+    data = json.dumps(_to_json(obj), separators=(",", ":")).encode()
+    if len(data) > MAX_OBJ_BYTES:
+        raise ValueError(f"object of {len(data)} bytes is larger than {MAX_OBJ_BYTES}")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_obj(tensor: torch.Tensor) -> Any:
+    if tensor.dtype != torch.uint8 or tensor.dim() != 1 or tensor.numel() > MAX_OBJ_BYTES:
+        raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "an object message must be a 1-d uint8 tensor of at most 1 MiB")
+    try:
+        return _from_json(json.loads(tensor.numpy().tobytes().decode()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, f"malformed object message: {exc}") from exc
+
+
+# -- the one place CrypTen is pointed at it -------------------------------------
+
+_installed: GrpcCommunicator | None = None
+_originals: dict[str, Callable[..., Any]] = {}
+
+
+def install(comm: GrpcCommunicator, setup_prng: bool = True) -> None:
+    """Make ``crypten.communicator.get()`` return ``comm`` (and ``is_initialized()`` true).
+
+    With ``setup_prng`` (default) CrypTen's shared PRNG seeds are then agreed
+    with the peer over ``comm``, as ``crypten.init()`` does over torch.distributed.
+    Call :func:`uninstall` to restore CrypTen's own functions.
+    """
+    global _installed
+    module = crypten.communicator
+    if not _originals:
+        _originals.update(get=module.get, is_initialized=module.is_initialized, uninit=module.uninit)
+    _installed = comm
+    module.get = GrpcCommunicator.get
+    module.is_initialized = GrpcCommunicator.is_initialized
+    module.uninit = uninstall
+    if setup_prng:
+        crypten._setup_prng()
+
+
+def uninstall() -> None:
+    """Restore CrypTen's own ``get``/``is_initialized``/``uninit``; idempotent."""
+    global _installed
+    _installed = None
+    module = crypten.communicator
+    for name, fn in _originals.items():
+        setattr(module, name, fn)
+    _originals.clear()
+
+
+@contextlib.contextmanager
+def installed(comm: GrpcCommunicator, setup_prng: bool = True) -> Iterator[GrpcCommunicator]:
+    """``with installed(comm):`` CrypTen computes over ``comm`` inside the block."""
+    install(comm, setup_prng=setup_prng)
+    try:
+        yield comm
+    finally:
+        uninstall()

@@ -1,0 +1,623 @@
+"""Peer-to-peer transport between the two parties over gRPC (``transport.proto``).
+
+Each party runs one :class:`Endpoint`: a gRPC server for ``PeerTransport``
+(its inbox side) and a client link to the peer's server (its outbox side).
+A :class:`Session` is one secure computation (one session id, one deadline):
+``send_tensor`` / ``recv_tensor`` move tensors as raw little-endian bytes plus
+shape and dtype, in order, chunked at ``chunk_bytes`` (4 MiB).
+
+Guarantees:
+
+* Ordering: frames of one (session, direction) carry consecutive sequence
+  numbers; the receiver accepts only the next one (INVALID_ARGUMENT otherwise).
+* Isolation: every session has its own inbox, so two concurrent sessions never
+  see each other's messages.
+* Failure: a receive waits at most until the session deadline
+  (``DEADLINE_EXCEEDED``); a broken connection to the peer fails every open
+  session at once (``UNAVAILABLE``); an ABORT frame from the peer fails that
+  session. A malformed frame is refused with INVALID_ARGUMENT, an oversized one
+  with RESOURCE_EXHAUSTED; the server keeps serving.
+* Shaping: an optional :class:`NetworkShape` (one-way delay, bandwidth) is
+  applied in the sender: a frame of ``n`` bytes leaves after the link has been
+  busy ``8 n / bandwidth`` seconds and arrives ``delay`` later, with frames
+  pipelined as on a real link.
+
+Two sending modes: ``stream`` (default; one long-lived client-streaming call
+per link, the caller never waits for the network) and ``unary`` (one
+acknowledged call per frame). ``benchmarks/transport_bench.py`` measures both.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import queue
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal
+
+import grpc
+import numpy as np
+import torch
+
+from parties.proto import transport_pb2, transport_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["stream", "unary"]
+
+DEFAULT_CHUNK_BYTES = 4 << 20
+MAX_MESSAGE_BYTES = 1 << 30
+MAX_SESSION_ID_LEN = 128
+MAX_OPEN_SESSIONS = 64
+GRPC_FRAME_OVERHEAD = 64 << 10
+
+# dtype name on the wire -> (torch dtype, little-endian numpy dtype)
+DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
+    "int64": (torch.int64, np.dtype("<i8")),
+    "int32": (torch.int32, np.dtype("<i4")),
+    "int16": (torch.int16, np.dtype("<i2")),
+    "int8": (torch.int8, np.dtype("i1")),
+    "uint8": (torch.uint8, np.dtype("u1")),
+    "bool": (torch.bool, np.dtype("?")),
+    "float32": (torch.float32, np.dtype("<f4")),
+    "float64": (torch.float64, np.dtype("<f8")),
+}
+_DTYPE_NAMES: dict[torch.dtype, str] = {t: name for name, (t, _) in DTYPES.items()}
+
+KEEPALIVE_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+SERVER_PING_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+class TransportError(RuntimeError):
+    """A transport failure, with the gRPC status code that describes it."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SessionFailed(TransportError):
+    """The session cannot go on: deadline passed, peer gone, peer aborted, or protocol error."""
+
+
+@dataclass(frozen=True)
+class NetworkShape:
+    """Emulated link: one-way delay in milliseconds, bandwidth in bit/s (0 = unlimited)."""
+
+    delay_ms: float = 0.0
+    bandwidth_bps: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.delay_ms < 0 or self.bandwidth_bps < 0:
+            raise ValueError("delay and bandwidth must be non-negative")
+
+    @property
+    def active(self) -> bool:
+        return self.delay_ms > 0 or self.bandwidth_bps > 0
+
+
+# The two settings of DESIGN.md (Cheetah's throttle script): one-way delay = RTT / 2.
+LAN = NetworkShape(delay_ms=0.15, bandwidth_bps=3e9)
+WAN = NetworkShape(delay_ms=20.0, bandwidth_bps=400e6)
+NETWORKS: dict[str, NetworkShape] = {"none": NetworkShape(), "lan": LAN, "wan": WAN}
+
+
+class Shaper:
+    """Release times of frames on an emulated link (sender side).
+
+    A frame of ``n`` bytes occupies the link for ``8 n / bandwidth`` seconds
+    after the previous frame has left, then needs ``delay`` seconds to arrive:
+    ``release = max(now, link_free) + 8 n / bw + delay``.
+    """
+
+    def __init__(self, shape: NetworkShape) -> None:
+        self.shape = shape
+        self._link_free = 0.0
+        self._lock = threading.Lock()
+
+    def release_time(self, nbytes: int) -> float:
+        now = time.monotonic()
+        if not self.shape.active:
+            return now
+        busy = 8.0 * nbytes / self.shape.bandwidth_bps if self.shape.bandwidth_bps > 0 else 0.0
+        with self._lock:
+            self._link_free = max(now, self._link_free) + busy
+            return self._link_free + self.shape.delay_ms / 1000.0
+
+
+def sleep_until(release: float) -> None:
+    wait = release - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+
+
+# -- frames ------------------------------------------------------------------
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    try:
+        return _DTYPE_NAMES[dtype]
+    except KeyError:
+        raise ValueError(f"the transport does not carry tensors of dtype {dtype}") from None
+
+
+def tensor_frames(
+    session_id: str, first_seq: int, src_rank: int, tag: str, tensor: torch.Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> list[transport_pb2.Frame]:
+    """Split a tensor into frames of at most ``chunk_bytes`` of raw little-endian data."""
+    name = dtype_name(tensor.dtype)
+    data = tensor.detach().cpu().contiguous().numpy().astype(DTYPES[name][1], copy=False).tobytes()
+    count = max(1, math.ceil(len(data) / chunk_bytes))
+    view = memoryview(data)
+    shape = list(tensor.shape)
+    return [
+        transport_pb2.Frame(
+            session_id=session_id,
+            seq=first_seq + i,
+            src_rank=src_rank,
+            kind=transport_pb2.FRAME_KIND_TENSOR,
+            tag=tag,
+            dtype=name,
+            shape=shape,
+            data=data if count == 1 else bytes(view[i * chunk_bytes : (i + 1) * chunk_bytes]),
+            chunk_index=i,
+            chunk_count=count,
+        )
+        for i in range(count)
+    ]
+
+
+def tensor_nbytes(dtype: str, shape: list[int] | tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1].itemsize if shape else DTYPES[dtype][1].itemsize
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a receiver accepts."""
+
+    max_frame_bytes: int = DEFAULT_CHUNK_BYTES
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_open_sessions: int = MAX_OPEN_SESSIONS
+
+
+def check_frame(frame: transport_pb2.Frame, limits: Limits) -> None:
+    """Refuse a malformed or oversized frame with a :class:`TransportError` (never a crash)."""
+    bad = grpc.StatusCode.INVALID_ARGUMENT
+    if not frame.session_id or len(frame.session_id) > MAX_SESSION_ID_LEN:
+        raise TransportError(bad, f"session_id must be 1..{MAX_SESSION_ID_LEN} characters")
+    if frame.kind == transport_pb2.FRAME_KIND_ABORT:
+        return
+    if frame.kind != transport_pb2.FRAME_KIND_TENSOR:
+        raise TransportError(bad, f"unknown frame kind {frame.kind}")
+    if frame.dtype not in DTYPES:
+        raise TransportError(bad, f"unsupported dtype {frame.dtype!r}")
+    if any(s < 0 for s in frame.shape):
+        raise TransportError(bad, "negative dimension in shape")
+    if frame.chunk_count < 1 or frame.chunk_index >= frame.chunk_count:
+        raise TransportError(bad, f"chunk {frame.chunk_index} of {frame.chunk_count} is out of range")
+    if len(frame.data) > limits.max_frame_bytes:
+        raise TransportError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"frame of {len(frame.data)} bytes exceeds {limits.max_frame_bytes}")
+    total = tensor_nbytes(frame.dtype, list(frame.shape))
+    if total > limits.max_message_bytes:
+        raise TransportError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"tensor of {total} bytes exceeds {limits.max_message_bytes}")
+    if frame.chunk_count == 1 and len(frame.data) != total:
+        raise TransportError(bad, f"{len(frame.data)} data bytes for shape {list(frame.shape)} of {frame.dtype} ({total} expected)")
+
+
+# -- receiving ---------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    tag: str
+    tensor: torch.Tensor
+
+
+class SessionInbox:
+    """The ordered messages of one session from the peer, reassembled from frames."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self._queue: queue.SimpleQueue[Message | SessionFailed] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._next_seq = 0
+        self._partial: bytearray | None = None
+        self._partial_filled = 0
+        self.failure: SessionFailed | None = None
+        self.bytes_received = 0
+
+    def deliver(self, frame: transport_pb2.Frame) -> None:
+        """Accept the next frame (called on a gRPC server thread)."""
+        with self._lock:
+            if self.failure is not None:
+                return
+            if frame.kind == transport_pb2.FRAME_KIND_ABORT:
+                self._fail_locked(SessionFailed(grpc.StatusCode.ABORTED, f"peer aborted session {self.session_id}: {frame.reason}"))
+                return
+            if frame.seq != self._next_seq:
+                error = SessionFailed(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"session {self.session_id}: frame seq {frame.seq}, expected {self._next_seq}",
+                )
+                self._fail_locked(error)
+                raise error
+            self._next_seq += 1
+            self.bytes_received += len(frame.data)
+            message = self._assemble(frame)
+        if message is not None:
+            self._queue.put(message)
+
+    def _assemble(self, frame: transport_pb2.Frame) -> Message | None:
+        torch_dtype, np_dtype = DTYPES[frame.dtype]
+        shape = tuple(frame.shape)
+        if frame.chunk_count == 1:
+            array = np.frombuffer(frame.data, dtype=np_dtype).copy()
+        else:
+            if frame.chunk_index == 0:
+                self._partial = bytearray(tensor_nbytes(frame.dtype, shape))
+                self._partial_filled = 0
+            assert self._partial is not None
+            end = self._partial_filled + len(frame.data)
+            if end > len(self._partial):
+                raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks overflow the declared tensor size")
+            self._partial[self._partial_filled : end] = frame.data
+            self._partial_filled = end
+            if frame.chunk_index + 1 < frame.chunk_count:
+                return None
+            if end != len(self._partial):
+                raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks do not fill the declared tensor size")
+            array = np.frombuffer(self._partial, dtype=np_dtype)
+            self._partial = None
+        return Message(frame.tag, torch.from_numpy(array).reshape(shape).to(torch_dtype))
+
+    def get(self, deadline: float) -> Message:
+        """Next message, waiting at most until ``deadline`` (``time.monotonic()`` clock)."""
+        try:
+            item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            error = SessionFailed(grpc.StatusCode.DEADLINE_EXCEEDED, f"session {self.session_id}: no message from the peer before the deadline")
+            self.fail(error)
+            raise error from None
+        if isinstance(item, SessionFailed):
+            self._queue.put(item)  # every later receive fails the same way
+            raise item
+        return item
+
+    def fail(self, error: SessionFailed) -> None:
+        with self._lock:
+            self._fail_locked(error)
+
+    def _fail_locked(self, error: SessionFailed) -> None:
+        if self.failure is None:
+            self.failure = error
+            self._queue.put(error)
+
+
+class Inboxes:
+    """All session inboxes of one endpoint; an inbox is made by whichever comes first, a frame or ``open``."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._inboxes: dict[str, SessionInbox] = {}
+        self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def _get_or_create(self, session_id: str) -> SessionInbox | None:
+        with self._lock:
+            if session_id in self._closed:
+                return None
+            inbox = self._inboxes.get(session_id)
+            if inbox is None:
+                if len(self._inboxes) >= self.limits.max_open_sessions:
+                    raise TransportError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {self.limits.max_open_sessions} open sessions")
+                inbox = self._inboxes[session_id] = SessionInbox(session_id)
+            return inbox
+
+    def deliver(self, frame: transport_pb2.Frame) -> None:
+        check_frame(frame, self.limits)
+        inbox = self._get_or_create(frame.session_id)
+        if inbox is None:
+            logger.debug("dropping a late frame of closed session %s", frame.session_id)
+            return
+        inbox.deliver(frame)
+
+    def open(self, session_id: str) -> SessionInbox:
+        inbox = self._get_or_create(session_id)
+        if inbox is None:
+            raise ValueError(f"session {session_id} was already used; session ids are never reused")
+        return inbox
+
+    def close(self, session_id: str) -> None:
+        with self._lock:
+            self._inboxes.pop(session_id, None)
+            self._closed[session_id] = None
+            while len(self._closed) > 4096:
+                self._closed.popitem(last=False)
+
+    def fail_all(self, error: SessionFailed) -> None:
+        with self._lock:
+            inboxes = list(self._inboxes.values())
+        for inbox in inboxes:
+            inbox.fail(error)
+
+
+class PeerTransportServicer(transport_pb2_grpc.PeerTransportServicer):
+    """Translates ``PeerTransport`` calls to :class:`Inboxes`; nothing else."""
+
+    def __init__(self, rank: int, inboxes: Inboxes, on_stream_lost: Callable[[str], None]) -> None:
+        self.rank = rank
+        self.inboxes = inboxes
+        self.on_stream_lost = on_stream_lost
+
+    def Send(self, request: transport_pb2.Frame, context: grpc.ServicerContext) -> transport_pb2.Ack:
+        try:
+            self.inboxes.deliver(request)
+        except TransportError as exc:
+            context.abort(exc.code, str(exc))
+        return transport_pb2.Ack(frames=1)
+
+    def Stream(self, request_iterator: Iterator[transport_pb2.Frame], context: grpc.ServicerContext) -> transport_pb2.Ack:
+        count = 0
+        clean = False
+        try:
+            for frame in request_iterator:
+                self.inboxes.deliver(frame)
+                count += 1
+            clean = True
+        except TransportError as exc:
+            context.abort(exc.code, str(exc))
+        except grpc.RpcError:
+            pass
+        finally:
+            if not clean:
+                self.on_stream_lost(f"the stream from the peer broke after {count} frames")
+        return transport_pb2.Ack(frames=count)
+
+    def Ping(self, request: transport_pb2.PingRequest, context: grpc.ServicerContext) -> transport_pb2.PingReply:
+        return transport_pb2.PingReply(rank=self.rank)
+
+
+# -- sending -----------------------------------------------------------------
+
+_CLOSE = object()
+
+
+class PeerLink:
+    """The client side: frames to the peer's ``PeerTransport``, in order, shaped."""
+
+    def __init__(
+        self,
+        target: str,
+        credentials: grpc.ChannelCredentials | None,
+        mode: Mode,
+        shape: NetworkShape,
+        limits: Limits,
+        on_broken: Callable[[str], None],
+    ) -> None:
+        if mode not in ("stream", "unary"):
+            raise ValueError(f"unknown transport mode {mode!r}")
+        options = KEEPALIVE_OPTIONS + [
+            ("grpc.max_send_message_length", limits.max_frame_bytes + GRPC_FRAME_OVERHEAD),
+            ("grpc.max_receive_message_length", 1 << 20),
+        ]
+        if credentials is None:
+            self.channel = grpc.insecure_channel(target, options=options)
+        else:
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        self.stub = transport_pb2_grpc.PeerTransportStub(self.channel)
+        self.mode = mode
+        self.shaper = Shaper(shape)
+        self.on_broken = on_broken
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue | None = None
+        self._call: grpc.Future | None = None
+        self._closing = False
+
+    def send(self, frames: list[transport_pb2.Frame], deadline: float) -> None:
+        """Send frames in order; in stream mode this returns before they arrive."""
+        if self.mode == "unary":
+            self._send_unary(frames, deadline)
+            return
+        with self._lock:
+            q = self._stream_queue()
+            for frame in frames:
+                q.put((frame, self.shaper.release_time(len(frame.data))))
+
+    def _send_unary(self, frames: list[transport_pb2.Frame], deadline: float) -> None:
+        for frame in frames:
+            sleep_until(self.shaper.release_time(len(frame.data)))
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise SessionFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while sending to the peer")
+            try:
+                self.stub.Send(frame, timeout=timeout, wait_for_ready=True)
+            except grpc.RpcError as exc:
+                raise SessionFailed(exc.code(), f"sending to the peer failed: {exc.details()}") from exc
+
+    def _stream_queue(self) -> queue.SimpleQueue:
+        if self._queue is None:
+            q: queue.SimpleQueue = queue.SimpleQueue()
+            call = self.stub.Stream.future(_drain(q), wait_for_ready=True)
+            call.add_done_callback(lambda f, q=q: self._stream_done(f, q))
+            self._queue, self._call = q, call
+        return self._queue
+
+    def _stream_done(self, call: grpc.Future, q: queue.SimpleQueue) -> None:
+        with self._lock:
+            if self._queue is q:
+                self._queue, self._call = None, None
+        if self._closing:
+            return
+        try:
+            error = call.exception()
+        except grpc.FutureCancelledError:
+            error = None
+        reason = f"the stream to the peer ended: {error.details() if isinstance(error, grpc.RpcError) else error}"
+        logger.warning("%s", reason)
+        self.on_broken(reason)
+
+    def ping(self, timeout: float) -> bool:
+        try:
+            self.stub.Ping(transport_pb2.PingRequest(), timeout=timeout)
+            return True
+        except grpc.RpcError:
+            return False
+
+    def close(self) -> None:
+        self._closing = True
+        with self._lock:
+            if self._queue is not None:
+                self._queue.put(_CLOSE)
+            call = self._call
+        if call is not None:
+            try:
+                call.result(timeout=2.0)
+            except (grpc.RpcError, grpc.FutureTimeoutError, grpc.FutureCancelledError):
+                call.cancel()
+        self.channel.close()
+
+
+def _drain(q: queue.SimpleQueue) -> Iterator[transport_pb2.Frame]:
+    """The request iterator of a stream: frames in order, each held until its release time."""
+    while True:
+        item = q.get()
+        if item is _CLOSE:
+            return
+        frame, release = item
+        sleep_until(release)
+        yield frame
+
+
+# -- endpoint and sessions ----------------------------------------------------
+
+
+class Session:
+    """One session's ordered channel to the peer: tensors out, tensors in, a deadline."""
+
+    def __init__(self, endpoint: "Endpoint", session_id: str, deadline: float) -> None:
+        self.endpoint = endpoint
+        self.session_id = session_id
+        self.deadline = deadline
+        self.rank = endpoint.rank
+        self.inbox = endpoint.inboxes.open(session_id)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self.bytes_sent = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+
+    @property
+    def bytes_received(self) -> int:
+        return self.inbox.bytes_received
+
+    def send_tensor(self, tag: str, tensor: torch.Tensor) -> None:
+        if self.inbox.failure is not None:
+            raise self.inbox.failure
+        with self._lock:
+            frames = tensor_frames(self.session_id, self._seq, self.rank, tag, tensor, self.endpoint.limits.max_frame_bytes)
+            self._seq += len(frames)
+            self.endpoint.link.send(frames, self.deadline)
+        self.bytes_sent += sum(len(f.data) for f in frames)
+        self.messages_sent += 1
+
+    def recv_tensor(self, tag: str) -> torch.Tensor:
+        message = self.inbox.get(self.deadline)
+        if message.tag != tag:
+            error = SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, f"session {self.session_id}: expected a {tag!r} message, got {message.tag!r}")
+            self.abort(str(error))
+            raise error
+        self.messages_received += 1
+        return message.tensor
+
+    def abort(self, reason: str) -> None:
+        """Fail this session here and tell the peer (best effort)."""
+        self.inbox.fail(SessionFailed(grpc.StatusCode.ABORTED, f"session {self.session_id} aborted: {reason}"))
+        frame = transport_pb2.Frame(session_id=self.session_id, src_rank=self.rank, kind=transport_pb2.FRAME_KIND_ABORT, reason=reason[:200])
+        try:
+            self.endpoint.link.send([frame], time.monotonic() + 1.0)
+        except TransportError:
+            pass
+
+    def close(self) -> None:
+        self.endpoint.inboxes.close(self.session_id)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Endpoint:
+    """One party's transport: the ``PeerTransport`` server and the link to the peer."""
+
+    def __init__(
+        self,
+        rank: int,
+        listen: str,
+        peer: str,
+        server_credentials: grpc.ServerCredentials | None = None,
+        channel_credentials: grpc.ChannelCredentials | None = None,
+        mode: Mode = "stream",
+        shape: NetworkShape = NetworkShape(),
+        limits: Limits = Limits(),
+    ) -> None:
+        if rank not in (0, 1):
+            raise ValueError("rank must be 0 or 1")
+        self.rank = rank
+        self.limits = limits
+        self.inboxes = Inboxes(limits)
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"peer{rank}"),
+            options=SERVER_PING_OPTIONS
+            + [("grpc.max_receive_message_length", limits.max_frame_bytes + GRPC_FRAME_OVERHEAD), ("grpc.so_reuseport", 0)],
+        )
+        add_transport_servicer(self.server, PeerTransportServicer(rank, self.inboxes, self._peer_lost))
+        self.port = bind(self.server, listen, server_credentials)
+        self.server.start()
+        self.peer = peer
+        self.link = PeerLink(peer, channel_credentials, mode, shape, limits, self._peer_lost)
+
+    def _peer_lost(self, reason: str) -> None:
+        self.inboxes.fail_all(SessionFailed(grpc.StatusCode.UNAVAILABLE, f"peer connection lost: {reason}"))
+
+    def session(self, session_id: str, timeout_s: float | None = None, deadline_unix_ms: int | None = None) -> Session:
+        """Open a session that ends ``timeout_s`` from now, or at an absolute Unix deadline."""
+        if not session_id or len(session_id) > MAX_SESSION_ID_LEN:
+            raise ValueError(f"session_id must be 1..{MAX_SESSION_ID_LEN} characters")
+        if deadline_unix_ms is not None:
+            timeout_s = deadline_unix_ms / 1000.0 - time.time()
+        if timeout_s is None:
+            raise ValueError("a session needs a timeout or a deadline")
+        return Session(self, session_id, time.monotonic() + timeout_s)
+
+    def peer_reachable(self, timeout: float = 1.0) -> bool:
+        return self.link.ping(timeout)
+
+    def close(self) -> None:
+        self.link.close()
+        self.server.stop(grace=0.5).wait()
+
+
+def add_transport_servicer(server: grpc.Server, servicer: PeerTransportServicer) -> None:
+    transport_pb2_grpc.add_PeerTransportServicer_to_server(servicer, server)
+
+
+def bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Bind ``host:port`` (port 0 = a free port); return the port."""
+    port = server.add_secure_port(address, credentials) if credentials is not None else server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not listen on {address}")
+    return port

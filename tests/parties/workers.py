@@ -1,0 +1,60 @@
+"""Functions the two-party tests run in each spawned party process (importable at module level)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from protocols.crypten_compat import crypten
+
+OPS = ("add", "mul", "matmul", "lt", "relu", "softmax", "square", "reciprocal")
+
+
+def plaintext_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(4, 6, generator=g), torch.randn(6, 6, generator=g)
+
+
+def crypten_ops(rank: int) -> dict[str, Any]:
+    """CrypTen's kinds of operations on shared inputs (x from party 0, y from party 1)."""
+    import crypten.communicator as comm
+
+    crypten.cfg.communicator.verbose = True
+    x_plain, y_plain = plaintext_inputs()
+    x = crypten.cryptensor(x_plain if rank == 0 else torch.zeros_like(x_plain), src=0)
+    y = crypten.cryptensor(y_plain if rank == 1 else torch.zeros_like(y_plain), src=1)
+    comm.get().reset_communication_stats()
+    out = {
+        "add": (x + x).get_plain_text(),
+        "mul": (x * x).get_plain_text(),
+        "matmul": x.matmul(y).get_plain_text(),
+        "lt": (x < 0.25).get_plain_text(),
+        "relu": x.relu().get_plain_text(),
+        "softmax": x.softmax(-1).get_plain_text(),
+        "square": y.square().get_plain_text(),
+        "reciprocal": (x.abs() + 1).reciprocal().get_plain_text(),
+    }
+    stats = comm.get().get_communication_stats()
+    return {"values": out, "rounds": stats["rounds"], "bytes": stats["bytes"]}
+
+
+def plaintext_ops() -> dict[str, torch.Tensor]:
+    x, y = plaintext_inputs()
+    return {
+        "add": x + x,
+        "mul": x * x,
+        "matmul": x @ y,
+        "lt": (x < 0.25).float(),
+        "relu": x.relu(),
+        "softmax": x.softmax(-1),
+        "square": y * y,
+        "reciprocal": 1 / (x.abs() + 1),
+    }
+
+
+def exchange(rank: int, n: int) -> list[int]:
+    """A raw all_reduce loop (transport only)."""
+    import crypten.communicator as comm
+
+    return [int(comm.get().all_reduce(torch.tensor([rank * 1000 + i])).item()) for i in range(n)]

@@ -1,0 +1,280 @@
+"""``mpcvit demo``: the two-party demo as local processes (the README's ``make demo``).
+
+Starts the same topology as ``docker-compose.yml`` on loopback -- dealer,
+party 0, party 1 and the REST coordinator, with mutual TLS (certificates made
+in a temporary directory) unless ``--insecure`` -- waits until they are
+healthy, classifies a few real test images through the *private* REST path
+(``mpcvit.client.PrivateClient``: the image is secret-shared and sealed on this
+side, the coordinator relays sealed boxes only), and prints for each image the
+secure class, the plaintext model's class, whether they agree, and the costs
+(rounds, bytes, seconds). Everything is stopped on exit or Ctrl-C.
+
+``--server URL`` skips the local processes and runs the same check against a
+coordinator that is already up (``docker/e2e.sh`` uses it on the compose demo).
+
+Exit status: 0 when every secure class equals the plaintext model's class,
+1 otherwise (or on an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+
+from mpcvit.checkpoint import load_checkpoint, normalise_input
+
+log = logging.getLogger(__name__)
+
+HELP = "start dealer, parties and coordinator locally and classify real images"
+
+# Preferred demo models, most preferred first, per dataset (checkpoint directory names).
+PREFERRED: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("mpcvit_4_4_28", "mpcvitplus_4_4_28", "relu_4_4_28", "vit_4_4_28"),
+    "digits": ("mpcvit_2_4_8", "mpcvitplus_2_4_8", "relu_2_4_8", "vit_2_4_8"),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One classified image: what the secure path and the plaintext model said, and the costs."""
+
+    index: int  # in the dataset's test split
+    true_class: str
+    private_class: str
+    plaintext_class: str
+    agree: bool
+    rounds: int | None
+    bytes: int | None
+    seconds: float
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=None,
+        help="checkpoint name (default: the Fashion-MNIST MPCViT model when Debian's dataset-fashion-mnist "
+        "is installed, else the digits one)",
+    )
+    parser.add_argument("--images", type=int, default=4, help="how many test images to classify (default 4)")
+    parser.add_argument(
+        "--keep-running", action="store_true", help="after the images, keep serving until Ctrl-C (prints the page URL)"
+    )
+    parser.add_argument("--insecure", action="store_true", help="plaintext gRPC between the processes (no mutual TLS)")
+    parser.add_argument(
+        "--models-dir", type=Path, default=None, help="checkpoint root (default: ./checkpoints, else the repository's)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="coordinator port (default: a free one)")
+    parser.add_argument(
+        "--server", default=None, metavar="URL", help="use this running coordinator instead of starting processes"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed for start-up and per image")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+
+
+# -- choosing the model and the images -------------------------------------------
+
+
+def default_models_dir() -> Path:
+    """``./checkpoints`` when it exists, else the one next to the installed package (an editable install)."""
+    cwd = Path.cwd() / "checkpoints"
+    if cwd.is_dir():
+        return cwd
+    return Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def find_checkpoint(models_dir: Path, model: str) -> Path:
+    """The checkpoint directory for ``model``: ``models_dir/model`` or ``models_dir/<dataset>/model``."""
+    direct = models_dir / model
+    if (direct / "arch.json").is_file():
+        return direct
+    hits = sorted(p.parent for p in models_dir.glob(f"*/{model}/arch.json"))
+    if not hits:
+        known = sorted(p.parent.name for p in models_dir.glob("**/arch.json"))
+        raise ValueError(f"no checkpoint {model!r} under {models_dir}; known: {', '.join(known) or 'none'}")
+    return hits[0]
+
+
+def _fashion_mnist_installed() -> bool:
+    from mpcvit.data import DatasetMissingError, load_dataset
+
+    try:
+        load_dataset("fashion-mnist", "test")
+    except (DatasetMissingError, ValueError, OSError):
+        return False
+    return True
+
+
+def default_model(models_dir: Path) -> str:
+    """The Fashion-MNIST demo model when its data and checkpoint are here, else the digits one."""
+    datasets = ("fashion-mnist", "digits") if _fashion_mnist_installed() else ("digits",)
+    for dataset in datasets:
+        for name in PREFERRED[dataset]:
+            if (models_dir / dataset / name / "arch.json").is_file() or (models_dir / name / "arch.json").is_file():
+                return name
+    raise ValueError(f"no demo checkpoint under {models_dir} (train one with 'mpcvit train')")
+
+
+def pick_images(dataset: str, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``count`` test images spread over the split (fixed seed): indices, images (B, C, H, W) in [0, 1], labels."""
+    from mpcvit.data import load_dataset
+
+    x, y = load_dataset(dataset, "test").tensors
+    if not 1 <= count <= len(x):
+        raise ValueError(f"--images must be between 1 and {len(x)}, got {count}")
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:count]
+    return idx, x[idx], y[idx]
+
+
+# -- costs -----------------------------------------------------------------------
+
+
+def _total(costs: dict[str, Any], *keys: str) -> int | None:
+    vals = [costs.get(k) for k in keys]
+    return int(sum(v for v in vals if isinstance(v, (int, float)))) if any(isinstance(v, (int, float)) for v in vals) else None
+
+
+def summarise_costs(costs: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(rounds, bytes) of one inference from the coordinator's ``costs`` (bytes: sent by party 0 + party 1).
+
+    Reads ``{"rounds", "bytes_sent", ...}`` at the top level, or per party
+    under ``"parties"`` / ``"party0"`` / ``"party1"`` (rounds: the larger, bytes: the sum of sent).
+    """
+    per_party = costs.get("parties")
+    if isinstance(per_party, dict):
+        per_party = list(per_party.values())
+    if per_party is None and isinstance(costs.get("party0"), dict):
+        per_party = [costs["party0"], costs.get("party1") or {}]
+    if isinstance(per_party, list) and per_party and all(isinstance(p, dict) for p in per_party):
+        rounds = [r for p in per_party if (r := _total(p, "rounds")) is not None]
+        sent = [b for p in per_party if (b := _total(p, "bytes_sent")) is not None]
+        return (max(rounds) if rounds else None, sum(sent) if sent else None)
+    return _total(costs, "rounds"), _total(costs, "bytes_total") or _total(costs, "bytes_sent", "bytes_received") or _total(costs, "bytes")
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return "?"
+
+
+# -- the run ---------------------------------------------------------------------
+
+
+def _class_name(classes: list[str] | None, k: int) -> str:
+    return classes[k] if classes and k < len(classes) else str(k)
+
+
+def classify_images(url: str, model: str, checkpoint: Path, count: int, timeout: float) -> list[Row]:
+    """Classify ``count`` test images privately through ``url`` and in plaintext; one row each."""
+    from mpcvit.client import PrivateClient
+
+    net, meta = load_checkpoint(checkpoint)
+    dataset = str(meta.get("dataset", "digits"))
+    classes = [str(c) for c in meta.get("classes", [])] or None
+    idx, images, labels = pick_images(dataset, count)
+    with torch.no_grad():
+        plain = net(normalise_input(images, meta)).argmax(dim=-1)
+    rows: list[Row] = []
+    with PrivateClient(url, timeout=timeout) as client:
+        for i in range(count):
+            res = client.classify(images[i], model=model)
+            rounds, nbytes = summarise_costs(res.costs)
+            rows.append(Row(
+                index=int(idx[i]), true_class=_class_name(classes, int(labels[i])), private_class=res.class_name,
+                plaintext_class=_class_name(classes, int(plain[i])), agree=res.class_index == int(plain[i]),
+                rounds=rounds, bytes=nbytes, seconds=round(res.seconds, 3),
+            ))
+            print_row(i + 1, rows[-1])
+    return rows
+
+
+def print_header(model: str, dataset: str, where: str) -> None:
+    print(f"model {model} ({dataset} test set) via {where}")
+    print(f"{'#':>2}  {'index':>5}  {'true':<12} {'private (2PC)':<14} {'plaintext':<12} {'agree':<5} "
+          f"{'rounds':>6}  {'bytes':>10}  {'seconds':>7}")
+
+
+def print_row(n: int, row: Row) -> None:
+    print(f"{n:>2}  {row.index:>5}  {row.true_class:<12.12} {row.private_class:<14.14} {row.plaintext_class:<12.12} "
+          f"{'yes' if row.agree else 'NO':<5} {row.rounds if row.rounds is not None else '?':>6}  "
+          f"{_fmt_bytes(row.bytes):>10}  {row.seconds:>7.2f}", flush=True)
+
+
+def print_summary(rows: list[Row]) -> None:
+    agree = sum(r.agree for r in rows)
+    correct = sum(r.private_class == r.true_class for r in rows)
+    secs = sum(r.seconds for r in rows) / len(rows)
+    print(f"agreement with the plaintext model: {agree}/{len(rows)}; "
+          f"correct (true class): {correct}/{len(rows)}; mean {secs:.2f} s per image")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _serve_until_interrupted(stack: Any, url: str) -> None:
+    """Wait for Ctrl-C (or SIGTERM); fail if one of the processes dies meanwhile."""
+    print(f"serving: open {url}/ in a browser (API {url}/v1/health); Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            for proc in stack.procs:
+                if proc.popen.poll() is not None:
+                    raise RuntimeError(f"{proc.role} exited with code {proc.popen.returncode}; see {proc.log_path}")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nCtrl-C: stopping", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mpcvit.localstack import LocalStack, StackConfig
+
+    models_dir = (args.models_dir or default_models_dir()).resolve()
+    model = args.model or default_model(models_dir)
+    checkpoint = find_checkpoint(models_dir, model)
+    dataset = str(json.loads((checkpoint / "meta.json").read_text()).get("dataset", "digits"))
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
+    if args.server:
+        print_header(model, dataset, args.server)
+        rows = classify_images(args.server, model, checkpoint, args.images, args.timeout)
+    else:
+        cfg = StackConfig(
+            models_dir=checkpoint.parent, model=model, insecure=args.insecure,
+            coordinator_port=args.port, startup_timeout_s=args.timeout,
+        )
+        print(f"starting dealer, party 0, party 1, coordinator on 127.0.0.1 "
+              f"({'plaintext gRPC' if args.insecure else 'mutual TLS'}) ...", flush=True)
+        t0 = time.perf_counter()
+        with LocalStack(cfg) as stack:
+            assert stack.endpoints is not None
+            url = stack.endpoints.coordinator_url
+            print(f"ready in {time.perf_counter() - t0:.1f} s: coordinator {url}", flush=True)
+            print_header(model, dataset, f"{url} (private REST path)")
+            rows = classify_images(url, model, checkpoint, args.images, args.timeout)
+            print_summary(rows)
+            if args.keep_running:
+                _serve_until_interrupted(stack, url)
+        print("stopped dealer, parties and coordinator", flush=True)
+    if args.server:
+        print_summary(rows)
+    if args.json:
+        args.json.write_text(json.dumps({"model": model, "dataset": dataset, "rows": [asdict(r) for r in rows]}, indent=2))
+    return 0 if all(r.agree for r in rows) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from mpcvit.cli import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))

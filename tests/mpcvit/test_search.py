@@ -1,0 +1,202 @@
+"""MPC-aware search: relaxed == discrete at 0/1, the cost regulariser's gradient, derive rules, fused MLPs, the loop."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mpcvit.cli import main as cli_main
+from mpcvit.models import ArchSpec, VisionTransformer, model_spec
+from mpcvit.search import (
+    THREE_WAY,
+    TWO_WAY,
+    CostTerms,
+    PlaceholderCostModel,
+    RelaxedViT,
+    SearchResult,
+    cost_regulariser,
+    cost_terms,
+    derive_budget,
+    derive_ratio,
+)
+from mpcvit.search.derive import load_search
+
+BASE = "vit_2_4_8"
+
+
+def _relaxed(act_mode: str = "none", candidates: tuple[str, ...] = TWO_WAY, seed: int = 0) -> RelaxedViT:
+    torch.manual_seed(seed)
+    model = RelaxedViT(model_spec(BASE), candidates, act_mode)  # type: ignore[arg-type]
+    model.eval()
+    return model
+
+
+def _result(model: RelaxedViT) -> SearchResult:
+    betas = model.act_betas()
+    return SearchResult(
+        base=model.spec,
+        candidates=model.candidates,
+        act_mode=model.act_mode,
+        head_weights=model.head_weights().detach().tolist(),
+        betas=None if betas is None else betas.detach().tolist(),
+        info={},
+    )
+
+
+def _discrete_output(model: RelaxedViT, spec: ArchSpec, x: torch.Tensor) -> torch.Tensor:
+    discrete = VisionTransformer(spec)
+    discrete.load_state_dict(model.weight_state_dict())
+    discrete.eval()
+    return discrete(x)
+
+
+@pytest.mark.parametrize("act_mode", ["none", "layer", "token"])
+def test_relaxed_equals_discrete_at_zero_one_two_way(act_mode: str) -> None:
+    model = _relaxed(act_mode)
+    L, H, N = model.spec.depth, model.spec.num_heads, model.spec.num_tokens
+    gen = torch.Generator().manual_seed(3)
+    alphas = (torch.rand(L, H, generator=gen) > 0.5).float()
+    alphas[0, 0], alphas[1, 1] = 1.0, 0.0  # both kinds present
+    units = 1 if act_mode == "layer" else N
+    betas = (torch.rand(L, units, generator=gen) > 0.5).float() if act_mode != "none" else None
+    if betas is not None:
+        betas[0] = 0.0  # layer 0 fully linear (fused at export)
+        betas[1, 0] = 1.0
+    model.set_arch(alphas, betas)
+    # derive at the ratio that keeps exactly the alpha = 1 heads and the beta = 1 units
+    spec = derive_ratio(_result(model), mu=float(alphas.mean()))
+    assert [[k == "relu" for k in layer] for layer in spec.attn] == alphas.bool().tolist()
+    if act_mode != "none":
+        assert spec.act[0] == "identity" and spec.mlp_is_linear(0)
+    x = torch.randn(5, *model.spec.input_shape)
+    torch.testing.assert_close(model(x), _discrete_output(model, spec, x), rtol=1e-5, atol=1e-6)
+
+
+def test_relaxed_equals_discrete_at_one_hot_three_way() -> None:
+    model = _relaxed(candidates=THREE_WAY)
+    L, H = model.spec.depth, model.spec.num_heads
+    choice = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 1]])  # indices into (softmax, relu, scale)
+    logits = torch.full((L, H, 3), -1e4).scatter(-1, choice.unsqueeze(-1), 1e4)
+    model.set_arch(logits)
+    spec = derive_ratio(_result(model), mu=5 / 8)  # the five non-scaling heads
+    assert spec.attn == tuple(tuple(THREE_WAY[int(c)] for c in row) for row in choice)
+    x = torch.randn(4, *model.spec.input_shape)
+    torch.testing.assert_close(model(x), _discrete_output(model, spec, x), rtol=1e-5, atol=1e-6)
+
+
+def test_regulariser_gradient_pushes_expensive_heads_toward_cheaper_choice() -> None:
+    model = _relaxed()
+    L, H = model.spec.depth, model.spec.num_heads
+    relu_cost = torch.linspace(1.0, 4.0, L * H).view(L, H)  # ReLU-softmax costlier, by different amounts
+    head = torch.stack([relu_cost, torch.full((L, H), 0.5)], dim=-1)  # (L, H, 2): (relu, scale)
+    terms = CostTerms(head=head, act=None, network="wan")
+    lam = 0.7
+    reg = cost_regulariser(model, terms, lam)
+    alphas = list(model.arch_parameters())
+    grads = torch.stack(torch.autograd.grad(reg, alphas))  # (L, H)
+    expected = lam * (relu_cost - 0.5) / terms.reference
+    torch.testing.assert_close(grads, expected)
+    assert (grads > 0).all()  # gradient descent lowers every alpha (toward scaling) ...
+    opt = torch.optim.SGD(alphas, lr=0.05)
+    for _ in range(10):
+        opt.zero_grad()
+        cost_regulariser(model, terms, lam).backward()
+        opt.step()
+        model.clamp_arch_()
+    after = model.head_weights()[..., 0].detach()
+    assert (after < 0.5).all()
+    assert after[-1, -1] < after[0, 0]  # ... and the most expensive head furthest
+
+
+def test_regulariser_prices_gelu_from_cost_model() -> None:
+    model = _relaxed("token")
+    costs = PlaceholderCostModel()
+    terms = cost_terms(model, costs, "wan")
+    spec = model.spec
+    assert terms.head.shape == (spec.depth, spec.num_heads, 2)
+    assert terms.head[0, 0, 0] == pytest.approx(costs.head_cost("relu", spec, "wan"))
+    assert terms.act is not None and terms.act.shape == (spec.depth, spec.num_tokens)
+    per_token = (costs.act_cost("gelu", spec, spec.num_tokens, "wan") - costs.act_cost("identity", spec, spec.num_tokens, "wan")) / spec.num_tokens
+    assert float(terms.act[0, 0]) == pytest.approx(per_token)
+    betas = list(p for n, p in model.named_parameters() if n.endswith("arch_beta"))
+    grads = torch.autograd.grad(cost_regulariser(model, terms, 1.0), betas)
+    assert all((g > 0).all() for g in grads)
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.1, 0.25, 0.5, 0.7, 1.0])
+def test_derive_ratio_keeps_top_mu_heads(mu: float) -> None:
+    model = _relaxed()
+    L, H = model.spec.depth, model.spec.num_heads
+    alphas = torch.randperm(L * H, generator=torch.Generator().manual_seed(1)).float().view(L, H) / (L * H)
+    model.set_arch(alphas)
+    spec = derive_ratio(_result(model), mu)
+    kept = torch.tensor([[k == "relu" for k in layer] for layer in spec.attn])
+    assert int(kept.sum()) == math.floor(mu * L * H + 0.5)
+    assert set(spec.count_heads()) <= {"relu", "scale"}
+    if 0 < kept.sum() < L * H:
+        assert alphas[kept].min() > alphas[~kept].max()  # ranked over all layers
+    with pytest.raises(ValueError):
+        derive_ratio(_result(model), 1.5)
+
+
+def test_derive_budget_respects_budget_and_spends_it() -> None:
+    model = _relaxed("token")
+    gen = torch.Generator().manual_seed(2)
+    model.set_arch(torch.rand(2, 4, generator=gen), torch.rand(2, model.spec.num_tokens, generator=gen))
+    result, costs = _result(model), PlaceholderCostModel()
+    cheapest = derive_budget(result, 1e9, "wan", costs)  # everything affordable
+    assert cheapest.count_heads() == {"relu": 8} and cheapest.act == ("gelu", "gelu") and cheapest.act_tokens is None
+    floor = costs.arch_latency(model.spec.with_(attn=[["scale"] * 4] * 2, act=["identity"] * 2), "wan")
+    top = costs.arch_latency(cheapest, "wan")
+    previous = 0.0
+    for frac in (0.2, 0.5, 0.8):
+        budget = floor + frac * (top - floor)
+        spec = derive_budget(result, budget, "wan", costs)
+        latency = costs.arch_latency(spec, "wan")
+        assert latency <= budget
+        assert latency >= previous
+        previous = latency
+        assert ArchSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="below the cheapest"):
+        derive_budget(result, floor * 0.5, "wan", costs)
+
+
+def test_fused_mlp_equals_unfused() -> None:
+    torch.manual_seed(0)
+    spec = model_spec(BASE, act=["identity", "gelu"])
+    assert spec.mlp_is_linear(0) and not spec.mlp_is_linear(1)
+    model = VisionTransformer(spec).eval()
+    mlp = model.blocks[0].mlp
+    x = torch.randn(3, spec.num_tokens, spec.embed_dim)
+    w, b = mlp.fused_linear()
+    torch.testing.assert_close(F.linear(x, w, b), mlp(x), rtol=1e-5, atol=1e-6)
+    # and per-token linearisation with no token left is linear too
+    assert model_spec(BASE, act_tokens=[[], None]).mlp_is_linear(0)
+
+
+def test_search_cli_resumes_and_derives(tmp_path) -> None:
+    out = tmp_path / "search"
+    common = ["search", "--dataset", "digits", "--model", BASE, "--network", "lan", "--lambda", "0.5",
+              "--out", str(out), "--plus", "--train-limit", "256", "--eval-limit", "100", "--costs", "placeholder",
+              "--threads", "1", "--no-progress"]
+    assert cli_main([*common, "--epochs", "1"]) == 0
+    first = json.loads((out / "alphas.json").read_text())
+    assert first["epoch"] == 1 and first["cost_source"] == "placeholder"
+    assert cli_main([*common, "--epochs", "2"]) == 0  # resumes, runs only epoch 2
+    log_lines = (out / "search_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log_lines] == [1, 2]
+    result = load_search(out)
+    assert result.info["epoch"] == 2 and result.betas is not None
+    assert all(0.0 <= b <= 1.0 for row in result.betas for b in row)
+    changed = ["0.9" if a == "0.5" else a for a in common]
+    assert cli_main([*changed, "--epochs", "3"]) == 1  # a different search in the same directory is refused
+    arch = tmp_path / "arch.json"
+    assert cli_main(["derive", "--search", str(out), "--mu", "0.5", "--costs", "placeholder", "--out", str(arch)]) == 0
+    spec = ArchSpec.from_json(arch.read_text())
+    assert spec.count_heads() == {"relu": 4, "scale": 4}
+    assert spec.name == "mpcvitplus_2_4_8"
+    assert set(spec.extra["search"]["estimated_latency_s"]) == {"lan", "wan"}

@@ -1,0 +1,335 @@
+"""The dealer process: correlated randomness with CrypTen's TTP semantics, no online rounds.
+
+Server side (``python -m parties.dealer`` / ``mpcvit dealer``): for each
+preprocessing batch (id agreed by both parties; the party process uses the
+inference's session id) the dealer draws one 64-bit seed per party
+(:class:`DealerState`). ``GetSeed`` hands party ``i`` its seed; party 0's
+``GetCorrections`` replays both seeds over the batch's request list with
+``protocols.providers.dealer_corrections`` (the plain function, reusable
+in-process) and streams back party 0's shares of the correlated values:
+``c_0 = op(a_0 + a_1, b_0 + b_1) - c_1`` and the like. The batch is forgotten
+once both seeds and the corrections are out (or after ``ttl_s``).
+
+Client side (:class:`DealerClient`): ``get_seed`` and ``get_corrections``;
+:meth:`DealerClient.fetch_batch` gives what ``DealerProvider.begin_batch``
+takes. A party calls it before the online phase of an inference: one request
+per party per batch, never inside the secure computation, so the dealer adds
+no online rounds; its bytes and seconds are counted apart (:class:`DealerTraffic`).
+
+With mutual TLS the dealer hands rank ``i``'s seed only to the client whose
+certificate says ``party{i}``, and corrections only to ``party0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import secrets
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import grpc
+import numpy as np
+import torch
+
+from parties.proto import dealer_pb2, dealer_pb2_grpc
+from parties.tls import channel_credentials, peer_role, server_credentials
+from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
+from protocols.providers import Request, dealer_corrections
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 4 << 20
+MAX_REQUESTS = 1 << 20
+MAX_CORRECTION_BYTES = 8 << 30
+MAX_BATCH_ID_LEN = 128
+DEFAULT_TTL_S = 600.0
+MAX_OPEN_BATCHES = 1024
+
+
+class DealerError(ValueError):
+    """A request the dealer refuses, with the gRPC status to answer."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Batch:
+    seeds: tuple[int, int]
+    created: float
+    seeds_handed: set[int] = field(default_factory=set)
+    corrections_served: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.corrections_served and self.seeds_handed == {0, 1}
+
+
+class DealerState:
+    """The dealer's batches: seeds per party, forgotten when used up or stale."""
+
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_batches: int = MAX_OPEN_BATCHES) -> None:
+        self.ttl_s = ttl_s
+        self.max_batches = max_batches
+        self._batches: dict[str, _Batch] = {}
+        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def _batch(self, batch_id: str) -> _Batch:
+        if not batch_id or len(batch_id) > MAX_BATCH_ID_LEN:
+            raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, f"batch_id must be 1..{MAX_BATCH_ID_LEN} characters")
+        now = time.monotonic()
+        for stale in [k for k, b in self._batches.items() if now - b.created > self.ttl_s]:
+            del self._batches[stale]
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            if batch_id in self._finished:
+                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"batch {batch_id} is used up; batch ids are never reused")
+            if len(self._batches) >= self.max_batches:
+                raise DealerError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {self.max_batches} open batches")
+            seeds = (secrets.randbits(63), secrets.randbits(63))
+            batch = self._batches[batch_id] = _Batch(seeds=seeds, created=now)
+        return batch
+
+    def _forget_if_done(self, batch_id: str, batch: _Batch) -> None:
+        if batch.done:
+            self._batches.pop(batch_id, None)
+            self._finished[batch_id] = None
+            while len(self._finished) > 4 * self.max_batches:
+                self._finished.popitem(last=False)
+
+    def seed(self, batch_id: str, rank: int) -> int:
+        """Party ``rank``'s seed for the batch; each is handed out once."""
+        if rank not in (0, 1):
+            raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "rank must be 0 or 1")
+        with self._lock:
+            batch = self._batch(batch_id)
+            if rank in batch.seeds_handed:
+                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"rank {rank}'s seed for batch {batch_id} was already handed out")
+            batch.seeds_handed.add(rank)
+            self._forget_if_done(batch_id, batch)
+            return batch.seeds[rank]
+
+    def corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:
+        """Party 0's corrections for the batch (once per batch)."""
+        if len(requests) > MAX_REQUESTS:
+            raise DealerError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {MAX_REQUESTS} requests")
+        total = sum(r.correction_bytes() for r in requests)
+        if total > MAX_CORRECTION_BYTES:
+            raise DealerError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{total} bytes of corrections exceed {MAX_CORRECTION_BYTES}")
+        with self._lock:
+            batch = self._batch(batch_id)
+            if batch.corrections_served:
+                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"corrections for batch {batch_id} were already served")
+            batch.corrections_served = True
+            seeds = batch.seeds
+            self._forget_if_done(batch_id, batch)
+        return dealer_corrections(seeds, requests)
+
+    @property
+    def open_batches(self) -> int:
+        with self._lock:
+            return len(self._batches)
+
+
+# -- wire conversions ------------------------------------------------------------
+
+
+def request_to_wire(request: Request) -> dealer_pb2.RandomnessRequest:
+    return dealer_pb2.RandomnessRequest(
+        kind=request.kind, size0=list(request.size0), size1=list(request.size1), op=request.op, kwargs_json=request.kwargs_json
+    )
+
+
+def request_from_wire(message: dealer_pb2.RandomnessRequest) -> Request:
+    try:
+        return Request.from_wire(message.kind, message.size0, message.size1, message.op, message.kwargs_json)
+    except (ValueError, TypeError) as exc:
+        raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, f"bad randomness request: {exc}") from exc
+
+
+def correction_chunks(corrections: list[torch.Tensor], chunk_bytes: int) -> Iterator[dealer_pb2.CorrectionChunk]:
+    """Each correction as int64 little-endian bytes in chunks of at most ``chunk_bytes``."""
+    for index, tensor in enumerate(corrections):
+        data = tensor.contiguous().numpy().astype("<i8", copy=False).tobytes()
+        count = max(1, -(-len(data) // chunk_bytes))
+        view = memoryview(data)
+        for i in range(count):
+            yield dealer_pb2.CorrectionChunk(
+                request_index=index,
+                shape=list(tensor.shape),
+                data=data if count == 1 else bytes(view[i * chunk_bytes : (i + 1) * chunk_bytes]),
+                chunk_index=i,
+                chunk_count=count,
+            )
+
+
+def assemble_corrections(chunks: Iterator[dealer_pb2.CorrectionChunk], requests: list[Request]) -> list[torch.Tensor]:
+    """Rebuild the corrections from chunks, checking each against its request's shape."""
+    out: list[torch.Tensor] = []
+    buffer = bytearray()
+    for chunk in chunks:
+        if chunk.request_index != len(out):
+            raise ValueError(f"dealer sent request {chunk.request_index}, expected {len(out)}")
+        expected = tuple(requests[len(out)].output_size())
+        if tuple(chunk.shape) != expected:
+            raise ValueError(f"dealer correction {len(out)} has shape {tuple(chunk.shape)}, expected {expected}")
+        buffer += chunk.data
+        if chunk.chunk_index + 1 == chunk.chunk_count:
+            array = np.frombuffer(buffer, dtype="<i8")
+            if array.size != int(np.prod(expected, dtype=np.int64)):
+                raise ValueError(f"dealer correction {len(out)} has {array.size} elements for shape {expected}")
+            out.append(torch.from_numpy(array).reshape(expected))
+            buffer = bytearray()
+    if len(out) != len(requests):
+        raise ValueError(f"dealer sent {len(out)} corrections for {len(requests)} requests")
+    return out
+
+
+# -- server ----------------------------------------------------------------------
+
+
+def _check_role(context: grpc.ServicerContext, allowed: str) -> None:
+    role = peer_role(context)
+    if role is not None and role != allowed:
+        raise DealerError(grpc.StatusCode.PERMISSION_DENIED, f"{role} may not ask for this (only {allowed})")
+
+
+class DealerServicer(dealer_pb2_grpc.DealerServicer):
+    """Translates ``Dealer`` calls to :class:`DealerState`."""
+
+    def __init__(self, state: DealerState) -> None:
+        self.state = state
+
+    def GetSeed(self, request: dealer_pb2.SeedRequest, context: grpc.ServicerContext) -> dealer_pb2.SeedReply:
+        try:
+            _check_role(context, f"party{request.rank}")
+            seed = self.state.seed(request.batch_id, request.rank)
+        except DealerError as exc:
+            context.abort(exc.code, str(exc))
+        return dealer_pb2.SeedReply(batch_id=request.batch_id, seed=seed)
+
+    def GetCorrections(self, request: dealer_pb2.CorrectionsRequest, context: grpc.ServicerContext) -> Iterator[dealer_pb2.CorrectionChunk]:
+        try:
+            _check_role(context, "party0")
+            requests = [request_from_wire(r) for r in request.requests]
+            corrections = self.state.corrections(request.batch_id, requests)
+        except DealerError as exc:
+            context.abort(exc.code, str(exc))
+        chunk = request.max_chunk_bytes if 0 < request.max_chunk_bytes <= DEFAULT_CHUNK_BYTES else DEFAULT_CHUNK_BYTES
+        yield from correction_chunks(corrections, chunk)
+
+    def Ping(self, request: dealer_pb2.DealerPingRequest, context: grpc.ServicerContext) -> dealer_pb2.DealerPingReply:
+        return dealer_pb2.DealerPingReply(open_batches=self.state.open_batches)
+
+
+def serve(listen: str, certs_dir: str | None, ttl_s: float = DEFAULT_TTL_S) -> tuple[grpc.Server, int]:
+    """Start a dealer server on ``listen`` (mutual TLS with ``certs_dir``'s dealer certificate, or plaintext)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dealer"),
+        options=SERVER_PING_OPTIONS + [("grpc.max_receive_message_length", 256 << 20), ("grpc.so_reuseport", 0)],
+    )
+    dealer_pb2_grpc.add_DealerServicer_to_server(DealerServicer(DealerState(ttl_s=ttl_s)), server)
+    port = bind(server, listen, server_credentials(certs_dir, "dealer") if certs_dir else None)
+    server.start()
+    logger.info("dealer listening on port %d (%s)", port, "mutual TLS" if certs_dir else "PLAINTEXT")
+    return server, port
+
+
+# -- client ----------------------------------------------------------------------
+
+
+@dataclass
+class DealerTraffic:
+    """Offline traffic with the dealer, counted apart from the online rounds and bytes."""
+
+    requests: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+
+
+class DealerClient:
+    """A party's connection to the dealer."""
+
+    def __init__(self, target: str, rank: int, certs_dir: str | None = None, timeout_s: float = 120.0) -> None:
+        options = KEEPALIVE_OPTIONS + [("grpc.max_receive_message_length", DEFAULT_CHUNK_BYTES + (1 << 20))]
+        if certs_dir:
+            self.channel = grpc.secure_channel(target, channel_credentials(certs_dir, f"party{rank}"), options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        self.stub = dealer_pb2_grpc.DealerStub(self.channel)
+        self.rank = rank
+        self.timeout_s = timeout_s
+        self.traffic = DealerTraffic()
+
+    def get_seed(self, batch_id: str) -> int:
+        t0 = time.perf_counter()
+        reply = self.stub.GetSeed(dealer_pb2.SeedRequest(batch_id=batch_id, rank=self.rank), timeout=self.timeout_s, wait_for_ready=True)
+        self._count(8, t0)
+        return int(reply.seed)
+
+    def get_corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:
+        t0 = time.perf_counter()
+        message = dealer_pb2.CorrectionsRequest(batch_id=batch_id, requests=[request_to_wire(r) for r in requests])
+        corrections = assemble_corrections(self.stub.GetCorrections(message, timeout=self.timeout_s, wait_for_ready=True), requests)
+        self._count(sum(int(c.nelement()) * 8 for c in corrections), t0)
+        return corrections
+
+    def fetch_batch(self, batch_id: str, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
+        """This party's seed and (rank 0) corrections: what ``DealerProvider.begin_batch`` takes."""
+        seed = self.get_seed(batch_id)
+        return seed, (self.get_corrections(batch_id, requests) if self.rank == 0 else None)
+
+    def _count(self, nbytes: int, t0: float) -> None:
+        self.traffic.requests += 1
+        self.traffic.bytes_received += nbytes
+        self.traffic.seconds += time.perf_counter() - t0
+
+    def reachable(self, timeout: float = 1.0) -> bool:
+        try:
+            self.stub.Ping(dealer_pb2.DealerPingRequest(), timeout=timeout)
+            return True
+        except grpc.RpcError:
+            return False
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+# -- command line ------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default="127.0.0.1:50050", help="HOST:PORT to serve on (port 0: any free port)")
+    parser.add_argument("--certs", help="directory made by 'mpcvit certs' (mutual TLS)")
+    parser.add_argument("--insecure", action="store_true", help="serve plaintext gRPC (no TLS); only for local experiments")
+    parser.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, help="seconds an unfinished batch is kept")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.insecure and not args.certs:
+        raise ValueError("give --certs DIR for mutual TLS, or --insecure for plaintext")
+    server, _ = serve(args.listen, None if args.insecure else args.certs, args.ttl)
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        server.stop(grace=1.0)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parties.dealer", description="the dealer (correlated randomness) process")
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

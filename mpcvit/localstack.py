@@ -16,7 +16,7 @@ Each process writes its log to ``<workdir>/logs/<role>.log``; a process that
 dies while starting fails ``start()`` with the tail of its log.
 
 The probes (``tcp_ready``, ``http_health``) are also the containers'
-healthchecks in ``docker-compose.yml``: ``python -m mpcvit.localstack probe ...``.
+healthchecks in ``docker-compose.yml``: ``python -m mpcvit.localstack {tcp,http} ...``.
 """
 
 from __future__ import annotations
@@ -120,10 +120,12 @@ def http_health(url: str, timeout_s: float = 5.0) -> dict[str, Any] | None:
 def coordinator_ready(body: dict[str, Any] | None, model: str | None = None) -> bool:
     """Whether a ``/v1/health`` body says the coordinator and both parties are ready.
 
-    Accepts the coordinator's health document: a top-level ``status`` of
-    ``"ok"`` when present, and, when it lists models, ``model`` among them.
+    The coordinator answers 200 with ``{"ok": true, "parties": [...], ...}``
+    only when both parties, their link and the dealer answer; a ``status``
+    other than ok or a top-level ``models`` list without ``model`` also
+    count as not ready.
     """
-    if body is None:
+    if body is None or body.get("ok") is False:
         return False
     status = body.get("status")
     if status is not None and str(status).lower() not in ("ok", "healthy", "ready"):
@@ -201,9 +203,12 @@ class LocalStack:
         )
         self.endpoints = ep
         deadline = time.monotonic() + self.config.startup_timeout_s
-        for role, argv in self._commands(ep).items():
-            self._spawn(role, argv)
+        commands = self._commands(ep)
+        for role in ("dealer", "party0", "party1"):
+            self._spawn(role, commands[role])
+        # The coordinator preloads the model on the parties when it starts: start it once they listen.
         self._wait_tcp({"dealer": ep.dealer, "party0": ep.party0, "party1": ep.party1}, deadline)
+        self._spawn("coordinator", commands["coordinator"], self._coordinator_env(ep))
         self._wait_coordinator(ep.coordinator_url, deadline)
         log.info("local stack ready: coordinator %s (logs in %s)", ep.coordinator_url, self.workdir / "logs")
         return ep
@@ -249,16 +254,27 @@ class LocalStack:
             "party1": _mpcvit(
                 "party", "--rank", "1", "--listen", ep.party1, "--peer", ep.party0, "--dealer", ep.dealer, *tls, *models
             ),
-            "coordinator": _mpcvit(
-                "serve", "--host", LOOPBACK, "--port", port, "--party0", ep.party0, "--party1", ep.party1,
-                *tls, *models, "--model", self.config.model,
-            ),
+            "coordinator": _mpcvit("serve", "--host", LOOPBACK, "--port", port),
         }
 
-    def _spawn(self, role: str, argv: list[str]) -> None:
+    def _coordinator_env(self, ep: Endpoints) -> dict[str, str]:
+        """The coordinator's settings (``server.settings.Settings``, prefix ``MPCVIT_``)."""
+        env = {
+            "MPCVIT_PARTY0": ep.party0,
+            "MPCVIT_PARTY1": ep.party1,
+            "MPCVIT_MODEL_DIR": str(self.config.models_dir),
+            "MPCVIT_PRELOAD_MODELS": json.dumps([self.config.model]),
+        }
+        if self.config.insecure:
+            env["MPCVIT_INSECURE"] = "true"
+        else:
+            env["MPCVIT_CERT_DIR"] = str(self.certs_dir)
+        return env
+
+    def _spawn(self, role: str, argv: list[str], env_extra: dict[str, str] | None = None) -> None:
         log_path = self.workdir / "logs" / f"{role}.log"
         log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
         popen = subprocess.Popen(  # noqa: S603 (our own argv)
             argv,
             stdin=subprocess.DEVNULL,

@@ -64,6 +64,8 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     [
         (None, None, False),
         ({"status": "ok"}, None, True),
+        ({"ok": True, "parties": [], "dealer_reachable": True}, "m", True),
+        ({"ok": False, "parties": []}, None, False),
         ({"status": "degraded"}, None, False),
         ({"status": "ok", "models": ["a", "b"]}, "b", True),
         ({"status": "ok", "models": [{"name": "a"}]}, "b", False),

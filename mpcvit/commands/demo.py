@@ -78,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed for start-up and per image")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--save-images", type=Path, default=None, metavar="DIR",
+        help="also save the test images as PNGs (NN_INDEX_CLASS.png) for 'mpcvit classify'",
+    )
 
 
 # -- choosing the model and the images -------------------------------------------
@@ -177,7 +181,25 @@ def _class_name(classes: list[str] | None, k: int) -> str:
     return classes[k] if classes and k < len(classes) else str(k)
 
 
-def classify_images(url: str, model: str, checkpoint: Path, count: int, timeout: float) -> list[Row]:
+def save_images(directory: Path, idx: torch.Tensor, images: torch.Tensor, labels: list[str]) -> list[Path]:
+    """Write images (B, C, H, W) in [0, 1] as 8-bit PNGs named ``NN_INDEX_CLASS.png``."""
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, (i, x, label) in enumerate(zip(idx.tolist(), images, labels), start=1):
+        pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8)  # (C, H, W)
+        arr = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+        safe = "".join(c if c.isalnum() else "-" for c in label)
+        path = directory / f"{n:02d}_{i}_{safe}.png"
+        Image.fromarray(arr).save(path)
+        paths.append(path)
+    return paths
+
+
+def classify_images(
+    url: str, model: str, checkpoint: Path, count: int, timeout: float, save_dir: Path | None = None
+) -> list[Row]:
     """Classify ``count`` test images privately through ``url`` and in plaintext; one row each."""
     from mpcvit.client import PrivateClient
 
@@ -185,6 +207,8 @@ def classify_images(url: str, model: str, checkpoint: Path, count: int, timeout:
     dataset = str(meta.get("dataset", "digits"))
     classes = [str(c) for c in meta.get("classes", [])] or None
     idx, images, labels = pick_images(dataset, count)
+    if save_dir is not None:
+        save_images(save_dir, idx, images, [_class_name(classes, int(k)) for k in labels])
     with torch.no_grad():
         plain = net(normalise_input(images, meta)).argmax(dim=-1)
     rows: list[Row] = []
@@ -248,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
     if args.server:
         print_header(model, dataset, args.server)
-        rows = classify_images(args.server, model, checkpoint, args.images, args.timeout)
+        rows = classify_images(args.server, model, checkpoint, args.images, args.timeout, args.save_images)
     else:
         cfg = StackConfig(
             models_dir=checkpoint.parent, model=model, insecure=args.insecure,
@@ -262,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
             url = stack.endpoints.coordinator_url
             print(f"ready in {time.perf_counter() - t0:.1f} s: coordinator {url}", flush=True)
             print_header(model, dataset, f"{url} (private REST path)")
-            rows = classify_images(url, model, checkpoint, args.images, args.timeout)
+            rows = classify_images(url, model, checkpoint, args.images, args.timeout, args.save_images)
             print_summary(rows)
             if args.keep_running:
                 _serve_until_interrupted(stack, url)

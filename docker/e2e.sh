@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# End-to-end check of the compose demo: build and start it, wait until the
+# coordinator and both parties are healthy, classify real test images through
+# the PRIVATE REST path from this machine (the image is secret-shared and
+# sealed here; the containers see sealed shares only), check that every secure
+# class equals the plaintext model's, classify one PNG with `mpcvit classify`,
+# and tear everything down (always, via trap; volumes included).
+#
+#   docker/e2e.sh                       # BASE_IMAGE=localbase/python:3.11 by default
+#   BASE_IMAGE=python:3.11-slim docker/e2e.sh
+#
+# Environment (all optional):
+#   BASE_IMAGE       base image of docker/Dockerfile        (default localbase/python:3.11)
+#   PYTHON           host interpreter with mpcvit installed (default .venv/bin/python)
+#   MPCVIT_PORT      host port of the coordinator           (default 8000, or a free one if 8000 is taken)
+#   E2E_IMAGES       how many test images to classify       (default 4)
+#   E2E_MODEL        model name                             (default: mpcvit demo's choice)
+#   TORCH_WHEEL_DIR  where torch's CPU wheel is             (default /opt/wheels)
+#   E2E_TIMEOUT      seconds to wait for health             (default 600)
+#   E2E_KEEP=1       leave the stack running (no teardown)
+# Exit status 0 only if every check passed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+export BASE_IMAGE=${BASE_IMAGE:-localbase/python:3.11}
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-mpcvit-e2e}
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+IMAGES=${E2E_IMAGES:-4}
+TIMEOUT=${E2E_TIMEOUT:-600}
+TORCH_WHEEL_DIR=${TORCH_WHEEL_DIR:-/opt/wheels}
+OFFLINE_DOCKER=${OFFLINE_DOCKER:-/work/shared/tools/offline-docker.sh}
+WORK=$(mktemp -d -t mpcvit-e2e.XXXXXX)
+
+say() { printf '\n== %s\n' "$*"; }
+
+teardown() {
+  local code=$?
+  if [ "$code" -ne 0 ]; then
+    say "FAILED (exit $code): container status and logs"
+    docker compose ps -a || true
+    docker compose logs --no-color --tail 60 || true
+  fi
+  if [ "${E2E_KEEP:-0}" = 1 ]; then
+    say "E2E_KEEP=1: leaving the stack up (docker compose -p $COMPOSE_PROJECT_NAME down -v to stop)"
+  else
+    say "tearing down"
+    docker compose down -v --remove-orphans --timeout 20 || true
+  fi
+  rm -rf "$WORK"
+  exit "$code"
+}
+
+# -- prerequisites ------------------------------------------------------------------
+[ -x "$PYTHON" ] || { echo "no $PYTHON: run 'make venv' first (the host classifies the images)" >&2; exit 2; }
+if ! docker info >/dev/null 2>&1 || ! docker compose version >/dev/null 2>&1 \
+   || ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  if [ "$BASE_IMAGE" = localbase/python:3.11 ] && [ -f "$OFFLINE_DOCKER" ]; then
+    say "starting Docker and building $BASE_IMAGE with $OFFLINE_DOCKER"
+    BASE_IMAGE=$BASE_IMAGE bash "$OFFLINE_DOCKER"
+  fi
+fi
+docker compose version >/dev/null
+
+# torch's CPU wheel through the build context, when it is on this machine.
+shopt -s nullglob
+wheels=("$TORCH_WHEEL_DIR"/torch-2.13.0+cpu-cp311-*.whl)
+if [ ${#wheels[@]} -gt 0 ] && [ ! -f "docker/wheels/$(basename "${wheels[0]}")" ]; then
+  cp "${wheels[0]}" docker/wheels/
+fi
+shopt -u nullglob
+
+if [ -z "${MPCVIT_PORT:-}" ]; then
+  MPCVIT_PORT=$("$PYTHON" - <<'EOF'
+import socket
+s = socket.socket()
+try:
+    s.bind(("0.0.0.0", 8000)); print(8000)
+except OSError:
+    s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])
+finally:
+    s.close()
+EOF
+)
+fi
+export MPCVIT_PORT
+URL=http://127.0.0.1:$MPCVIT_PORT
+
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+# -- up -----------------------------------------------------------------------------
+say "docker compose up -d --build (BASE_IMAGE=$BASE_IMAGE, project $COMPOSE_PROJECT_NAME, port $MPCVIT_PORT)"
+start=$(date +%s)
+docker compose up -d --build
+
+say "waiting for the coordinator and both parties to be healthy"
+deadline=$((start + TIMEOUT))
+until [ "$(docker inspect -f '{{.State.Health.Status}}' "$(docker compose ps -q coordinator)" 2>/dev/null)" = healthy ]; do
+  for svc in dealer party0 party1 coordinator; do
+    state=$(docker inspect -f '{{.State.Status}}' "$(docker compose ps -aq "$svc")" 2>/dev/null || echo missing)
+    if [ "$state" = exited ] || [ "$state" = dead ]; then echo "$svc is $state" >&2; exit 1; fi
+  done
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "not healthy after ${TIMEOUT}s" >&2; exit 1; }
+  sleep 3
+done
+docker compose ps
+say "healthy after $(( $(date +%s) - start ))s: $URL/v1/health"
+"$PYTHON" -c "import json, sys, urllib.request; print(json.dumps(json.load(urllib.request.urlopen(sys.argv[1])), indent=1))" "$URL/v1/health"
+
+# -- classify -----------------------------------------------------------------------
+model_args=()
+[ -n "${E2E_MODEL:-}" ] && model_args=(--model "$E2E_MODEL")
+say "classifying $IMAGES test images privately through $URL (mpcvit demo --server)"
+"$PYTHON" -m mpcvit.cli demo --server "$URL" --images "$IMAGES" --json "$WORK/demo.json" \
+  --save-images "$WORK/images" "${model_args[@]}"
+
+say "checking the answers"
+"$PYTHON" - "$WORK/demo.json" "$IMAGES" <<'EOF'
+import json, sys
+result = json.load(open(sys.argv[1]))
+rows = result["rows"]
+assert len(rows) == int(sys.argv[2]), f"expected {sys.argv[2]} rows, got {len(rows)}"
+for r in rows:
+    assert r["private_class"] == r["plaintext_class"], f"image {r['index']}: 2PC {r['private_class']} != plaintext {r['plaintext_class']}"
+    assert r["rounds"] and r["rounds"] > 0 and r["bytes"] and r["bytes"] > 0, f"image {r['index']}: no costs {r}"
+print(f"ok: {len(rows)}/{len(rows)} secure classes equal the plaintext model's ({result['model']})")
+EOF
+
+say "one PNG through 'mpcvit classify' (the command docker/README.md shows)"
+model=$("$PYTHON" -c "import json, sys; print(json.load(open(sys.argv[1]))['model'])" "$WORK/demo.json")
+png=$(ls "$WORK"/images/*.png | head -n 1)
+echo "mpcvit classify $(basename "$png") --server $URL --model $model"
+"$PYTHON" -m mpcvit.cli classify "$png" --server "$URL" --model "$model" | tee "$WORK/classify.txt"
+expected=$("$PYTHON" -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['plaintext_class'])" "$WORK/demo.json")
+grep -qF -- "$expected" "$WORK/classify.txt" || { echo "classify did not answer '$expected'" >&2; exit 1; }
+
+say "PASS: compose demo classified $IMAGES images privately, all equal to the plaintext model"

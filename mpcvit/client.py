@@ -1,0 +1,345 @@
+"""The client SDK: classify an image privately through the REST coordinator.
+
+One private inference, as the client sees it (DESIGN.md, "One private inference"):
+
+1. ``GET /v1/models`` gives the model's input shape ``(C, H, W)``, its class
+   names and the fixed-point precision ``f`` the parties expect;
+   ``GET /v1/parties/keys`` gives each party's long-term X25519 public key.
+2. The image is converted to grayscale or RGB, resized to ``(H, W)`` and scaled
+   to ``[0, 1]`` (the secure runtime folds the input normalisation into the
+   patch embedding, so no mean/std is applied here), encoded in fixed point
+   ``e = round(x * 2^f)`` and split into two additive shares on Z_2^64:
+   ``e = s0 + s1 (mod 2^64)`` with ``s0`` uniform.
+3. A one-time X25519 key pair ``(sk_c, pk_c)`` is made; share ``s_i`` is sealed
+   to party ``i`` (``mpcvit.sealing``) with associated data = the request id,
+   and both sealed shares plus ``pk_c`` are POSTed to ``/v1/classify``.
+4. The reply carries each party's sealed share of the fixed-point logits; the
+   client opens both with ``sk_c`` and adds them: ``logits = (y0 + y1) / 2^f``.
+
+The coordinator relays sealed boxes only: it never sees the image or the
+logits. Trust note: the party keys come from the coordinator; a deployment
+that does not trust the coordinator to relay them honestly pins them
+(``PrivateClient(..., party_keys=[pk0, pk1])``).
+
+The same functions serve the coordinator's demo mode, where it plays this
+client itself (and says so in its response).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from mpcvit.sealing import KeyPair, Sealed, generate_keypair, open_tensor, reconstruct_fixed_point, seal_tensor, share_fixed_point
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRECISION_BITS = 16
+MAX_IMAGE_PIXELS = 4096 * 4096
+ImageLike = str | Path | bytes | Image.Image | np.ndarray | torch.Tensor
+
+
+class ImageError(ValueError):
+    """The input is not an image this model can take."""
+
+
+class ServerError(RuntimeError):
+    """The coordinator answered with an error status."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"coordinator answered {status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+# -- preprocessing -------------------------------------------------------------
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode PNG/JPEG/... bytes into a PIL image; ``ImageError`` if they are not an image or too large."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageError(f"image is {width}x{height}, more than {max_pixels} pixels")
+        img.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise ImageError(f"not a readable image: {exc}") from exc
+    return img
+
+
+def _pil_to_tensor(img: Image.Image, channels: int) -> torch.Tensor:
+    mode = "L" if channels == 1 else "RGB"
+    arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = arr[None]  # (1, H, W)
+    else:
+        arr = arr.transpose(2, 0, 1)  # (3, H, W)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _array_to_tensor(arr: np.ndarray | torch.Tensor, channels: int) -> torch.Tensor:
+    """An array in [0, 1]: (H, W), (H, W, C) or (C, H, W) with C in {1, 3} -> (C', H, W)."""
+    x = torch.as_tensor(np.asarray(arr, dtype=np.float32) if isinstance(arr, np.ndarray) else arr).float()
+    if not torch.isfinite(x).all():
+        raise ImageError("pixel values must be finite")
+    if x.numel() == 0 or x.min() < 0 or x.max() > 1:
+        raise ImageError("pixel values must lie in [0, 1]")
+    if x.dim() == 2:
+        x = x[None]
+    elif x.dim() == 3 and x.shape[0] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = x.permute(2, 0, 1)  # HWC -> CHW
+    if x.dim() != 3 or x.shape[0] not in (1, 3):
+        raise ImageError(f"pixel array must be (H, W), (H, W, C) or (C, H, W) with C in (1, 3); got {tuple(x.shape)}")
+    if x.shape[0] == 3 and channels == 1:
+        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    elif x.shape[0] == 1 and channels == 3:
+        x = x.expand(3, -1, -1)
+    return x.contiguous()
+
+
+def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize (C, H, W): box average when shrinking (exact for integer factors), bilinear otherwise."""
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    shrink = x.shape[-2] >= height and x.shape[-1] >= width
+    y = F.interpolate(x[None], size=(height, width), mode="area" if shrink else "bilinear", **({} if shrink else {"align_corners": False}))
+    return y[0].clamp(0, 1)
+
+
+def preprocess(image: ImageLike, input_shape: tuple[int, int, int] | list[int]) -> torch.Tensor:
+    """Any image -> the raw model input: float tensor (C, H, W) in [0, 1].
+
+    Accepts a path, encoded image bytes, a PIL image, or an array in [0, 1]
+    shaped (H, W), (H, W, C) or (C, H, W).
+    """
+    C, H, W = (int(s) for s in input_shape)
+    if C not in (1, 3):
+        raise ImageError(f"models with {C} input channels are not supported (1 or 3)")
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(f"no such image file: {path}")
+        image = path.read_bytes()
+    if isinstance(image, bytes):
+        image = decode_image(image)
+    x = _pil_to_tensor(image, C) if isinstance(image, Image.Image) else _array_to_tensor(image, C)
+    return _resize(x, H, W)
+
+
+# -- sealing a request and opening its answer ----------------------------------
+
+
+@dataclass(frozen=True)
+class SealedRequest:
+    """What the client sends, plus the one-time key it keeps to open the answer."""
+
+    request_id: str
+    keypair: KeyPair
+    shares: tuple[Sealed, Sealed]  # share i sealed to party i
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def seal_input(
+    x: torch.Tensor,
+    party_keys: list[bytes] | tuple[bytes, ...],
+    precision_bits: int = DEFAULT_PRECISION_BITS,
+    request_id: str | None = None,
+) -> SealedRequest:
+    """Encode ``x`` in fixed point, split it into two additive shares and seal share i to party i."""
+    if len(party_keys) != 2:
+        raise ValueError(f"need the public keys of exactly 2 parties, got {len(party_keys)}")
+    request_id = request_id or new_request_id()
+    keypair = generate_keypair()
+    s0, s1 = share_fixed_point(x, precision_bits)
+    aad = request_id.encode()
+    sealed = tuple(seal_tensor(s, keypair.private, pk, aad) for s, pk in zip((s0, s1), party_keys))
+    return SealedRequest(request_id, keypair, sealed)  # type: ignore[arg-type]
+
+
+def open_output(
+    request: SealedRequest,
+    output_shares: list[Sealed] | tuple[Sealed, ...],
+    party_keys: list[bytes] | tuple[bytes, ...],
+    precision_bits: int = DEFAULT_PRECISION_BITS,
+) -> torch.Tensor:
+    """Open each party's sealed logit share with the one-time key and add them: float64 logits."""
+    if len(output_shares) != 2:
+        raise ValueError(f"need 2 output shares, got {len(output_shares)}")
+    aad = request.request_id.encode()
+    y0, y1 = (open_tensor(s, request.keypair.private, pk, aad) for s, pk in zip(output_shares, party_keys))
+    if y0.shape != y1.shape:
+        raise ValueError(f"output shares disagree in shape: {tuple(y0.shape)} vs {tuple(y1.shape)}")
+    return reconstruct_fixed_point(y0, y1, precision_bits)
+
+
+# -- JSON wire format (base64 for bytes) ---------------------------------------
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def sealed_to_json(s: Sealed) -> dict[str, Any]:
+    return {"shape": list(s.shape), "dtype": s.dtype, "nonce": b64(s.nonce), "ciphertext": b64(s.ciphertext)}
+
+
+def sealed_from_json(d: dict[str, Any]) -> Sealed:
+    return Sealed(tuple(int(v) for v in d["shape"]), str(d["dtype"]), base64.b64decode(d["nonce"]), base64.b64decode(d["ciphertext"]))
+
+
+def request_to_json(model: str, req: SealedRequest, deadline_unix_ms: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "request_id": req.request_id,
+        "client_public_key": b64(req.keypair.public),
+        "shares": [sealed_to_json(s) for s in req.shares],
+    }
+    if deadline_unix_ms is not None:
+        body["deadline_unix_ms"] = deadline_unix_ms
+    return body
+
+
+def softmax(logits: torch.Tensor) -> list[float]:
+    return [float(p) for p in torch.softmax(logits.double(), dim=-1)]
+
+
+# -- the SDK -------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """The outcome of one private classification."""
+
+    model: str
+    request_id: str
+    class_index: int
+    class_name: str
+    logits: list[float]
+    probabilities: list[float]
+    costs: dict[str, Any] = field(default_factory=dict)
+    queue_seconds: float = 0.0
+    batch_size: int = 1
+    seconds: float = 0.0  # client wall time, request to opened answer
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "request_id": self.request_id, "class_index": self.class_index,
+            "class_name": self.class_name, "logits": self.logits, "probabilities": self.probabilities,
+            "costs": self.costs, "queue_seconds": self.queue_seconds, "batch_size": self.batch_size,
+            "seconds": self.seconds,
+        }
+
+
+class PrivateClient:
+    """``PrivateClient(server_url).classify(image, model=...) -> Result``.
+
+    ``http_client`` may be any ``httpx.Client`` (tests pass FastAPI's
+    ``TestClient``); ``party_keys`` pins the parties' public keys instead of
+    asking the coordinator for them.
+    """
+
+    def __init__(
+        self,
+        server_url: str = "http://127.0.0.1:8000",
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        party_keys: list[bytes] | None = None,
+        http_client: Any = None,
+    ) -> None:
+        import httpx  # the SDK's only network dependency, imported where used
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = http_client or httpx.Client(base_url=server_url.rstrip("/"), timeout=timeout)
+        self._headers = headers
+        self._pinned_keys = party_keys
+        self._models: dict[str, dict[str, Any]] | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "PrivateClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, path: str) -> Any:
+        r = self._http.get(path, headers=self._headers)
+        return self._check(r)
+
+    @staticmethod
+    def _check(r: Any) -> Any:
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise ServerError(r.status_code, str(detail))
+        return r.json()
+
+    def models(self) -> dict[str, dict[str, Any]]:
+        """The coordinator's models by name (input shape, classes, precision, accuracy, costs)."""
+        if self._models is None:
+            self._models = {m["name"]: m for m in self._get("/v1/models")["models"]}
+        return self._models
+
+    def party_keys(self) -> list[bytes]:
+        if self._pinned_keys is not None:
+            return list(self._pinned_keys)
+        keys = self._get("/v1/parties/keys")["parties"]
+        return [base64.b64decode(k["public_key"]) for k in sorted(keys, key=lambda k: k["rank"])]
+
+    def _pick_model(self, model: str | None) -> dict[str, Any]:
+        models = self.models()
+        if model is None:
+            if not models:
+                raise ServerError(503, "the coordinator serves no model")
+            model = sorted(models)[0]
+        if model not in models:
+            raise ValueError(f"unknown model {model!r}; the coordinator serves: {', '.join(sorted(models))}")
+        return models[model]
+
+    def classify(self, image: ImageLike, model: str | None = None, deadline_unix_ms: int | None = None) -> Result:
+        """Preprocess, encode, share, seal, send, open: the class and the costs."""
+        import time
+
+        info = self._pick_model(model)
+        keys = self.party_keys()
+        bits = int(info.get("precision_bits") or DEFAULT_PRECISION_BITS)
+        x = preprocess(image, info["input_shape"])
+        t0 = time.perf_counter()
+        req = seal_input(x, keys, bits)
+        r = self._http.post("/v1/classify", json=request_to_json(info["name"], req, deadline_unix_ms), headers=self._headers)
+        body = self._check(r)
+        logits = open_output(req, [sealed_from_json(s) for s in body["output_shares"]], keys, bits)
+        seconds = time.perf_counter() - t0
+        return make_result(info, req.request_id, logits, body.get("costs", {}), body.get("queue_seconds", 0.0), body.get("batch_size", 1), seconds)
+
+
+def make_result(
+    info: dict[str, Any], request_id: str, logits: torch.Tensor, costs: dict[str, Any],
+    queue_seconds: float, batch_size: int, seconds: float,
+) -> Result:
+    probs = softmax(logits)
+    idx = int(torch.argmax(logits))
+    classes = list(info.get("classes") or [])
+    name = str(classes[idx]) if idx < len(classes) else str(idx)
+    if not all(math.isfinite(v) for v in probs):
+        raise ValueError("the opened logits are not finite")
+    return Result(info["name"], request_id, idx, name, [float(v) for v in logits], probs, costs, float(queue_seconds), int(batch_size), seconds)

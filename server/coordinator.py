@@ -1,0 +1,391 @@
+"""The coordinator's core: a bounded queue, per-model batching, and one secure forward per batch.
+
+A request (already checked by its route) becomes a ``PendingItem``. Each model
+has a FIFO and one worker task. The worker takes the first waiting item, waits
+for a session slot (``max_sessions`` secure forwards at once over all models),
+then takes every other item of that model already waiting and, if the batch is
+still short of ``batch_size``, waits up to ``batch_wait_ms`` for more. So
+requests that arrive while a forward runs go together into the next one.
+
+For a batch the coordinator sends ``Infer`` to party 0 and party 1 at the same
+time, with the same fresh session id, the items in the same order (each party
+gets its own sealed share of each item) and the earliest deadline of the batch.
+Each party answers one sealed logit share per item and its costs. The first
+party failure cancels the other call; a batch that a party rejects as
+INVALID_ARGUMENT is retried item by item so that one bad share fails only its
+own request. A party that lost the model (restart) gets LoadModel again once.
+
+The queue is bounded: with ``queue_bound`` items waiting, a new request is
+refused at once (503 + Retry-After), never left to hang. Every request has a
+deadline; the client's wait ends at it (504) even if the forward is still on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpcvit.sealing import Sealed
+from parties.proto import control_pb2
+from server.catalog import Catalog, ModelEntry
+from server.errors import (
+    BadRequest,
+    CoordinatorError,
+    DeadlineExceeded,
+    DuplicateRequest,
+    ModelNotLoaded,
+    PartyFailed,
+    PartyUnavailable,
+    QueueFull,
+    UnknownModel,
+    Unavailable,
+)
+from server.metrics import Metrics
+from server.parties import PartyClient, both, channel_credentials
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartyCosts:
+    """One party's costs for one secure forward (the whole batch)."""
+
+    rounds: int
+    bytes_sent: int
+    bytes_received: int
+    seconds: float
+
+    @classmethod
+    def from_proto(cls, c: control_pb2.Costs) -> "PartyCosts":
+        return cls(int(c.rounds), int(c.bytes_sent), int(c.bytes_received), float(c.seconds))
+
+
+@dataclass(frozen=True)
+class ForwardCosts:
+    """Costs of one secure forward: per party, and in total.
+
+    Total rounds = max over the parties (they run the same protocol), total
+    bytes = bytes sent by both parties, total seconds = the coordinator's wall
+    time of the two concurrent Infer calls.
+    """
+
+    parties: tuple[PartyCosts, PartyCosts]
+    seconds: float
+
+    @property
+    def rounds(self) -> int:
+        return max(p.rounds for p in self.parties)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes_sent for p in self.parties)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": {"rounds": self.rounds, "bytes": self.bytes, "seconds": self.seconds},
+            "parties": [
+                {"rank": i, "rounds": p.rounds, "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received, "seconds": p.seconds}
+                for i, p in enumerate(self.parties)
+            ],
+        }
+
+
+@dataclass
+class ItemResult:
+    """What one request gets back: both sealed logit shares and the costs of the forward it was in."""
+
+    output_shares: tuple[Sealed, Sealed]
+    costs: ForwardCosts
+    queue_seconds: float
+    batch_size: int
+    session_id: str
+    precision_bits: int
+
+
+@dataclass
+class PendingItem:
+    """One request waiting for, or in, a secure forward."""
+
+    model: str
+    request_id: str
+    client_public_key: bytes
+    shares: tuple[Sealed, Sealed]  # share i is sealed to party i
+    deadline: float  # unix seconds
+    enqueued: float = field(default_factory=time.monotonic)
+    future: asyncio.Future[ItemResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def to_proto(self, rank: int) -> control_pb2.InferItem:
+        s = self.shares[rank]
+        return control_pb2.InferItem(
+            request_id=self.request_id,
+            client_public_key=self.client_public_key,
+            input_share=control_pb2.SealedTensor(shape=list(s.shape), dtype=s.dtype, nonce=s.nonce, ciphertext=s.ciphertext),
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+def _sealed_from_proto(t: control_pb2.SealedTensor) -> Sealed:
+    return Sealed(tuple(int(s) for s in t.shape), t.dtype, bytes(t.nonce), bytes(t.ciphertext))
+
+
+def _unix_ms(t: float) -> int:
+    return int(t * 1000)
+
+
+class Coordinator:
+    """Queue, batch and run secure forwards on the two parties; keep their keys and loaded models."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.catalog = Catalog(settings.model_dir)
+        creds = None if settings.insecure else channel_credentials(settings.cert_dir)  # type: ignore[arg-type]
+        self.parties = [PartyClient(i, addr, creds, settings.retry_after_s, settings.connect_timeout_s) for i, addr in enumerate(settings.party_addresses)]
+        self.public_keys: list[bytes | None] = [None, None]
+        self._queues: dict[str, asyncio.Queue[PendingItem]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._waiting = 0
+        self._in_flight_ids: set[str] = set()
+        self._sessions: asyncio.Semaphore | None = None
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        self.forwards = 0  # secure forwards run (tests and /metrics)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._sessions = asyncio.Semaphore(self.settings.max_sessions)
+        try:
+            await self.refresh_keys()
+        except CoordinatorError as exc:
+            log.warning("parties not reachable at start (%s); will retry on demand", exc)
+        for name in self.settings.preload_models:
+            try:
+                await self.ensure_loaded(self.model(name))
+            except CoordinatorError as exc:
+                log.warning("could not preload %s: %s", name, exc)
+
+    async def stop(self) -> None:
+        for task in self._workers.values():
+            task.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        for q in self._queues.values():
+            while not q.empty():
+                q.get_nowait().fail(Unavailable("the coordinator is shutting down"))
+        for p in self.parties:
+            await p.close()
+
+    @property
+    def queue_length(self) -> int:
+        return self._waiting
+
+    # -- parties ---------------------------------------------------------------
+
+    async def health(self) -> list[dict[str, Any]]:
+        """Ask both parties for Health now; a party that does not answer is reported, not raised."""
+
+        async def one(p: PartyClient) -> dict[str, Any]:
+            try:
+                h = await p.health(self.settings.health_timeout_s)
+            except CoordinatorError as exc:
+                return {"rank": p.rank, "address": p.address, "reachable": False, "error": str(exc)}
+            if len(h.public_key) == 32:
+                self.public_keys[p.rank] = bytes(h.public_key)
+            return {
+                "rank": p.rank, "address": p.address, "reachable": True, "reported_rank": int(h.rank),
+                "peer_reachable": bool(h.peer_reachable), "dealer_reachable": bool(h.dealer_reachable),
+                "models": list(h.models),
+            }
+
+        return list(await asyncio.gather(*(one(p) for p in self.parties)))
+
+    async def refresh_keys(self) -> list[bytes]:
+        """Both parties' public keys from their Health replies."""
+        replies = await both([p.health(self.settings.health_timeout_s) for p in self.parties])
+        for p, h in zip(self.parties, replies):
+            if int(h.rank) != p.rank:
+                raise PartyFailed(f"the party at {p.address} says it is rank {h.rank}, configured as rank {p.rank}")
+            if len(h.public_key) != 32:
+                raise PartyFailed(f"party {p.rank} sent a {len(h.public_key)}-byte public key, expected 32")
+            self.public_keys[p.rank] = bytes(h.public_key)
+        return [k for k in self.public_keys if k is not None]
+
+    async def keys(self) -> list[bytes]:
+        if any(k is None for k in self.public_keys):
+            return await self.refresh_keys()
+        return [k for k in self.public_keys if k is not None]
+
+    # -- models ----------------------------------------------------------------
+
+    def model(self, name: str) -> ModelEntry:
+        entry = self.catalog.get(name)
+        if entry is None:
+            self.catalog.refresh()
+            entry = self.catalog.get(name)
+        if entry is None:
+            raise UnknownModel(f"unknown model {name!r}; available: {', '.join(self.catalog.names()) or 'none'}")
+        return entry
+
+    async def ensure_loaded(self, entry: ModelEntry, force: bool = False) -> None:
+        """LoadModel on both parties (once; again with ``force`` after a party lost it)."""
+        lock = self._load_locks.setdefault(entry.name, asyncio.Lock())
+        async with lock:
+            if entry.loaded and not force:
+                return
+            deadline = time.time() + self.settings.load_timeout_s
+            req = control_pb2.LoadModelRequest(model=entry.name, session_id=uuid.uuid4().hex, deadline_unix_ms=_unix_ms(deadline))
+            replies = await both([p.load_model(req, self.settings.load_timeout_s) for p in self.parties])
+            shape = tuple(int(s) for s in replies[0].input_shape)
+            if shape and shape != entry.input_shape:
+                raise PartyFailed(f"party 0 loaded {entry.name} with input shape {shape}, arch.json says {entry.input_shape}")
+            entry.precision_bits = int(replies[0].precision_bits) or 16
+            entry.loaded = True
+            log.info("model %s loaded on both parties (precision %d bits)", entry.name, entry.precision_bits)
+
+    # -- requests --------------------------------------------------------------
+
+    async def submit(self, item: PendingItem) -> ItemResult:
+        """Queue one request and wait for its result, at most until its deadline."""
+        if item.deadline <= time.time():
+            raise BadRequest("the request's deadline has already expired")
+        if self._waiting >= self.settings.queue_bound:
+            self.metrics.errors.labels(QueueFull.kind).inc()
+            raise QueueFull(f"queue full ({self._waiting} requests waiting); retry later", self.settings.retry_after_s)
+        if item.request_id in self._in_flight_ids:
+            raise DuplicateRequest(f"request id {item.request_id!r} is already in flight")
+        self._in_flight_ids.add(item.request_id)
+        self._waiting += 1
+        self.metrics.queue_length.set(self._waiting)
+        self._queue(item.model).put_nowait(item)
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), max(0.0, item.deadline - time.time()))
+        except asyncio.TimeoutError:
+            item.fail(DeadlineExceeded("the deadline passed before the secure forward finished"))
+            raise DeadlineExceeded("the deadline passed before the secure forward finished") from None
+        finally:
+            self._in_flight_ids.discard(item.request_id)
+
+    def _queue(self, model: str) -> asyncio.Queue[PendingItem]:
+        if model not in self._queues:
+            self._queues[model] = asyncio.Queue()
+            self._workers[model] = asyncio.create_task(self._worker(model), name=f"batcher-{model}")
+        return self._queues[model]
+
+    def _dequeued(self) -> None:
+        self._waiting -= 1
+        self.metrics.queue_length.set(self._waiting)
+
+    async def _collect(self, q: asyncio.Queue[PendingItem], first: PendingItem) -> list[PendingItem]:
+        """The first item plus whatever else waits, up to batch_size, waiting at most batch_wait_ms."""
+        batch = [first]
+        end = time.monotonic() + self.settings.batch_wait_ms / 1000
+        while len(batch) < self.settings.batch_size:
+            if not q.empty():
+                batch.append(q.get_nowait())
+                continue
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(q.get(), left))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+    async def _worker(self, model: str) -> None:
+        q = self._queues[model]
+        assert self._sessions is not None, "Coordinator.start() was not awaited"
+        while True:
+            first = await q.get()
+            async with self._sessions:
+                batch = await self._collect(q, first)
+                for _ in batch:
+                    self._dequeued()
+                live = [it for it in batch if not it.future.done()]
+                now = time.time()
+                for it in live:
+                    if it.deadline <= now:
+                        it.fail(DeadlineExceeded("the deadline passed while the request was queued"))
+                live = [it for it in live if not it.future.done()]
+                if live:
+                    try:
+                        await self._run(model, live)
+                    except Exception as exc:  # noqa: BLE001 - every failure goes to its requests, the worker lives on
+                        log.exception("secure forward of %s failed unexpectedly", model)
+                        for it in live:
+                            it.fail(exc if isinstance(exc, CoordinatorError) else PartyFailed(f"secure forward failed: {exc}"))
+
+    async def _run(self, model: str, batch: list[PendingItem]) -> None:
+        """One secure forward; on INVALID_ARGUMENT for a batch, each item alone so one bad share fails only itself."""
+        try:
+            await self._forward_with_reload(model, batch)
+        except BadRequest as exc:
+            if len(batch) == 1:
+                batch[0].fail(exc)
+                return
+            log.info("party rejected a batch of %d as invalid; retrying item by item", len(batch))
+            for it in batch:
+                try:
+                    await self._forward_with_reload(model, [it])
+                except CoordinatorError as item_exc:
+                    it.fail(item_exc)
+        except CoordinatorError as exc:
+            if isinstance(exc, PartyUnavailable):
+                self.public_keys = [None, None]  # a restarted party may bring a new key
+            for it in batch:
+                it.fail(exc)
+
+    async def _forward_with_reload(self, model: str, batch: list[PendingItem]) -> None:
+        entry = self.model(model)
+        await self.ensure_loaded(entry)
+        try:
+            await self._forward(entry, batch)
+        except ModelNotLoaded:
+            log.info("a party lost model %s; loading it again", model)
+            await self.ensure_loaded(entry, force=True)
+            await self._forward(entry, batch)
+
+    async def _forward(self, entry: ModelEntry, batch: list[PendingItem]) -> None:
+        deadline = min(it.deadline for it in batch)
+        session_id = uuid.uuid4().hex
+        requests = [
+            control_pb2.InferRequest(
+                session_id=session_id, model=entry.name, deadline_unix_ms=_unix_ms(deadline),
+                items=[it.to_proto(rank) for it in batch],
+            )
+            for rank in (0, 1)
+        ]
+        started = time.monotonic()
+        timeout = deadline - time.time()
+        replies = await both([p.infer(r, timeout) for p, r in zip(self.parties, requests)])
+        seconds = time.monotonic() - started
+        for rank, reply in enumerate(replies):
+            if len(reply.output_shares) != len(batch):
+                raise PartyFailed(f"party {rank} returned {len(reply.output_shares)} output shares for {len(batch)} items")
+        costs = ForwardCosts((PartyCosts.from_proto(replies[0].costs), PartyCosts.from_proto(replies[1].costs)), seconds)
+        bits = int(replies[0].precision_bits) or entry.precision_bits
+        self._record(entry, costs, len(batch))
+        for i, it in enumerate(batch):
+            if it.future.done():
+                continue
+            shares = (_sealed_from_proto(replies[0].output_shares[i]), _sealed_from_proto(replies[1].output_shares[i]))
+            queue_seconds = started - it.enqueued
+            it.future.set_result(ItemResult(shares, costs, queue_seconds, len(batch), session_id, bits))
+
+    def _record(self, entry: ModelEntry, costs: ForwardCosts, batch_size: int) -> None:
+        self.forwards += 1
+        m = self.metrics
+        m.forwards.labels(entry.name).inc()
+        m.batch_size.labels(entry.name).observe(batch_size)
+        m.rounds.labels(entry.name).inc(costs.rounds)
+        m.bytes.labels(entry.name).inc(costs.bytes)
+        m.forward_seconds.labels(entry.name).observe(costs.seconds)
+        if batch_size == 1:
+            entry.measured = {"rounds": costs.rounds, "bytes": costs.bytes, "seconds": costs.seconds}

@@ -1,0 +1,96 @@
+"""The coordinator's failures, each with the HTTP status it becomes.
+
+Mapping from a party's gRPC status (``status_from_grpc``):
+
+| gRPC status | HTTP | meaning |
+|---|---|---|
+| INVALID_ARGUMENT | 400 | a share does not open for that party, or a malformed item |
+| NOT_FOUND, FAILED_PRECONDITION | (reload, retry once) | the party lost the model (restart) |
+| DEADLINE_EXCEEDED | 504 | the secure forward did not finish by the deadline |
+| UNAVAILABLE, CANCELLED | 503 | a party (or its peer / the dealer) is down |
+| anything else | 502 | a party failed |
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class CoordinatorError(Exception):
+    """Base class: ``status`` is the HTTP status code, ``str(self)`` the message for the client."""
+
+    status: int = 500
+    headers: dict[str, str] | None = None
+    kind: str = "internal"
+
+
+class BadRequest(CoordinatorError):
+    status, kind = 400, "bad_request"
+
+
+class Unauthorized(CoordinatorError):
+    status, kind = 401, "unauthorized"
+
+
+class UnknownModel(CoordinatorError):
+    status, kind = 404, "unknown_model"
+
+
+class DuplicateRequest(CoordinatorError):
+    status, kind = 409, "duplicate_request"
+
+
+class PayloadTooLarge(CoordinatorError):
+    status, kind = 413, "too_large"
+
+
+class UnsupportedMedia(CoordinatorError):
+    status, kind = 415, "unsupported_media"
+
+
+class PartyFailed(CoordinatorError):
+    status, kind = 502, "party_failed"
+
+
+class Unavailable(CoordinatorError):
+    """503 with Retry-After: the queue is full or a party is down."""
+
+    status, kind = 503, "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class QueueFull(Unavailable):
+    kind = "queue_full"
+
+
+class PartyUnavailable(Unavailable):
+    kind = "party_unavailable"
+
+
+class DeadlineExceeded(CoordinatorError):
+    status, kind = 504, "deadline"
+
+
+class ModelNotLoaded(CoordinatorError):
+    """A party answered NOT_FOUND / FAILED_PRECONDITION: load the model again and retry."""
+
+    status, kind = 503, "model_not_loaded"
+
+
+def status_from_grpc(rank: int, code: grpc.StatusCode, details: str | None, retry_after_s: int = 1) -> CoordinatorError:
+    """Translate a party's gRPC failure into the coordinator error the client sees."""
+    what = f"party {rank}: {details or code.name}"
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return BadRequest(what)
+    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+        return ModelNotLoaded(what)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{what} (deadline exceeded)")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return PartyUnavailable(f"party {rank} is unavailable: {details or code.name}", retry_after_s)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Unavailable(f"{what} (resource exhausted)", retry_after_s)
+    return PartyFailed(what)

@@ -1,0 +1,72 @@
+"""The coordinator app: wiring only (settings, lifespan, middleware, error handlers, routers, static files).
+
+Run it with ``mpcvit serve`` or ``uvicorn server.main:app --factory`` style
+``create_app()``; OpenAPI lives at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from server.coordinator import Coordinator
+from server.errors import CoordinatorError
+from server.metrics import Metrics
+from server.middleware import BodySizeLimit
+from server.routes import classify, compare, metrics, models, page, parties
+from server.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the coordinator app; ``settings`` overrides ``get_settings()`` (tests, ``mpcvit serve``)."""
+    settings = settings or get_settings()
+    app_metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        coordinator = Coordinator(settings, app_metrics)
+        app.state.coordinator = coordinator
+        await coordinator.start()
+        try:
+            yield
+        finally:
+            await coordinator.stop()
+
+    app = FastAPI(
+        title="mpcvit coordinator",
+        version="1",
+        summary="Private image classification with MPC-friendly ViTs over two-party computation",
+        lifespan=lifespan,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.metrics = app_metrics
+
+    @app.exception_handler(CoordinatorError)
+    async def coordinator_error(request: Request, exc: CoordinatorError) -> JSONResponse:
+        app_metrics.errors.labels(exc.kind).inc()
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+
+    @app.middleware("http")
+    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        model = str(getattr(request.state, "model", ""))
+        app_metrics.requests.labels(endpoint, model, str(response.status_code)).inc()
+        app_metrics.latency.labels(endpoint, model).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for module in (classify, compare, models, parties, metrics, page):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    return app

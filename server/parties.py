@@ -1,0 +1,146 @@
+"""The coordinator's gRPC clients of the two parties' ``PartyControl`` services (control.proto).
+
+Channels are ``grpc.aio`` (the coordinator is asyncio), mutual TLS with the
+coordinator's certificate from ``mpcvit certs`` unless ``insecure`` is asked for
+explicitly. Reconnection back-off is capped at one second so that a party that
+comes back is used by the next request. Calls never wait for a channel to be
+ready forever: before a call, a channel that is not READY gets at most
+``connect_timeout_s`` (and never more than the call's deadline) to connect, so
+a party that is down fails the request with UNAVAILABLE (503) quickly, and a
+channel still in its reconnect back-off after the party came back connects
+for the next request instead of failing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from grpc import aio
+
+from parties.proto import control_pb2, control_pb2_grpc
+from server.errors import CoordinatorError, status_from_grpc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+]
+
+_CA_NAMES = ("ca.pem", "ca.crt", "ca-cert.pem")
+_CERT_NAMES = ("coordinator.pem", "coordinator.crt", "coordinator-cert.pem", "coordinator/cert.pem")
+_KEY_NAMES = ("coordinator.key", "coordinator-key.pem", "coordinator.key.pem", "coordinator/key.pem")
+
+
+def _first(cert_dir: Path, names: tuple[str, ...], what: str) -> bytes:
+    for n in names:
+        if (cert_dir / n).is_file():
+            return (cert_dir / n).read_bytes()
+    raise FileNotFoundError(f"{cert_dir} has no {what} (looked for {', '.join(names)}); make them with 'mpcvit certs --out {cert_dir}'")
+
+
+def channel_credentials(cert_dir: Path) -> grpc.ChannelCredentials:
+    """Mutual-TLS credentials of the coordinator: trust the project CA, present the coordinator cert."""
+    try:
+        from parties import tls  # the parties helper's loader, when it exists
+
+        loader = getattr(tls, "client_credentials", None)
+        if callable(loader):
+            return loader(cert_dir, "coordinator")
+    except ImportError:
+        pass
+    return grpc.ssl_channel_credentials(
+        root_certificates=_first(cert_dir, _CA_NAMES, "CA certificate"),
+        private_key=_first(cert_dir, _KEY_NAMES, "coordinator key"),
+        certificate_chain=_first(cert_dir, _CERT_NAMES, "coordinator certificate"),
+    )
+
+
+class PartyClient:
+    """One party's PartyControl stub; every call translates gRPC failures into ``CoordinatorError``."""
+
+    def __init__(
+        self, rank: int, address: str, credentials: grpc.ChannelCredentials | None,
+        retry_after_s: int = 1, connect_timeout_s: float = 2.0,
+    ) -> None:
+        self.rank = rank
+        self.address = address
+        self.retry_after_s = retry_after_s
+        self.connect_timeout_s = connect_timeout_s
+        if credentials is None:
+            self.channel = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        self.stub = control_pb2_grpc.PartyControlStub(self.channel)
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], request: object, timeout: float) -> T:
+        if timeout <= 0:
+            raise status_from_grpc(self.rank, grpc.StatusCode.DEADLINE_EXCEEDED, "no time left before the deadline")
+        await self._connected(min(timeout, self.connect_timeout_s))
+        try:
+            return await fn(request, timeout=timeout, wait_for_ready=False)
+        except aio.AioRpcError as exc:
+            raise status_from_grpc(self.rank, exc.code(), exc.details(), self.retry_after_s) from exc
+
+    async def _connected(self, timeout: float) -> None:
+        """Wait (bounded) for the channel to be READY; UNAVAILABLE if it does not get there in time."""
+        if self.channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+            return
+        try:
+            await asyncio.wait_for(self.channel.channel_ready(), timeout)
+        except asyncio.TimeoutError:
+            raise status_from_grpc(
+                self.rank, grpc.StatusCode.UNAVAILABLE, f"cannot connect to {self.address} within {timeout:.1f} s", self.retry_after_s
+            ) from None
+
+    async def health(self, timeout: float) -> control_pb2.HealthReply:
+        return await self._call(self.stub.Health, control_pb2.HealthRequest(), timeout)
+
+    async def load_model(self, request: control_pb2.LoadModelRequest, timeout: float) -> control_pb2.LoadModelReply:
+        return await self._call(self.stub.LoadModel, request, timeout)
+
+    async def infer(self, request: control_pb2.InferRequest, timeout: float) -> control_pb2.InferReply:
+        return await self._call(self.stub.Infer, request, timeout)
+
+    async def stats(self, timeout: float) -> control_pb2.StatsReply:
+        return await self._call(self.stub.Stats, control_pb2.StatsRequest(), timeout)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+async def both(calls: list[Awaitable[T]]) -> list[T]:
+    """Run one call per party concurrently; the first failure cancels the others and is raised.
+
+    If every party fails, the most informative failure wins: a bad input (400)
+    over a deadline (504) over unavailability (503).
+    """
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+        raise
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+    if errors:
+        coordinator_errors = [e for e in errors if isinstance(e, CoordinatorError)]
+        if coordinator_errors:
+            raise min(coordinator_errors, key=lambda e: e.status)
+        raise errors[0]  # type: ignore[misc]
+    return [t.result() for t in tasks]

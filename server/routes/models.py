@@ -1,0 +1,28 @@
+"""``GET /v1/models``: what a client needs to know per model (input shape, classes, precision) and what it costs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.catalog import ModelEntry
+from server.deps import AuthDep, CoordinatorDep
+from server.schemas import ModelInfo, ModelsResponse
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+def model_info(entry: ModelEntry) -> ModelInfo:
+    measured = entry.measured or entry.meta.get("mpc_costs") or entry.meta.get("costs")
+    dataset = entry.meta.get("dataset")
+    return ModelInfo(
+        name=entry.name, variant=entry.variant, arch=entry.spec.summary(), attention=entry.spec.count_heads(),
+        input_shape=list(entry.input_shape), classes=entry.classes, precision_bits=entry.precision_bits,
+        accuracy=entry.accuracy, dataset=dataset if isinstance(dataset, str) else None, loaded=entry.loaded,
+        measured_cost={k: float(v) for k, v in measured.items() if isinstance(v, (int, float))} if isinstance(measured, dict) else None,
+    )
+
+
+@router.get("/models", response_model=ModelsResponse, summary="the models this coordinator serves")
+async def list_models(coordinator: CoordinatorDep, _auth: AuthDep) -> ModelsResponse:
+    coordinator.catalog.refresh()
+    return ModelsResponse(models=[model_info(coordinator.catalog.entries[n]) for n in coordinator.catalog.names()])

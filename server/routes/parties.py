@@ -1,0 +1,29 @@
+"""``GET /v1/parties/keys`` (the parties' public keys) and ``GET /v1/health`` (parties and dealer reachable)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from server.deps import AuthDep, CoordinatorDep
+from server.routes.classify import ERRORS
+from server.schemas import HealthResponse, PartyHealth, PartyKey, PartyKeysResponse
+
+router = APIRouter(prefix="/v1", tags=["parties"])
+
+
+@router.get("/parties/keys", response_model=PartyKeysResponse, responses=ERRORS, summary="each party's X25519 public key")
+async def party_keys(coordinator: CoordinatorDep, _auth: AuthDep) -> PartyKeysResponse:
+    """Clients seal share i to ``parties[i].public_key``; 503 if a party cannot be asked."""
+    keys = await coordinator.keys()
+    return PartyKeysResponse(parties=[PartyKey(rank=i, public_key=k) for i, k in enumerate(keys)])
+
+
+@router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}}, summary="parties and dealer reachable")
+async def health(coordinator: CoordinatorDep) -> JSONResponse:
+    """200 when both parties answer Health and say that their peer and the dealer answer; 503 otherwise."""
+    parties = [PartyHealth(**p) for p in await coordinator.health()]
+    dealer = all(p.dealer_reachable for p in parties)
+    ok = all(p.reachable and p.peer_reachable for p in parties) and dealer
+    body = HealthResponse(ok=ok, parties=parties, dealer_reachable=dealer, queue_length=coordinator.queue_length)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

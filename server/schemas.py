@@ -1,0 +1,202 @@
+"""Request and response models of the REST API (separate models for what comes in and what goes out).
+
+Bytes travel as standard base64 strings in JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from mpcvit.sealing import Sealed
+
+
+def _b64decode(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not valid base64: {exc}") from exc
+
+
+B64Bytes = Annotated[
+    bytes,
+    BeforeValidator(_b64decode),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str),
+    WithJsonSchema({"type": "string", "format": "base64"}),
+]
+
+RequestId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="client-chosen id, also the sealing AAD")]
+
+
+class SealedTensorIn(BaseModel):
+    """An int64 tensor sealed (X25519 + HKDF-SHA256 + AES-256-GCM) to one party; shape and dtype are public."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: list[Annotated[int, Field(ge=1, le=1 << 16)]] = Field(..., min_length=1, max_length=4)
+    dtype: Literal["int64"] = "int64"
+    nonce: B64Bytes = Field(..., description="12-byte AES-GCM nonce (base64)")
+    ciphertext: B64Bytes = Field(..., description="AES-GCM ciphertext of the little-endian int64 values, tag appended (base64)")
+
+    def to_sealed(self) -> Sealed:
+        return Sealed(tuple(self.shape), self.dtype, self.nonce, self.ciphertext)
+
+
+class SealedTensorOut(BaseModel):
+    shape: list[int]
+    dtype: str
+    nonce: B64Bytes
+    ciphertext: B64Bytes
+
+    @classmethod
+    def from_sealed(cls, s: Sealed) -> "SealedTensorOut":
+        return cls(shape=list(s.shape), dtype=s.dtype, nonce=s.nonce, ciphertext=s.ciphertext)
+
+
+class PrivateClassifyRequest(BaseModel):
+    """Private mode: the coordinator only relays sealed shares; it never sees the image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., min_length=1, max_length=200)
+    request_id: RequestId
+    client_public_key: B64Bytes = Field(..., description="the client's one-time X25519 public key (32 bytes, base64)")
+    shares: list[SealedTensorIn] = Field(..., min_length=2, max_length=2, description="share i sealed to party i")
+    deadline_unix_ms: int | None = Field(None, ge=0, description="absolute deadline; default now + the server's request timeout")
+
+
+class PartyCostsOut(BaseModel):
+    rank: int
+    rounds: int
+    bytes_sent: int
+    bytes_received: int
+    seconds: float
+
+
+class TotalCostsOut(BaseModel):
+    rounds: int = Field(..., description="communication rounds (max over the parties)")
+    bytes: int = Field(..., description="bytes sent by both parties")
+    seconds: float = Field(..., description="wall time of the secure forward")
+
+
+class CostsOut(BaseModel):
+    """Costs of the secure forward this request was part of (the whole batch)."""
+
+    total: TotalCostsOut
+    parties: list[PartyCostsOut]
+
+
+class PrivateClassifyResponse(BaseModel):
+    model: str
+    request_id: str
+    session_id: str
+    coordinator_saw_image: Literal[False] = False
+    output_shares: list[SealedTensorOut] = Field(..., description="party i's share of the fixed-point logits, sealed to the client")
+    precision_bits: int
+    costs: CostsOut
+    queue_seconds: float
+    batch_size: int
+
+
+class DemoJsonRequest(BaseModel):
+    """Demo mode with a JSON pixel array in [0, 1]: (H, W), (H, W, C) or (C, H, W), C in {1, 3}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., min_length=1, max_length=200)
+    pixels: list = Field(..., min_length=1, max_length=4096)  # type: ignore[type-arg]
+
+
+class CompareJsonRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pixels: list = Field(..., min_length=1, max_length=4096)  # type: ignore[type-arg]
+    models: list[str] | None = Field(None, max_length=32, description="default: the softmax ViT, MPCFormer, THE-X, MPCViT, MPCViT+ that exist")
+
+
+class DemoClassifyResponse(BaseModel):
+    model: str
+    request_id: str
+    coordinator_saw_image: Literal[True] = True
+    class_index: int
+    class_name: str
+    probabilities: list[float]
+    logits: list[float]
+    costs: CostsOut
+    queue_seconds: float
+    batch_size: int
+    latency_seconds: float = Field(..., description="coordinator-side wall time of this classification")
+
+
+class CompareEntry(BaseModel):
+    model: str
+    variant: str
+    accuracy: float | None
+    ok: bool
+    error: str | None = None
+    class_index: int | None = None
+    class_name: str | None = None
+    probabilities: list[float] | None = None
+    costs: CostsOut | None = None
+    latency_seconds: float | None = None
+
+
+class CompareResponse(BaseModel):
+    coordinator_saw_image: Literal[True] = True
+    results: list[CompareEntry]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    variant: str
+    arch: str = Field(..., description="architecture summary: heads, activations, norm")
+    attention: dict[str, int] = Field(..., description="number of heads of each attention kind")
+    input_shape: list[int] = Field(..., description="(C, H, W) of the raw [0, 1] image the client sends")
+    classes: list[str]
+    precision_bits: int
+    accuracy: float | None = Field(None, description="plaintext test accuracy from meta.json")
+    dataset: str | None = None
+    loaded: bool
+    measured_cost: dict[str, float] | None = Field(None, description="rounds, bytes, seconds of the last batch-of-one forward")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class PartyKey(BaseModel):
+    rank: int
+    public_key: B64Bytes
+
+
+class PartyKeysResponse(BaseModel):
+    parties: list[PartyKey]
+
+
+class PartyHealth(BaseModel):
+    rank: int
+    address: str
+    reachable: bool
+    reported_rank: int | None = None
+    peer_reachable: bool | None = None
+    dealer_reachable: bool | None = None
+    models: list[str] = []
+    error: str | None = None
+
+
+class HealthResponse(BaseModel):
+    ok: bool
+    parties: list[PartyHealth]
+    dealer_reachable: bool
+    queue_length: int
+
+
+class ErrorResponse(BaseModel):
+    detail: str

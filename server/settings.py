@@ -1,0 +1,56 @@
+"""Coordinator settings, read from the environment (prefix ``MPCVIT_``) or a ``.env`` file.
+
+Read them through the ``get_settings()`` dependency, never a module-level
+``Settings()``. The bearer token is a secret and has no default: when it is
+unset, the API is open (a loopback demo); when set, every ``/v1`` route but
+``/v1/health`` asks for ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the coordinator can be told; ``mpcvit serve`` mirrors each field as an option."""
+
+    model_config = SettingsConfigDict(env_prefix="MPCVIT_", env_file=".env", extra="ignore")
+
+    party0: str = Field("127.0.0.1:50051", description="host:port of party 0's PartyControl service (model owner)")
+    party1: str = Field("127.0.0.1:50052", description="host:port of party 1's PartyControl service (compute peer)")
+    cert_dir: Path | None = Field(None, description="directory made by 'mpcvit certs' (CA + coordinator cert for mutual TLS)")
+    insecure: bool = Field(False, description="talk to the parties without TLS (loopback tests only)")
+    model_dir: Path = Field(Path("checkpoints/digits"), description="checkpoint directories (arch.json + meta.json) the parties serve")
+    preload_models: list[str] = Field(default_factory=list, description="models to load on the parties at start")
+    batch_size: int = Field(8, ge=1, le=256, description="most requests in one secure forward")
+    batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long a batch waits for more requests")
+    queue_bound: int = Field(64, ge=1, description="most requests waiting; more get 503 + Retry-After")
+    max_sessions: int = Field(1, ge=1, le=64, description="secure forwards in flight at once, over all models")
+    request_timeout_s: float = Field(60.0, gt=0, description="deadline of a request that brings none")
+    load_timeout_s: float = Field(120.0, gt=0, description="deadline of LoadModel on the parties")
+    connect_timeout_s: float = Field(2.0, gt=0, description="how long a call waits for a party's channel to connect")
+    health_timeout_s: float = Field(2.0, gt=0, description="deadline of a Health call")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body; more get 413")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest decoded image (width x height)")
+    api_token: SecretStr | None = Field(None, description="bearer token; unset = no auth")
+
+    @model_validator(mode="after")
+    def _tls_or_insecure(self) -> "Settings":
+        if not self.insecure and self.cert_dir is None:
+            raise ValueError("set cert_dir (MPCVIT_CERT_DIR, from 'mpcvit certs') or insecure=true explicitly")
+        return self
+
+    @property
+    def party_addresses(self) -> tuple[str, str]:
+        return (self.party0, self.party1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings (cached); tests override this dependency."""
+    return Settings()

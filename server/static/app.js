@@ -1,0 +1,220 @@
+// The demo page: pick a bundled test image or upload one, run it through several models in demo mode
+// (POST /v1/compare), show each model's class and its rounds, bytes and latency as SVG bar charts.
+// No library, no CDN: plain DOM and SVG.
+"use strict";
+
+const state = { blob: null, name: "", models: [] };
+const $ = (id) => document.getElementById(id);
+const SVG_NS = "http://www.w3.org/2000/svg";
+const COLORS = { vit: "#7f7f7f", mpcformer: "#d62728", thex: "#ff7f0e", mpcvit: "#1f77b4", mpcvitplus: "#2ca02c" };
+
+function setStatus(text, kind) {
+  const s = $("status");
+  s.textContent = text;
+  s.dataset.state = kind;
+}
+
+function headers() {
+  const token = $("token").value.trim();
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+async function errorText(resp) {
+  try {
+    const body = await resp.json();
+    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch (e) {
+    return resp.statusText;
+  }
+}
+
+function selectImage(blob, name, url) {
+  state.blob = blob;
+  state.name = name;
+  const img = $("preview");
+  img.src = url;
+  img.hidden = false;
+  $("preview-label").textContent = name;
+  updateRunButton();
+}
+
+function updateRunButton() {
+  $("run").disabled = !(state.blob && selectedModels().length);
+}
+
+async function loadSamples() {
+  const resp = await fetch("/static/samples/index.json");
+  if (!resp.ok) return;
+  const samples = await resp.json();
+  const box = $("samples");
+  for (const s of samples) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "sample";
+    b.dataset.file = s.file;
+    b.title = `${s.dataset} test image #${s.test_index}: ${s.class_name}`;
+    const img = document.createElement("img");
+    img.src = "/static/samples/" + s.file;
+    img.alt = b.title;
+    const cap = document.createElement("div");
+    cap.className = "cap";
+    cap.textContent = `${s.dataset === "digits" ? "digit" : s.dataset}: ${s.class_name}`;
+    b.append(img, cap);
+    b.addEventListener("click", async () => {
+      const r = await fetch(img.src);
+      document.querySelectorAll("#samples button").forEach((x) => x.classList.remove("selected"));
+      b.classList.add("selected");
+      selectImage(await r.blob(), s.file, img.src);
+    });
+    box.append(b);
+  }
+}
+
+function selectedModels() {
+  return [...document.querySelectorAll("#models input:checked")].map((c) => c.value);
+}
+
+async function loadModels() {
+  const resp = await fetch("/v1/models", { headers: headers() });
+  if (!resp.ok) {
+    setStatus(`Could not list the models: ${await errorText(resp)}`, "error");
+    return;
+  }
+  state.models = (await resp.json()).models;
+  const box = $("models");
+  box.textContent = "";
+  const order = ["vit", "mpcformer", "thex", "mpcvit", "mpcvitplus"];
+  const sorted = [...state.models].sort((a, b) => (order.indexOf(a.variant) + 99) % 99 - (order.indexOf(b.variant) + 99) % 99 || a.name.localeCompare(b.name));
+  sorted.forEach((m, i) => {
+    const label = document.createElement("label");
+    const cb = document.createElement("input");
+    cb.type = "checkbox";
+    cb.value = m.name;
+    cb.checked = i < 5;
+    cb.addEventListener("change", updateRunButton);
+    label.append(cb, ` ${m.name} (${m.input_shape.join("x")})`);
+    label.title = m.arch;
+    box.append(label);
+  });
+  setStatus(state.models.length ? "Pick an image and press the button." : "The coordinator serves no model.", "idle");
+  updateRunButton();
+}
+
+function fmtBytes(n) {
+  if (n >= 1e9) return (n / 1e9).toFixed(2) + " GB";
+  if (n >= 1e6) return (n / 1e6).toFixed(2) + " MB";
+  if (n >= 1e3) return (n / 1e3).toFixed(1) + " kB";
+  return n + " B";
+}
+
+function renderTable(results) {
+  const table = $("results");
+  const body = table.querySelector("tbody");
+  body.textContent = "";
+  for (const r of results) {
+    const tr = document.createElement("tr");
+    tr.dataset.model = r.model;
+    const cells = r.ok
+      ? [r.model, r.variant, r.class_name, (100 * Math.max(...r.probabilities)).toFixed(1) + " %",
+         r.costs.total.rounds, fmtBytes(r.costs.total.bytes), r.latency_seconds.toFixed(3)]
+      : [r.model, r.variant, "error: " + r.error, "", "", "", ""];
+    cells.push(r.accuracy == null ? "" : (r.accuracy <= 1 ? (100 * r.accuracy).toFixed(1) : r.accuracy.toFixed(1)) + " %");
+    cells.forEach((c, i) => {
+      const td = document.createElement("td");
+      td.textContent = String(c);
+      if (i < 3) td.className = "text";
+      if (i === 2) td.classList.add("class");
+      tr.append(td);
+    });
+    body.append(tr);
+  }
+  table.hidden = false;
+}
+
+function svg(tag, attrs) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+// One horizontal bar chart: a bar per model, its length proportional to the value.
+function barChart(title, rows, fmt, id) {
+  const wrap = document.createElement("div");
+  wrap.className = "chart";
+  wrap.id = id;
+  const h = document.createElement("h3");
+  h.textContent = title;
+  wrap.append(h);
+  const W = 320, barH = 18, gap = 6, labelW = 120, valueW = 70;
+  const H = rows.length * (barH + gap) + gap;
+  const root = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title });
+  const max = Math.max(...rows.map((r) => r.value), 1e-12);
+  rows.forEach((r, i) => {
+    const y = gap + i * (barH + gap);
+    const len = Math.max(1, ((W - labelW - valueW) * r.value) / max);
+    const label = svg("text", { x: 0, y: y + barH - 5 });
+    label.textContent = r.label;
+    const bar = svg("rect", { x: labelW, y, width: len, height: barH, fill: COLORS[r.variant] || "#9467bd", class: "bar" });
+    bar.dataset.value = r.value;
+    const title = svg("title", {});
+    title.textContent = `${r.label}: ${fmt(r.value)}`;
+    bar.append(title);
+    const value = svg("text", { x: labelW + len + 4, y: y + barH - 5 });
+    value.textContent = fmt(r.value);
+    root.append(label, bar, value);
+  });
+  wrap.append(root);
+  return wrap;
+}
+
+function renderCharts(results) {
+  const ok = results.filter((r) => r.ok);
+  const charts = $("charts");
+  charts.textContent = "";
+  if (!ok.length) return;
+  const rows = (f) => ok.map((r) => ({ label: r.model, variant: r.variant, value: f(r) }));
+  charts.append(
+    barChart("Communication rounds", rows((r) => r.costs.total.rounds), (v) => String(v), "chart-rounds"),
+    barChart("Bytes sent by both parties", rows((r) => r.costs.total.bytes), fmtBytes, "chart-bytes"),
+    barChart("Latency (seconds)", rows((r) => r.latency_seconds), (v) => v.toFixed(3) + " s", "chart-latency"),
+  );
+}
+
+async function run() {
+  const models = selectedModels();
+  if (!state.blob || !models.length) return;
+  $("run").disabled = true;
+  setStatus(`Running ${models.length} secure inference(s)...`, "running");
+  const form = new FormData();
+  form.append("image", state.blob, state.name || "image.png");
+  form.append("models", models.join(","));
+  try {
+    const resp = await fetch("/v1/compare", { method: "POST", body: form, headers: headers() });
+    if (!resp.ok) {
+      setStatus(`Error ${resp.status}: ${await errorText(resp)}`, "error");
+      return;
+    }
+    const body = await resp.json();
+    renderTable(body.results);
+    renderCharts(body.results);
+    const failed = body.results.filter((r) => !r.ok).length;
+    setStatus(failed ? `Done; ${failed} model(s) failed.` : "Done.", "done");
+  } catch (e) {
+    setStatus("Request failed: " + e, "error");
+  } finally {
+    updateRunButton();
+  }
+}
+
+window.addEventListener("DOMContentLoaded", () => {
+  $("upload").addEventListener("change", (ev) => {
+    const f = ev.target.files[0];
+    if (!f) return;
+    document.querySelectorAll("#samples button").forEach((x) => x.classList.remove("selected"));
+    selectImage(f, f.name, URL.createObjectURL(f));
+  });
+  $("run").addEventListener("click", run);
+  $("token").addEventListener("change", loadModels);
+  loadSamples();
+  loadModels();
+});

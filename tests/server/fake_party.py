@@ -1,0 +1,196 @@
+"""TEST DOUBLE of the two parties: real gRPC ``PartyControl`` servers on 127.0.0.1, NOT secure computation.
+
+Both fake parties share one in-process ``FakeRuntime``. Each party opens only
+its own sealed input shares (with its own X25519 key, aad = request id, exactly
+as a real party does) and hands them to the runtime; once both shares of a
+session are in, the runtime reconstructs the input in plaintext, runs the
+plaintext model from the checkpoint, re-shares the logits in fixed point, and
+each party seals its logit share to the client. This checks everything the
+coordinator and the client do (transport, sealing, batching, ordering, error
+statuses) without the real secure runtime; the real parties are tested end to
+end in ``test_e2e_real_parties.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+
+from mpcvit.checkpoint import load_checkpoint, normalise_input
+from mpcvit.sealing import KeyPair, Sealed, SealError, generate_keypair, open_tensor, reconstruct_fixed_point, seal_tensor, share_fixed_point
+from parties.proto import control_pb2, control_pb2_grpc
+
+PRECISION_BITS = 16
+FAKE_ROUNDS = 40
+FAKE_BYTES_PER_ITEM = 10_000
+
+
+class SessionFailed(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Session:
+    inputs: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    outputs: dict[int, list[torch.Tensor]] | None = None
+    error: str | None = None
+
+
+class FakeRuntime:
+    """The shared plaintext 'secure forward' of the two fake parties, with counters the tests read."""
+
+    def __init__(self, model_dir: Path, delay_s: float = 0.0) -> None:
+        self.model_dir = Path(model_dir)
+        self.delay_s = delay_s
+        self.keys: list[KeyPair] = [generate_keypair(), generate_keypair()]
+        self.loaded: list[set[str]] = [set(), set()]
+        self.models: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self.cond = threading.Condition()
+        self.sessions: dict[str, _Session] = {}
+        self.forwards = 0
+        self.batch_sizes: list[int] = []
+        self.received: list[list[control_pb2.InferRequest]] = [[], []]
+
+    def load(self, rank: int, name: str) -> tuple[Any, dict[str, Any]]:
+        d = self.model_dir / name
+        if not (d / "arch.json").is_file():
+            raise SessionFailed(grpc.StatusCode.NOT_FOUND, f"no model {name!r} in the model directory")
+        with self.cond:
+            if name not in self.models:
+                self.models[name] = load_checkpoint(d)
+            self.loaded[rank].add(name)
+            return self.models[name]
+
+    def exchange(self, session_id: str, rank: int, model: str, shares: list[torch.Tensor] | str, deadline: float, alive: Any) -> list[torch.Tensor]:
+        """Deposit this party's opened shares (or its error) and wait for this party's logit shares."""
+        with self.cond:
+            s = self.sessions.setdefault(session_id, _Session())
+            if isinstance(shares, str):
+                s.error = shares
+                self.cond.notify_all()
+                raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, shares)
+            s.inputs[rank] = shares
+            if len(s.inputs) == 2 and s.outputs is None and s.error is None:
+                s.outputs = self._forward(model, s.inputs[0], s.inputs[1])
+                self.cond.notify_all()
+            while s.outputs is None and s.error is None:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise SessionFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "peer never joined the session before the deadline")
+                if not alive():
+                    raise SessionFailed(grpc.StatusCode.CANCELLED, "the coordinator cancelled the call")
+                self.cond.wait(min(left, 0.05))
+            if s.error is not None:
+                raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, f"the peer failed the session: {s.error}")
+            return s.outputs[rank]
+
+    def _forward(self, model: str, s0: list[torch.Tensor], s1: list[torch.Tensor]) -> dict[int, list[torch.Tensor]]:
+        net, meta = self.models[model]
+        x = torch.stack([reconstruct_fixed_point(a, b, PRECISION_BITS) for a, b in zip(s0, s1)]).float()
+        with torch.no_grad():
+            logits = net(normalise_input(x, meta))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.forwards += 1
+        self.batch_sizes.append(len(s0))
+        out: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+        for row in logits:
+            y0, y1 = share_fixed_point(row, PRECISION_BITS)
+            out[0].append(y0)
+            out[1].append(y1)
+        return out
+
+
+class FakeParty(control_pb2_grpc.PartyControlServicer):
+    """One fake party's servicer: it opens only its own shares and seals only its own outputs."""
+
+    def __init__(self, rank: int, runtime: FakeRuntime) -> None:
+        self.rank = rank
+        self.rt = runtime
+
+    def Health(self, request: control_pb2.HealthRequest, context: grpc.ServicerContext) -> control_pb2.HealthReply:
+        return control_pb2.HealthReply(
+            rank=self.rank, peer_reachable=True, dealer_reachable=True,
+            models=sorted(self.rt.loaded[self.rank]), public_key=self.rt.keys[self.rank].public,
+        )
+
+    def LoadModel(self, request: control_pb2.LoadModelRequest, context: grpc.ServicerContext) -> control_pb2.LoadModelReply:
+        try:
+            net, _ = self.rt.load(self.rank, request.model)
+        except SessionFailed as exc:
+            context.abort(exc.code, str(exc))
+        return control_pb2.LoadModelReply(
+            model=request.model, input_shape=list(net.spec.input_shape), num_classes=net.spec.num_classes,
+            precision_bits=PRECISION_BITS, costs=control_pb2.Costs(rounds=1),
+        )
+
+    def Infer(self, request: control_pb2.InferRequest, context: grpc.ServicerContext) -> control_pb2.InferReply:
+        self.rt.received[self.rank].append(request)
+        if request.model not in self.rt.loaded[self.rank]:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"model {request.model!r} is not loaded")
+        opened = self._open(request)
+        try:
+            outs = self.rt.exchange(request.session_id, self.rank, request.model, opened, request.deadline_unix_ms / 1000, context.is_active)
+        except SessionFailed as exc:
+            context.abort(exc.code, str(exc))
+        sk = self.rt.keys[self.rank].private
+        sealed = [seal_tensor(y, sk, it.client_public_key, it.request_id.encode()) for y, it in zip(outs, request.items)]
+        n = len(request.items)
+        costs = control_pb2.Costs(rounds=FAKE_ROUNDS, bytes_sent=FAKE_BYTES_PER_ITEM * n, bytes_received=FAKE_BYTES_PER_ITEM * n, seconds=self.rt.delay_s)
+        return control_pb2.InferReply(
+            output_shares=[control_pb2.SealedTensor(shape=list(s.shape), dtype=s.dtype, nonce=s.nonce, ciphertext=s.ciphertext) for s in sealed],
+            costs=costs, precision_bits=PRECISION_BITS,
+        )
+
+    def _open(self, request: control_pb2.InferRequest) -> list[torch.Tensor] | str:
+        """This party's shares, or the reason one does not open (as a real party: INVALID_ARGUMENT)."""
+        sk = self.rt.keys[self.rank].private
+        out = []
+        for it in request.items:
+            t = it.input_share
+            try:
+                out.append(open_tensor(Sealed(tuple(t.shape), t.dtype, t.nonce, t.ciphertext), sk, it.client_public_key, it.request_id.encode()))
+            except SealError as exc:
+                return f"request {it.request_id}: input share does not open for party {self.rank}: {exc}"
+        return out
+
+
+class FakeParties:
+    """Start/stop the two fake party servers on free loopback ports (a party can be stopped and restarted)."""
+
+    def __init__(self, model_dir: Path, delay_s: float = 0.0) -> None:
+        self.runtime = FakeRuntime(model_dir, delay_s)
+        self.servers: list[grpc.Server | None] = [None, None]
+        self.ports = [0, 0]
+
+    def start(self, rank: int | None = None) -> "FakeParties":
+        for r in ([rank] if rank is not None else [0, 1]):
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+            control_pb2_grpc.add_PartyControlServicer_to_server(FakeParty(r, self.runtime), server)
+            self.ports[r] = server.add_insecure_port(f"127.0.0.1:{self.ports[r]}")
+            assert self.ports[r] > 0, "could not bind a loopback port"
+            server.start()
+            self.servers[r] = server
+        return self
+
+    def stop(self, rank: int | None = None, forget_models: bool = True) -> None:
+        for r in ([rank] if rank is not None else [0, 1]):
+            server = self.servers[r]
+            if server is not None:
+                server.stop(grace=None).wait(5)
+                self.servers[r] = None
+                if forget_models:
+                    self.runtime.loaded[r].clear()  # as a restarted party would
+
+    @property
+    def addresses(self) -> tuple[str, str]:
+        return (f"127.0.0.1:{self.ports[0]}", f"127.0.0.1:{self.ports[1]}")

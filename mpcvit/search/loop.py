@@ -239,5 +239,5 @@ def _train_epoch(model: RelaxedViT, cfg: SearchConfig, terms: CostTerms, opt_w: 
         reg_sum += reg.item() * len(yb)
         correct += int((logits.argmax(-1) == yb).sum())
         seen += len(yb)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", reg=f"{reg_sum / seen:.3f}")
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", reg=f"{reg_sum / seen:.3f}", refresh=False)
     return {"loss": loss_sum / seen, "reg": reg_sum / seen, "train_acc": correct / seen, "seconds": time.time() - t0}

@@ -200,3 +200,27 @@ def test_search_cli_resumes_and_derives(tmp_path) -> None:
     assert spec.count_heads() == {"relu": 4, "scale": 4}
     assert spec.name == "mpcvitplus_2_4_8"
     assert set(spec.extra["search"]["estimated_latency_s"]) == {"lan", "wan"}
+
+
+def test_pareto_marks_front_and_domination(tmp_path) -> None:
+    from mpcvit.checkpoint import save_checkpoint
+    from mpcvit.search import pareto
+
+    root = tmp_path / "ck"
+    accs = {"vit_2_4_8": 0.97, "scale_2_4_8": 0.90, "mpcformer_2_4_8": 0.93}
+    for name, acc in accs.items():
+        save_checkpoint(root / name, VisionTransformer(model_spec(name)), {"test_accuracy": acc})
+    ours = model_spec("mpcvit_2_4_8").with_(extra={"search": {"mu": 0.5}})
+    save_checkpoint(root / "mpcvit_2_4_8_mu0.5", VisionTransformer(ours), {"test_accuracy": 0.965})
+    stem = tmp_path / "out" / "pareto"
+    assert pareto.main(["--checkpoints", str(root), "--out", str(stem), "--costs", "placeholder"]) == 0
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert stem.with_suffix(".png").stat().st_size > 10_000
+    by_name = {p["name"]: p for p in data["points"]}
+    assert by_name["mpcvit_2_4_8_mu0.5"]["label"] == "MPCViT mu=0.5"
+    assert by_name["mpcvit_2_4_8_mu0.5"]["latency_s"]["wan"] < by_name["vit_2_4_8"]["latency_s"]["wan"]
+    for net in ("lan", "wan"):
+        front = data["analysis"][net]["pareto_front"]
+        assert "vit_2_4_8" in front and "mpcvit_2_4_8_mu0.5" in front  # most accurate; accurate and cheaper
+        assert data["analysis"][net]["ours"]["mpcvit_2_4_8_mu0.5"]["dominated_by_baselines"] == []
+    assert data["analysis"]["vs_softmax_vit"]["mpcvit_2_4_8_mu0.5"]["accuracy_gap_points"] == 0.5

@@ -1,0 +1,181 @@
+"""Accuracy vs estimated secure latency (LAN and WAN) of every trained model of a dataset: PNG + JSON.
+
+Reads each checkpoint directory under ``--checkpoints`` (``arch.json`` + ``meta.json``),
+takes its plaintext test accuracy from ``meta.json`` and estimates its secure latency on
+each network from the cost table (latency = compute + rounds x RTT + bytes / bandwidth).
+Marks the Pareto front per network (no other model at least as accurate and at least as
+fast, one of them strictly) and, for every MPCViT / MPCViT+ point, the baselines that
+dominate it (none, we hope).
+
+    python -m mpcvit.search.pareto --checkpoints checkpoints/fashion-mnist \
+        --out results/search/pareto_fashion_mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mpcvit.checkpoint import CheckpointError, load_meta, load_spec
+from mpcvit.models.spec import ArchSpec
+from mpcvit.search.costs import NETWORKS, CostModel, get_cost_model
+
+log = logging.getLogger(__name__)
+
+LABELS: dict[str, str] = {
+    "vit": "softmax ViT",
+    "mpcformer": "MPCFormer",
+    "thex": "THE-X",
+    "relu": "all ReLU-softmax",
+    "scale": "all scaling",
+    "mpcvit": "MPCViT",
+    "mpcvitplus": "MPCViT+",
+}
+OURS = ("mpcvit", "mpcvitplus")
+MARKERS = {"vit": "s", "mpcformer": "^", "thex": "v", "relu": "D", "scale": "P", "mpcvit": "o", "mpcvitplus": "*"}
+
+
+@dataclass
+class Point:
+    name: str  # checkpoint directory name
+    family: str  # registry variant: vit, mpcformer, ..., mpcvit, mpcvitplus
+    label: str
+    accuracy: float
+    latency_s: dict[str, float]
+    heads: dict[str, int]
+    act: list[str]
+    mu: float | None
+    reference: bool  # a re-run reference (same recipe as ours), not the full-recipe baseline
+
+
+def accuracy_of(meta: dict[str, Any]) -> float:
+    """Test accuracy (fraction) from a checkpoint's meta.json, wherever the trainer put it."""
+    for holder in (meta, meta.get("metrics", {}), meta.get("result", {})):
+        for key in ("test_accuracy", "accuracy", "test_acc"):
+            if isinstance(holder, dict) and isinstance(holder.get(key), (int, float)):
+                value = float(holder[key])
+                return value / 100.0 if value > 1.0 else value
+    raise CheckpointError("meta.json holds no test accuracy")
+
+
+def family_of(spec: ArchSpec, name: str) -> str:
+    variant = (spec.name or name).partition("_")[0]
+    return variant if variant in LABELS else name.partition("_")[0]
+
+
+def collect(root: Path, costs: CostModel) -> list[Point]:
+    points = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            spec, meta = load_spec(d), load_meta(d)
+            acc = accuracy_of(meta)
+        except CheckpointError as exc:
+            log.warning("skipping %s: %s", d, exc)
+            continue
+        family = family_of(spec, d.name)
+        search = spec.extra.get("search", {}) if isinstance(spec.extra, dict) else {}
+        label = LABELS.get(family, family)
+        mu = search.get("mu")
+        if family in OURS and mu is not None:
+            label = f"{label} mu={mu:g}"
+        reference = "reference" in d.name
+        if reference:
+            label = f"{label} (reference, same recipe)"
+        points.append(Point(
+            name=d.name, family=family, label=label, accuracy=acc,
+            latency_s={net: costs.arch_latency(spec, net) for net in NETWORKS},
+            heads=spec.count_heads(), act=list(spec.act), mu=mu, reference=reference,
+        ))
+    if not points:
+        raise ValueError(f"no checkpoints with a test accuracy under {root}")
+    return points
+
+
+def dominates(a: Point, b: Point, network: str) -> bool:
+    """a is at least as accurate and as fast as b, and strictly better in one."""
+    la, lb = a.latency_s[network], b.latency_s[network]
+    return a.accuracy >= b.accuracy and la <= lb and (a.accuracy > b.accuracy or la < lb)
+
+
+def analyse(points: list[Point]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    baselines = [p for p in points if p.family not in OURS]
+    ref = next((p for p in points if p.family == "vit" and not p.reference), None)
+    for net in NETWORKS:
+        front = [p.name for p in points if not any(dominates(q, p, net) for q in points)]
+        ours = {
+            p.name: {"dominated_by_baselines": [q.name for q in baselines if dominates(q, p, net)]}
+            for p in points if p.family in OURS
+        }
+        out[net] = {"pareto_front": front, "ours": ours}
+    if ref is not None:
+        out["vs_softmax_vit"] = {
+            p.name: {
+                "accuracy_gap_points": round(100 * (ref.accuracy - p.accuracy), 2),
+                "wan_latency_ratio": round(p.latency_s["wan"] / ref.latency_s["wan"], 3),
+                "lan_latency_ratio": round(p.latency_s["lan"] / ref.latency_s["lan"], 3),
+            }
+            for p in points if p.family in OURS
+        }
+    return out
+
+
+def plot(points: list[Point], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(NETWORKS), figsize=(12, 4.8))
+    for ax, net in zip(axes, NETWORKS):
+        front = sorted((p for p in points if not any(dominates(q, p, net) for q in points)), key=lambda p: p.latency_s[net])
+        ax.step([p.latency_s[net] for p in front], [100 * p.accuracy for p in front], where="post", color="0.7", lw=1, zorder=1)
+        for p in points:
+            ours = p.family in OURS
+            ax.scatter(p.latency_s[net], 100 * p.accuracy, marker=MARKERS.get(p.family, "x"), s=70 if ours else 55,
+                       color="tab:red" if ours else ("tab:gray" if p.reference else "tab:blue"), zorder=2,
+                       edgecolor="black", linewidth=0.5)
+            ax.annotate(p.label, (p.latency_s[net], 100 * p.accuracy), textcoords="offset points", xytext=(5, 3), fontsize=7)
+        n = NETWORKS[net]
+        ax.set_title(f"{net.upper()}: {n.bandwidth_bps / 1e6:g} Mbit/s, {n.rtt_s * 1e3:g} ms RTT")
+        ax.set_xlabel("estimated secure latency per image (s)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoints", default="checkpoints/fashion-mnist", help="directory of checkpoint directories")
+    parser.add_argument("--out", default="results/search/pareto_fashion_mnist", help="output stem (.png and .json)")
+    parser.add_argument("--costs", dest="cost_source", choices=("auto", "table", "placeholder"), default="auto")
+    parser.add_argument("--title", default="Fashion-MNIST, ViT-Lite 4_4_28: accuracy vs secure latency (2PC)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    costs = get_cost_model(args.cost_source)
+    points = collect(Path(args.checkpoints), costs)
+    stem = Path(args.out)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    plot(points, stem.with_suffix(".png"), f"{args.title} [{costs.source} costs]")
+    data = {
+        "command": "python -m mpcvit.search.pareto " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cost_source": costs.source,
+        "networks": {k: asdict(v) for k, v in NETWORKS.items()},
+        "points": [asdict(p) for p in points],
+        "analysis": analyse(points),
+    }
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    log.info("wrote %s.png and %s.json (%d models, %s costs)", stem, stem, len(points), costs.source)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -208,7 +208,7 @@ class LocalStack:
             self._spawn(role, commands[role])
         # The coordinator preloads the model on the parties when it starts: start it once they listen.
         self._wait_tcp({"dealer": ep.dealer, "party0": ep.party0, "party1": ep.party1}, deadline)
-        self._spawn("coordinator", commands["coordinator"], self._coordinator_env(ep))
+        self._spawn("coordinator", commands["coordinator"])
         self._wait_coordinator(ep.coordinator_url, deadline)
         log.info("local stack ready: coordinator %s (logs in %s)", ep.coordinator_url, self.workdir / "logs")
         return ep
@@ -254,27 +254,16 @@ class LocalStack:
             "party1": _mpcvit(
                 "party", "--rank", "1", "--listen", ep.party1, "--peer", ep.party0, "--dealer", ep.dealer, *tls, *models
             ),
-            "coordinator": _mpcvit("serve", "--host", LOOPBACK, "--port", port),
+            "coordinator": _mpcvit(
+                "serve", "--host", LOOPBACK, "--port", port, "--party0", ep.party0, "--party1", ep.party1,
+                *tls, *models, "--preload", self.config.model,
+            ),
         }
 
-    def _coordinator_env(self, ep: Endpoints) -> dict[str, str]:
-        """The coordinator's settings (``server.settings.Settings``, prefix ``MPCVIT_``)."""
-        env = {
-            "MPCVIT_PARTY0": ep.party0,
-            "MPCVIT_PARTY1": ep.party1,
-            "MPCVIT_MODEL_DIR": str(self.config.models_dir),
-            "MPCVIT_PRELOAD_MODELS": json.dumps([self.config.model]),
-        }
-        if self.config.insecure:
-            env["MPCVIT_INSECURE"] = "true"
-        else:
-            env["MPCVIT_CERT_DIR"] = str(self.certs_dir)
-        return env
-
-    def _spawn(self, role: str, argv: list[str], env_extra: dict[str, str] | None = None) -> None:
+    def _spawn(self, role: str, argv: list[str]) -> None:
         log_path = self.workdir / "logs" / f"{role}.log"
         log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         popen = subprocess.Popen(  # noqa: S603 (our own argv)
             argv,
             stdin=subprocess.DEVNULL,

@@ -80,6 +80,8 @@ def test_summarise_costs_shapes() -> None:
     per_party = {"parties": [{"rounds": 9, "bytes_sent": 100}, {"rounds": 10, "bytes_sent": 50}]}
     assert summarise_costs(per_party) == (10, 150)
     assert summarise_costs({}) == (None, None)
+    coordinator = {"total": {"rounds": 40, "bytes": 1000, "seconds": 0.5}, "parties": [{"rounds": 40, "bytes_sent": 1}]}
+    assert summarise_costs(coordinator) == (40, 1000)
 
 
 def test_stop_kills_the_whole_process_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -149,9 +149,12 @@ def _total(costs: dict[str, Any], *keys: str) -> int | None:
 def summarise_costs(costs: dict[str, Any]) -> tuple[int | None, int | None]:
     """(rounds, bytes) of one inference from the coordinator's ``costs`` (bytes: sent by party 0 + party 1).
 
-    Reads ``{"rounds", "bytes_sent", ...}`` at the top level, or per party
-    under ``"parties"`` / ``"party0"`` / ``"party1"`` (rounds: the larger, bytes: the sum of sent).
+    Reads the coordinator's ``{"total": {"rounds", "bytes", "seconds"}, "parties": [...]}``; without
+    ``total``, the per-party list (rounds: the larger, bytes: the sum of sent), else top-level counts.
     """
+    total = costs.get("total")
+    if isinstance(total, dict) and ("rounds" in total or "bytes" in total):
+        return _total(total, "rounds"), _total(total, "bytes")
     per_party = costs.get("parties")
     if isinstance(per_party, dict):
         per_party = list(per_party.values())

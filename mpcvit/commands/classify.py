@@ -1,0 +1,63 @@
+"""``mpcvit classify IMAGE --server URL [--model M] [--json]``: one private classification.
+
+Preprocess, encode in fixed point, split into two shares, seal each to its
+party, send, open the two sealed logit shares, add: print the class and the
+costs. The coordinator sees only sealed shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HELP = "classify an image privately through a coordinator"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="PNG or JPEG file")
+    parser.add_argument("--server", default=os.environ.get("MPCVIT_SERVER", "http://127.0.0.1:8000"),
+                        help="coordinator URL (default $MPCVIT_SERVER or http://127.0.0.1:8000)")
+    parser.add_argument("--model", default=None, help="model name (default: the first the coordinator lists)")
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    parser.add_argument("--timeout", type=float, default=120.0, help="HTTP timeout, seconds (default 120)")
+    parser.add_argument("--top", type=int, default=3, help="how many classes to list (default 3)")
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def run(args: argparse.Namespace) -> int:
+    import httpx
+
+    from mpcvit.client import PrivateClient, ServerError
+
+    token = os.environ.get("MPCVIT_API_TOKEN") or None
+    try:
+        with PrivateClient(args.server, token=token, timeout=args.timeout) as client:
+            result = client.classify(args.image, model=args.model)
+    except ServerError as exc:
+        print(f"mpcvit classify: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"mpcvit classify: cannot reach the coordinator at {args.server}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    total = result.costs.get("total", {})
+    print(f"class: {result.class_name} (index {result.class_index}, p={result.probabilities[result.class_index]:.3f}) model {result.model}")
+    ranked = sorted(range(len(result.probabilities)), key=lambda i: -result.probabilities[i])[: max(1, args.top)]
+    print("top: " + ", ".join(f"{i}:{result.probabilities[i]:.3f}" for i in ranked))
+    print(
+        f"costs: {total.get('rounds', '?')} rounds, {_fmt_bytes(float(total.get('bytes', 0)))} sent by both parties, "
+        f"{float(total.get('seconds', 0)):.3f} s secure forward (batch of {result.batch_size}, queued {result.queue_seconds:.3f} s), "
+        f"{result.seconds:.3f} s end to end"
+    )
+    return 0

@@ -1,0 +1,120 @@
+"""Batching, the bounded queue, deadlines and a party going down, on a live uvicorn server with the fake parties."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+from mpcvit.checkpoint import load_checkpoint, normalise_input
+from mpcvit.client import PrivateClient, ServerError, request_to_json, seal_input
+from tests.server.conftest import LiveServer
+from tests.server.fake_party import FakeParties
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def plaintext(model_dir: Path, xs: list[torch.Tensor], model: str = "vit_2_4_8") -> torch.Tensor:
+    net, meta = load_checkpoint(model_dir / model)
+    with torch.no_grad():
+        return net(normalise_input(torch.stack(xs), meta)).double()
+
+
+def sealed_body(url: str, x: torch.Tensor, model: str = "vit_2_4_8", **extra: Any) -> dict[str, Any]:
+    keys = [base64.b64decode(p["public_key"]) for p in httpx.get(f"{url}/v1/parties/keys").json()["parties"]]
+    body = request_to_json(model, seal_input(x, keys))
+    body.update(extra)
+    return body
+
+
+def test_concurrent_requests_are_batched_and_each_answer_is_its_own(
+    live: Callable[..., LiveServer], parties: FakeParties, model_dir: Path
+) -> None:
+    parties.runtime.delay_s = 0.3  # a slow 'secure forward', so requests pile up behind it
+    n = 8
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.rand(1, 8, 8, generator=gen) for _ in range(n)]
+    with live(batch_size=8, batch_wait_ms=50) as server:
+        def one(x: torch.Tensor) -> Any:
+            with PrivateClient(server.url) as c:
+                return c.classify(x, model="vit_2_4_8")
+
+        with ThreadPoolExecutor(n) as pool:
+            results = list(pool.map(one, xs))
+    ref = plaintext(model_dir, xs)
+    for r, expected in zip(results, ref):
+        assert torch.allclose(torch.tensor(r.logits, dtype=torch.float64), expected, atol=2e-3)
+    assert parties.runtime.forwards < n, parties.runtime.batch_sizes
+    assert max(parties.runtime.batch_sizes) > 1 and sum(parties.runtime.batch_sizes) == n
+    assert max(r.batch_size for r in results) > 1
+
+
+def test_full_queue_answers_503_with_retry_after_and_never_hangs(live: Callable[..., LiveServer], parties: FakeParties) -> None:
+    parties.runtime.delay_s = 0.4
+    with live(batch_size=1, queue_bound=2, retry_after_s=3) as server:
+        httpx.get(f"{server.url}/v1/parties/keys")
+        bodies = [sealed_body(server.url, torch.rand(1, 8, 8)) for _ in range(8)]
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda b: httpx.post(f"{server.url}/v1/classify", json=b, timeout=30), bodies))
+        elapsed = time.monotonic() - started
+        codes = sorted(r.status_code for r in responses)
+        assert 503 in codes and 200 in codes, codes
+        for r in responses:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "3" and "queue full" in r.json()["detail"]
+        assert elapsed < 8, elapsed
+        assert "mpcvit_errors_total{kind=\"queue_full\"}" in httpx.get(f"{server.url}/metrics").text
+
+
+def test_party_down_is_503_within_the_deadline_and_the_next_request_works(
+    live: Callable[..., LiveServer], parties: FakeParties
+) -> None:
+    with live(connect_timeout_s=1.5) as server, PrivateClient(server.url) as client:
+        x = torch.rand(1, 8, 8)
+        assert client.classify(x, model="vit_2_4_8").class_name
+        parties.stop(1)  # party 1 dies (and forgets its loaded model, as a restarted process would)
+        started = time.monotonic()
+        with pytest.raises(ServerError) as err:
+            client.classify(x, model="vit_2_4_8")
+        assert err.value.status_code == 503 and "party 1" in err.value.detail
+        assert time.monotonic() - started < 5
+        health = httpx.get(f"{server.url}/v1/health")
+        assert health.status_code == 503 and not health.json()["parties"][1]["reachable"]
+        parties.start(1)  # back, same port and key, model not loaded
+        r = client.classify(x, model="vit_2_4_8")  # the very next request works (the coordinator reloads the model)
+        assert r.class_name and httpx.get(f"{server.url}/v1/health").status_code == 200
+
+
+def test_deadline_passing_during_the_forward_is_504(live: Callable[..., LiveServer], parties: FakeParties) -> None:
+    parties.runtime.delay_s = 1.5
+    with live() as server:
+        body = sealed_body(server.url, torch.rand(1, 8, 8), deadline_unix_ms=int((time.time() + 0.6) * 1000))
+        started = time.monotonic()
+        r = httpx.post(f"{server.url}/v1/classify", json=body, timeout=30)
+        assert r.status_code == 504 and "deadline" in r.json()["detail"]
+        assert time.monotonic() - started < 1.4
+
+
+def test_one_bad_share_in_a_batch_fails_only_its_own_request(
+    live: Callable[..., LiveServer], parties: FakeParties, model_dir: Path
+) -> None:
+    parties.runtime.delay_s = 0.3
+    with live(batch_size=8, batch_wait_ms=100) as server:
+        xs = [torch.rand(1, 8, 8) for _ in range(4)]
+        bodies = [sealed_body(server.url, x) for x in xs]
+        bodies[2]["shares"] = bodies[2]["shares"][::-1]  # sealed to the wrong parties
+        bodies.append(dict(bodies[0]))  # the same request id twice while the first is in flight
+        with ThreadPoolExecutor(5) as pool:
+            responses = list(pool.map(lambda b: httpx.post(f"{server.url}/v1/classify", json=b, timeout=30), bodies))
+    codes = [r.status_code for r in responses]
+    assert codes[2] == 400, codes
+    assert sorted([codes[0], codes[4]]) == [200, 409], codes
+    assert codes[1] == codes[3] == 200, codes

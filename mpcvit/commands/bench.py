@@ -1,0 +1,84 @@
+"""``mpcvit bench``: rounds, bytes and latency of every model family on LAN and WAN (benchmarks/bench.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+HELP = "communication-cost benchmark: rounds, bytes, latency on LAN and WAN"
+
+logger = logging.getLogger(__name__)
+
+EPILOG = """\
+Quick mode (CI): mpcvit bench --quick --out runs/bench-quick  (2_4_8 shape, every model, one repeat,
+inprocess transport, no shaping; well under a minute).
+
+Full mode, the committed run (results/bench/):
+  mpcvit bench --models vit,mpcformer,thex,relu,scale,mpcvit,mpcvitplus --arch 7_4_32 --network lan,wan \\
+      --batch 1,8 --transport grpc --repeats 3 --wan-repeats 2 --out results/bench
+takes about 45-60 minutes on a 2-core machine (most of it real WAN round trips: ~1,000 rounds x 40 ms
+per inference); batch 8 is measured on LAN and predicted on WAN (--wan-max-batch).
+
+Latency is measured over the gRPC transport with its sender-side shaper (one-way delay = RTT/2 plus
+bandwidth) and predicted as compute + rounds x RTT + bytes / bandwidth. The inprocess transport
+(CrypTen's gloo) is not shaped: it gives predictions only.
+"""
+
+
+def _csv(kind: type = str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> tuple:  # type: ignore[type-arg]
+        try:
+            return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("--models", type=_csv(), default=None,
+                        help="comma list of vit,mpcformer,thex,relu,scale,mpcvit,mpcvitplus (default: vit,mpcformer,thex,mpcvit,mpcvitplus)")
+    parser.add_argument("--arch", type=_csv(), default=None, help="comma list of shapes: 7_4_32,9_12_64,4_4_28,2_4_8 (default 7_4_32)")
+    parser.add_argument("--network", type=_csv(), default=None, help="comma list of lan,wan (default both)")
+    parser.add_argument("--batch", type=_csv(int), default=None, help="comma list of batch sizes (default 1)")
+    parser.add_argument("--transport", choices=["grpc", "inprocess"], default=None,
+                        help="grpc: the project's gRPC communicator, shaped (default); inprocess: CrypTen's gloo, not shaped")
+    parser.add_argument("--repeats", type=int, default=None, help="measured forwards per setting (default 3)")
+    parser.add_argument("--wan-repeats", type=int, default=None, help="measured forwards on WAN (default 2)")
+    parser.add_argument("--wan-max-batch", type=int, default=None, help="largest batch measured on WAN; larger ones are predicted (default 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="unrecorded forwards before measuring (default 1)")
+    parser.add_argument("--mu", type=_csv(float), default=None, help="MPCViT ReLU-softmax head ratios (default 0.7,0.1)")
+    parser.add_argument("--provider", choices=["dealer", "tfp"], default="dealer", help="correlated randomness (tfp only to compare with published numbers)")
+    parser.add_argument("--no-shaping", action="store_true", help="grpc transport without the shaper (predictions only)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per model (default 3600; quick 300)")
+    parser.add_argument("--quick", action="store_true", help="CI mode: 2_4_8, every model, one repeat, inprocess, no shaping")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    parser.add_argument("--out", type=Path, required=True, help="directory for results.json, results.md and the PNGs")
+
+
+def settings_from_args(args: argparse.Namespace) -> "BenchSettings":  # type: ignore[name-defined]  # noqa: F821
+    from benchmarks.bench import BenchSettings
+
+    given = {
+        "models": args.models, "archs": args.arch, "networks": args.network, "batches": args.batch,
+        "transport": args.transport, "repeats": args.repeats, "wan_repeats": args.wan_repeats,
+        "wan_max_batch": args.wan_max_batch, "warmup": args.warmup, "mus": args.mu, "timeout_s": args.timeout,
+    }
+    fields = {k: v for k, v in given.items() if v is not None}
+    fields["provider"] = args.provider
+    if args.no_shaping:
+        fields["shaped"] = False
+    return BenchSettings.quick_mode(**fields) if args.quick else BenchSettings(**fields)
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks.bench import run_benchmark, write_results
+
+    settings = settings_from_args(args)
+    doc = run_benchmark(settings)
+    paths = write_results(doc, args.out, plots=not args.no_plots)
+    logger.info("wrote %s", ", ".join(str(p) for p in paths))
+    return 0

@@ -1,0 +1,176 @@
+"""The communication-cost benchmark: quick mode end to end, and the pieces it is built from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.bench import (
+    ALL_MODELS,
+    BenchSettings,
+    ModelEntry,
+    markdown,
+    mpcvit_entry,
+    mpcvitplus_entry,
+    ordering_checks,
+    paper_ratio_attn,
+    resolve_entries,
+    scaled_attn,
+)
+from benchmarks.published import NETWORKS, PUBLISHED, published_for
+from mpcvit.cli import main
+from mpcvit.models import SHAPES, model_spec
+
+QUICK_LABELS = {"vit", "mpcformer", "thex", "relu", "scale", "mpcvit-mu0.7", "mpcvit-mu0.1", "mpcvitplus"}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """One quick-mode run through the CLI (2_4_8, every model, inprocess transport, one repeat)."""
+    out = tmp_path_factory.mktemp("bench")
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    return json.loads((out / "results.json").read_text()), out
+
+
+@pytest.mark.timeout(240)
+def test_quick_mode_has_every_model_and_field(quick: tuple[dict[str, Any], Path]) -> None:
+    doc, out = quick
+    assert doc["machine"]["cpu_count"] >= 1 and doc["machine"]["cpu_model"]
+    assert set(doc["versions"]) >= {"torch", "crypten", "python"}
+    assert len(doc["git"]["commit"]) == 40
+    assert doc["provider"] == "dealer" and doc["settings"]["quick"] is True
+    assert doc["settings"]["archs"] == ["2_4_8"]
+    rows = doc["results"]
+    for net in ("lan", "wan"):
+        assert {r["model"] for r in rows if r["network"] == net} == QUICK_LABELS
+    for r in rows:
+        assert r["rounds"] > 0
+        assert r["bytes"]["party0_sent"] > 0 and r["bytes"]["party1_sent"] > 0
+        assert r["bytes"]["total"] == r["bytes"]["party0_sent"] + r["bytes"]["party1_sent"]
+        assert r["compute_s"]["median"] > 0
+        assert r["latency_measured_s"] is None and "not shaped" in r["latency_measured_note"]
+        assert r["per_op"] and sum(op["rounds"] for op in r["per_op"].values()) == r["rounds"]
+        assert r["arch_source"]
+        net = NETWORKS[r["network"]]
+        busier = max(r["bytes"]["party0_sent"], r["bytes"]["party1_sent"])
+        assert r["latency_predicted_s"] == pytest.approx(r["compute_s"]["median"] + r["rounds"] * net.rtt_s + 8 * busier / net.bandwidth_bps)
+    for name in ("results.md", "latency_2_4_8.png", "costs_2_4_8.png", "per_op_2_4_8.png"):
+        assert (out / name).stat().st_size > 0
+
+
+@pytest.mark.timeout(240)
+def test_quick_mode_secure_logits_match_plaintext(quick: tuple[dict[str, Any], Path]) -> None:
+    """Every model's secure forward opens to the plaintext logits of the same weights (a real outcome, not just costs)."""
+    doc, _ = quick
+    for r in doc["results"]:
+        assert r["check"] is not None, r["model"]
+        assert r["check"]["max_abs_logit_error"] < 0.5, (r["model"], r["check"])
+
+
+@pytest.mark.timeout(240)
+def test_quick_mode_costs_order_as_the_protocols_do(quick: tuple[dict[str, Any], Path]) -> None:
+    """Costs follow the protocols: softmax attention needs the most rounds; WAN predictions exceed LAN ones."""
+    doc, _ = quick
+    lan = {r["model"]: r for r in doc["results"] if r["network"] == "lan"}
+    wan = {r["model"]: r for r in doc["results"] if r["network"] == "wan"}
+    assert lan["vit"]["rounds"] == max(r["rounds"] for r in lan.values())
+    assert lan["scale"]["rounds"] < lan["relu"]["rounds"] < lan["vit"]["rounds"]
+    assert lan["mpcvit-mu0.1"]["rounds"] <= lan["mpcvit-mu0.7"]["rounds"]
+    for m in lan:
+        assert wan[m]["latency_predicted_s"] > lan[m]["latency_predicted_s"]
+        assert wan[m]["rounds"] == lan[m]["rounds"]
+
+
+def test_paper_ratio_places_round_mu_l_h_relu_heads() -> None:
+    shape = SHAPES["7_4_32"]
+    for mu, expected in ((0.7, 20), (0.1, 3), (0.5, 14)):
+        attn = paper_ratio_attn(shape, mu)
+        assert sum(h.count("relu") for h in attn) == expected
+        assert sum(h.count("scale") for h in attn) == 28 - expected
+        assert len(attn) == 7 and all(len(h) == 4 for h in attn)
+
+
+def test_searched_pattern_scales_to_another_shape() -> None:
+    src = model_spec("mpcvit_4_4_28", attn=(("relu",) * 4, ("relu", "relu", "scale", "scale"), ("scale",) * 4, ("scale",) * 4))
+    attn = scaled_attn(src, SHAPES["7_4_32"])
+    assert len(attn) == 7
+    assert attn[0] == ("relu",) * 4 and attn[-1] == ("scale",) * 4
+    model_spec("mpcvit_7_4_32", attn=attn)  # a valid spec
+
+
+def test_mpcvit_entries_say_where_their_architecture_comes_from() -> None:
+    e = mpcvit_entry("7_4_32", 0.7)
+    assert e.label == "mpcvit-mu0.7" and e.arch_source
+    assert set(e.spec.count_heads()) <= {"relu", "scale"}
+    plus = mpcvitplus_entry("7_4_32")
+    assert any(plus.spec.mlp_is_linear(l) for l in range(plus.spec.depth)) or plus.spec.act_tokens is not None
+
+
+def test_resolve_expands_mpcvit_per_mu_and_keeps_order() -> None:
+    entries = resolve_entries(BenchSettings(models=("vit", "mpcvit", "thex"), archs=("7_4_32",), mus=(0.7, 0.1)))
+    assert [e.label for e in entries] == ["vit", "mpcvit-mu0.7", "mpcvit-mu0.1", "thex"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(models=("gpt",)), dict(archs=("3_3_3",)), dict(networks=("moon",)), dict(batches=(0,)),
+     dict(transport="carrier-pigeon"), dict(repeats=0), dict(mus=(1.5,)), dict(provider="oracle")],
+)
+def test_settings_refuse_bad_input(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        BenchSettings(**bad)
+
+
+def test_cli_refuses_an_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--models", "gpt", "--out", str(tmp_path)]) == 1
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_network_prediction_is_compute_plus_rounds_rtt_plus_bytes_over_bandwidth() -> None:
+    wan, lan = NETWORKS["wan"], NETWORKS["lan"]
+    assert wan.predict(2.0, 1000, 50_000_000) == pytest.approx(2.0 + 1000 * 0.040 + 8 * 50e6 / 400e6)
+    assert lan.predict(2.0, 1000, 50_000_000) == pytest.approx(2.0 + 1000 * 0.0003 + 8 * 50e6 / 3e9)
+    assert wan.predict_exchange(2.0, 1000, 0) == pytest.approx(2.0 + 1000 * 0.020)
+
+
+def test_published_figures_are_the_design_docs() -> None:
+    assert published_for("vit", "7_4_32").wan_seconds == 112.23  # type: ignore[union-attr]
+    assert published_for("mpcvit-mu0.1", "9_12_64").wan_seconds == 220.69  # type: ignore[union-attr]
+    assert published_for("relu", "7_4_32") is None
+    assert len(PUBLISHED) == 10
+
+
+def _row(model: str, latency: float, rounds: int) -> dict[str, Any]:
+    return {"model": model, "latency_measured_s": {"median": latency}, "latency_predicted_s": latency * 2, "rounds": rounds}
+
+
+def test_ordering_checks_report_a_violation() -> None:
+    rows = [_row("vit", 10.0, 900), _row("mpcformer", 5.0, 400), _row("mpcvit-mu0.7", 6.0, 500)]
+    checks = ordering_checks(rows)
+    assert checks[0].startswith("- softmax ViT the most expensive: yes")
+    assert "mpcvit-mu0.7 cheaper than MPCFormer: NO" in checks[1]
+
+
+def test_markdown_states_ratio_against_published(quick: tuple[dict[str, Any], Path]) -> None:
+    """results.md puts our WAN latency beside the published one, with the ratio, when the shape has a published figure."""
+    doc, _ = quick
+    doc = json.loads(json.dumps(doc))
+    for r in doc["results"]:  # pretend the quick run was at the paper's CIFAR shape
+        r["arch"] = "7_4_32"
+        pub = published_for(r["model"], "7_4_32")
+        if pub and r["network"] == "wan":
+            r["published"] = {"label": pub.label, "accuracy": pub.accuracy, "wan_seconds": pub.wan_seconds,
+                              "ratio_ours_over_published": r["latency_predicted_s"] / pub.wan_seconds, "ours_from": "predicted"}
+    doc["settings"]["archs"] = ["7_4_32"]
+    md = markdown(doc, [])
+    assert "ours vs published" in md and "112.23" in md and "ours / published" in md
+
+
+def test_entries_are_plain_data() -> None:
+    e = ModelEntry("vit", "vit", "2_4_8", model_spec("vit_2_4_8"), "registry preset")
+    d = e.describe()
+    assert d["heads"] == {"softmax": 8} and d["weights"] == "random (seeded)"
+    assert set(ALL_MODELS) >= {"vit", "mpcformer", "thex", "mpcvit", "mpcvitplus"}

@@ -224,3 +224,20 @@ def test_pareto_marks_front_and_domination(tmp_path) -> None:
         assert "vit_2_4_8" in front and "mpcvit_2_4_8_mu0.5" in front  # most accurate; accurate and cheaper
         assert data["analysis"][net]["ours"]["mpcvit_2_4_8_mu0.5"]["dominated_by_baselines"] == []
     assert data["analysis"]["vs_softmax_vit"]["mpcvit_2_4_8_mu0.5"]["accuracy_gap_points"] == 0.5
+
+
+def test_retrain_with_distillation_writes_checkpoint(tmp_path) -> None:
+    from mpcvit.checkpoint import load_checkpoint
+    from mpcvit.search.retrain import main as retrain_main
+
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    common = ["--dataset", "digits", "--epochs", "1", "--train-limit", "200", "--no-progress"]
+    assert retrain_main(["--model", BASE, *common, "--out", str(teacher), "--work", str(tmp_path / "w1")]) == 0
+    arch = tmp_path / "arch.json"
+    arch.write_text(model_spec("mpcvitplus_2_4_8", act_tokens=[[0, 3], None]).to_json())
+    argv = ["--arch", str(arch), "--teacher", str(teacher), *common, "--out", str(student), "--work", str(tmp_path / "w2")]
+    assert retrain_main(argv) == 0
+    model, meta = load_checkpoint(student)
+    assert model.spec.act_tokens == ((0, 3), None)
+    assert meta["teacher"] == str(teacher) and meta["train_limit"] == 200
+    assert 0.0 <= meta["test_accuracy"] <= 1.0 and meta["command"].startswith("python -m mpcvit.search.retrain")

@@ -73,6 +73,10 @@ KEEPALIVE_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # a restarted peer is found again within about a second
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 SERVER_PING_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
@@ -454,12 +458,20 @@ class PeerLink:
             self._queue, self._call = q, call
         return self._queue
 
+    def reset(self) -> None:
+        """Drop the current stream (the peer is gone); the next send opens a new one."""
+        with self._lock:
+            call, self._queue, self._call = self._call, None, None
+        if call is not None:
+            call.cancel()
+
     def _stream_done(self, call: grpc.Future, q: queue.SimpleQueue) -> None:
         with self._lock:
-            if self._queue is q:
+            current = self._queue is q
+            if current:
                 self._queue, self._call = None, None
-        if self._closing:
-            return
+        if self._closing or not current:
+            return  # closed or reset on purpose: not news
         try:
             error = call.exception()
         except grpc.FutureCancelledError:
@@ -591,6 +603,9 @@ class Endpoint:
         self.link = PeerLink(peer, channel_credentials, mode, shape, limits, self._peer_lost)
 
     def _peer_lost(self, reason: str) -> None:
+        """The peer went away: fail every open session, and reconnect for the next one."""
+        if hasattr(self, "link"):
+            self.link.reset()
         self.inboxes.fail_all(SessionFailed(grpc.StatusCode.UNAVAILABLE, f"peer connection lost: {reason}"))
 
     def session(self, session_id: str, timeout_s: float | None = None, deadline_unix_ms: int | None = None) -> Session:

@@ -1,0 +1,191 @@
+"""Transport guarantees, with the peer in a separate process: TLS, dead peers, bad frames, session isolation."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+
+from parties.communicator import GrpcCommunicator
+from parties.pair import free_port
+from parties.proto import transport_pb2, transport_pb2_grpc
+from parties.tls import channel_credentials, server_credentials, write_certs
+from parties.transport import Endpoint, Limits, NetworkShape, SessionFailed, Shaper, tensor_frames
+from tests.parties.peer_worker import all_reduce_rounds, run_peer
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _endpoint(ports: tuple[int, int], certs: Path | None, **kwargs) -> Endpoint:
+    return Endpoint(
+        0,
+        f"127.0.0.1:{ports[0]}",
+        f"127.0.0.1:{ports[1]}",
+        server_credentials=server_credentials(certs, "party0") if certs else None,
+        channel_credentials=channel_credentials(certs, "party0") if certs else None,
+        **kwargs,
+    )
+
+
+def _spawn_peer(ports: tuple[int, int], certs: Path | None, sessions: list, die_after: int | None = None) -> mp.Process:
+    proc = mp.get_context("spawn").Process(target=run_peer, args=(1, ports, str(certs) if certs else None, sessions, die_after))
+    proc.start()
+    return proc
+
+
+def test_concurrent_sessions_do_not_mix(certs: Path) -> None:
+    ports = (free_port(), free_port())
+    peer = _spawn_peer(ports, certs, [("s-a", 1000, 30), ("s-b", 5000, 30)])
+    endpoint = _endpoint(ports, certs)
+    results: dict[str, list[int]] = {}
+
+    def one(session_id: str, offset: int) -> None:
+        with endpoint.session(session_id, 60.0) as session:
+            results[session_id] = all_reduce_rounds(GrpcCommunicator(session), offset, 30)
+
+    try:
+        threads = [threading.Thread(target=one, args=("s-a", 0)), threading.Thread(target=one, args=("s-b", 100))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        # session a: 0+i and 1000+i; session b: 100+i and 5000+i
+        assert results["s-a"] == [1000 + 2 * i for i in range(30)]
+        assert results["s-b"] == [5100 + 2 * i for i in range(30)]
+    finally:
+        peer.join(30)
+        endpoint.close()
+    assert peer.exitcode == 0
+
+
+def test_killed_peer_fails_the_session_within_its_deadline_and_the_next_works(certs: Path) -> None:
+    ports = (free_port(), free_port())
+    peer = _spawn_peer(ports, certs, [("s-1", 0, 10)], die_after=3)
+    endpoint = _endpoint(ports, certs)
+    try:
+        deadline_s = 20.0
+        with endpoint.session("s-1", deadline_s) as session:
+            comm = GrpcCommunicator(session)
+            assert all_reduce_rounds(comm, 0, 3) == [0, 2, 4]
+            t0 = time.monotonic()
+            with pytest.raises(SessionFailed) as err:
+                all_reduce_rounds(comm, 3, 7)
+            assert time.monotonic() - t0 < deadline_s
+            assert err.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        peer.join(10)
+        assert peer.exitcode is not None and peer.exitcode < 0  # killed
+        # a fresh peer on the same address; the next session works
+        peer = _spawn_peer(ports, certs, [("s-2", 0, 5)])
+        with endpoint.session("s-2", 30.0) as session:
+            assert all_reduce_rounds(GrpcCommunicator(session), 0, 5) == [0, 2, 4, 6, 8]
+    finally:
+        peer.join(30)
+        endpoint.close()
+
+
+def test_receive_times_out_at_the_deadline() -> None:
+    ports = (free_port(), free_port())
+    endpoint = _endpoint(ports, None)
+    try:
+        with endpoint.session("lonely", 0.5) as session:
+            t0 = time.monotonic()
+            with pytest.raises(SessionFailed) as err:
+                session.recv_tensor("x")
+            assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert 0.4 < time.monotonic() - t0 < 3.0
+    finally:
+        endpoint.close()
+
+
+def test_peer_without_a_valid_certificate_is_refused(certs: Path, tmp_path: Path) -> None:
+    ports = (free_port(), free_port())
+    endpoint = _endpoint(ports, certs)
+    target = f"127.0.0.1:{ports[0]}"
+    other_ca = tmp_path / "other"
+    write_certs(other_ca, roles=("party1",))
+    attempts = {
+        "plaintext": grpc.insecure_channel(target),
+        "no client cert": grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=(certs / "ca.pem").read_bytes())),
+        "cert from another CA": grpc.secure_channel(
+            target,
+            grpc.ssl_channel_credentials(
+                root_certificates=(certs / "ca.pem").read_bytes(),
+                private_key=(other_ca / "party1.key").read_bytes(),
+                certificate_chain=(other_ca / "party1.pem").read_bytes(),
+            ),
+        ),
+    }
+    try:
+        for name, channel in attempts.items():
+            with pytest.raises(grpc.RpcError) as err:
+                transport_pb2_grpc.PeerTransportStub(channel).Ping(transport_pb2.PingRequest(), timeout=3)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, name
+            channel.close()
+        good = grpc.secure_channel(target, channel_credentials(certs, "party1"))
+        assert transport_pb2_grpc.PeerTransportStub(good).Ping(transport_pb2.PingRequest(), timeout=3).rank == 0
+        good.close()
+    finally:
+        endpoint.close()
+
+
+def test_malformed_and_oversized_frames_get_grpc_errors() -> None:
+    ports = (free_port(), free_port())
+    endpoint = _endpoint(ports, None, limits=Limits(max_frame_bytes=1 << 16))
+    stub = transport_pb2_grpc.PeerTransportStub(grpc.insecure_channel(f"127.0.0.1:{ports[0]}"))
+    tensor = dict(kind=transport_pb2.FRAME_KIND_TENSOR, dtype="int64", chunk_count=1)
+    bad = {
+        "no session": transport_pb2.Frame(shape=[1], data=b"\0" * 8, **tensor),
+        "no kind": transport_pb2.Frame(session_id="m", shape=[1], data=b"\0" * 8),
+        "bad dtype": transport_pb2.Frame(session_id="m", kind=transport_pb2.FRAME_KIND_TENSOR, dtype="complex", chunk_count=1),
+        "size mismatch": transport_pb2.Frame(session_id="m", shape=[3], data=b"\0" * 8, **tensor),
+        "negative dim": transport_pb2.Frame(session_id="m", shape=[-1], **tensor),
+        "bad chunk": transport_pb2.Frame(session_id="m", shape=[1], data=b"\0" * 8, chunk_index=2, kind=1, dtype="int64", chunk_count=2),
+    }
+    try:
+        for name, frame in bad.items():
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Send(frame, timeout=3)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        big = transport_pb2.Frame(session_id="m", shape=[1 << 14], data=b"\0" * (1 << 17), **tensor)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Send(big, timeout=3)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        huge = transport_pb2.Frame(session_id="m", shape=[1 << 40], data=b"", **tensor)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Send(huge, timeout=3)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # out-of-order sequence numbers are refused and fail that session
+        frames = tensor_frames("seq", 0, 1, "x", torch.arange(4))
+        stub.Send(frames[0], timeout=3)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Send(frames[0], timeout=3)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # the server is still up and a good frame is delivered
+        good = tensor_frames("ok", 0, 1, "x", torch.arange(6).reshape(2, 3))
+        stub.Send(good[0], timeout=3)
+        with endpoint.session("ok", 5.0) as session:
+            assert torch.equal(session.recv_tensor("x"), torch.arange(6).reshape(2, 3))
+    finally:
+        endpoint.close()
+
+
+def test_large_tensors_are_chunked_and_reassembled() -> None:
+    frames = tensor_frames("c", 0, 0, "x", torch.arange(3 * (1 << 19)), chunk_bytes=4 << 20)
+    assert [f.chunk_index for f in frames] == [0, 1, 2] and all(f.chunk_count == 3 for f in frames)
+    assert [f.seq for f in frames] == [0, 1, 2]
+
+
+def test_shaper_models_delay_and_bandwidth() -> None:
+    shaper = Shaper(NetworkShape(delay_ms=10.0, bandwidth_bps=8e6))  # 1 MB/s
+    t0 = time.monotonic()
+    first = shaper.release_time(100_000)  # 0.1 s on the link
+    second = shaper.release_time(100_000)  # queued behind the first
+    assert first - t0 == pytest.approx(0.11, abs=0.01)
+    assert second - first == pytest.approx(0.1, abs=0.01)
+    with pytest.raises(ValueError):
+        NetworkShape(delay_ms=-1)

@@ -1,0 +1,149 @@
+"""``mpcvit train``: train a registered model (or one from an ArchSpec JSON), optionally distilled.
+
+Writes a checkpoint (``model.safetensors``, ``arch.json``, ``meta.json``) to
+``--out``, with the test accuracy, dataset, class names, normalisation, the
+training options and the exact command line (``meta["command"]``) that makes it
+again. Progress is saved every epoch to ``--out/resume.pt``; running the same
+command again continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from mpcvit.checkpoint import load_checkpoint, save_checkpoint
+from mpcvit.models import ArchSpec, build_model, create_model
+from mpcvit.models.vit import VisionTransformer
+from mpcvit.train import TrainConfig, configure_threads, train_model
+
+HELP = "train a model (optionally distilled from a softmax teacher)"
+TRAIN_DATASETS = ("digits", "fashion-mnist", "cifar10")
+
+log = logging.getLogger(__name__)
+
+# CLI flag -> TrainConfig field, for the options that are given only when set
+_CONFIG_FLAGS: dict[str, str] = {
+    "batch_size": "--batch-size", "lr": "--lr", "weight_decay": "--weight-decay", "warmup_epochs": "--warmup-epochs",
+    "label_smoothing": "--label-smoothing", "pad": "--pad", "kd_alpha": "--kd-alpha",
+    "kd_temperature": "--kd-temperature", "kd_feature_weight": "--kd-feature-weight",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="registered model name, e.g. vit_2_4_8 (see 'mpcvit models')")
+    src.add_argument("--arch", metavar="ARCH_JSON", help="build the model from an ArchSpec JSON file instead")
+    parser.add_argument("--dataset", required=True, choices=TRAIN_DATASETS)
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--out", required=True, help="checkpoint directory to write (and resume from)")
+    parser.add_argument("--teacher", metavar="CKPT", help="softmax teacher checkpoint: distil logits and token features")
+    parser.add_argument("--data-dir", help="dataset directory (required for cifar10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: $MPCVIT_THREADS or all CPUs allowed)")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    defaults = "(default: the dataset's recipe, see mpcvit/train.py RECIPES)"
+    parser.add_argument("--batch-size", type=int, help=f"batch size {defaults}")
+    parser.add_argument("--lr", type=float, help=f"peak AdamW learning rate {defaults}")
+    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.05)")
+    parser.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the cosine decay (default 1)")
+    parser.add_argument("--label-smoothing", type=float, help="label smoothing (default 0.1)")
+    parser.add_argument("--pad", type=int, help=f"random-crop padding in pixels {defaults}")
+    flip = parser.add_mutually_exclusive_group()
+    flip.add_argument("--flip", dest="flip", action="store_true", default=None, help="random horizontal flips")
+    flip.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
+    parser.add_argument("--kd-alpha", type=float, help="weight a of the logit KL term; CE gets 1 - a (default 0.5)")
+    parser.add_argument("--kd-temperature", type=float, help="distillation temperature T (default 4)")
+    parser.add_argument("--kd-feature-weight", type=float, help="weight of the token-feature MSE (default 1)")
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    overrides: dict[str, Any] = {f: getattr(args, f) for f in _CONFIG_FLAGS if getattr(args, f) is not None}
+    if args.flip is not None:
+        overrides["flip"] = args.flip
+    return TrainConfig.for_dataset(args.dataset, epochs=args.epochs, seed=args.seed, **overrides)
+
+
+def _model(args: argparse.Namespace) -> VisionTransformer:
+    if args.arch:
+        path = Path(args.arch)
+        if not path.is_file():
+            raise FileNotFoundError(f"architecture file {path} does not exist")
+        return build_model(ArchSpec.from_json(path.read_text()))
+    return create_model(args.model)
+
+
+def _teacher(args: argparse.Namespace, model: VisionTransformer) -> tuple[VisionTransformer | None, dict[str, Any]]:
+    if not args.teacher:
+        return None, {}
+    teacher, meta = load_checkpoint(args.teacher)
+    if meta.get("dataset") != args.dataset:
+        raise ValueError(f"teacher {args.teacher} was trained on {meta.get('dataset')!r}, not {args.dataset!r}")
+    if teacher.spec.input_shape != model.spec.input_shape or teacher.spec.num_tokens != model.spec.num_tokens:
+        raise ValueError("teacher and student must take the same input and have the same tokens")
+    if teacher.spec.embed_dim != model.spec.embed_dim or teacher.spec.num_classes != model.spec.num_classes:
+        raise ValueError("teacher and student must have the same embed_dim and classes (feature distillation)")
+    return teacher, meta
+
+
+def command_line(args: argparse.Namespace, cfg: TrainConfig) -> str:
+    """The full command that reproduces this run, every training option spelled out."""
+    parts = ["mpcvit", "train"]
+    parts += ["--arch", args.arch] if args.arch else ["--model", args.model]
+    parts += ["--dataset", args.dataset, "--epochs", str(cfg.epochs), "--out", args.out]
+    if args.teacher:
+        parts += ["--teacher", args.teacher]
+    if args.data_dir:
+        parts += ["--data-dir", args.data_dir]
+    parts += ["--seed", str(cfg.seed)]
+    for field, flag in _CONFIG_FLAGS.items():
+        if field.startswith("kd_") and not args.teacher:
+            continue
+        parts += [flag, str(getattr(cfg, field))]
+    parts.append("--flip" if cfg.flip else "--no-flip")
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mpcvit.data import dataset_info
+
+    if args.epochs < 1:
+        raise ValueError("--epochs must be at least 1")
+    threads = configure_threads(args.threads)
+    cfg = _config(args)
+    info = dataset_info(args.dataset, args.data_dir)
+    model = _model(args)
+    if model.spec.input_shape != info.input_shape or model.spec.num_classes != info.num_classes:
+        raise ValueError(
+            f"{model.spec.name or 'the model'} takes {model.spec.input_shape} -> {model.spec.num_classes} classes, "
+            f"{args.dataset} is {info.input_shape} -> {info.num_classes} classes"
+        )
+    teacher, teacher_meta = _teacher(args, model)
+    if teacher is not None and teacher_meta.get("normalisation") != info.normalisation():
+        raise ValueError(f"teacher {args.teacher} uses a different input normalisation than {args.dataset}")
+    log.info("training %s on %s with %d threads: %s", model.spec.name or args.arch, args.dataset, threads, model.spec.summary())
+    result = train_model(
+        model, args.dataset, teacher=teacher, config=cfg, out_dir=args.out, data_dir=args.data_dir,
+        progress=not args.no_progress,
+    )
+    meta = {
+        "model": model.spec.name or Path(args.arch).stem,
+        "dataset": args.dataset,
+        "class_names": list(info.class_names),
+        "normalisation": info.normalisation(),
+        "test_accuracy": round(result["test_accuracy"], 6),
+        "epochs": cfg.epochs,
+        "train_loss": result["train_loss"],
+        "train": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
+        "teacher": args.teacher,
+        "distilled": teacher is not None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "command": command_line(args, cfg),
+    }
+    save_checkpoint(args.out, model, meta)
+    print(f"{meta['model']} on {args.dataset}: test accuracy {100 * result['test_accuracy']:.2f}% -> {args.out}")
+    return 0

@@ -22,6 +22,7 @@ from typing import TypeVar
 import grpc
 from grpc import aio
 
+from parties import tls
 from parties.proto import control_pb2, control_pb2_grpc
 from server.errors import CoordinatorError, status_from_grpc
 
@@ -38,33 +39,12 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_time_ms", 30_000),
 ]
 
-_CA_NAMES = ("ca.pem", "ca.crt", "ca-cert.pem")
-_CERT_NAMES = ("coordinator.pem", "coordinator.crt", "coordinator-cert.pem", "coordinator/cert.pem")
-_KEY_NAMES = ("coordinator.key", "coordinator-key.pem", "coordinator.key.pem", "coordinator/key.pem")
-
-
-def _first(cert_dir: Path, names: tuple[str, ...], what: str) -> bytes:
-    for n in names:
-        if (cert_dir / n).is_file():
-            return (cert_dir / n).read_bytes()
-    raise FileNotFoundError(f"{cert_dir} has no {what} (looked for {', '.join(names)}); make them with 'mpcvit certs --out {cert_dir}'")
+COORDINATOR_ROLE = "coordinator"
 
 
 def channel_credentials(cert_dir: Path) -> grpc.ChannelCredentials:
-    """Mutual-TLS credentials of the coordinator: trust the project CA, present the coordinator cert."""
-    try:
-        from parties import tls  # the parties helper's loader, when it exists
-
-        loader = getattr(tls, "client_credentials", None)
-        if callable(loader):
-            return loader(cert_dir, "coordinator")
-    except ImportError:
-        pass
-    return grpc.ssl_channel_credentials(
-        root_certificates=_first(cert_dir, _CA_NAMES, "CA certificate"),
-        private_key=_first(cert_dir, _KEY_NAMES, "coordinator key"),
-        certificate_chain=_first(cert_dir, _CERT_NAMES, "coordinator certificate"),
-    )
+    """Mutual-TLS credentials of the coordinator: trust the project CA (``ca.pem``), present ``coordinator.pem``."""
+    return tls.channel_credentials(cert_dir, COORDINATOR_ROLE)
 
 
 class PartyClient:

@@ -25,6 +25,7 @@ import torch
 
 from mpcvit.checkpoint import load_checkpoint, normalise_input
 from mpcvit.sealing import KeyPair, Sealed, SealError, generate_keypair, open_tensor, reconstruct_fixed_point, seal_tensor, share_fixed_point
+from parties import tls
 from parties.proto import control_pb2, control_pb2_grpc
 
 PRECISION_BITS = 16
@@ -167,8 +168,9 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
 class FakeParties:
     """Start/stop the two fake party servers on free loopback ports (a party can be stopped and restarted)."""
 
-    def __init__(self, model_dir: Path, delay_s: float = 0.0) -> None:
+    def __init__(self, model_dir: Path, delay_s: float = 0.0, certs: Path | None = None) -> None:
         self.runtime = FakeRuntime(model_dir, delay_s)
+        self.certs = certs  # serve mutual TLS with party0/party1 certificates from 'mpcvit certs' when set
         self.servers: list[grpc.Server | None] = [None, None]
         self.ports = [0, 0]
 
@@ -176,7 +178,11 @@ class FakeParties:
         for r in ([rank] if rank is not None else [0, 1]):
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
             control_pb2_grpc.add_PartyControlServicer_to_server(FakeParty(r, self.runtime), server)
-            self.ports[r] = server.add_insecure_port(f"127.0.0.1:{self.ports[r]}")
+            address = f"127.0.0.1:{self.ports[r]}"
+            if self.certs is None:
+                self.ports[r] = server.add_insecure_port(address)
+            else:
+                self.ports[r] = server.add_secure_port(address, tls.server_credentials(self.certs, f"party{r}"))
             assert self.ports[r] > 0, "could not bind a loopback port"
             server.start()
             self.servers[r] = server

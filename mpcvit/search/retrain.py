@@ -43,7 +43,7 @@ def subset(dataset: TensorDataset, limit: int | None, seed: int) -> TensorDatase
 
 def retrain(spec: ArchSpec, dataset: str, teacher_dir: str | None, epochs: int, out: str | Path, *,
             train_limit: int | None = None, work: str | Path | None = None, seed: int = 0, progress: bool = True,
-            command: str = "", **options: Any) -> dict[str, Any]:
+            command: str = "", role: str = "derived", **options: Any) -> dict[str, Any]:
     """Train ``spec`` from scratch (KD from ``teacher_dir`` when given) and save a checkpoint at ``out``."""
     from mpcvit.data import dataset_info, load_dataset
     from mpcvit.train import TrainConfig, train_model
@@ -73,6 +73,7 @@ def retrain(spec: ArchSpec, dataset: str, teacher_dir: str | None, epochs: int, 
         "history": result["history"],
         "train_seconds": result["seconds"],
         "command": command,
+        "role": role,
         "search": spec.extra.get("search") if isinstance(spec.extra, dict) else None,
     }
     save_checkpoint(out, model, meta)
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default=None, help="resume directory (default runs/retrain/<out name>)")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--role", choices=("derived", "reference"), default="derived",
+                        help="'reference': a registry model re-run with the same recipe, to compare against")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = ArchSpec.from_json(Path(args.arch).read_text()) if args.arch else model_spec(args.model)
     command = "python -m mpcvit.search.retrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     retrain(spec, args.dataset, args.teacher, args.epochs, args.out, train_limit=args.train_limit, work=args.work,
-            seed=args.seed, progress=not args.no_progress, command=command)
+            seed=args.seed, progress=not args.no_progress, command=command, role=args.role)
     return 0
 
 

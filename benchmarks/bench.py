@@ -411,7 +411,7 @@ def _wire_bytes(comm: Any) -> int | None:
 
 
 def _timed_forward(secure: Any, x_share: torch.Tensor, rng: _Randomness) -> tuple[torch.Tensor, dict[str, Any]]:
-    """One forward between two barriers' worth of quiet: offline randomness first, then the clock."""
+    """One timed forward: the offline randomness first (untimed), a barrier, then the clock around the forward."""
     from protocols.crypten_compat import crypten
 
     comm = crypten.communicator.get()
@@ -671,7 +671,8 @@ def environment() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "machine": {"cpu_count": os.cpu_count(), "cpu_model": cpu, "platform": platform.platform()},
+        "machine": {"cpu_count": os.cpu_count(), "cpu_model": cpu, "platform": platform.platform(),
+                    "load_average_1_5_15": list(os.getloadavg())},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "crypten": getattr(crypten, "__version__", "0.4.1")},
         "git": _git_state(),
         "command": " ".join(["mpcvit", "bench", *sys.argv[2:]]) if len(sys.argv) > 1 and sys.argv[1] == "bench" else " ".join(sys.argv),
@@ -714,6 +715,7 @@ def run_benchmark(settings: BenchSettings, show_progress: bool = True) -> dict[s
         "results": rows,
         "published_source": SOURCE,
         "wall_seconds": time.time() - started,
+        "load_average_at_end": list(os.getloadavg()),
     }
     return doc
 
@@ -753,7 +755,9 @@ def write_results(doc: dict[str, Any], out: Path, plots: bool = True) -> list[Pa
     """results.json, results.md and (optionally) the PNG plots into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "results.json", out / "results.md"]
-    paths[0].write_text(json.dumps(doc, indent=2) + "\n")
+    text = json.dumps(doc, indent=2) + "\n"
+    if not paths[0].is_file() or paths[0].read_text() != text:
+        paths[0].write_text(text)
     if plots:
         from benchmarks.plots import make_plots
 
@@ -780,6 +784,10 @@ def fmt_seconds(s: float | None) -> str:
 # -- results.md -----------------------------------------------------------------------
 
 
+def _load(avg: list[float] | None) -> str:
+    return f"{avg[0]:.1f}" if avg else "not recorded"
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:.1f}"
 
@@ -801,14 +809,15 @@ def _acc_cell(row: dict[str, Any]) -> str:
 
 def _cost_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| model | rounds | MB sent p0 / p1 / total | compute s | predicted s | measured s, median [min-max] | accuracy % |",
-        "|---|---:|---|---:|---:|---|---|",
+        "| model | rounds | MB sent p0 / p1 / total | compute s | predicted s (rounds x RTT) | predicted s (rounds x RTT/2) | measured s, median [min-max] | accuracy % |",
+        "|---|---:|---|---:|---:|---:|---|---|",
     ]
     for r in rows:
         b = r["bytes"]
         lines.append(
             f"| {r['model']} | {r['rounds']} | {_mb(b['party0_sent'])} / {_mb(b['party1_sent'])} / {_mb(b['total'])} | "
-            f"{fmt_seconds(r['compute_s']['median'])} | {fmt_seconds(r['latency_predicted_s'])} | {_measured_cell(r)} | {_acc_cell(r)} |"
+            f"{fmt_seconds(r['compute_s']['median'])} | {fmt_seconds(r['latency_predicted_s'])} | {fmt_seconds(r['latency_predicted_exchange_s'])} | "
+            f"{_measured_cell(r)} | {_acc_cell(r)} |"
         )
     return lines
 
@@ -874,10 +883,17 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         f"Transport: {s['transport']}{' (shaped: one-way delay RTT/2 and bandwidth in the sender)' if s['shaped'] and s['transport'] == 'grpc' else ' (not shaped: predictions only)'}; "
         f"randomness provider: {doc['provider']}; repeats {s['repeats']} (WAN {s['wan_repeats']}), warm-up {s['warmup']}; "
         f"this run took {doc['wall_seconds'] / 60:.1f} min.  ",
+        f"Machine load (1-min load average) at start {_load(env.get('load_average_1_5_15'))}, at end "
+        f"{_load(doc.get('load_average_at_end'))} on {env['cpu_count']} CPUs: other work shared the CPUs, so compute "
+        "seconds (and the latencies that include them) are upper bounds; rounds and bytes are exact.  ",
         f"Networks: " + "; ".join(f"{n.upper()} {v['bandwidth_mbit_s']:g} Mbit/s, {v['rtt_ms']:g} ms RTT" for n, v in doc["networks"].items()) + ".  ",
         f"Predicted latency = {doc['latency_model'].removeprefix('predicted = ')}. Compute = the forward's wall-clock time over the unshaped "
         "transport (loopback). Rounds and bytes are the runtime's own counts (CrypTen's communicator counters) for one forward; "
-        "weights are random (costs do not depend on values).",
+        "weights are random (costs do not depend on values) unless a trained checkpoint exists at that shape.  ",
+        "Every CrypTen round between two parties is a simultaneous exchange (both send, both wait for the other's message), "
+        "so on the shaped link a round costs one one-way delay, RTT/2, not a full RTT: the measured latency follows "
+        "compute + rounds x RTT/2 + bytes / bandwidth (the second prediction column), and DESIGN.md's rounds x RTT formula "
+        "is an upper bound.",
         "",
         f"Full mode: {FULL_MODE_NOTE}. Quick mode (`--quick`, CI): the 2_4_8 shape, one repeat, unshaped, well under a minute.",
         "",
@@ -908,6 +924,11 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         op_rows = rows_by(doc, first_net, s["batches"][0], arch)
         if op_rows:
             lines += ["", f"## {arch}: per-op breakdown (batch {s['batches'][0]}; rounds / MB both parties / compute s)", ""] + _per_op_table(op_rows)
+    wire = [(r["bytes"].get("wire_party0_sent"), r["bytes"]["party0_sent"]) for r in doc["results"] if r["bytes"].get("wire_party0_sent")]
+    if wire:
+        ratios = [w / c for w, c in wire if c]
+        lines += ["", f"Bytes cross-check: the payload bytes party 0 really put on the gRPC wire per forward are "
+                  f"{min(ratios):.3f}-{max(ratios):.3f}x the runtime's count."]
     checks = [r["check"] for r in doc["results"] if r.get("check")]
     if checks:
         worst = max(c["max_abs_logit_error"] for c in checks)
@@ -916,3 +937,14 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
     if plot_names:
         lines += ["", "## Plots", ""] + [f"![{n}]({n})" for n in plot_names]
     return "\n".join(lines) + "\n"
+
+
+def rerender(out: Path) -> list[Path]:
+    """Redraw results.md and the PNGs of a finished run from its results.json."""
+    doc = json.loads((out / "results.json").read_text())
+    return write_results(doc, out)
+
+
+if __name__ == "__main__":  # python -m benchmarks.bench results/bench  (re-render a finished run)
+    for p in rerender(Path(sys.argv[1] if len(sys.argv) > 1 else "results/bench")):
+        print(p)

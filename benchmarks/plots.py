@@ -43,7 +43,9 @@ def plot_latency(doc: dict[str, Any], arch: str, out: Path) -> Path:
         measured = [r["latency_measured_s"]["median"] if r.get("latency_measured_s") else 0.0 for r in rows]
         predicted = [r["latency_predicted_s"] for r in rows]
         ax.bar([i - w for i in x], measured, w, label="ours, measured (shaped gRPC)", color=COLORS["measured"])
-        ax.bar(list(x), predicted, w, label="ours, predicted", color=COLORS["predicted"])
+        ax.bar(list(x), predicted, w, label="ours, predicted: compute + rounds x RTT + bytes/bw", color=COLORS["predicted"])
+        exchange = [r.get("latency_predicted_exchange_s", 0.0) for r in rows]
+        ax.scatter(list(x), exchange, marker="_", s=300, color="black", zorder=3, label="ours, predicted with rounds x RTT/2")
         if net == "wan":
             pub = [(p.wan_seconds if (p := published_for(r["model"], arch)) else 0.0) for r in rows]
             if any(pub):

@@ -273,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = find_checkpoint(models_dir, model)
     dataset = str(json.loads((checkpoint / "meta.json").read_text()).get("dataset", "digits"))
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the table
     if args.server:
         print_header(model, dataset, args.server)
         rows = classify_images(args.server, model, checkpoint, args.images, args.timeout, args.save_images)

@@ -193,8 +193,20 @@ def _is_plus(spec: ArchSpec) -> bool:
     return any(spec.mlp_is_linear(l) or spec.act_tokens is not None and spec.act_tokens[l] is not None for l in range(spec.depth))
 
 
+def _file_mu(path: Path) -> float | None:
+    """The ratio a derived arch file names (``mpcvit_mu0.7.json`` -> 0.7), if it names one."""
+    import re
+
+    m = re.search(r"mu_?([0-9]+(?:\.[0-9]+)?)", path.stem)
+    return float(m.group(1)) if m else None
+
+
 def _find_searched(mu: float | None, plus: bool) -> list[tuple[Path, ArchSpec]]:
-    """Searched specs of MPCViT (mixing relu/scale heads) at ratio ``mu`` (any ratio for MPCViT+)."""
+    """Searched specs of MPCViT (mixing relu/scale heads) at ratio ``mu`` (any ratio for MPCViT+).
+
+    A file that names its ratio (``..._mu0.7.json``) matches on that name; otherwise
+    its share of ReLU-softmax heads must round to ``mu``.
+    """
     found = []
     for path, spec in _search_specs():
         kinds = set(spec.count_heads())
@@ -202,7 +214,10 @@ def _find_searched(mu: float | None, plus: bool) -> list[tuple[Path, ArchSpec]]:
             continue
         if _is_plus(spec) != plus:
             continue
-        if mu is not None and abs(_relu_ratio(spec) - mu) > 0.5 / (spec.depth * spec.num_heads) + 1e-9:
+        named = _file_mu(path)
+        if mu is not None and named is not None and abs(named - mu) > 1e-9:
+            continue
+        if mu is not None and named is None and abs(_relu_ratio(spec) - mu) > 0.5 / (spec.depth * spec.num_heads) + 1e-9:
             continue
         found.append((path, spec))
     return found
@@ -215,21 +230,46 @@ def paper_ratio_attn(shape: dict[str, int], mu: float) -> tuple[tuple[str, ...],
     return tuple(tuple("relu" if l * H + h < n_relu else "scale" for h in range(H)) for l in range(L))
 
 
-def scaled_attn(source: ArchSpec, shape: dict[str, int]) -> tuple[tuple[str, ...], ...]:
-    """A searched head pattern moved to another shape: layer l takes source layer floor(l L_s / L), same ReLU fraction."""
+def scaled_attn(source: ArchSpec, shape: dict[str, int], mu: float | None = None) -> tuple[tuple[str, ...], ...]:
+    """A searched head pattern moved to another shape.
+
+    Target layer l reads the ReLU-softmax density of source layer
+    floor(l L_s / L); ``round(mu L H)`` ReLU-softmax heads (mu defaults to the
+    source's ratio) go to the densest layers first (earlier layers on ties),
+    the rest are scaling heads.
+    """
     L, H = shape["depth"], shape["num_heads"]
-    attn = []
-    for l in range(L):
-        src = source.attn[min(source.depth - 1, l * source.depth // L)]
-        n_relu = round(src.count("relu") / len(src) * H)
-        attn.append(tuple("relu" if h < n_relu else "scale" for h in range(H)))
-    return tuple(attn)
+    ratio = _relu_ratio(source) if mu is None else mu
+    n_relu = round(ratio * L * H)
+    density = [source.attn[min(source.depth - 1, l * source.depth // L)].count("relu") / source.num_heads for l in range(L)]
+    counts = [0] * L
+    for l in sorted(range(L), key=lambda i: (-density[i], i)):
+        counts[l] = min(H, n_relu)
+        n_relu -= counts[l]
+    return tuple(tuple("relu" if h < counts[l] else "scale" for h in range(H)) for l in range(L))
 
 
-def scaled_act(source: ArchSpec, shape: dict[str, int]) -> tuple[str, ...]:
-    """Per-layer activations of a searched MPCViT+ moved to another depth (a layer is linear where its source is)."""
+def scaled_mlp(source: ArchSpec, shape: dict[str, int]) -> tuple[tuple[str, ...], tuple[tuple[int, ...] | None, ...] | None]:
+    """Per-layer MLP choices of a searched MPCViT+ moved to another shape: ``(act, act_tokens)``.
+
+    Target layer l copies source layer floor(l L_s / L): linear where it is
+    linear, GeLU on every token where it keeps every token, and GeLU on the
+    same fraction of tokens where it keeps some (the first tokens: costs depend
+    on the count, not on which tokens).
+    """
     L = shape["depth"]
-    return tuple("identity" if source.mlp_is_linear(min(source.depth - 1, l * source.depth // L)) else "gelu" for l in range(L))
+    n_tokens = (shape["img_size"] // shape["patch_size"]) ** 2 + 1
+    act, toks = [], []
+    for l in range(L):
+        s = min(source.depth - 1, l * source.depth // L)
+        kept = source.tokens_with_act(s)
+        if source.mlp_is_linear(s):
+            act.append("identity")
+            toks.append(None)
+        else:
+            act.append("gelu")
+            toks.append(None if kept is None else tuple(range(max(1, round(len(kept) / source.num_tokens * n_tokens)))))
+    return tuple(act), (tuple(toks) if any(t is not None for t in toks) else None)
 
 
 def mpcvit_entry(arch: str, mu: float) -> ModelEntry:
@@ -244,8 +284,9 @@ def mpcvit_entry(arch: str, mu: float) -> ModelEntry:
         return ModelEntry(label, "mpcvit", arch, spec, f"searched: {path.relative_to(ROOT)}", mu=mu)
     if searched:
         path, src = searched[0]
-        spec = model_spec(name, attn=scaled_attn(src, shape))
-        return ModelEntry(label, "mpcvit", arch, spec, f"searched pattern of {path.relative_to(ROOT)} scaled to {arch}", mu=mu)
+        spec = model_spec(name, attn=scaled_attn(src, shape, mu), act=("gelu",) * shape["depth"])
+        return ModelEntry(label, "mpcvit", arch, spec,
+                          f"searched pattern of {path.relative_to(ROOT)} scaled to {arch} (same ratio, densest searched layers first)", mu=mu)
     spec = model_spec(name, attn=paper_ratio_attn(shape, mu), act=("gelu",) * shape["depth"])
     return ModelEntry(label, "mpcvit", arch, spec, f"paper's head ratio mu={mu:g}: ReLU-softmax heads fill the first layers, the rest scaling (no search at this shape)", mu=mu)
 
@@ -261,8 +302,11 @@ def mpcvitplus_entry(arch: str, base_mu: float = PLUS_BASE_MU) -> ModelEntry:
         return ModelEntry("mpcvitplus", "mpcvitplus", arch, spec, f"searched: {path.relative_to(ROOT)}", mu=_relu_ratio(spec))
     if searched:
         path, src = searched[0]
-        spec = model_spec(name, attn=scaled_attn(src, shape), act=scaled_act(src, shape))
-        return ModelEntry("mpcvitplus", "mpcvitplus", arch, spec, f"searched pattern of {path.relative_to(ROOT)} scaled to {arch}", mu=_relu_ratio(spec))
+        act, act_tokens = scaled_mlp(src, shape)
+        spec = model_spec(name, attn=scaled_attn(src, shape), act=act, act_tokens=act_tokens)
+        return ModelEntry("mpcvitplus", "mpcvitplus", arch, spec,
+                          f"searched pattern of {path.relative_to(ROOT)} scaled to {arch} (same ratios, densest searched layers first)",
+                          mu=_relu_ratio(spec))
     base = mpcvit_entry(arch, base_mu)
     default_act = VARIANTS["mpcvitplus"](shape)["act"]
     spec = model_spec(name, attn=base.spec.attn, act=default_act)

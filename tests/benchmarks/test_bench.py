@@ -19,6 +19,7 @@ from benchmarks.bench import (
     paper_ratio_attn,
     resolve_entries,
     scaled_attn,
+    scaled_mlp,
 )
 from benchmarks.published import NETWORKS, PUBLISHED, published_for
 from mpcvit.cli import main
@@ -99,6 +100,15 @@ def test_searched_pattern_scales_to_another_shape() -> None:
     assert len(attn) == 7
     assert attn[0] == ("relu",) * 4 and attn[-1] == ("scale",) * 4
     model_spec("mpcvit_7_4_32", attn=attn)  # a valid spec
+
+
+def test_searched_mlp_keeps_linear_layers_and_token_fractions() -> None:
+    src = model_spec("mpcvitplus_4_4_28", act=("gelu", "gelu", "gelu", "identity"), act_tokens=((0, 1, 2, 3, 4), None, tuple(range(25)), None))
+    act, toks = scaled_mlp(src, SHAPES["7_4_32"])
+    assert act == ("gelu",) * 6 + ("identity",)
+    assert toks is not None and [None if t is None else len(t) for t in toks] == [6, 6, None, None, 32, 32, None]  # 5/50 and 25/50 of 65 tokens
+    spec = model_spec("mpcvitplus_7_4_32", act=act, act_tokens=toks)
+    assert spec.mlp_is_linear(6) and not spec.mlp_is_linear(0)
 
 
 def test_mpcvit_entries_say_where_their_architecture_comes_from() -> None:

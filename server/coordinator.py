@@ -233,14 +233,27 @@ class Coordinator:
             raise UnknownModel(f"unknown model {name!r}; available: {', '.join(self.catalog.names()) or 'none'}")
         return entry
 
-    async def ensure_loaded(self, entry: ModelEntry, force: bool = False) -> None:
-        """LoadModel on both parties (once; again with ``force`` after a party lost it)."""
+    async def ensure_loaded(self, entry: ModelEntry) -> None:
+        """LoadModel on both parties if not done yet, as a session of its own (it takes a session slot).
+
+        Parties run one session at a time and must see sessions in the same
+        order, so a load never overlaps a forward.
+        """
+        if entry.loaded:
+            return
+        assert self._sessions is not None, "Coordinator.start() was not awaited"
+        async with self._sessions:
+            await self._load(entry)
+
+    async def _load(self, entry: ModelEntry, force: bool = False) -> None:
+        """LoadModel on both parties (the caller holds a session slot); again with ``force`` after a party lost it."""
         lock = self._load_locks.setdefault(entry.name, asyncio.Lock())
         async with lock:
             if entry.loaded and not force:
                 return
             deadline = time.time() + self.settings.load_timeout_s
             req = control_pb2.LoadModelRequest(model=entry.name, session_id=uuid.uuid4().hex, deadline_unix_ms=_unix_ms(deadline))
+            entry.loaded = False
             replies = await both([p.load_model(req, self.settings.load_timeout_s) for p in self.parties])
             shape = tuple(int(s) for s in replies[0].input_shape)
             if shape and shape != entry.input_shape:
@@ -344,12 +357,12 @@ class Coordinator:
 
     async def _forward_with_reload(self, model: str, batch: list[PendingItem]) -> None:
         entry = self.model(model)
-        await self.ensure_loaded(entry)
+        await self._load(entry)
         try:
             await self._forward(entry, batch)
         except ModelNotLoaded:
             log.info("a party lost model %s; loading it again", model)
-            await self.ensure_loaded(entry, force=True)
+            await self._load(entry, force=True)
             await self._forward(entry, batch)
 
     async def _forward(self, entry: ModelEntry, batch: list[PendingItem]) -> None:

@@ -1,0 +1,181 @@
+"""Load figure of the coordinator: requests/s and p50/p95 latency at 1, 4 and 16 concurrent clients.
+
+Each client is a ``PrivateClient`` in its own thread doing full private
+classifications one after another (preprocess, share, seal, POST, open), on
+real digits test images. By default the benchmark starts the real stack on
+loopback (dealer, two parties, coordinator: ``mpcvit.localstack``, mutual TLS)
+serving the digits model; ``--server URL`` measures a coordinator already
+running instead. After one warm-up request, each concurrency level runs
+``--requests-per-client`` requests per client (at least ``--min-requests`` in
+all). Every answer is also checked against the plaintext model.
+
+    python benchmarks/load_bench.py                    # writes results/load_bench.json
+    python benchmarks/load_bench.py --levels 1 4 --requests-per-client 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mpcvit.checkpoint import load_checkpoint, normalise_input
+from mpcvit.client import PrivateClient, ServerError
+from mpcvit.data import load_dataset
+
+log = logging.getLogger("load_bench")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor, clients: int, per_client: int) -> dict[str, Any]:
+    """``clients`` threads, ``per_client`` private classifications each; latency per request, throughput overall."""
+    latencies: list[float] = []
+    batch_sizes: list[int] = []
+    errors: list[str] = []
+    agree = 0
+    lock = threading.Lock()
+    counter = iter(range(10**9))
+
+    def client_loop(_: int) -> None:
+        nonlocal agree
+        with PrivateClient(url, timeout=600) as c:
+            c.models()
+            c.party_keys()
+            for _ in range(per_client):
+                with lock:
+                    i = next(counter) % len(images)
+                t0 = time.perf_counter()
+                try:
+                    r = c.classify(images[i], model=model)
+                except ServerError as exc:
+                    with lock:
+                        errors.append(f"{exc.status_code}: {exc.detail[:200]}")
+                    continue
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                    batch_sizes.append(r.batch_size)
+                    agree += int(r.class_index == int(expected[i]))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client_loop, range(clients)))
+    elapsed = time.perf_counter() - started
+    n = len(latencies)
+    return {
+        "clients": clients,
+        "requests": clients * per_client,
+        "ok": n,
+        "errors": errors,
+        "seconds": round(elapsed, 3),
+        "requests_per_s": round(n / elapsed, 3) if elapsed > 0 else None,
+        "latency_s": {
+            "p50": round(percentile(latencies, 50), 3), "p95": round(percentile(latencies, 95), 3),
+            "mean": round(statistics.fmean(latencies), 3) if latencies else None,
+            "min": round(min(latencies), 3) if latencies else None, "max": round(max(latencies), 3) if latencies else None,
+        },
+        "batch_size": {"mean": round(statistics.fmean(batch_sizes), 2) if batch_sizes else None, "max": max(batch_sizes, default=None)},
+        "agree_with_plaintext": f"{agree}/{n}",
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def bench(url: str, args: argparse.Namespace, stack: str) -> dict[str, Any]:
+    net, meta = load_checkpoint(args.checkpoint)
+    images, labels = load_dataset("digits", "test").tensors
+    images, labels = images[: args.images], labels[: args.images]
+    with torch.no_grad():
+        expected = net(normalise_input(images, meta)).argmax(-1)
+    with PrivateClient(url, timeout=600) as c:  # warm-up: loads the model and the parties' plans
+        t0 = time.perf_counter()
+        c.classify(images[0], model=args.model)
+        warmup = time.perf_counter() - t0
+        server_models = c.models()
+    levels = []
+    for clients in args.levels:
+        per_client = max(args.requests_per_client, -(-args.min_requests // clients))
+        log.info("%d concurrent client(s), %d request(s) each", clients, per_client)
+        levels.append(run_level(url, args.model, images, expected, clients, per_client))
+        log.info("%s", json.dumps(levels[-1]))
+    return {
+        "benchmark": "coordinator load: private classifications (share, seal, 2PC forward, open) by concurrent clients",
+        "model": args.model,
+        "checkpoint": str(args.checkpoint),
+        "model_info": {k: server_models[args.model].get(k) for k in ("arch", "input_shape", "precision_bits", "measured_cost")},
+        "stack": stack,
+        "coordinator": {"batch_size": args.batch_size, "batch_wait_ms": args.batch_wait_ms} if stack != "external" else None,
+        "warmup_seconds": round(warmup, 3),
+        "levels": levels,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__},
+        "commit": _git_commit(),
+        "command": "python benchmarks/load_bench.py " + " ".join(args.argv),
+        "note": "all processes share this machine's CPUs with the clients; loopback network, no shaping",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", default=None, help="measure this running coordinator instead of starting the stack")
+    p.add_argument("--model", default="vit_2_4_8")
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "digits" / "vit_2_4_8")
+    p.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--requests-per-client", type=int, default=2)
+    p.add_argument("--min-requests", type=int, default=8, help="at least this many requests per level")
+    p.add_argument("--images", type=int, default=32, help="digits test images cycled through")
+    p.add_argument("--batch-size", type=int, default=8, help="the started coordinator's batch size")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--insecure", action="store_true", help="start the stack without TLS")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "load_bench.json")
+    args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.server:
+        result = bench(args.server, args, "external")
+    else:
+        from mpcvit.localstack import LocalStack, StackConfig
+
+        os.environ["MPCVIT_BATCH_SIZE"] = str(args.batch_size)
+        os.environ["MPCVIT_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
+        os.environ["MPCVIT_QUEUE_BOUND"] = "256"
+        config = StackConfig(models_dir=args.checkpoint.parent, model=args.model, insecure=args.insecure)
+        with LocalStack(config) as stack:
+            assert stack.endpoints is not None
+            result = bench(stack.endpoints.coordinator_url, args, "local: dealer + 2 parties + coordinator, loopback, " + ("plaintext gRPC" if args.insecure else "mutual TLS"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

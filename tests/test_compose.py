@@ -129,11 +129,16 @@ def test_mutual_tls_everywhere(config: dict) -> None:
     assert not any(v.get("read_only") for v in certs["volumes"])
 
 
-def test_base_image_is_a_build_arg(compose_env: dict[str, str]) -> None:
-    default = _config(compose_env)["services"]["dealer"]["build"]
+def test_one_image_built_once_from_base_image_arg(compose_env: dict[str, str]) -> None:
+    services = _config(compose_env)["services"]
+    default = services["certs"]["build"]
     assert default["args"]["BASE_IMAGE"] == "python:3.11-slim"
     assert default["dockerfile"] == "docker/Dockerfile"
-    local = _config(compose_env, BASE_IMAGE="localbase/python:3.11")["services"]["dealer"]["build"]
+    image = services["certs"]["image"]
+    for role in ROLES:  # the same image, never built or pulled again
+        assert services[role]["image"] == image and "build" not in services[role], role
+        assert services[role]["pull_policy"] == "never", role
+    local = _config(compose_env, BASE_IMAGE="localbase/python:3.11")["services"]["certs"]["build"]
     assert local["args"]["BASE_IMAGE"] == "localbase/python:3.11"
 
 

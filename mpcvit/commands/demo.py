@@ -53,6 +53,7 @@ class Row:
     private_class: str
     plaintext_class: str
     agree: bool
+    max_logit_error: float  # max |secure logit - plaintext logit|
     rounds: int | None
     bytes: int | None
     seconds: float
@@ -213,7 +214,8 @@ def classify_images(
     if save_dir is not None:
         save_images(save_dir, idx, images, [_class_name(classes, int(k)) for k in labels])
     with torch.no_grad():
-        plain = net(normalise_input(images, meta)).argmax(dim=-1)
+        plain_logits = net(normalise_input(images, meta))
+    plain = plain_logits.argmax(dim=-1)
     rows: list[Row] = []
     with PrivateClient(url, timeout=timeout) as client:
         for i in range(count):
@@ -222,6 +224,7 @@ def classify_images(
             rows.append(Row(
                 index=int(idx[i]), true_class=_class_name(classes, int(labels[i])), private_class=res.class_name,
                 plaintext_class=_class_name(classes, int(plain[i])), agree=res.class_index == int(plain[i]),
+                max_logit_error=round(float((torch.tensor(res.logits) - plain_logits[i].double()).abs().max()), 4),
                 rounds=rounds, bytes=nbytes, seconds=round(res.seconds, 3),
             ))
             print_row(i + 1, rows[-1])
@@ -231,12 +234,12 @@ def classify_images(
 def print_header(model: str, dataset: str, where: str) -> None:
     print(f"model {model} ({dataset} test set) via {where}")
     print(f"{'#':>2}  {'index':>5}  {'true':<12} {'private (2PC)':<14} {'plaintext':<12} {'agree':<5} "
-          f"{'rounds':>6}  {'bytes':>10}  {'seconds':>7}")
+          f"{'|dlogit|':>8}  {'rounds':>6}  {'bytes':>10}  {'seconds':>7}")
 
 
 def print_row(n: int, row: Row) -> None:
     print(f"{n:>2}  {row.index:>5}  {row.true_class:<12.12} {row.private_class:<14.14} {row.plaintext_class:<12.12} "
-          f"{'yes' if row.agree else 'NO':<5} {row.rounds if row.rounds is not None else '?':>6}  "
+          f"{'yes' if row.agree else 'NO':<5} {row.max_logit_error:>8.4f}  {row.rounds if row.rounds is not None else '?':>6}  "
           f"{_fmt_bytes(row.bytes):>10}  {row.seconds:>7.2f}", flush=True)
 
 

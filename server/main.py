@@ -19,7 +19,7 @@ from server.coordinator import Coordinator
 from server.errors import CoordinatorError
 from server.metrics import Metrics
 from server.middleware import BodySizeLimit
-from server.routes import classify, compare, metrics, models, page, parties
+from server.routes import classify, compare, docs, metrics, models, page, parties
 from server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Private image classification with MPC-friendly ViTs over two-party computation",
         lifespan=lifespan,
+        docs_url=None if docs.DOCS_DIR else "/docs",  # Swagger UI from the swagger-ui-bundle package, not a CDN
+        redoc_url=None,
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.state.metrics = app_metrics
@@ -68,5 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for module in (classify, compare, models, parties, metrics, page):
         app.include_router(module.router)
+    if docs.DOCS_DIR:
+        app.include_router(docs.router)
+        app.mount(docs.DOCS_STATIC, StaticFiles(directory=docs.DOCS_DIR), name="swagger")
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     return app

@@ -150,7 +150,9 @@ def test_models_keys_health_metrics_docs(client: TestClient) -> None:
                  "mpcvit_bytes_total", "mpcvit_errors_total", "mpcvit_queue_length"):
         assert name in text, name
     assert 'mpcvit_rounds_total{model="vit_2_4_8"}' in text
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/classify", "/v1/classify/demo", "/v1/compare", "/v1/models", "/v1/parties/keys", "/v1/health"} <= set(paths)
 

@@ -60,6 +60,9 @@ def test_page_classifies_a_bundled_image_with_each_model_and_draws_the_costs(
                 assert bars.count() == 3
                 assert all(float(bars.nth(i).get_attribute("width") or 0) > 0 for i in range(3))
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            page.goto(server.url + "/docs")  # Swagger UI, served locally too
+            page.wait_for_selector(".opblock", timeout=30_000)
+            assert page.locator(".opblock").count() >= 6
             assert not errors, errors
             assert not outside, outside  # no CDN, no download
         finally:

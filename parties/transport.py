@@ -585,18 +585,22 @@ class Endpoint:
         mode: Mode = "stream",
         shape: NetworkShape = NetworkShape(),
         limits: Limits = Limits(),
+        register: Callable[[grpc.Server], None] | None = None,
     ) -> None:
+        """Serve ``PeerTransport`` on ``listen`` (plus whatever ``register`` adds to the same server) and link to ``peer``."""
         if rank not in (0, 1):
             raise ValueError("rank must be 0 or 1")
         self.rank = rank
         self.limits = limits
         self.inboxes = Inboxes(limits)
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"peer{rank}"),
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"party{rank}"),
             options=SERVER_PING_OPTIONS
             + [("grpc.max_receive_message_length", limits.max_frame_bytes + GRPC_FRAME_OVERHEAD), ("grpc.so_reuseport", 0)],
         )
         add_transport_servicer(self.server, PeerTransportServicer(rank, self.inboxes, self._peer_lost))
+        if register is not None:
+            register(self.server)
         self.port = bind(self.server, listen, server_credentials)
         self.server.start()
         self.peer = peer

@@ -1,0 +1,397 @@
+"""The party process: serves ``PartyControl`` (control.proto) and runs the secure computation.
+
+``mpcvit party --rank R --listen HOST:PORT --peer HOST:PORT --dealer HOST:PORT
+--certs DIR --models DIR [--insecure]`` (or ``python -m parties``).
+
+Per control call (the coordinator calls both parties with the same session id):
+
+* ``LoadModel``: party 0 reads the checkpoint ``<models>/<name>``
+  (``mpcvit.checkpoint.load_checkpoint``) and sends party 1 the architecture
+  spec (JSON, one message); both build ``protocols.runtime.SecureViT.share``:
+  party 0's weights are secret-shared once and cached as shares until the next
+  LoadModel of that name; the dealer's randomness plan for batch size 1 is
+  recorded in a dry run.
+* ``Infer``: each party opens its sealed input shares
+  (``mpcvit.sealing.open_tensor``, aad = request id), fetches the batch's
+  seed (and on party 0 the corrections) from the dealer with the session id as
+  the batch id -- the offline phase, one request, before any online round --
+  runs ``SecureViT.forward_shares`` over the gRPC communicator and seals its
+  logit share for each client (``seal_tensor``, aad = request id).
+
+The secure computation uses CrypTen's global state, so a party runs one
+session at a time (a lock, waited on at most until the call's deadline); the
+coordinator must hand sessions to both parties in the same order. Every
+session re-syncs CrypTen's PRNG seeds with the peer (``install``), so a
+failed session never poisons the next. A failure (bad input, dead peer,
+deadline) aborts the session on both sides and answers a gRPC status; the
+process keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import grpc
+import torch
+
+from mpcvit import sealing
+from mpcvit.checkpoint import load_checkpoint
+from mpcvit.models.spec import ArchSpec
+from parties.communicator import GrpcCommunicator, installed
+from parties.dealer import DealerClient
+from parties.proto import control_pb2, control_pb2_grpc
+from parties.tls import channel_credentials, server_credentials
+from parties.transport import NETWORKS, Endpoint, Mode, NetworkShape, TransportError
+from protocols.accounting import CostReport, ensure_counting
+from protocols.config import DEFAULT_CONFIG
+from protocols.providers import DealerProvider, Request, install_provider
+from protocols.runtime import SecureViT
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_BATCH = 64
+KEY_FILE = "party{rank}.x25519"
+
+
+class PartyError(Exception):
+    """A control request that fails with a gRPC status (the process goes on)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class PartyConfig:
+    rank: int
+    listen: str
+    peer: str
+    dealer: str
+    models_dir: Path
+    certs_dir: Path | None  # None: plaintext gRPC everywhere (--insecure)
+    mode: Mode = "stream"
+    shape: NetworkShape = field(default_factory=NetworkShape)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    spec: ArchSpec
+    secure: SecureViT
+
+
+@dataclass
+class Counters:
+    sessions_ok: int = 0
+    sessions_failed: int = 0
+    rounds: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+
+
+class SessionBatches:
+    """``protocols.providers.BatchSource`` over the gRPC dealer: batch id = the current session id."""
+
+    def __init__(self, dealer: DealerClient) -> None:
+        self.dealer = dealer
+        self.batch_id: str | None = None
+
+    def next_batch(self, rank: int, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
+        if self.batch_id is None:
+            raise RuntimeError("no session is running")
+        try:
+            return self.dealer.fetch_batch(self.batch_id, requests)
+        except grpc.RpcError as exc:
+            raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
+
+
+def load_keypair(certs_dir: Path | None, rank: int) -> sealing.KeyPair:
+    """This party's long-term X25519 key: ``<certs>/party<R>.x25519`` (32 raw bytes) if present, else a new one."""
+    if certs_dir is not None:
+        path = certs_dir / KEY_FILE.format(rank=rank)
+        if path.is_file():
+            private = path.read_bytes()
+            if len(private) != 32:
+                raise ValueError(f"{path} must hold 32 raw bytes")
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+            public = X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            return sealing.KeyPair(private=private, public=public)
+    return sealing.generate_keypair()
+
+
+def costs_message(report: CostReport) -> control_pb2.Costs:
+    return control_pb2.Costs(
+        rounds=int(report.rounds),
+        bytes_sent=int(report.bytes_sent),
+        bytes_received=int(report.bytes_received),
+        seconds=report.seconds,
+        ops=[
+            # OpCost.bytes is CrypTen's per-party count (sent + received); every op of the runtime is symmetric
+            control_pb2.OpCost(op=name, rounds=int(c.rounds), bytes_sent=int(c.bytes) // 2, bytes_received=int(c.bytes) - int(c.bytes) // 2,
+                               seconds=c.seconds)
+            for name, c in report.per_op.items()
+        ],
+    )
+
+
+class Party:
+    """One party: its transport endpoint, dealer client, key pair and loaded models."""
+
+    def __init__(self, config: PartyConfig) -> None:
+        if config.rank not in (0, 1):
+            raise ValueError("rank must be 0 or 1")
+        self.config = config
+        self.rank = config.rank
+        role = f"party{config.rank}"
+        certs = config.certs_dir
+        self.endpoint = Endpoint(
+            config.rank,
+            config.listen,
+            config.peer,
+            server_credentials=server_credentials(certs, role) if certs else None,
+            channel_credentials=channel_credentials(certs, role) if certs else None,
+            mode=config.mode,
+            shape=config.shape,
+            register=lambda server: control_pb2_grpc.add_PartyControlServicer_to_server(PartyControlServicer(self), server),
+        )
+        self.dealer = DealerClient(config.dealer, config.rank, str(certs) if certs else None)
+        self.batches = SessionBatches(self.dealer)
+        self.provider = DealerProvider(config.rank)
+        install_provider(self.provider)
+        self.keys = load_keypair(certs, config.rank)
+        self.models: dict[str, LoadedModel] = {}
+        self.counters = Counters()
+        self._lock = threading.Lock()
+
+    # -- sessions --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _session(self, session_id: str, deadline_unix_ms: int) -> Iterator[GrpcCommunicator]:
+        """Run one session: wait for the party (until the deadline), open the transport, install CrypTen's comm."""
+        remaining = deadline_unix_ms / 1000.0 - time.time()
+        if remaining <= 0:
+            raise PartyError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline has already passed")
+        if not self._lock.acquire(timeout=remaining):
+            raise PartyError(grpc.StatusCode.DEADLINE_EXCEEDED, "the party was busy with another session until the deadline")
+        try:
+            with self.endpoint.session(session_id, deadline_unix_ms=deadline_unix_ms) as session:
+                ok = False
+                try:
+                    with installed(GrpcCommunicator(session)) as comm:
+                        ensure_counting()
+                        self.batches.batch_id = session_id
+                        yield comm
+                    ok = True
+                except BaseException as exc:
+                    session.abort(f"{type(exc).__name__}")
+                    raise
+                finally:
+                    self.batches.batch_id = None
+                    if not ok:
+                        with contextlib.suppress(RuntimeError):
+                            self.provider.end_batch()  # drop a half-used batch
+                    self._count(ok, session)
+        finally:
+            self._lock.release()
+
+    def _count(self, ok: bool, session: Any) -> None:
+        if ok:
+            self.counters.sessions_ok += 1
+        else:
+            self.counters.sessions_failed += 1
+        self.counters.bytes_sent += session.bytes_sent
+        self.counters.bytes_received += session.bytes_received
+
+    # -- the control operations (plain functions of the request) --------------------------
+    def health(self) -> control_pb2.HealthReply:
+        return control_pb2.HealthReply(
+            rank=self.rank,
+            peer_reachable=self.endpoint.peer_reachable(1.0),
+            dealer_reachable=self.dealer.reachable(1.0),
+            models=sorted(self.models),
+            public_key=self.keys.public,
+        )
+
+    def load_model(self, name: str, session_id: str, deadline_unix_ms: int) -> control_pb2.LoadModelReply:
+        if not MODEL_NAME.match(name):
+            raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"bad model name {name!r}")
+        model = meta = None
+        if self.rank == 0:
+            directory = self.config.models_dir / name
+            if not directory.is_dir():
+                raise PartyError(grpc.StatusCode.NOT_FOUND, f"no model {name!r} in the model directory")
+            model, meta = load_checkpoint(directory)
+        with self._session(session_id, deadline_unix_ms) as comm:
+            # party 0 tells party 1 the architecture (plain JSON, nothing pickled)
+            spec_json = comm.broadcast_obj(model.spec.to_json() if model is not None else None, 0)
+            spec = ArchSpec.from_json(spec_json) if self.rank == 1 else model.spec
+            t0 = time.perf_counter()
+            rounds0 = comm.get_communication_stats()["rounds"]
+            secure = SecureViT.share(model, spec, meta, owner=0, config=DEFAULT_CONFIG, batch_source=self.batches)
+            rounds = int(comm.get_communication_stats()["rounds"] - rounds0)
+            wire = comm.wire_stats()
+        self.models[name] = LoadedModel(name, spec, secure)
+        logger.info("loaded %s (%s) in %.1f s", name, spec.summary(), time.perf_counter() - t0)
+        return control_pb2.LoadModelReply(
+            model=name,
+            input_shape=list(spec.input_shape),
+            num_classes=spec.num_classes,
+            precision_bits=secure.precision_bits,
+            costs=control_pb2.Costs(rounds=rounds, bytes_sent=wire["bytes_sent"], bytes_received=wire["bytes_received"],
+                                    seconds=time.perf_counter() - t0),
+        )
+
+    def _open_inputs(self, items: list[control_pb2.InferItem], spec: ArchSpec) -> torch.Tensor:
+        shares = []
+        for item in items:
+            sealed = sealing.Sealed(tuple(item.input_share.shape), item.input_share.dtype, item.input_share.nonce, item.input_share.ciphertext)
+            if sealed.shape != tuple(spec.input_shape):
+                raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"{item.request_id}: input shape {sealed.shape}, model wants {spec.input_shape}")
+            try:
+                shares.append(sealing.open_tensor(sealed, self.keys.private, item.client_public_key, item.request_id.encode()))
+            except sealing.SealError as exc:
+                raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"{item.request_id}: {exc}") from exc
+        return torch.stack(shares)
+
+    def infer(self, request: control_pb2.InferRequest) -> control_pb2.InferReply:
+        loaded = self.models.get(request.model)
+        if loaded is None:
+            raise PartyError(grpc.StatusCode.FAILED_PRECONDITION, f"model {request.model!r} is not loaded")
+        if not 1 <= len(request.items) <= MAX_BATCH:
+            raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"a batch has 1..{MAX_BATCH} items")
+        if len({item.request_id for item in request.items}) != len(request.items):
+            raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, "request ids repeat within the batch")
+        with self._session(request.session_id, request.deadline_unix_ms):
+            x_share = self._open_inputs(list(request.items), loaded.spec)  # inside: a bad input aborts the peer too
+            logits_share, report = loaded.secure.forward_shares(x_share)
+        self.counters.rounds += int(report.rounds)
+        self.counters.seconds += report.seconds
+        outputs = []
+        for item, share in zip(request.items, logits_share):
+            sealed = sealing.seal_tensor(share.contiguous(), self.keys.private, item.client_public_key, item.request_id.encode())
+            outputs.append(control_pb2.SealedTensor(shape=list(sealed.shape), dtype=sealed.dtype, nonce=sealed.nonce, ciphertext=sealed.ciphertext))
+        return control_pb2.InferReply(output_shares=outputs, costs=costs_message(report), precision_bits=loaded.secure.precision_bits)
+
+    def stats(self) -> control_pb2.StatsReply:
+        c = self.counters
+        return control_pb2.StatsReply(
+            sessions_ok=c.sessions_ok,
+            sessions_failed=c.sessions_failed,
+            totals=control_pb2.Costs(rounds=c.rounds, bytes_sent=c.bytes_sent, bytes_received=c.bytes_received, seconds=c.seconds),
+        )
+
+    def close(self) -> None:
+        self.endpoint.close()
+        self.dealer.close()
+
+
+def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status that answers a failed control call."""
+    if isinstance(exc, (PartyError, TransportError)):
+        return exc.code, str(exc)
+    if isinstance(exc, ValueError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, grpc.RpcError):
+        return grpc.StatusCode.UNAVAILABLE, f"dealer or peer: {exc.details()}"  # type: ignore[attr-defined]
+    return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+
+
+class PartyControlServicer(control_pb2_grpc.PartyControlServicer):
+    """Translates ``PartyControl`` calls to :class:`Party`; failures become gRPC statuses."""
+
+    def __init__(self, party: Party) -> None:
+        self.party = party
+
+    def _call(self, context: grpc.ServicerContext, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - every failure is answered, the process goes on
+            code, message = _status(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                logger.exception("control call failed")
+            else:
+                logger.warning("control call failed: %s: %s", code.name, message)
+            context.abort(code, message)
+
+    def Health(self, request: control_pb2.HealthRequest, context: grpc.ServicerContext) -> control_pb2.HealthReply:
+        return self._call(context, self.party.health)
+
+    def LoadModel(self, request: control_pb2.LoadModelRequest, context: grpc.ServicerContext) -> control_pb2.LoadModelReply:
+        return self._call(context, self.party.load_model, request.model, request.session_id, request.deadline_unix_ms)
+
+    def Infer(self, request: control_pb2.InferRequest, context: grpc.ServicerContext) -> control_pb2.InferReply:
+        return self._call(context, self.party.infer, request)
+
+    def Stats(self, request: control_pb2.StatsRequest, context: grpc.ServicerContext) -> control_pb2.StatsReply:
+        return self._call(context, self.party.stats)
+
+
+def serve(config: PartyConfig) -> Party:
+    """Start a party: ``PartyControl`` and the peer transport, both on ``config.listen``."""
+    party = Party(config)
+    logger.info("party %d serving PartyControl and PeerTransport on port %d (%s)", config.rank, party.endpoint.port,
+                "mutual TLS" if config.certs_dir else "PLAINTEXT")
+    return party
+
+
+# -- command line --------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rank", type=int, required=True, choices=(0, 1), help="0 = model owner, 1 = compute peer")
+    parser.add_argument("--listen", required=True, help="HOST:PORT to serve on: PartyControl (coordinator) and PeerTransport (peer)")
+    parser.add_argument("--peer", required=True, help="HOST:PORT of the other party")
+    parser.add_argument("--dealer", required=True, help="HOST:PORT of the dealer")
+    parser.add_argument("--certs", type=Path, help="directory made by 'mpcvit certs' (mutual TLS)")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="directory of checkpoints (party 0)")
+    parser.add_argument("--insecure", action="store_true", help="plaintext gRPC everywhere; only for local experiments")
+    parser.add_argument("--transport", choices=("stream", "unary"), default="stream", help="peer transport mode")
+    parser.add_argument("--network", choices=sorted(NETWORKS), default="none", help="emulate LAN or WAN on the peer link")
+    parser.add_argument("--delay-ms", type=float, help="one-way delay of the emulated link (overrides --network)")
+    parser.add_argument("--bandwidth-bps", type=float, help="bandwidth of the emulated link in bit/s (overrides --network)")
+
+
+def config_from_args(args: argparse.Namespace) -> PartyConfig:
+    if not args.insecure and not args.certs:
+        raise ValueError("give --certs DIR for mutual TLS, or --insecure for plaintext")
+    base = NETWORKS[args.network]
+    shape = NetworkShape(
+        delay_ms=base.delay_ms if args.delay_ms is None else args.delay_ms,
+        bandwidth_bps=base.bandwidth_bps if args.bandwidth_bps is None else args.bandwidth_bps,
+    )
+    return PartyConfig(
+        rank=args.rank,
+        listen=args.listen,
+        peer=args.peer,
+        dealer=args.dealer,
+        models_dir=args.models,
+        certs_dir=None if args.insecure else args.certs,
+        mode=args.transport,
+        shape=shape,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    party = serve(config_from_args(args))
+    try:
+        party.endpoint.server.wait_for_termination()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        party.close()
+    return 0

@@ -1,0 +1,158 @@
+"""Dealer + party 0 + party 1 as separate processes with mutual TLS; this test plays the coordinator."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import grpc
+import pytest
+import torch
+
+from mpcvit import sealing
+from mpcvit.checkpoint import normalise_input, save_checkpoint
+from mpcvit.models.registry import create_model
+from parties.pair import free_port
+from parties.proto import control_pb2, control_pb2_grpc
+from parties.tls import channel_credentials
+
+pytestmark = pytest.mark.timeout(240)
+REPO = Path(__file__).resolve().parents[2]
+META = {"normalisation": {"mean": [0.3], "std": [0.4]}, "dataset": "digits"}
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def cluster(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    torch.manual_seed(0)
+    model = create_model("mpcvit_2_4_8").eval()
+    save_checkpoint(tmp / "models" / "tiny", model, META)
+    dealer, p0, p1 = free_port(), free_port(), free_port()
+    procs = [
+        _start(["-m", "parties.dealer", "--listen", f"127.0.0.1:{dealer}", "--certs", str(certs)], tmp / "dealer.log"),
+        *(
+            _start(
+                ["-m", "parties", "--rank", str(r), "--listen", f"127.0.0.1:{ports[0]}", "--peer", f"127.0.0.1:{ports[1]}",
+                 "--dealer", f"127.0.0.1:{dealer}", "--certs", str(certs), "--models", str(tmp / "models")],
+                tmp / f"party{r}.log",
+            )
+            for r, ports in ((0, (p0, p1)), (1, (p1, p0)))
+        ),
+    ]
+    stubs = [control_pb2_grpc.PartyControlStub(grpc.secure_channel(f"127.0.0.1:{p}", channel_credentials(certs, "coordinator"))) for p in (p0, p1)]
+    try:
+        health = [s.Health(control_pb2.HealthRequest(), timeout=90, wait_for_ready=True) for s in stubs]
+        yield {"stubs": stubs, "health": health, "model": model, "logs": tmp}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _both(stubs: list, method: str, requests: list, timeout: float = 120) -> list:
+    """Call ``method`` on both parties at once; results or the RpcErrors."""
+    def call(i: int) -> Any:
+        try:
+            return getattr(stubs[i], method)(requests[i], timeout=timeout)
+        except grpc.RpcError as exc:
+            return exc
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(call, (0, 1)))
+
+
+def _deadline(seconds: float) -> int:
+    return int((time.time() + seconds) * 1000)
+
+
+def _infer_requests(health: list, images: torch.Tensor, wrong_key_for: int | None = None) -> tuple[list, list]:
+    items: list[list[control_pb2.InferItem]] = [[], []]
+    clients = []
+    for image in images:
+        client = sealing.generate_keypair()
+        request_id = uuid.uuid4().hex
+        shares = sealing.share_fixed_point(image, 16)
+        for rank in (0, 1):
+            party_key = health[rank].public_key if rank != wrong_key_for else sealing.generate_keypair().public
+            box = sealing.seal_tensor(shares[rank], client.private, party_key, request_id.encode())
+            items[rank].append(control_pb2.InferItem(
+                request_id=request_id, client_public_key=client.public,
+                input_share=control_pb2.SealedTensor(shape=list(box.shape), dtype=box.dtype, nonce=box.nonce, ciphertext=box.ciphertext)))
+        clients.append((client, request_id))
+    session = uuid.uuid4().hex
+    requests = [control_pb2.InferRequest(session_id=session, model="tiny", deadline_unix_ms=_deadline(120), items=items[r]) for r in (0, 1)]
+    return requests, clients
+
+
+def _open_logits(replies: list, clients: list, health: list) -> torch.Tensor:
+    rows = []
+    for i, (client, request_id) in enumerate(clients):
+        shares = []
+        for rank in (0, 1):
+            box = replies[rank].output_shares[i]
+            shares.append(sealing.open_tensor(sealing.Sealed(tuple(box.shape), box.dtype, box.nonce, box.ciphertext),
+                                              client.private, health[rank].public_key, request_id.encode()))
+        rows.append(sealing.reconstruct_fixed_point(shares[0], shares[1], replies[0].precision_bits))
+    return torch.stack(rows).float()
+
+
+def test_health_reports_rank_key_and_reachability(cluster: dict) -> None:
+    health = cluster["health"]
+    assert [h.rank for h in health] == [0, 1]
+    assert all(len(h.public_key) == 32 for h in health)
+    again = cluster["stubs"][0].Health(control_pb2.HealthRequest(), timeout=10)
+    assert again.peer_reachable and again.dealer_reachable
+
+
+def test_load_and_private_inference_match_plaintext(cluster: dict) -> None:
+    stubs, health, model = cluster["stubs"], cluster["health"], cluster["model"]
+    load = [control_pb2.LoadModelRequest(model="tiny", session_id="load-1", deadline_unix_ms=_deadline(120))] * 2
+    loaded = _both(stubs, "LoadModel", load)
+    assert not any(isinstance(r, grpc.RpcError) for r in loaded), loaded
+    assert list(loaded[0].input_shape) == [1, 8, 8] and loaded[1].num_classes == 10
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    requests, clients = _infer_requests(health, images)
+    replies = _both(stubs, "Infer", requests)
+    assert not any(isinstance(r, grpc.RpcError) for r in replies), replies
+    logits = _open_logits(replies, clients, health)
+    with torch.no_grad():
+        expected = model(normalise_input(images, META))
+    torch.testing.assert_close(logits, expected, atol=0.02, rtol=0.02)
+    assert logits.argmax(-1).tolist() == expected.argmax(-1).tolist()
+    assert replies[0].costs.rounds > 10 and replies[0].costs.rounds == replies[1].costs.rounds
+    assert replies[0].costs.ops
+
+
+def test_bad_input_fails_the_session_fast_and_the_next_works(cluster: dict) -> None:
+    stubs, health = cluster["stubs"], cluster["health"]
+    image = torch.rand(1, 1, 8, 8)
+    requests, _ = _infer_requests(health, image, wrong_key_for=1)
+    t0 = time.monotonic()
+    replies = _both(stubs, "Infer", requests)
+    assert time.monotonic() - t0 < 60  # well before the 120 s deadline
+    assert isinstance(replies[1], grpc.RpcError) and replies[1].code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert isinstance(replies[0], grpc.RpcError) and replies[0].code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE)
+    # unknown model, empty batch
+    with pytest.raises(grpc.RpcError) as err:
+        stubs[0].Infer(control_pb2.InferRequest(session_id="x", model="nope", deadline_unix_ms=_deadline(5)), timeout=10)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    requests, clients = _infer_requests(health, image)
+    replies = _both(stubs, "Infer", requests)
+    assert not any(isinstance(r, grpc.RpcError) for r in replies), replies
+    stats = stubs[0].Stats(control_pb2.StatsRequest(), timeout=10)
+    assert stats.sessions_failed >= 1 and stats.sessions_ok >= 2

@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from protocols import ring
 from protocols.crypten_compat import crypten
 
 ProviderKind = Literal["dealer", "tfp"]
@@ -89,4 +90,5 @@ def apply_config(config: SecureConfig = DEFAULT_CONFIG) -> None:
     cfg.functions.sqrt_nr_iters = config.sqrt_nr_iters
     cfg.functions.sqrt_nr_initial = config.sqrt_nr_initial
     cfg.functions.erf_iterations = config.erf_iterations
+    ring.set_backend(config.matmul_backend)
     cfg.communicator.verbose = True  # the cost accounting reads the communicator's counters

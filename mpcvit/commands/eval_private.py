@@ -1,0 +1,63 @@
+"""``mpcvit eval-private``: secure 2PC inference in-process on N test images (two party processes, gloo).
+
+Prints plaintext and private accuracy, top-1 agreement, the largest logit
+error, and the online costs (rounds, bytes, seconds, per op kind and per
+layer) of party 0. ``--provider tfp`` uses CrypTen's trusted first party
+(comparisons with published numbers only; the output says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+HELP = "secure 2PC inference in-process: accuracy, agreement, costs"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors, arch.json, meta.json)")
+    parser.add_argument("--dataset", default=None, help="dataset name (default: the checkpoint's meta['dataset'])")
+    parser.add_argument("--data-dir", default=None, help="directory of datasets that need one (cifar10)")
+    parser.add_argument("--limit", type=int, default=32, help="number of test images (default 32)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per secure forward (default 16)")
+    parser.add_argument("--provider", choices=("dealer", "tfp"), default="dealer", help="correlated randomness (default dealer)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the input sharing and the simulated dealer")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the two-party run is abandoned")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mpcvit.checkpoint import load_checkpoint
+    from mpcvit.data import load_dataset
+    from protocols.config import DEFAULT_CONFIG
+    from protocols.evaluate import evaluate_private
+
+    if args.limit < 1:
+        raise ValueError("--limit must be >= 1")
+    model, meta = load_checkpoint(args.checkpoint)
+    dataset = args.dataset or meta.get("dataset")
+    if not dataset:
+        raise ValueError("the checkpoint names no dataset; pass --dataset")
+    kwargs = {"data_dir": args.data_dir} if args.data_dir else {}
+    images, labels = load_dataset(dataset, "test", **kwargs).tensors
+    images, labels = images[: args.limit], labels[: args.limit]
+    config = DEFAULT_CONFIG.with_(provider=args.provider)
+    result = evaluate_private(model, meta, images, labels, batch_size=args.batch_size, config=config,
+                              seed=args.seed, timeout=args.timeout)
+    result["checkpoint"] = str(args.checkpoint)
+    result["dataset"] = dataset
+    if args.provider == "tfp":
+        result["note"] = "provider tfp: party 0 generated all correlated randomness (comparison only, not secure against party 0)"
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['model']} on {dataset}: {result['images']} images, provider {result['provider']}")
+        print(f"  plaintext accuracy {result['plaintext_accuracy']:.4f}, private accuracy {result['private_accuracy']:.4f}, "
+              f"agreement {result['agreement']:.4f}, max |logit error| {result['max_abs_logit_error']:.4f}")
+        pb = result["per_batch"]
+        print(f"  one forward of {pb['batch_size']} image(s): {pb['rounds']} rounds, {pb['bytes'] / 2**20:.1f} MiB, {pb['seconds']:.2f} s")
+        for op, c in sorted(result["per_op"].items(), key=lambda kv: -kv[1]["rounds"]):
+            print(f"    {op:<22} {c['rounds']:>6} rounds {c['bytes'] / 2**20:>9.2f} MiB {c['seconds']:>8.2f} s")
+    return 0

@@ -1,0 +1,369 @@
+"""The secure forward pass of every ViT-Lite variant, op by op on CrypTen tensors.
+
+``SecureViT.share`` (called by both parties, in the same order) prepares the
+owner's weights in plaintext and secret-shares each once:
+
+* the input normalisation ``(x - mean_c) / std_c`` is folded into the patch
+  embedding (W' = W / std_c, b' = b - W' mean_c), so the secure input is the
+  raw [0, 1] image; the class token, positions and the embedding bias become
+  one additive table;
+* every norm's gamma and beta are folded into the linear that follows it
+  (W' = W diag(gamma), b' = b + W beta): LayerNorm becomes the bare
+  (x - mu) / sqrt(var + eps), THE-X's affine norm disappears;
+* 1 / sqrt(d_head) (and 1 / N for scaling heads) is folded into W_q;
+* the heads of each layer are permuted so that heads of one kind are
+  contiguous (qkv rows and proj columns permuted alike): each kind is one
+  batched op on a slice;
+* identity MLPs are fused (W2 W1, W2 b1 + b2).
+
+Sharing uses CrypTen's input sharing from ``owner`` (pseudo-random zero
+sharing, no communication). The forward then runs per block: LayerNorm,
+one matmul for qkv, ONE round for the score products of every kind
+(Q K^T for softmax/relu/2quad/thex heads, K^T V for scaling heads), each
+kind's normalisation batched over its heads, ONE round for every
+``P V`` / ``Q (K^T V)``, the projection, LayerNorm, the MLP (activation only
+on the tokens that need it). In the last block only the class token's query,
+MLP and final norm are computed (the head reads only the class token).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mpcvit.models.spec import ArchSpec
+from mpcvit.models.vit import VisionTransformer, head_groups
+from protocols import ops
+from protocols.accounting import CostReport, CostTracker, OpCost
+from protocols.config import DEFAULT_CONFIG, SecureConfig, apply_config
+from protocols.crypten_compat import crypten
+from protocols.providers import BatchSource, DealerProvider, Request, TFPProvider, current_provider
+
+import crypten.communicator as comm  # noqa: E402
+from crypten.mpc import MPCTensor  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SecureViT", "CostReport", "OpCost", "prepare_weights"]
+
+
+# -- plaintext preparation (both parties run it; only the owner's values are used) ----
+def _fold_norm(w: torch.Tensor, b: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear(W, b) after a norm's affine (gamma, beta): W diag(gamma), b + W beta."""
+    return w * gamma[None, :], b + w @ beta
+
+
+def _norm_affine(norm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    return norm.weight.detach().double(), norm.bias.detach().double()
+
+
+def head_order(spec: ArchSpec, layer: int) -> tuple[list[int], list[tuple[str, int, int]]]:
+    """Heads permuted so each kind is contiguous: (old index per new position, [(kind, start, count)])."""
+    groups = head_groups(spec.attn[layer])
+    order: list[int] = []
+    slices: list[tuple[str, int, int]] = []
+    for kind, idx in groups.items():
+        slices.append((kind, len(order), len(idx)))
+        order += idx
+    return order, slices
+
+
+def _feature_perm(order: list[int], head_dim: int) -> torch.Tensor:
+    return torch.tensor([h * head_dim + d for h in order for d in range(head_dim)])
+
+
+def _embed_params(model: VisionTransformer, spec: ArchSpec, meta: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+    norm = (meta or {}).get("normalisation", {})
+    mean = torch.tensor(norm.get("mean", [0.0] * spec.in_chans), dtype=torch.float64).expand(spec.in_chans)
+    std = torch.tensor(norm.get("std", [1.0] * spec.in_chans), dtype=torch.float64).expand(spec.in_chans)
+    if bool((std <= 0).any()):
+        raise ValueError("meta['normalisation']['std'] must be positive")
+    w = model.patch_embed.weight.detach().double() / std.view(1, -1, 1, 1)  # (E, C, p, p)
+    b = model.patch_embed.bias.detach().double() - (w * mean.view(1, -1, 1, 1)).sum((1, 2, 3))
+    pos = model.pos_embed.detach().double()[0].clone()  # (N, E)
+    pos[0] += model.cls_token.detach().double()[0, 0]
+    pos[1:] += b
+    return {"embed.w_t": w.reshape(w.shape[0], -1).t().contiguous(), "embed.pos": pos}
+
+
+def _block_params(model: VisionTransformer, spec: ArchSpec, l: int) -> dict[str, torch.Tensor]:
+    blk = model.blocks[l]
+    C, H, D, N = spec.embed_dim, spec.num_heads, spec.head_dim, spec.num_tokens
+    order, slices = head_order(spec, l)
+    perm = _feature_perm(order, D)
+    w, b = blk.attn.qkv.weight.detach().double(), blk.attn.qkv.bias.detach().double()
+    w, b = _fold_norm(w, b, *_norm_affine(blk.norm1))
+    scale = torch.empty(C, dtype=torch.float64)
+    for kind, start, count in slices:
+        scale[start * D : (start + count) * D] = D**-0.5 / (N if kind == "scale" else 1)
+    rows = torch.cat([perm, perm + C, perm + 2 * C])
+    w, b = w[rows].clone(), b[rows].clone()
+    w[:C] *= scale[:, None]
+    b[:C] *= scale
+    p: dict[str, torch.Tensor] = {f"b{l}.qkv.w_t": w.t().contiguous(), f"b{l}.qkv.b": b}
+    pw = blk.attn.proj.weight.detach().double()[:, perm]
+    p[f"b{l}.proj.w_t"], p[f"b{l}.proj.b"] = pw.t().contiguous(), blk.attn.proj.bias.detach().double()
+    g2 = _norm_affine(blk.norm2)
+    if spec.mlp_is_linear(l):
+        fw, fb = blk.mlp.fused_linear()
+        fw, fb = _fold_norm(fw.detach().double(), fb.detach().double(), *g2)
+        p[f"b{l}.fused.w_t"], p[f"b{l}.fused.b"] = fw.t().contiguous(), fb
+    else:
+        w1, b1 = _fold_norm(blk.mlp.fc1.weight.detach().double(), blk.mlp.fc1.bias.detach().double(), *g2)
+        p[f"b{l}.fc1.w_t"], p[f"b{l}.fc1.b"] = w1.t().contiguous(), b1
+        p[f"b{l}.fc2.w_t"] = blk.mlp.fc2.weight.detach().double().t().contiguous()
+        p[f"b{l}.fc2.b"] = blk.mlp.fc2.bias.detach().double()
+    return p
+
+
+def prepare_weights(model: VisionTransformer, spec: ArchSpec, meta: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The folded, permuted plaintext weights the parties share (float64, name -> tensor, in sharing order)."""
+    params = _embed_params(model, spec, meta)
+    for l in range(spec.depth):
+        params.update(_block_params(model, spec, l))
+    hw, hb = _fold_norm(model.head.weight.detach().double(), model.head.bias.detach().double(), *_norm_affine(model.norm))
+    params["head.w_t"], params["head.b"] = hw.t().contiguous(), hb
+    return params
+
+
+# -- the secure model ----------------------------------------------------------------------
+@dataclass
+class _Ctx:
+    tracker: CostTracker
+    layer: str = ""
+
+    def section(self, kind: str):  # noqa: ANN201 - a context manager
+        return self.tracker.section(kind, self.layer)
+
+
+class SecureViT:
+    """A ViT-Lite whose weights are secret-shared between two parties; evaluates secret-shared images.
+
+    Build it with ``SecureViT.share`` in both parties. ``forward`` maps an
+    ``MPCTensor`` (B, C, H, W) of [0, 1] pixels to shared logits (B, classes);
+    ``forward_shares`` does the same on this party's int64 share and returns
+    this party's int64 share of the logits with a ``CostReport``.
+
+    With the dealer provider installed, the randomness of a forward must be
+    planned: ``plan(batch_size)`` is a *collective* dry run (both parties call
+    it, once per batch size; ``share`` plans batch size 1) that records the
+    request list; then either ``batch_source`` (given to ``share``) supplies
+    each forward's seed and corrections, or the caller runs
+    ``provider.begin_batch(seed, plan, corrections)`` before
+    ``forward_shares`` and ``provider.end_batch()`` after it.
+    """
+
+    def __init__(self, spec: ArchSpec, params: dict[str, MPCTensor], config: SecureConfig, owner: int,
+                 batch_source: BatchSource | None = None) -> None:
+        self.spec = spec
+        self.params = params
+        self.config = config
+        self.owner = owner
+        self.batch_source = batch_source
+        self.precision_bits: int = config.precision_bits
+        self.last_costs: CostReport | None = None
+        self._plans: dict[int, list[Request]] = {}
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def share(cls, model: VisionTransformer | None, spec: ArchSpec, meta: dict | None = None, owner: int = 0,
+              config: SecureConfig = DEFAULT_CONFIG, batch_source: BatchSource | None = None) -> "SecureViT":
+        """Called by BOTH parties at model load, in the same order: party ``owner`` passes the plaintext model
+        (and meta), the other passes None + the spec. Weights are secret-shared once and cached as shares.
+        The input normalisation (meta["normalisation"]) is folded into the patch-embedding weights, so the
+        secure input is the raw [0, 1] image. Identity MLPs are fused (W2 W1) here."""
+        apply_config(config)
+        rank = comm.get().get_rank()
+        if rank == owner:
+            if model is None:
+                raise ValueError(f"party {owner} owns the model and must pass it")
+            if model.spec != spec:
+                raise ValueError("the model's spec differs from the spec both parties agreed on")
+            plain = prepare_weights(model, spec, meta)
+        else:
+            with torch.random.fork_rng():  # a throwaway skeleton: only the shapes are used
+                plain = {k: torch.zeros_like(v) for k, v in prepare_weights(VisionTransformer(spec), spec, None).items()}
+        shared = {name: crypten.cryptensor(t.float(), src=owner) for name, t in plain.items()}
+        secure = cls(spec, shared, config, owner, batch_source)
+        if isinstance(current_provider(), DealerProvider):
+            secure.plan(1)
+        return secure
+
+    # -- planning (dealer) ------------------------------------------------------------
+    def plan(self, batch_size: int) -> list[Request]:
+        """The randomness requests of one forward on ``batch_size`` images (collective dry run, cached)."""
+        if batch_size not in self._plans:
+            provider = current_provider()
+            if not isinstance(provider, DealerProvider):
+                raise RuntimeError("plan() needs the dealer provider installed (protocols.providers.install_provider)")
+            C, S = self.spec.in_chans, self.spec.img_size
+            dummy = ops.public_zeros(batch_size, C, S, S)
+            t0 = time.perf_counter()
+            with provider.recording() as requests:
+                self._forward(dummy, CostTracker())
+            self._plans[batch_size] = list(requests)
+            log.info("planned %d randomness requests for batch size %d in %.1f s", len(requests), batch_size, time.perf_counter() - t0)
+        return self._plans[batch_size]
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: MPCTensor) -> MPCTensor:
+        """(B, C, H, W) shared [0, 1] image -> (B, classes) shared logits; costs in ``self.last_costs``."""
+        tracker = CostTracker()
+        out = self._forward(x, tracker)
+        self.last_costs = tracker.report(provider=_provider_name(), batch_size=int(x.size(0)))
+        return out
+
+    def forward_shares(self, x_share: torch.Tensor) -> tuple[torch.Tensor, CostReport]:
+        """This party's int64 share (B, C, H, W) of the fixed-point image in; this party's int64 share of the
+        logits (B, classes) out, plus the costs of this forward."""
+        expect = self.spec.input_shape
+        if x_share.dtype != torch.int64 or x_share.dim() != 4 or tuple(x_share.shape[1:]) != expect:
+            raise ValueError(f"expected an int64 share of shape (B, {', '.join(map(str, expect))}), got {x_share.dtype} {tuple(x_share.shape)}")
+        B = int(x_share.shape[0])
+        if B < 1:
+            raise ValueError("empty batch")
+        provider = current_provider()
+        own_batch = isinstance(provider, DealerProvider) and self.batch_source is not None
+        dealer_bytes = 0
+        if isinstance(provider, DealerProvider):
+            plan = self.plan(B)
+            if comm.get().get_rank() == 0:
+                dealer_bytes = sum(r.correction_bytes() for r in plan)
+            if own_batch:
+                assert self.batch_source is not None
+                seed, corrections = self.batch_source.next_batch(comm.get().get_rank(), plan)
+                provider.begin_batch(seed, plan, corrections)
+        x = MPCTensor.from_shares(x_share, precision=self.precision_bits)
+        logits = self.forward(x)
+        if own_batch:
+            provider.end_batch()
+        assert self.last_costs is not None
+        self.last_costs.dealer_bytes = dealer_bytes
+        return logits._tensor.share.clone(), self.last_costs
+
+    def _forward(self, x: MPCTensor, tracker: CostTracker) -> MPCTensor:
+        ctx = _Ctx(tracker, "embed")
+        t = self._embed(x, ctx)
+        for l in range(self.spec.depth):
+            ctx.layer = f"layer{l}"
+            t = self._block(t, l, ctx, cls_only=(l == self.spec.depth - 1))
+        ctx.layer = "head"
+        with ctx.section("norm"):
+            f = self._norm(t[:, 0])
+        with ctx.section("head"):
+            return ops.linear(f, self.params["head.w_t"], self.params["head.b"])
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _embed(self, x: MPCTensor, ctx: _Ctx) -> MPCTensor:
+        s = self.spec
+        B, C, G, p = int(x.size(0)), s.in_chans, s.grid, s.patch_size
+        with ctx.section("embed"):
+            patches = x.reshape(B, C, G, p, G, p).permute(0, 2, 4, 1, 3, 5).reshape(B, G * G, C * p * p)
+            emb = ops.linear(patches, self.params["embed.w_t"], None)  # (B, N-1, E)
+            t = crypten.cat([ops.public_zeros(B, 1, s.embed_dim), emb], dim=1)  # (B, N, E)
+            return t + self.params["embed.pos"]
+
+    def _norm(self, x: MPCTensor) -> MPCTensor:
+        if self.spec.norm == "affine":  # gamma, beta live in the next linear
+            return x
+        return ops.layernorm(x, self.config.layernorm_eps)
+
+    def _block(self, x: MPCTensor, l: int, ctx: _Ctx, cls_only: bool) -> MPCTensor:
+        p = self.params
+        with ctx.section("norm"):
+            h = self._norm(x)
+        with ctx.section("linear"):
+            qkv = ops.linear(h, p[f"b{l}.qkv.w_t"], p[f"b{l}.qkv.b"])  # (B, N, 3C)
+        o = self._attention(qkv, l, ctx, cls_only)  # (B, Nq, C)
+        if cls_only:
+            x = x[:, :1]
+        with ctx.section("linear"):
+            x = x + ops.linear(o, p[f"b{l}.proj.w_t"], p[f"b{l}.proj.b"])
+        with ctx.section("norm"):
+            h = self._norm(x)
+        return x + self._mlp(h, l, ctx, cls_only)
+
+    def _attention(self, qkv: MPCTensor, l: int, ctx: _Ctx, cls_only: bool) -> MPCTensor:
+        s = self.spec
+        B, N = int(qkv.size(0)), int(qkv.size(1))
+        H, D = s.num_heads, s.head_dim
+        qkv = qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, N, D)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if cls_only:
+            q = q[:, :, :1]
+        _, slices = head_order(s, l)
+        first: list[ops.Product] = []
+        for kind, a, n in slices:
+            kt = k[:, a : a + n].transpose(-2, -1)  # (B, n, D, N)
+            first.append(("matmul", kt, v[:, a : a + n]) if kind == "scale" else ("matmul", q[:, a : a + n], kt))
+        with ctx.section("attention-matmul"):
+            scores = ops.beaver_products(first)  # scale: K^T V (B, n, D, D); others: Q K^T (B, n, Nq, N)
+        second: list[ops.Product] = []
+        for (kind, a, n), sc in zip(slices, scores):
+            if kind == "scale":
+                second.append(("matmul", q[:, a : a + n], sc))
+                continue
+            with ctx.section(f"attention-{kind}"):
+                second.append(("matmul", self._normalise(kind, sc), v[:, a : a + n]))
+        with ctx.section("attention-matmul"):
+            outs = ops.beaver_products(second)  # each (B, n, Nq, D)
+            o = outs[0] if len(outs) == 1 else crypten.cat(outs, dim=1)
+            return o.transpose(1, 2).reshape(B, int(o.size(2)), H * D)
+
+    def _normalise(self, kind: str, sc: MPCTensor) -> MPCTensor:
+        s = self.spec
+        if kind == "softmax":
+            return ops.softmax_rows(sc)
+        if kind == "relu":
+            return ops.relu_rows(sc, s.relu_eps)
+        if kind == "2quad":
+            return ops.quad_rows(sc, s.quad_c)
+        if kind == "thex":
+            return ops.thex_rows(sc, s.thex_order, s.relu_eps)
+        raise ValueError(f"unknown attention kind {kind!r}")
+
+    def _mlp(self, h: MPCTensor, l: int, ctx: _Ctx, cls_only: bool) -> MPCTensor:
+        p, s = self.params, self.spec
+        if s.mlp_is_linear(l):
+            with ctx.section("linear"):
+                return ops.linear(h, p[f"b{l}.fused.w_t"], p[f"b{l}.fused.b"])
+        with ctx.section("linear"):
+            u = ops.linear(h, p[f"b{l}.fc1.w_t"], p[f"b{l}.fc1.b"])  # (B, n, M)
+        kind = s.act[l]
+        toks = s.tokens_with_act(l)
+        n = int(u.size(1))
+        if toks is not None:
+            toks = tuple(t for t in toks if t < n)  # the class-only last layer keeps token 0
+        with ctx.section(f"activation-{kind}"):
+            u = _apply_on_tokens(ops.ACTIVATIONS[kind], u, toks)
+        with ctx.section("linear"):
+            return ops.linear(u, p[f"b{l}.fc2.w_t"], p[f"b{l}.fc2.b"])
+
+
+def _apply_on_tokens(act: Any, u: MPCTensor, toks: tuple[int, ...] | None) -> MPCTensor:
+    """act(u) on tokens ``toks`` (dim 1) only, identity elsewhere; the activation runs on those tokens alone."""
+    n = int(u.size(1))
+    if toks is None or len(toks) == n:
+        return act(u)
+    if not toks:
+        return u
+    rest = [t for t in range(n) if t not in toks]
+    sel = act(u.index_select(1, torch.tensor(toks)))
+    parts = crypten.cat([sel, u.index_select(1, torch.tensor(rest))], dim=1)
+    inverse = torch.empty(n, dtype=torch.long)
+    inverse[torch.tensor(list(toks) + rest)] = torch.arange(n)
+    return parts.index_select(1, inverse)
+
+
+def _provider_name() -> str:
+    provider = current_provider()
+    if isinstance(provider, DealerProvider):
+        return "dealer"
+    if isinstance(provider, TFPProvider) or getattr(provider, "NAME", "") == "TFP":
+        return "tfp"
+    return str(getattr(provider, "NAME", "unknown")).lower()
+

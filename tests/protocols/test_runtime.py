@@ -1,0 +1,53 @@
+"""The secure forward of every variant matches the plaintext model (logits and top-1) on digits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mpcvit.models.registry import VARIANTS, create_model
+from protocols.evaluate import evaluate_private
+from protocols.runtime import prepare_weights
+from tests.protocols.helpers import NORMALISATION, digits, meta, trained
+
+VARIANT_NAMES = [f"{v}_2_4_8" for v in VARIANTS] + ["mpcvitplus_tokens_2_4_8"]
+LOGIT_TOLERANCE = 0.25  # max |secure - plaintext| logit over the digits test set (logits span ~ +-15)
+
+
+def _model(name: str):  # noqa: ANN202
+    if name == "mpcvitplus_tokens_2_4_8":  # MPCViT+ with per-token GeLU: the class token and 4 patches keep it
+        base = trained("mpcvitplus_2_4_8")
+        m = create_model("mpcvitplus_2_4_8", act=("gelu", "gelu"), act_tokens=((0, 1, 5, 9, 16), None))
+        m.load_state_dict(base.state_dict())
+        return m.eval()
+    return trained(name)
+
+
+def test_folding_is_exact() -> None:
+    """Norm / normalisation / scale folding, head permutation and MLP fusion change no logit (float64)."""
+    from protocols.runtime import head_order
+
+    torch.manual_seed(0)
+    for name in ("mpcvit_2_4_8", "thex_2_4_8", "mpcvitplus_2_4_8"):
+        m = create_model(name).double().eval()
+        p = prepare_weights(m, m.spec, meta())
+        assert set(p) >= {"embed.w_t", "embed.pos", "head.w_t", "head.b"}
+        for l in range(m.spec.depth):
+            order, slices = head_order(m.spec, l)
+            assert sorted(order) == list(range(m.spec.num_heads))
+            assert sum(n for _, _, n in slices) == m.spec.num_heads
+        assert ("b1.fused.w_t" in p) == m.spec.mlp_is_linear(1)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_secure_matches_plaintext(name: str) -> None:
+    model = _model(name)
+    x, y = digits("test")
+    result = evaluate_private(model, meta(), x, y, batch_size=len(x), timeout=500)
+    assert result["max_abs_logit_error"] < LOGIT_TOLERANCE, result["max_abs_logit_error"]
+    assert result["agreement"] >= 0.99, result["agreement"]
+    assert result["plaintext_accuracy"] > 0.7
+    assert result["rounds"] == result["per_batch"]["rounds"]  # one forward
+    assert result["dealer_bytes"] > 0 and result["provider"] == "dealer"
+    assert sum(c["rounds"] for c in result["per_op"].values()) == result["rounds"]

@@ -132,7 +132,7 @@ def _accuracy(row: dict[str, Any], arch: str) -> tuple[float, str] | None:
         return float(row["accuracy"]["value"]), f"checkpoint ({row['accuracy']['dataset']})"
     pub = published_for(row["model"], arch)
     if pub is not None:
-        return pub.accuracy, f"paper ({pub.dataset})"
+        return pub.accuracy, f"the paper's {pub.dataset} figures"
     return None
 
 
@@ -167,7 +167,7 @@ def plot_pareto(doc: dict[str, Any], arch: str, out: Path) -> Path | None:
     sources = sorted({p[3] for p in pts})
     ax.set_xlabel(f"our secure latency on {net.upper()}, s (measured where measured)")
     ax.set_ylabel("top-1 accuracy, %")
-    ax.set_title(f"{arch}: accuracy vs latency; accuracy from {', '.join(sources)}", fontsize=9)
+    ax.set_title(f"{arch}: accuracy ({', '.join(sources)}) vs our secure latency", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

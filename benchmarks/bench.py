@@ -68,6 +68,7 @@ SEARCH_DIR = ROOT / "results" / "search"
 CHECKPOINT_DIRS: dict[str, Path] = {"2_4_8": ROOT / "checkpoints" / "digits", "4_4_28": ROOT / "checkpoints" / "fashion-mnist"}
 DATASET_OF_SHAPE: dict[str, str] = {"2_4_8": "digits", "4_4_28": "fashion-mnist", "7_4_32": "cifar10", "9_12_64": "tiny-imagenet"}
 
+CODE_DIRS = ("protocols/", "parties/", "benchmarks/", "mpcvit/models/")  # what a secure forward executes
 DEFAULT_MODELS = ("vit", "mpcformer", "thex", "mpcvit", "mpcvitplus")
 ALL_MODELS = ("vit", "mpcformer", "thex", "relu", "scale", "mpcvit", "mpcvitplus")
 DEFAULT_MUS = (0.7, 0.1)
@@ -730,7 +731,20 @@ def _git_state() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty_paths": len(git("status", "--porcelain").splitlines())}
+    dirty = [line[3:] for line in git("status", "--porcelain").splitlines()]
+    code = [p for p in dirty if p.startswith(CODE_DIRS)]
+    return {"commit": git("rev-parse", "HEAD"), "dirty_paths": len(dirty), "uncommitted_code": code, "code_sha256": code_fingerprint()}
+
+
+def code_fingerprint() -> dict[str, str]:
+    """SHA-256 of every source file the secure forward runs (committed or not): what exactly was measured."""
+    import hashlib
+
+    out = {}
+    for d in CODE_DIRS:
+        for path in sorted((ROOT / d).rglob("*.py")):
+            out[str(path.relative_to(ROOT))] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return out
 
 
 def run_benchmark(settings: BenchSettings, show_progress: bool = True) -> dict[str, Any]:
@@ -738,6 +752,7 @@ def run_benchmark(settings: BenchSettings, show_progress: bool = True) -> dict[s
     from tqdm import tqdm
 
     entries = resolve_entries(settings)
+    env = environment()  # before the parties start: the code they import is the code fingerprinted here
     total = len(entries) * runs_per_entry(settings)
     started = time.time()
     rows: list[dict[str, Any]] = []
@@ -750,7 +765,7 @@ def run_benchmark(settings: BenchSettings, show_progress: bool = True) -> dict[s
         rows.extend(summarise_entry(entry, settings, raw))
     doc: dict[str, Any] = {
         "benchmark": "mpcvit communication-cost benchmark",
-        **environment(),
+        **env,
         "settings": settings.to_dict(),
         "provider": settings.provider,
         "networks": {n: NETWORKS[n].to_dict() for n in settings.networks},
@@ -826,6 +841,13 @@ def fmt_seconds(s: float | None) -> str:
 
 
 # -- results.md -----------------------------------------------------------------------
+
+
+def _dirty(git: dict[str, Any]) -> str:
+    code = git.get("uncommitted_code")
+    if code:
+        return f" + uncommitted changes to {', '.join(code)} (results.json holds the SHA-256 of every source file run)"
+    return " (the code that ran is committed; other paths had uncommitted changes)" if git.get("dirty_paths") else ""
 
 
 def _load(avg: list[float] | None) -> str:
@@ -939,7 +961,7 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         "",
         f"Command: `{doc['command']}`  ",
         f"Machine: {env['cpu_count']} CPUs, {env['cpu_model']}; torch {doc['versions']['torch']}, crypten {doc['versions']['crypten']}, "
-        f"python {doc['versions']['python']}; git {doc['git']['commit'][:12]}{' (+ uncommitted changes)' if doc['git']['dirty_paths'] else ''}  ",
+        f"python {doc['versions']['python']}; git {doc['git']['commit'][:12]}{_dirty(doc['git'])}  ",
         f"Transport: {s['transport']}{' (shaped: one-way delay RTT/2 and bandwidth in the sender)' if s['shaped'] and s['transport'] == 'grpc' else ' (not shaped: predictions only)'}; "
         f"randomness provider: {doc['provider']}; repeats {s['repeats']} (WAN {s['wan_repeats']}), warm-up {s['warmup']}; "
         f"this run took {doc['wall_seconds'] / 60:.1f} min.  ",

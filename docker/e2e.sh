@@ -33,10 +33,14 @@ TORCH_WHEEL_DIR=${TORCH_WHEEL_DIR:-/opt/wheels}
 OFFLINE_DOCKER=${OFFLINE_DOCKER:-/work/shared/tools/offline-docker.sh}
 WORK=$(mktemp -d -t mpcvit-e2e.XXXXXX)
 
+BGPID=
 say() { printf '\n== %s\n' "$*"; }
+# Run a long command in the background and wait for it, so Ctrl-C / TERM reach the trap at once.
+run() { "$@" & BGPID=$!; wait "$BGPID"; local rc=$?; BGPID=; return "$rc"; }
 
 teardown() {
   local code=$?
+  if [ -n "$BGPID" ]; then kill "$BGPID" 2>/dev/null || true; wait "$BGPID" 2>/dev/null || true; fi
   if [ "$code" -ne 0 ]; then
     say "FAILED (exit $code): container status and logs"
     docker compose ps -a || true
@@ -93,7 +97,7 @@ trap 'exit 130' INT TERM
 # -- up -----------------------------------------------------------------------------
 say "docker compose up -d --build (BASE_IMAGE=$BASE_IMAGE, project $COMPOSE_PROJECT_NAME, port $MPCVIT_PORT)"
 start=$(date +%s)
-docker compose up -d --build
+run docker compose up -d --build
 
 say "waiting for the coordinator and both parties to be healthy"
 deadline=$((start + TIMEOUT))
@@ -113,7 +117,7 @@ say "healthy after $(( $(date +%s) - start ))s: $URL/v1/health"
 model_args=()
 [ -n "${E2E_MODEL:-}" ] && model_args=(--model "$E2E_MODEL")
 say "classifying $IMAGES test images privately through $URL (mpcvit demo --server)"
-"$PYTHON" -m mpcvit.cli demo --server "$URL" --images "$IMAGES" --json "$WORK/demo.json" \
+run "$PYTHON" -m mpcvit.cli demo --server "$URL" --images "$IMAGES" --json "$WORK/demo.json" \
   --save-images "$WORK/images" "${model_args[@]}"
 
 say "checking the answers"

@@ -14,14 +14,10 @@ itself and both parties healthy, and stops everything on exit:
 
 Each process writes its log to ``<workdir>/logs/<role>.log``; a process that
 dies while starting fails ``start()`` with the tail of its log.
-
-The probes (``tcp_ready``, ``http_health``) are also the containers'
-healthchecks in ``docker-compose.yml``: ``python -m mpcvit.localstack {tcp,http} ...``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import json
@@ -314,24 +310,3 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-# -- `python -m mpcvit.localstack probe ...`: the containers' healthchecks --------
-
-
-def _probe_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpcvit.localstack", description="healthcheck probes")
-    sub = parser.add_subparsers(dest="what", required=True)
-    p_tcp = sub.add_parser("tcp", help="exit 0 when HOST:PORT accepts a TCP connection")
-    p_tcp.add_argument("address")
-    p_http = sub.add_parser("http", help="exit 0 when URL answers 200 with a ready health document")
-    p_http.add_argument("url")
-    p_http.add_argument("--model", default=None, help="also require this model among the ready ones")
-    args = parser.parse_args(argv)
-    if args.what == "tcp":
-        return 0 if tcp_ready(args.address) else 1
-    return 0 if coordinator_ready(http_health(args.url), args.model) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(_probe_main())

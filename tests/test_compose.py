@@ -164,8 +164,9 @@ def test_commands_parse(config: dict, service: str) -> None:
     svc = config["services"][service]
     _parse(svc["command"])
     test = svc.get("healthcheck", {}).get("test")
-    if test:
-        assert test[1:4] == ["python3", "-m", "mpcvit.localstack"], test
+    if test:  # standard library only: importing the project would take seconds
+        assert test[1:3] == ["python3", "-c"] and "mpcvit" not in test[3], test
+        compile(test[3], f"{service} healthcheck", "exec")
 
 
 def test_dockerfile_base_and_cpu_torch() -> None:

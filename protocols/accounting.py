@@ -59,6 +59,7 @@ class CostReport:
     seconds: float = 0.0
     per_op: dict[str, OpCost] = field(default_factory=dict)
     per_layer: dict[str, OpCost] = field(default_factory=dict)
+    per_layer_op: dict[str, OpCost] = field(default_factory=dict)
     provider: str = "dealer"
     rank: int = 0
     batch_size: int = 1
@@ -81,6 +82,7 @@ class CostReport:
             "dealer_bytes": self.dealer_bytes,
             "per_op": {k: v.to_dict() for k, v in self.per_op.items()},
             "per_layer": {k: v.to_dict() for k, v in self.per_layer.items()},
+            "per_layer_op": {k: v.to_dict() for k, v in self.per_layer_op.items()},
         }
 
 
@@ -95,6 +97,7 @@ class CostTracker:
     def __init__(self) -> None:
         self.per_op: dict[str, OpCost] = {}
         self.per_layer: dict[str, OpCost] = {}
+        self.per_layer_op: dict[str, OpCost] = {}  # "layer0/attention-relu" -> cost
         self._t0 = time.perf_counter()
         self._start = _stats()
 
@@ -109,6 +112,7 @@ class CostTracker:
             cost = OpCost(r1 - r0, b1 - b0, time.perf_counter() - t0)
             self.per_op.setdefault(kind, OpCost()).add(cost)
             self.per_layer.setdefault(layer, OpCost()).add(cost)
+            self.per_layer_op.setdefault(f"{layer}/{kind}", OpCost()).add(cost)
 
     def report(self, **fields: Any) -> CostReport:
         r1, b1 = _stats()
@@ -120,6 +124,7 @@ class CostTracker:
             seconds=time.perf_counter() - self._t0,
             per_op=self.per_op,
             per_layer=self.per_layer,
+            per_layer_op=self.per_layer_op,
             rank=comm.get().get_rank(),
             **fields,
         )

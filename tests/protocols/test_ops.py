@@ -1,0 +1,80 @@
+"""Each protocol against its math: the ring matmul, batched Beaver products, GeLU, reciprocal, inv_sqrt, layer norm."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from protocols.local import run_two_party
+from protocols.ring import LIMB_BITS, ring_matmul, split_limbs
+
+
+def test_limb_matmul_is_exact_mod_2_64() -> None:
+    g = torch.Generator().manual_seed(0)
+    for sa, sb in (((65, 256), (256, 768)), ((2, 4, 65, 64), (2, 4, 64, 65)), ((3, 1500), (1500, 7))):
+        a = torch.randint(-(2**63), 2**63 - 1, sa, generator=g)
+        b = torch.randint(-(2**63), 2**63 - 1, sb, generator=g)
+        assert torch.equal(ring_matmul(a, b, "limbs"), torch.matmul(a, b))  # int64 matmul wraps mod 2^64
+
+
+def test_limbs_reassemble() -> None:
+    x = torch.tensor([0, 1, -1, 2**63 - 1, -(2**63), 123456789012345678])
+    x0, x1, x2 = split_limbs(x)
+    assert bool((x0.abs() <= 2 ** (LIMB_BITS - 1)).all()) and bool((x1.abs() <= 2 ** (LIMB_BITS - 1)).all())
+    back = x0.long() + (x1.long() << LIMB_BITS) + (x2.long() << (2 * LIMB_BITS))
+    assert torch.equal(back, x)
+
+
+def _ops_party(rank: int) -> dict[str, float]:
+    from protocols import ops
+    from protocols.crypten_compat import crypten
+    from protocols.providers import TFPProvider, install_provider
+
+    import crypten.communicator as comm
+
+    install_provider(TFPProvider())
+    crypten.cfg.communicator.verbose = True
+    torch.manual_seed(0)
+    err: dict[str, float] = {}
+    a, b = torch.randn(3, 5, 8), torch.randn(8, 4)
+    c, d = torch.randn(6), torch.randn(6)
+    ea, eb, ec, ed = (crypten.cryptensor(t, src=0) for t in (a, b, c, d))
+    comm.get().reset_communication_stats()
+    mm, mu = ops.beaver_products([("matmul", ea, eb), ("mul", ec, ed)])
+    err["beaver_rounds"] = comm.get().get_communication_stats()["rounds"]
+    err["matmul"] = float((mm.get_plain_text() - a @ b).abs().max())
+    err["mul"] = float((mu.get_plain_text() - c * d).abs().max())
+    x = torch.linspace(-8, 8, 801)
+    err["gelu"] = float((ops.gelu(crypten.cryptensor(x, src=0)).get_plain_text() - torch.nn.functional.gelu(x)).abs().max())
+    v = torch.logspace(-3, 3, 25)
+    err["reciprocal_rel"] = float((ops.reciprocal_nr(crypten.cryptensor(v, src=0)).get_plain_text() * v - 1).abs().max())
+    err["inv_sqrt_rel"] = float((ops.inv_sqrt_nr(crypten.cryptensor(v, src=0)).get_plain_text() * v.sqrt() - 1).abs().max())
+    h = torch.randn(2, 9, 32) * 2
+    err["layernorm"] = float((ops.layernorm(crypten.cryptensor(h, src=0), 1e-5).get_plain_text()
+                              - torch.nn.functional.layer_norm(h, (32,))).abs().max())
+    s = torch.randn(2, 3, 9, 9) * 3
+    err["softmax"] = float((ops.softmax_rows(crypten.cryptensor(s, src=0)).get_plain_text() - s.softmax(-1)).abs().max())
+    r = torch.relu(s)
+    want = r / (r.sum(-1, keepdim=True) + 0.01)
+    err["relu_rows"] = float((ops.relu_rows(crypten.cryptensor(s, src=0), 0.01).get_plain_text() - want).abs().max())
+    q = (s + 5) ** 2
+    err["quad_rows"] = float((ops.quad_rows(crypten.cryptensor(s, src=0), 5.0).get_plain_text() - q / q.sum(-1, keepdim=True)).abs().max())
+    e = torch.relu(1 + s / 4) ** 4
+    err["thex_rows"] = float((ops.thex_rows(crypten.cryptensor(s, src=0), 4, 0.01).get_plain_text()
+                              - e / (e.sum(-1, keepdim=True) + 0.01)).abs().max())
+    p = ops.powers(crypten.cryptensor(torch.rand(7) , src=0), 7)
+    err["powers_count"] = len(p)
+    return err
+
+
+def test_ops_match_their_math() -> None:
+    err, _ = run_two_party(_ops_party, timeout=240)
+    assert err["beaver_rounds"] == 1  # a matmul and a mul opened together
+    assert err["matmul"] < 1e-3 and err["mul"] < 1e-3
+    assert err["gelu"] < 3e-3  # poly GeLU on [-8, 8]
+    assert err["reciprocal_rel"] < 1e-2 and err["inv_sqrt_rel"] < 1e-2
+    assert err["layernorm"] < 1e-2
+    assert err["softmax"] < 1e-2 and err["relu_rows"] < 1e-2 and err["quad_rows"] < 1e-2 and err["thex_rows"] < 1e-2
+    assert err["powers_count"] == 7
+    assert math.isfinite(sum(err.values()))

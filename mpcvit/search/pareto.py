@@ -37,6 +37,7 @@ LABELS: dict[str, str] = {
     "mpcvitplus": "MPCViT+",
 }
 OURS = ("mpcvit", "mpcvitplus")
+ROLE_SUFFIX = {"reference": " (same recipe as ours)", "teacher": " (KD teacher)"}
 MARKERS = {"vit": "s", "mpcformer": "^", "thex": "v", "relu": "D", "scale": "P", "mpcvit": "o", "mpcvitplus": "*"}
 
 
@@ -50,7 +51,7 @@ class Point:
     heads: dict[str, int]
     act: list[str]
     mu: float | None
-    reference: bool  # a re-run reference (same recipe as ours), not the full-recipe baseline
+    role: str  # "baseline" (trained by 'mpcvit train'), "derived" (ours), "reference" / "teacher" (our re-runs)
 
 
 def accuracy_of(meta: dict[str, Any]) -> float:
@@ -83,13 +84,12 @@ def collect(root: Path, costs: CostModel) -> list[Point]:
         mu = search.get("mu")
         if family in OURS and mu is not None:
             label = f"{label} mu={mu:g}"
-        reference = meta.get("role") == "reference"
-        if reference:
-            label = f"{label} (reference, same recipe)"
+        role = str(meta.get("role", "derived" if family in OURS else "baseline"))
+        label += ROLE_SUFFIX.get(role, "")
         points.append(Point(
             name=d.name, family=family, label=label, accuracy=acc,
             latency_s={net: costs.arch_latency(spec, net) for net in NETWORKS},
-            heads=spec.count_heads(), act=list(spec.act), mu=mu, reference=reference,
+            heads=spec.count_heads(), act=list(spec.act), mu=mu, role=role,
         ))
     if not points:
         raise ValueError(f"no checkpoints with a test accuracy under {root}")
@@ -105,8 +105,8 @@ def dominates(a: Point, b: Point, network: str) -> bool:
 def analyse(points: list[Point]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     baselines = [p for p in points if p.family not in OURS]
-    ref = next((p for p in points if p.family == "vit" and not p.reference), None)
-    same_recipe = next((p for p in points if p.family == "vit" and p.reference), None)
+    ref = next((p for p in points if p.family == "vit" and p.role == "baseline"), None)
+    same_recipe = next((p for p in points if p.family == "vit" and p.role == "reference"), None)
     for net in NETWORKS:
         front = [p.name for p in points if not any(dominates(q, p, net) for q in points)]
         ours = {
@@ -140,7 +140,7 @@ def plot(points: list[Point], path: Path, title: str) -> None:
         for p in points:
             ours = p.family in OURS
             ax.scatter(p.latency_s[net], 100 * p.accuracy, marker=MARKERS.get(p.family, "x"), s=70 if ours else 55,
-                       color="tab:red" if ours else ("tab:gray" if p.reference else "tab:blue"), zorder=2,
+                       color="tab:red" if ours else ("tab:blue" if p.role == "baseline" else "tab:gray"), zorder=2,
                        edgecolor="black", linewidth=0.5)
             ax.annotate(p.label, (p.latency_s[net], 100 * p.accuracy), textcoords="offset points", xytext=(5, 3), fontsize=7)
         n = NETWORKS[net]

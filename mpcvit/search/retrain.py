@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default=None, help="resume directory (default runs/retrain/<out name>)")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
-    parser.add_argument("--role", choices=("derived", "reference"), default="derived",
-                        help="'reference': a registry model re-run with the same recipe, to compare against")
+    parser.add_argument("--role", choices=("derived", "reference", "teacher"), default="derived",
+                        help="'reference': a registry model re-run with the same recipe, to compare against; "
+                             "'teacher': a softmax model trained (without KD) to distil from")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

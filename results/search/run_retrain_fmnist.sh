@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 MPCVIT=.venv/bin/mpcvit
-TEACHER=${TEACHER:-checkpoints/fashion-mnist/vit_4_4_28}
+# the KD teacher: a softmax ViT we trained without KD (mpcvit-teacher_vit_4_4_28, see README.md)
+TEACHER=${TEACHER:-checkpoints/fashion-mnist/mpcvit-teacher_vit_4_4_28}
 CK=checkpoints/fashion-mnist
 ARCH=results/search/arch
 # the short recipe (documented in results/search/README.md): the dataset's default recipe from mpcvit.train

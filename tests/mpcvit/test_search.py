@@ -241,3 +241,32 @@ def test_retrain_with_distillation_writes_checkpoint(tmp_path) -> None:
     assert model.spec.act_tokens == ((0, 3), None)
     assert meta["teacher"] == str(teacher) and meta["train_limit"] == 200
     assert 0.0 <= meta["test_accuracy"] <= 1.0 and meta["command"].startswith("python -m mpcvit.search.retrain")
+
+
+def test_table_cost_model_reads_measured_entries() -> None:
+    from mpcvit.search.table import TableCostModel
+    from protocols.costs import NETWORKS, estimate
+
+    def entry(rounds: int, nbytes: int, seconds: float, per: str) -> dict[str, object]:
+        return {"rounds": rounds, "bytes": nbytes, "seconds": seconds, "per": per}
+
+    ops = {f"attention-{k}": entry(r, b, s, "head") for k, r, b, s in
+           [("softmax", 60, 400_000, 0.02), ("relu", 20, 150_000, 0.01), ("scale", 0, 20_000, 0.001),
+            ("2quad", 10, 90_000, 0.01), ("thex", 15, 120_000, 0.01)]}
+    ops.update({f"activation-{k}": entry(r, b, s, "layer") for k, r, b, s in
+                [("gelu", 12, 800_000, 0.05), ("relu", 8, 500_000, 0.03), ("quad", 1, 50_000, 0.002),
+                 ("identity", 0, 0, 0.0)]})
+    for op in ("attention-matmul", "linear", "linear-fused", "norm-layernorm", "norm-affine"):
+        ops[op] = entry(2, 10_000, 0.001, "layer")
+    for op in ("embed", "head", "norm-final"):
+        ops[op] = entry(1, 5_000, 0.001, "model")
+    costs = TableCostModel({"entries": {"2_4_8": ops}})
+    spec = model_spec("mpcvitplus_2_4_8", act_tokens=[None, [0, 1]])
+    wan = NETWORKS["wan"]
+    assert costs.head_cost("relu", spec, "wan") == pytest.approx(0.01 + 75_000 * 8 / wan.bandwidth_bps + 20 * wan.rtt_s / 4)
+    assert costs.act_cost("gelu", spec, 0, "wan") == 0.0 and costs.act_cost("identity", spec, 17, "wan") == 0.0
+    half = costs.act_cost("gelu", spec, spec.num_tokens // 2, "wan") - 12 * wan.rtt_s
+    full = costs.act_cost("gelu", spec, spec.num_tokens, "wan") - 12 * wan.rtt_s
+    assert half == pytest.approx(full * (spec.num_tokens // 2) / spec.num_tokens)
+    assert costs.arch_latency(spec, "lan") == pytest.approx(estimate(spec, "lan", costs.table)["latency_s"])
+    assert costs.arch_latency(model_spec("scale_2_4_8"), "wan") < costs.arch_latency(model_spec("vit_2_4_8"), "wan")

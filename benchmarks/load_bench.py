@@ -117,7 +117,7 @@ def bench(url: str, args: argparse.Namespace, stack: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         c.classify(images[0], model=args.model)
         warmup = time.perf_counter() - t0
-        server_models = c.models()
+        server_models = c.models(refresh=True)
     levels = []
     for clients in args.levels:
         per_client = max(args.requests_per_client, -(-args.min_requests // clients))
@@ -133,7 +133,10 @@ def bench(url: str, args: argparse.Namespace, stack: str) -> dict[str, Any]:
         "coordinator": {"batch_size": args.batch_size, "batch_wait_ms": args.batch_wait_ms} if stack != "external" else None,
         "warmup_seconds": round(warmup, 3),
         "levels": levels,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__},
+        "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+        },
         "commit": _git_commit(),
         "command": "python benchmarks/load_bench.py " + " ".join(args.argv),
         "note": "all processes share this machine's CPUs with the clients; loopback network, no shaping",

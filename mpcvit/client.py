@@ -293,9 +293,9 @@ class PrivateClient:
             raise ServerError(r.status_code, str(detail))
         return r.json()
 
-    def models(self) -> dict[str, dict[str, Any]]:
-        """The coordinator's models by name (input shape, classes, precision, accuracy, costs)."""
-        if self._models is None:
+    def models(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        """The coordinator's models by name (input shape, classes, precision, accuracy, costs); cached unless ``refresh``."""
+        if self._models is None or refresh:
             self._models = {m["name"]: m for m in self._get("/v1/models")["models"]}
         return self._models
 

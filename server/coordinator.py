@@ -130,6 +130,7 @@ class PendingItem:
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(exc)
+            self.future.exception()  # mark it retrieved: the waiter may already have given up at its deadline
 
 
 def _sealed_from_proto(t: control_pb2.SealedTensor) -> Sealed:
@@ -280,7 +281,7 @@ class Coordinator:
         try:
             return await asyncio.wait_for(asyncio.shield(item.future), max(0.0, item.deadline - time.time()))
         except asyncio.TimeoutError:
-            item.fail(DeadlineExceeded("the deadline passed before the secure forward finished"))
+            item.future.cancel()  # the worker skips it, or drops its result
             raise DeadlineExceeded("the deadline passed before the secure forward finished") from None
         finally:
             self._in_flight_ids.discard(item.request_id)

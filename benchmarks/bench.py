@@ -162,7 +162,7 @@ class ModelEntry:
             "label": self.label, "variant": self.variant, "arch": self.arch, "mu": self.mu,
             "arch_source": self.arch_source, "heads": heads, "activations": acts, "norm": self.spec.norm,
             "summary": self.spec.summary(), "accuracy": self.accuracy,
-            "weights": self.checkpoint or "random (seeded)",
+            "weights": self.checkpoint or "random (seeded)", "spec": self.spec.to_dict(),
         }
 
 
@@ -810,9 +810,44 @@ def _run_with_progress(entries: list[ModelEntry], settings: BenchSettings, progr
     return result["raw"]
 
 
+def _spec_of(model: dict[str, Any]) -> ArchSpec | None:
+    """A results.json model's ArchSpec (rebuilt for older results only when it resolves the same way again)."""
+    if "spec" in model:
+        return ArchSpec.from_dict(model["spec"])
+    settings = BenchSettings(models=(model["variant"],), archs=(model["arch"],), mus=(model["mu"],) if model.get("mu") else DEFAULT_MUS)
+    for e in resolve_entries(settings):
+        if e.label == model["label"] and e.arch_source == model["arch_source"]:
+            return e.spec
+    return None
+
+
+def add_cost_table_estimates(doc: dict[str, Any]) -> None:
+    """Price every batch-1 row from the measured cost table (``protocols.costs``), the model the search optimises."""
+    try:
+        from protocols.costs import REGENERATE, estimate, load_cost_table
+
+        table = load_cost_table()
+    except (ImportError, FileNotFoundError, ValueError) as exc:
+        doc.setdefault("cost_table", {"available": False, "reason": str(exc)})
+        return
+    specs = {(m["label"], m["arch"]): _spec_of(m) for m in doc["models"]}
+    for r in doc["results"]:
+        spec = specs.get((r["model"], r["arch"]))
+        if spec is None or r["batch"] != 1:
+            continue
+        try:
+            est = estimate(spec, r["network"], table)
+        except (KeyError, ValueError):
+            continue
+        r["cost_table_estimate"] = {"rounds": est["rounds"], "bytes_sent": est["bytes"] / 2, "seconds": est["seconds"], "latency_s": est["latency_s"]}
+    doc["cost_table"] = {"available": True, "path": "results/cost_table.json", "command": table.get("command", REGENERATE)}
+
+
 def write_results(doc: dict[str, Any], out: Path, plots: bool = True) -> list[Path]:
     """results.json, results.md and (optionally) the PNG plots into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    if "cost_table" not in doc or not doc["cost_table"].get("available"):
+        add_cost_table_estimates(doc)
     paths = [out / "results.json", out / "results.md"]
     text = json.dumps(doc, indent=2) + "\n"
     if not paths[0].is_file() or paths[0].read_text() != text:
@@ -938,6 +973,16 @@ def _part(row: dict[str, Any], prefix: str) -> str:
     return f"{rounds} rounds / {mb:.0f} MB"
 
 
+def _estimate_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| model | rounds: table / measured | MB sent per party: table / measured | latency s: table estimate / measured |",
+             "|---|---|---|---|"]
+    for r in rows:
+        e = r["cost_table_estimate"]
+        lines.append(f"| {r['model']} | {e['rounds']:.0f} / {r['rounds']} | {_mb(e['bytes_sent'])} / {_mb(r['bytes']['party0_sent'])} | "
+                     f"{fmt_seconds(e['latency_s'])} / {fmt_seconds(best_latency(r))} |")
+    return lines
+
+
 def _per_op_table(rows: list[dict[str, Any]]) -> list[str]:
     kinds = sorted({k for r in rows for k in r["per_op"]})
     if not kinds:
@@ -1002,6 +1047,11 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         if any(r.get("published") for r in wan1):
             lines += ["", f"## {arch}: ours vs published (WAN, batch 1)", "", f"Published: {doc['published_source']}.", ""]
             lines += _published_table(wan1)
+        est_rows = [r for r in rows_by(doc, "wan" if "wan" in s["networks"] else s["networks"][0], 1, arch) if r.get("cost_table_estimate")]
+        if est_rows:
+            lines += ["", f"## {arch}: the cost table's estimate vs this measurement (batch 1, {est_rows[0]['network'].upper()})", "",
+                      f"The search prices architectures from `{doc['cost_table']['path']}` (`{doc['cost_table']['command']}`); "
+                      "its estimate prices every layer as a full layer.", ""] + _estimate_table(est_rows)
         first_net = "wan" if "wan" in s["networks"] else s["networks"][0]
         op_rows = rows_by(doc, first_net, s["batches"][0], arch)
         if op_rows:

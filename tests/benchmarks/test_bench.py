@@ -184,3 +184,25 @@ def test_entries_are_plain_data() -> None:
     d = e.describe()
     assert d["heads"] == {"softmax": 8} and d["weights"] == "random (seeded)"
     assert set(ALL_MODELS) >= {"vit", "mpcformer", "thex", "mpcvit", "mpcvitplus"}
+
+
+def test_rows_are_priced_from_the_cost_table(quick: tuple[dict[str, Any], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch-1 row carries the cost table's estimate for its exact spec, shown beside the measurement."""
+    import protocols.costs as costs
+
+    from benchmarks.bench import add_cost_table_estimates
+
+    seen: list[str] = []
+
+    def fake_estimate(spec: Any, network: str, table: Any) -> dict[str, float]:
+        seen.append(spec.name)
+        return {"rounds": 100.0, "bytes": 2e6, "seconds": 0.5, "latency_s": 4.5}
+
+    monkeypatch.setattr(costs, "load_cost_table", lambda: {"entries": {}, "command": "python -m protocols.costs"})
+    monkeypatch.setattr(costs, "estimate", fake_estimate)
+    doc = json.loads(json.dumps(quick[0]))
+    doc.pop("cost_table", None)
+    add_cost_table_estimates(doc)
+    assert all(r["cost_table_estimate"]["bytes_sent"] == 1e6 for r in doc["results"])
+    assert len(seen) == len(doc["results"]) and "mpcvitplus_2_4_8" in seen
+    assert "the cost table's estimate vs this measurement" in markdown(doc, [])

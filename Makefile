@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 FOOLBOX_WHEEL_DIR := $(VENV)/foolbox-wheel
 
-.PHONY: venv demo test fashion-mnist proto clean
+.PHONY: venv demo test fashion-mnist chromium proto clean
 
 venv: $(STAMP)
 
@@ -35,7 +35,12 @@ demo: $(STAMP)
 	@$(MAKE) --no-print-directory fashion-mnist || echo "demo: Fashion-MNIST unavailable, using the digits model"
 	$(VENV)/bin/mpcvit demo
 
-test: $(STAMP)
+# Debian's chromium, for the headless-browser test of the demo page (Playwright drives it; no browser download).
+chromium:
+	@command -v chromium >/dev/null || { (apt-get update -q && apt-get install -y -q chromium) >/dev/null || \
+	  echo "note: could not install Debian's chromium; the browser test will be skipped"; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 proto: $(STAMP)

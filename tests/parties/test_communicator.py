@@ -33,6 +33,25 @@ def test_crypten_ops_over_grpc_match_plaintext_and_gloo(gloo_result: list[dict])
     assert grpc_result[0]["rounds"] > 20
 
 
+@pytest.mark.timeout(180)
+def test_crypten_ops_with_the_grpc_dealer_provider(certs, gloo_result: list[dict]) -> None:
+    from parties.dealer import serve
+
+    server, port = serve("127.0.0.1:0", str(certs))
+    try:
+        result = run_pair(workers.crypten_ops_with_dealer, f"127.0.0.1:{port}", str(certs), timeout_s=150)
+    finally:
+        server.stop(grace=0).wait()
+    expected = workers.plaintext_ops()
+    for op in workers.OPS:
+        tol = TOL.get(op, 1e-3)
+        torch.testing.assert_close(result[0]["values"][op], expected[op], atol=tol, rtol=tol, check_dtype=False, msg=op)
+    assert result[0]["plan"] == result[1]["plan"] > 10
+    # the dealer adds no online rounds: the same rounds as CrypTen's own (TFP) run over gloo
+    assert result[0]["rounds"] == gloo_result[0]["rounds"]
+    assert result[0]["dealer_bytes"] > 0 and result[1]["dealer_bytes"] == 8  # party 1 gets only its seed
+
+
 def test_object_codec_round_trips_plain_values_and_refuses_others() -> None:
     value = {"size": torch.Size([2, 3]), "t": (1, 2.5, None, "x"), "l": [True, torch.tensor([[1, 2]])]}
     back = decode_obj(encode_obj(value))

@@ -18,9 +18,33 @@ def plaintext_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def crypten_ops(rank: int) -> dict[str, Any]:
     """CrypTen's kinds of operations on shared inputs (x from party 0, y from party 1)."""
-    import crypten.communicator as comm
+    crypten.cfg.communicator.verbose = True
+    return _ops(rank)
+
+
+def crypten_ops_with_dealer(rank: int, dealer: str, certs_dir: str) -> dict[str, Any]:
+    """The same ops with the dealer provider fed by the gRPC dealer: dry run, one fetch, then the real run."""
+    from parties.dealer import DealerClient
+    from protocols.providers import DealerProvider, install_provider
 
     crypten.cfg.communicator.verbose = True
+    provider = DealerProvider(rank)
+    install_provider(provider)
+    with provider.recording() as plan:
+        _ops(rank)
+    client = DealerClient(dealer, rank, certs_dir)
+    seed, corrections = client.fetch_batch("ops-batch", list(plan))
+    provider.begin_batch(seed, list(plan), corrections)
+    result = _ops(rank)
+    provider.end_batch()
+    result["plan"] = len(plan)
+    result["dealer_bytes"] = client.traffic.bytes_received
+    return result
+
+
+def _ops(rank: int) -> dict[str, Any]:
+    import crypten.communicator as comm
+
     x_plain, y_plain = plaintext_inputs()
     x = crypten.cryptensor(x_plain if rank == 0 else torch.zeros_like(x_plain), src=0)
     y = crypten.cryptensor(y_plain if rank == 1 else torch.zeros_like(y_plain), src=1)

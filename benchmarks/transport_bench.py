@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""The transport's cost: one secure ViT forward over gRPC vs over CrypTen's own gloo communicator.
+
+Runs the protocols runtime (``SecureViT``, dealer provider fed in-process, so
+only the online phase is timed) on a model preset with random weights in two
+local processes, once per transport:
+
+* ``gloo``: CrypTen's ``DistributedCommunicator`` over torch.distributed (the yardstick);
+* ``grpc``: ``parties.communicator.GrpcCommunicator``, plaintext;
+* ``grpc-tls``: the same with mutual TLS;
+* ``grpc-unary`` (``--unary``): one acknowledged call per frame instead of a stream.
+
+Each party warms up with ``--warmup`` forwards, then measures ``--repeats``;
+the JSON holds per-transport seconds (median of rank 0's forward wall time),
+rounds and bytes (CrypTen's counting), and the ratios to gloo::
+
+    python benchmarks/transport_bench.py --model vit_7_4_32 --out results/transport_bench.json
+    python benchmarks/transport_bench.py --model vit_2_4_8 --repeats 2 --network lan
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from parties.pair import PairConfig, run_pair  # noqa: E402
+from parties.transport import NETWORKS  # noqa: E402
+
+logger = logging.getLogger("transport_bench")
+
+
+def secure_forwards(rank: int, model_name: str, warmup: int, repeats: int, threads: int) -> dict[str, Any]:
+    """In each party: share a random-weight model, run warmup + measured forwards on a random image."""
+    import torch
+
+    from mpcvit import sealing
+    from mpcvit.models.registry import create_model, model_spec
+    from protocols.accounting import ensure_counting
+    from protocols.providers import DealerProvider, InProcessDealer, install_provider
+    from protocols.runtime import SecureViT
+
+    torch.set_num_threads(threads)
+    ensure_counting()
+    install_provider(DealerProvider(rank))
+    torch.manual_seed(0)
+    model = create_model(model_name).eval() if rank == 0 else None
+    secure = SecureViT.share(model, model_spec(model_name), {}, batch_source=InProcessDealer(0))
+    image = torch.rand(1, *secure.spec.input_shape, generator=torch.Generator().manual_seed(1))
+    share = sealing.share_fixed_point(image, secure.precision_bits, generator=torch.Generator().manual_seed(2))[rank]
+    runs = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        _, report = secure.forward_shares(share)
+        wall = time.perf_counter() - t0
+        if i >= warmup:
+            runs.append({"wall_s": wall, "forward_s": report.seconds, "rounds": int(report.rounds), "bytes": int(report.bytes)})
+    return {"runs": runs}
+
+
+def measure(name: str, config: PairConfig, args: argparse.Namespace) -> dict[str, Any]:
+    logger.info("measuring %s ...", name)
+    t0 = time.perf_counter()
+    results = run_pair(secure_forwards, args.model, args.warmup, args.repeats, args.threads, config=config, timeout_s=args.timeout)
+    runs = results[0]["runs"]
+    row = {
+        "transport": name,
+        "seconds": round(statistics.median(r["forward_s"] for r in runs), 4),
+        "seconds_all": [round(r["forward_s"], 4) for r in runs],
+        "rounds": runs[0]["rounds"],
+        "bytes": runs[0]["bytes"],
+        "process_seconds": round(time.perf_counter() - t0, 1),
+    }
+    logger.info("%s: %.3f s, %d rounds, %.1f MB", name, row["seconds"], row["rounds"], row["bytes"] / 1e6)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="vit_7_4_32", help="model preset (random weights)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per party")
+    parser.add_argument("--network", choices=sorted(NETWORKS), default="none", help="shape the gRPC link (gloo is never shaped)")
+    parser.add_argument("--unary", action="store_true", help="also measure the unary (one call per frame) mode")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "transport_bench.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    from parties.tls import write_certs
+
+    shape = NETWORKS[args.network]
+    rows = [measure("gloo", PairConfig(backend="gloo"), args)]
+    rows.append(measure("grpc", PairConfig(backend="grpc", shape=shape), args))
+    with tempfile.TemporaryDirectory() as certs:
+        write_certs(certs)
+        rows.append(measure("grpc-tls", PairConfig(backend="grpc", shape=shape, certs_dir=certs), args))
+    if args.unary:
+        rows.append(measure("grpc-unary", PairConfig(backend="grpc", mode="unary", shape=shape), args))
+    base = rows[0]["seconds"]
+    for row in rows:
+        row["ratio_to_gloo"] = round(row["seconds"] / base, 3)
+    report = {
+        "benchmark": "transport",
+        "model": args.model,
+        "batch_size": 1,
+        "provider": "dealer (in-process, online phase timed)",
+        "network": args.network,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "threads_per_party": args.threads,
+        "machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count()},
+        "results": rows,
+        "note": "seconds = median wall time of rank 0's secure forward; rounds/bytes as CrypTen counts them per party",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    logger.info("wrote %s", args.out)
+    print(json.dumps({r["transport"]: {"s": r["seconds"], "x_gloo": r["ratio_to_gloo"]} for r in rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -48,7 +48,7 @@ from mpcvit.models.spec import ArchSpec
 from parties.communicator import GrpcCommunicator, installed
 from parties.dealer import DealerClient
 from parties.proto import control_pb2, control_pb2_grpc
-from parties.tls import channel_credentials, server_credentials
+from parties.tls import channel_credentials, peer_role, server_credentials
 from parties.transport import NETWORKS, Endpoint, Mode, NetworkShape, TransportError
 from protocols.accounting import CostReport, ensure_counting
 from protocols.config import DEFAULT_CONFIG
@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_BATCH = 64
 KEY_FILE = "party{rank}.x25519"
+COORDINATOR_ROLE = "coordinator"
 
 
 class PartyError(Exception):
@@ -274,16 +275,20 @@ class Party:
             raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"a batch has 1..{MAX_BATCH} items")
         if len({item.request_id for item in request.items}) != len(request.items):
             raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, "request ids repeat within the batch")
+        dealer_before = (self.dealer.traffic.bytes_received, self.dealer.traffic.seconds)
         with self._session(request.session_id, request.deadline_unix_ms):
             x_share = self._open_inputs(list(request.items), loaded.spec)  # inside: a bad input aborts the peer too
             logits_share, report = loaded.secure.forward_shares(x_share)
+        costs = costs_message(report)
+        costs.dealer_bytes_received = self.dealer.traffic.bytes_received - dealer_before[0]
+        costs.dealer_seconds = self.dealer.traffic.seconds - dealer_before[1]
         self.counters.rounds += int(report.rounds)
         self.counters.seconds += report.seconds
         outputs = []
         for item, share in zip(request.items, logits_share):
             sealed = sealing.seal_tensor(share.contiguous(), self.keys.private, item.client_public_key, item.request_id.encode())
             outputs.append(control_pb2.SealedTensor(shape=list(sealed.shape), dtype=sealed.dtype, nonce=sealed.nonce, ciphertext=sealed.ciphertext))
-        return control_pb2.InferReply(output_shares=outputs, costs=costs_message(report), precision_bits=loaded.secure.precision_bits)
+        return control_pb2.InferReply(output_shares=outputs, costs=costs, precision_bits=loaded.secure.precision_bits)
 
     def stats(self) -> control_pb2.StatsReply:
         c = self.counters
@@ -318,6 +323,9 @@ class PartyControlServicer(control_pb2_grpc.PartyControlServicer):
         self.party = party
 
     def _call(self, context: grpc.ServicerContext, fn: Any, *args: Any) -> Any:
+        role = peer_role(context)
+        if role is not None and role != COORDINATOR_ROLE and fn != self.party.health:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{role} may not control this party (only {COORDINATOR_ROLE})")
         try:
             return fn(*args)
         except Exception as exc:  # noqa: BLE001 - every failure is answered, the process goes on

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from parties.proto import transport_pb2, transport_pb2_grpc
+from parties.tls import peer_role
 
 logger = logging.getLogger(__name__)
 
@@ -365,7 +366,14 @@ class PeerTransportServicer(transport_pb2_grpc.PeerTransportServicer):
         self.inboxes = inboxes
         self.on_stream_lost = on_stream_lost
 
+    def _check_sender(self, context: grpc.ServicerContext) -> None:
+        """With mutual TLS only the other party's certificate may send frames."""
+        role = peer_role(context)
+        if role is not None and role != f"party{1 - self.rank}":
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{role} is not this party's peer")
+
     def Send(self, request: transport_pb2.Frame, context: grpc.ServicerContext) -> transport_pb2.Ack:
+        self._check_sender(context)
         try:
             self.inboxes.deliver(request)
         except TransportError as exc:
@@ -373,6 +381,7 @@ class PeerTransportServicer(transport_pb2_grpc.PeerTransportServicer):
         return transport_pb2.Ack(frames=1)
 
     def Stream(self, request_iterator: Iterator[transport_pb2.Frame], context: grpc.ServicerContext) -> transport_pb2.Ack:
+        self._check_sender(context)
         count = 0
         clean = False
         try:

@@ -97,18 +97,22 @@ class OpCost(_message.Message):
     def __init__(self, op: _Optional[str] = ..., rounds: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Costs(_message.Message):
-    __slots__ = ("rounds", "bytes_sent", "bytes_received", "seconds", "ops")
+    __slots__ = ("rounds", "bytes_sent", "bytes_received", "seconds", "ops", "dealer_bytes_received", "dealer_seconds")
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     OPS_FIELD_NUMBER: _ClassVar[int]
+    DEALER_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    DEALER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     rounds: int
     bytes_sent: int
     bytes_received: int
     seconds: float
     ops: _containers.RepeatedCompositeFieldContainer[OpCost]
-    def __init__(self, rounds: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ..., ops: _Optional[_Iterable[_Union[OpCost, _Mapping]]] = ...) -> None: ...
+    dealer_bytes_received: int
+    dealer_seconds: float
+    def __init__(self, rounds: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ..., ops: _Optional[_Iterable[_Union[OpCost, _Mapping]]] = ..., dealer_bytes_received: _Optional[int] = ..., dealer_seconds: _Optional[float] = ...) -> None: ...
 
 class InferReply(_message.Message):
     __slots__ = ("output_shares", "costs", "precision_bits")

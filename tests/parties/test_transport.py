@@ -129,6 +129,12 @@ def test_peer_without_a_valid_certificate_is_refused(certs: Path, tmp_path: Path
         good = grpc.secure_channel(target, channel_credentials(certs, "party1"))
         assert transport_pb2_grpc.PeerTransportStub(good).Ping(transport_pb2.PingRequest(), timeout=3).rank == 0
         good.close()
+        # a valid certificate of another role may ping but not send frames
+        other_role = grpc.secure_channel(target, channel_credentials(certs, "coordinator"))
+        with pytest.raises(grpc.RpcError) as err:
+            transport_pb2_grpc.PeerTransportStub(other_role).Send(tensor_frames("r", 0, 1, "x", torch.arange(2))[0], timeout=3)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        other_role.close()
     finally:
         endpoint.close()
 

@@ -102,7 +102,7 @@ class BenchSettings:
     seed: int = 0
     quick: bool = False
     shaped: bool = True
-    timeout_s: float = 3600.0
+    timeout_s: float = 10800.0
 
     def __post_init__(self) -> None:
         for m in self.models:

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mu", type=_csv(float), default=None, help="MPCViT ReLU-softmax head ratios (default 0.7,0.1)")
     parser.add_argument("--provider", choices=["dealer", "tfp"], default="dealer", help="correlated randomness (tfp only to compare with published numbers)")
     parser.add_argument("--no-shaping", action="store_true", help="grpc transport without the shaper (predictions only)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per model (default 3600; quick 300)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed for the whole run (default 10800; quick 300)")
     parser.add_argument("--quick", action="store_true", help="CI mode: 2_4_8, every model, one repeat, inprocess, no shaping")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     parser.add_argument("--out", type=Path, required=True, help="directory for results.json, results.md and the PNGs")

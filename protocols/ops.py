@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import torch
 
+from protocols.config import current_config
 from protocols.crypten_compat import crypten
 from protocols.ring import ring_matmul
 
@@ -151,14 +152,20 @@ def softmax_rows(s: MPCTensor) -> MPCTensor:
     """
     e = (s - s.max(-1, keepdim=True)[0]).exp()
     n = int(s.size(-1))
-    return e * reciprocal_nr(e.sum(-1, keepdim=True), lo=-1, hi=max(2, math.ceil(math.log2(n)) + 1))
+    return e * reciprocal_nr(e.sum(-1, keepdim=True), lo=-1, hi=max(2, math.ceil(math.log2(n)) + 1),
+                             iters=current_config().reciprocal_iters)
 
 
 def reciprocal_positive(x: MPCTensor, scale: float = 1.0) -> MPCTensor:
-    """1 / x for x > 0 in [2^-12 scale, 2^12 scale]: reciprocal_nr(x / scale) / scale. Rounds: c(x) + 6."""
+    """1 / x for x > 0 in [2^lo scale, 2^hi scale]: reciprocal_nr(x / scale) / scale (config: reciprocal_*).
+
+    Rounds: c(x) + 2 iters.
+    """
+    cfg = current_config()
+    lo, hi = cfg.reciprocal_range
     if scale == 1.0:
-        return reciprocal_nr(x)
-    return reciprocal_nr(x * (1.0 / scale)) * (1.0 / scale)
+        return reciprocal_nr(x, lo, hi, cfg.reciprocal_iters)
+    return reciprocal_nr(x * (1.0 / scale), lo, hi, cfg.reciprocal_iters) * (1.0 / scale)
 
 
 def relu_rows(s: MPCTensor, eps: float) -> MPCTensor:
@@ -187,22 +194,20 @@ def thex_rows(s: MPCTensor, order: int, eps: float) -> MPCTensor:
 
 
 # -- norms and activations ---------------------------------------------------------
-LN_PRESCALE = 4
-
-
 def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
     """(x - mean) / sqrt(var + eps) over the last dim; gamma and beta are folded into the next linear.
 
     mean and centring are local; the centred values are multiplied by the public
-    integer k = 4 (exact, local) before squaring, so var' = k^2 var keeps 4 more
+    integer k = ``ln_prescale`` (exact, local) before squaring, so var' = k^2 var keeps 4 more
     bits; LN = k xc / sqrt(var' + k^2 eps) with ``inv_sqrt_nr`` (range start over
     [2^-14, 2^14] and 3 Newton steps). Rounds: 1 (square) + c(x) + 9 + 1.
     """
-    c = x.size(-1)
+    cfg = current_config()
+    c, k = x.size(-1), cfg.ln_prescale
     xc = x - x.sum(-1, keepdim=True) * (1.0 / c)
-    xk = xc * LN_PRESCALE  # integer multiple of a share: exact, no truncation
+    xk = xc * k  # integer multiple of a share: exact, no truncation
     var = xk.square().sum(-1, keepdim=True) * (1.0 / c)
-    return xk * inv_sqrt_nr(var + eps * LN_PRESCALE**2)
+    return xk * inv_sqrt_nr(var + eps * k**2, *cfg.inv_sqrt_range, iters=cfg.inv_sqrt_iters)
 
 
 def gelu_erf(x: MPCTensor) -> MPCTensor:
@@ -271,4 +276,4 @@ def relu(x: MPCTensor) -> MPCTensor:
     return x.relu()
 
 
-ACTIVATIONS = {"gelu": gelu, "gelu_erf": gelu_erf, "quad": quad, "relu": relu, "identity": lambda x: x}
+ACTIVATIONS = {"gelu": lambda x: gelu(x) if current_config().gelu == "poly" else gelu_erf(x), "gelu_erf": gelu_erf, "quad": quad, "relu": relu, "identity": lambda x: x}

@@ -110,7 +110,10 @@ def analyse(points: list[Point]) -> dict[str, Any]:
     for net in NETWORKS:
         front = [p.name for p in points if not any(dominates(q, p, net) for q in points)]
         ours = {
-            p.name: {"dominated_by_baselines": [q.name for q in baselines if dominates(q, p, net)]}
+            p.name: {
+                "dominated_by_baselines": [q.name for q in baselines if dominates(q, p, net)],
+                "dominated_by_same_recipe_baselines": [q.name for q in baselines if q.role == "reference" and dominates(q, p, net)],
+            }
             for p in points if p.family in OURS
         }
         out[net] = {"pareto_front": front, "ours": ours}

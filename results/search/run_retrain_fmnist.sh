@@ -13,21 +13,23 @@ ARCH=results/search/arch
 # the short recipe (documented in results/search/README.md): the dataset's default recipe from mpcvit.train
 # (AdamW, warm-up + cosine, crop+flip, label smoothing, KD logit KL + feature MSE) for EPOCHS epochs on a
 # fixed random TRAIN_LIMIT-image subset of the train split; evaluated on the full 10k test split.
-RECIPE=(--dataset fashion-mnist --epochs ${EPOCHS:-3} --train-limit ${TRAIN_LIMIT:-30000} --threads 1 --no-progress)
+RECIPE=(--dataset fashion-mnist --epochs ${EPOCHS:-2} --train-limit ${TRAIN_LIMIT:-30000} --threads 1 --no-progress)
 mkdir -p $ARCH
 for mu in 0.1 0.3 0.5 0.7; do
   $MPCVIT derive --search results/search/fmnist_mpcvit_wan --mu $mu --out $ARCH/mpcvit_mu$mu.json
 done
-$MPCVIT derive --search results/search/fmnist_mpcvitplus_wan --mu ${PLUS_MU:-0.3} --act-mu ${PLUS_ACT_MU:-0.5} \
+$MPCVIT derive --search results/search/fmnist_mpcvitplus_wan --mu ${PLUS_MU:-0.3} \
   --out $ARCH/mpcvitplus_mu${PLUS_MU:-0.3}.json
 until [ -f $TEACHER/meta.json ]; do echo "waiting for the teacher $TEACHER"; sleep 60; done
 train() { $PY -m mpcvit.search.retrain "$@" --teacher $TEACHER "${RECIPE[@]}"; }
-# two streams of three trainings, one thread each
-( train --model vit_4_4_28 --role reference --out $CK/mpcvit-reference_vit_4_4_28
-  train --arch $ARCH/mpcvit_mu0.1.json --out $CK/mpcvit_4_4_28_mu0.1
-  train --arch $ARCH/mpcvit_mu0.5.json --out $CK/mpcvit_4_4_28_mu0.5 ) > results/search/logs/retrain_stream1.log 2>&1 &
-( train --arch $ARCH/mpcvit_mu0.3.json --out $CK/mpcvit_4_4_28_mu0.3
+# the baselines (softmax ViT, MPCFormer, THE-X, all-ReLU-softmax, all-scaling) re-run with the very same recipe
+# (KD from the same teacher), and the derived models; three streams, one thread each
+ref() { train --model $1_4_4_28 --role reference --out $CK/mpcvit-reference_$1_4_4_28; }
+( ref vit; train --arch $ARCH/mpcvit_mu0.1.json --out $CK/mpcvit_4_4_28_mu0.1; ref mpcformer
+  train --arch $ARCH/mpcvit_mu0.7.json --out $CK/mpcvit_4_4_28_mu0.7 ) > results/search/logs/retrain_stream1.log 2>&1 &
+( train --arch $ARCH/mpcvit_mu0.3.json --out $CK/mpcvit_4_4_28_mu0.3; ref scale; ref thex ) > results/search/logs/retrain_stream2.log 2>&1 &
+( train --arch $ARCH/mpcvit_mu0.5.json --out $CK/mpcvit_4_4_28_mu0.5
   train --arch $ARCH/mpcvitplus_mu${PLUS_MU:-0.3}.json --out $CK/mpcvitplus_4_4_28_mu${PLUS_MU:-0.3}
-  train --arch $ARCH/mpcvit_mu0.7.json --out $CK/mpcvit_4_4_28_mu0.7 ) > results/search/logs/retrain_stream2.log 2>&1 &
+  ref relu ) > results/search/logs/retrain_stream3.log 2>&1 &
 wait
 $PY -m mpcvit.search.pareto --checkpoints $CK --out results/search/pareto_fashion_mnist

@@ -14,13 +14,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_rows() -> list[dict[str, object]]:
     """One row per registered model: name, variant and its description, input shape, tokens, parameters."""
+    import torch
+
     from mpcvit.models import create_model, list_models
     from mpcvit.models.registry import VARIANT_DOCS, parse_name
 
     rows: list[dict[str, object]] = []
     for name in list_models():
         variant, _ = parse_name(name)
-        model = create_model(name)
+        with torch.device("meta"):  # shapes only: no memory, no weight initialisation
+            model = create_model(name)
         spec = model.spec
         rows.append({
             "name": name,

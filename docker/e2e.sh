@@ -14,7 +14,8 @@
 #   PYTHON           host interpreter with mpcvit installed (default .venv/bin/python)
 #   MPCVIT_PORT      host port of the coordinator           (default 8000, or a free one if 8000 is taken)
 #   E2E_IMAGES       how many test images to classify       (default 4)
-#   E2E_MODEL        model name                             (default: mpcvit demo's choice)
+#   E2E_MODEL        model name (or MPCVIT_MODEL)           (default: mpcvit demo's choice; sets
+#                    MPCVIT_DATASET / MPCVIT_MODEL of docker-compose.yml to match)
 #   TORCH_WHEEL_DIR  where torch's CPU wheel is             (default /opt/wheels)
 #   E2E_TIMEOUT      seconds to wait for health             (default 600)
 #   E2E_KEEP=1       leave the stack running (no teardown)
@@ -91,11 +92,24 @@ fi
 export MPCVIT_PORT
 URL=http://127.0.0.1:$MPCVIT_PORT
 
+# The model: E2E_MODEL, else mpcvit demo's default (Fashion-MNIST when its data and checkpoint are here,
+# else digits); the stack serves that model's dataset directory and preloads it.
+read -r MODEL_DATASET MODEL_NAME < <("$PYTHON" - "${E2E_MODEL:-${MPCVIT_MODEL:-}}" <<'EOF'
+import sys
+from mpcvit.commands.demo import default_model, default_models_dir, find_checkpoint
+root = default_models_dir()
+ckpt = find_checkpoint(root, sys.argv[1] or default_model(root))
+print(ckpt.parent.name, ckpt.name)
+EOF
+)
+[ -n "${MODEL_NAME:-}" ] || { echo "no model to serve (see the error above)" >&2; exit 2; }
+export MPCVIT_DATASET=$MODEL_DATASET MPCVIT_MODEL=$MODEL_NAME
+
 trap teardown EXIT
 trap 'exit 130' INT TERM
 
 # -- up -----------------------------------------------------------------------------
-say "docker compose up -d --build (BASE_IMAGE=$BASE_IMAGE, project $COMPOSE_PROJECT_NAME, port $MPCVIT_PORT)"
+say "docker compose up -d --build (BASE_IMAGE=$BASE_IMAGE, project $COMPOSE_PROJECT_NAME, port $MPCVIT_PORT, model $MPCVIT_DATASET/$MPCVIT_MODEL)"
 start=$(date +%s)
 run docker compose up -d --build
 
@@ -114,11 +128,9 @@ say "healthy after $(( $(date +%s) - start ))s: $URL/v1/health"
 "$PYTHON" -c "import json, sys, urllib.request; print(json.dumps(json.load(urllib.request.urlopen(sys.argv[1])), indent=1))" "$URL/v1/health"
 
 # -- classify -----------------------------------------------------------------------
-model_args=()
-[ -n "${E2E_MODEL:-}" ] && model_args=(--model "$E2E_MODEL")
 say "classifying $IMAGES test images privately through $URL (mpcvit demo --server)"
 run "$PYTHON" -m mpcvit.cli demo --server "$URL" --images "$IMAGES" --json "$WORK/demo.json" \
-  --save-images "$WORK/images" "${model_args[@]}"
+  --save-images "$WORK/images" --model "$MPCVIT_MODEL"
 
 say "checking the answers"
 "$PYTHON" - "$WORK/demo.json" "$IMAGES" <<'EOF'

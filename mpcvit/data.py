@@ -84,6 +84,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
     """Images in [0, 1] as (C, H, W) float32 and int64 labels, for ``split`` in {"train", "test"}.
 
     ``data_dir`` overrides where the files are read from (required for ``cifar10``).
+    Loaded tensors are cached and shared between calls: never modify them in place.
     Raises ``ValueError`` for an unknown name or split and ``DatasetMissingError``
     (a ``FileNotFoundError``) when the files are absent, saying how to get them.
     """

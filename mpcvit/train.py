@@ -366,6 +366,8 @@ def train_model(
 ) -> dict[str, Any]:
     """Train ``model`` in place; returns {"test_accuracy", "train_loss", "history", "epochs", "seconds", ...}.
 
+    ``seconds`` counts this call only (a resumed run does not add the earlier calls' time).
+
     ``dataset`` is a dataset name ("digits", "fashion-mnist", "cifar10": its
     train/test splits, normalisation and augmentation are filled in) or a
     ``Dataset`` of (C, H, W) images in [0, 1] (then pass ``test_dataset`` and
@@ -375,6 +377,8 @@ def train_model(
     With ``out_dir``, progress is saved every epoch to ``out_dir/resume.pt`` and a
     later call with the same arguments continues from it.
     """
+    if config is not None and options:
+        raise ValueError(f"pass either config= or training options, not both (got {sorted(options)})")
     if isinstance(dataset, str):
         from mpcvit.data import dataset_info, load_dataset
 

@@ -171,6 +171,8 @@ def test_config_rejects_bad_options() -> None:
         TrainConfig(lr=-1)
     with pytest.raises(ValueError, match="unknown training option"):
         TrainConfig.for_dataset("digits", learning_rate=1)
+    with pytest.raises(ValueError, match="not both"):
+        train_model(mpcvit.create_model("vit_2_4_8"), "digits", config=TrainConfig(epochs=1), lr=1e-3)
 
 
 def test_cli_train_eval_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

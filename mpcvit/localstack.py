@@ -206,7 +206,7 @@ class LocalStack:
         self._wait_tcp({"dealer": ep.dealer, "party0": ep.party0, "party1": ep.party1}, deadline)
         self._spawn("coordinator", commands["coordinator"])
         self._wait_coordinator(ep.coordinator_url, deadline)
-        log.info("local stack ready: coordinator %s (logs in %s)", ep.coordinator_url, self.workdir / "logs")
+        log.debug("local stack ready: coordinator %s (logs in %s)", ep.coordinator_url, self.workdir / "logs")
         return ep
 
     def stop(self) -> None:

@@ -291,7 +291,8 @@ def run(args: argparse.Namespace) -> int:
         with LocalStack(cfg) as stack:
             assert stack.endpoints is not None
             url = stack.endpoints.coordinator_url
-            print(f"ready in {time.perf_counter() - t0:.1f} s: coordinator {url}", flush=True)
+            print(f"ready in {time.perf_counter() - t0:.1f} s: coordinator {url} (logs in {stack.workdir / 'logs'})",
+                  flush=True)
             print_header(model, dataset, f"{url} (private REST path)")
             rows = classify_images(url, model, checkpoint, args.images, args.timeout, args.save_images)
             print_summary(rows)

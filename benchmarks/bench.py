@@ -76,8 +76,9 @@ PLUS_BASE_MU = 0.7
 QUICK_ARCH = "2_4_8"
 
 FULL_MODE_NOTE = (
-    "full run (vit_7_4_32 shape, all 7 variants + MPCViT mu 0.7/0.1, LAN + WAN, batch 1 measured, batch 8 on LAN): "
-    "about 45-60 minutes on this 2-core machine, most of it WAN round trips"
+    "the committed run (vit_7_4_32 shape, 8 models, LAN + WAN measured, batch 1, 3 repeats, 2 on WAN) took 16 minutes "
+    "on this 2-core machine while other jobs kept its load average near 20; batch 8 (results/bench/batch8/, LAN measured, "
+    "WAN predicted, 5 models) is a separate run"
 )
 
 
@@ -885,6 +886,16 @@ def _dirty(git: dict[str, Any]) -> str:
     return " (the code that ran is committed; other paths had uncommitted changes)" if git.get("dirty_paths") else ""
 
 
+def _token_note(model: dict[str, Any]) -> str:
+    """MPCViT+'s per-token GeLU: on how many tokens each layer keeps it."""
+    toks = model.get("spec", {}).get("act_tokens")
+    if not toks:
+        return ""
+    spec = ArchSpec.from_dict(model["spec"])
+    counts = [("all" if t is None else str(len(t))) if not spec.mlp_is_linear(l) else "0" for l, t in enumerate(toks)]
+    return f" (GeLU on {', '.join(counts)} of {spec.num_tokens} tokens per layer, identity on the rest)"
+
+
 def _load(avg: list[float] | None) -> str:
     return f"{avg[0]:.1f}" if avg else "not recorded"
 
@@ -1031,7 +1042,7 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
     ]
     for m in doc["models"]:
         heads = ", ".join(f"{k} {v}" for k, v in sorted(m["heads"].items()))
-        acts = ", ".join(f"{k} {v}" for k, v in m["activations"].items())
+        acts = ", ".join(f"{k} {v}" for k, v in m["activations"].items()) + _token_note(m)
         lines.append(f"| {m['label']} | {m['arch']} | {heads} | {acts} | {m['arch_source']} |")
     for arch in s["archs"]:
         for batch in s["batches"]:

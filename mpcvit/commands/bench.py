@@ -16,9 +16,11 @@ inprocess transport, no shaping; well under a minute).
 
 Full mode, the committed run (results/bench/):
   mpcvit bench --models vit,mpcformer,thex,relu,scale,mpcvit,mpcvitplus --arch 7_4_32 --network lan,wan \\
-      --batch 1,8 --transport grpc --repeats 3 --wan-repeats 2 --out results/bench
-takes about 45-60 minutes on a 2-core machine (most of it real WAN round trips: ~1,000 rounds x 40 ms
-per inference); batch 8 is measured on LAN and predicted on WAN (--wan-max-batch).
+      --batch 1 --transport grpc --repeats 3 --wan-repeats 2 --out results/bench
+took 16 minutes on a 2-core machine under heavy load (WAN: 300-1,100 rounds x 20 ms one-way per inference),
+and batch 8 (measured on LAN, predicted on WAN with --wan-max-batch 1) is a separate run:
+  mpcvit bench --models vit,mpcformer,thex,mpcvit,mpcvitplus --arch 7_4_32 --network lan,wan --batch 8 \\
+      --wan-max-batch 1 --transport grpc --repeats 2 --out results/bench/batch8
 
 Latency is measured over the gRPC transport with its sender-side shaper (one-way delay = RTT/2 plus
 bandwidth) and predicted as compute + rounds x RTT + bytes / bandwidth. The inprocess transport

@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -222,7 +222,7 @@ def distillation_loss(
     return (1 - cfg.kd_alpha) * ce + cfg.kd_alpha * T * T * kl + cfg.kd_feature_weight * mse
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float):  # type: ignore[no-untyped-def]
+def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
     """lr multiplier: linear 0 -> 1 over ``warmup_steps``, then cosine 1 -> ``min_ratio`` at ``total_steps``."""
 
     def factor(step: int) -> float:

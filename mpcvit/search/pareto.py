@@ -51,6 +51,7 @@ class Point:
     heads: dict[str, int]
     act: list[str]
     mu: float | None
+    act_summary: str
     role: str  # "baseline" (trained by 'mpcvit train'), "derived" (ours), "reference" / "teacher" (our re-runs)
 
 
@@ -89,11 +90,19 @@ def collect(root: Path, costs: CostModel) -> list[Point]:
         points.append(Point(
             name=d.name, family=family, label=label, accuracy=acc,
             latency_s={net: costs.arch_latency(spec, net) for net in NETWORKS},
-            heads=spec.count_heads(), act=list(spec.act), mu=mu, role=role,
+            heads=spec.count_heads(), act=list(spec.act), mu=mu, act_summary=_act_summary(spec), role=role,
         ))
     if not points:
         raise ValueError(f"no checkpoints with a test accuracy under {root}")
     return points
+
+
+def _act_summary(spec: ArchSpec) -> str:
+    parts = []
+    for layer, kind in enumerate(spec.act):
+        toks = spec.tokens_with_act(layer)
+        parts.append(kind if toks is None or kind == "identity" else f"{kind}({len(toks)}/{spec.num_tokens})")
+    return " ".join(parts)
 
 
 def dominates(a: Point, b: Point, network: str) -> bool:
@@ -157,6 +166,25 @@ def plot(points: list[Point], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def markdown_table(points: list[Point], analysis: dict[str, Any]) -> str:
+    """One row per model: heads, activations, accuracy, estimated LAN / WAN latency, ratio to the softmax ViT(s)."""
+    same = analysis.get("vs_softmax_reference_same_recipe", {})
+    full = analysis.get("vs_softmax_vit", {})
+    rows = [
+        "| model | role | heads | MLP activation (tokens kept) | accuracy % | LAN s | WAN s "
+        "| WAN x vs same-recipe softmax | WAN x vs full-recipe softmax | on WAN front |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in sorted(points, key=lambda p: -p.latency_s["wan"]):
+        heads = ", ".join(f"{k} {v}" for k, v in sorted(p.heads.items()))
+        ratio_same = same.get(p.name, {}).get("wan_latency_ratio", "")
+        ratio_full = full.get(p.name, {}).get("wan_latency_ratio", "")
+        front = "yes" if p.name in analysis["wan"]["pareto_front"] else ""
+        rows.append(f"| {p.label} | {p.role} | {heads} | {p.act_summary} | {100 * p.accuracy:.2f} | "
+                    f"{p.latency_s['lan']:.3f} | {p.latency_s['wan']:.2f} | {ratio_same} | {ratio_full} | {front} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", default="checkpoints/fashion-mnist", help="directory of checkpoint directories")
@@ -178,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "analysis": analyse(points),
     }
     stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown_table(points, data["analysis"]))
     log.info("wrote %s.png and %s.json (%d models, %s costs)", stem, stem, len(points), costs.source)
     return 0
 

@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, default=None, help="train on a fixed random subset of this size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup-epochs", type=float, default=None, help="override the recipe's warm-up (epochs)")
+    parser.add_argument("--pad", type=int, default=None, help="override the recipe's random-shift padding (0 = none)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="override the recipe's flips")
+    parser.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     parser.add_argument("--work", default=None, help="resume directory (default runs/retrain/<out name>)")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     parser.add_argument("--role", choices=("derived", "reference", "teacher"), default="derived",
@@ -102,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     spec = ArchSpec.from_json(Path(args.arch).read_text()) if args.arch else model_spec(args.model)
+    overrides = {k: v for k, v in (("warmup_epochs", args.warmup_epochs), ("pad", args.pad), ("flip", args.flip),
+                                   ("lr", args.lr)) if v is not None}
     command = "python -m mpcvit.search.retrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     retrain(spec, args.dataset, args.teacher, args.epochs, args.out, train_limit=args.train_limit, work=args.work,
-            seed=args.seed, progress=not args.no_progress, command=command, role=args.role)
+            seed=args.seed, progress=not args.no_progress, command=command, role=args.role, **overrides)
     return 0
 
 

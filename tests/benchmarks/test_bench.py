@@ -58,6 +58,11 @@ def test_quick_mode_has_every_model_and_field(quick: tuple[dict[str, Any], Path]
         net = NETWORKS[r["network"]]
         busier = max(r["bytes"]["party0_sent"], r["bytes"]["party1_sent"])
         assert r["latency_predicted_s"] == pytest.approx(r["compute_s"]["median"] + r["rounds"] * net.rtt_s + 8 * busier / net.bandwidth_bps)
+    trained = Path(__file__).resolve().parents[2] / "checkpoints" / "digits" / "vit_2_4_8" / "meta.json"
+    if trained.is_file():  # a trained checkpoint at this shape: its weights are run and its accuracy is reported
+        vit = next(r for r in rows if r["model"] == "vit")
+        assert vit["accuracy"]["dataset"] == "digits" and vit["accuracy"]["value"] > 90
+        assert vit["check"]["top1_agreement"] == 1.0
     for name in ("results.md", "latency_2_4_8.png", "costs_2_4_8.png", "per_op_2_4_8.png"):
         assert (out / name).stat().st_size > 0
 

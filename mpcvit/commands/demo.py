@@ -27,11 +27,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mpcvit.checkpoint import load_checkpoint, normalise_input
+
+if TYPE_CHECKING:
+    from mpcvit.localstack import LocalStack
 
 log = logging.getLogger(__name__)
 
@@ -255,10 +258,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _serve_until_interrupted(stack: Any, url: str) -> None:
+def _serve_until_interrupted(stack: LocalStack, url: str) -> None:
     """Wait for Ctrl-C (or SIGTERM); fail if one of the processes dies meanwhile."""
-    print(f"serving: open {url}/ in a browser (API {url}/v1/health); Ctrl-C to stop", flush=True)
-    try:
+    try:  # print inside the try: a Ctrl-C right after the line must still stop cleanly
+        print(f"serving: open {url}/ in a browser (API {url}/v1/health); Ctrl-C to stop", flush=True)
         while True:
             for proc in stack.procs:
                 if proc.popen.poll() is not None:
@@ -268,9 +271,34 @@ def _serve_until_interrupted(stack: Any, url: str) -> None:
         print("\nCtrl-C: stopping", flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
+def _run_local(args: argparse.Namespace, model: str, checkpoint: Path, dataset: str) -> list[Row]:
+    """Start the four processes, classify, optionally serve until Ctrl-C, stop them all."""
     from mpcvit.localstack import LocalStack, StackConfig
 
+    cfg = StackConfig(
+        models_dir=checkpoint.parent, model=model, insecure=args.insecure,
+        coordinator_port=args.port, startup_timeout_s=args.timeout,
+    )
+    print(f"starting dealer, party 0, party 1, coordinator on 127.0.0.1 "
+          f"({'plaintext gRPC' if args.insecure else 'mutual TLS'}) ...", flush=True)
+    t0 = time.perf_counter()
+    with LocalStack(cfg) as stack:
+        assert stack.endpoints is not None
+        url = stack.endpoints.coordinator_url
+        print(f"ready in {time.perf_counter() - t0:.1f} s: coordinator {url} (logs in {stack.workdir / 'logs'})",
+              flush=True)
+        print_header(model, dataset, f"{url} (private REST path)")
+        rows = classify_images(url, model, checkpoint, args.images, args.timeout, args.save_images)
+        print_summary(rows)
+        if args.keep_running:
+            _serve_until_interrupted(stack, url)
+    print("stopped dealer, parties and coordinator", flush=True)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.images < 1:
+        raise ValueError(f"--images must be at least 1, got {args.images}")
     models_dir = (args.models_dir or default_models_dir()).resolve()
     model = args.model or default_model(models_dir)
     checkpoint = find_checkpoint(models_dir, model)
@@ -280,30 +308,15 @@ def run(args: argparse.Namespace) -> int:
     if args.server:
         print_header(model, dataset, args.server)
         rows = classify_images(args.server, model, checkpoint, args.images, args.timeout, args.save_images)
-    else:
-        cfg = StackConfig(
-            models_dir=checkpoint.parent, model=model, insecure=args.insecure,
-            coordinator_port=args.port, startup_timeout_s=args.timeout,
-        )
-        print(f"starting dealer, party 0, party 1, coordinator on 127.0.0.1 "
-              f"({'plaintext gRPC' if args.insecure else 'mutual TLS'}) ...", flush=True)
-        t0 = time.perf_counter()
-        with LocalStack(cfg) as stack:
-            assert stack.endpoints is not None
-            url = stack.endpoints.coordinator_url
-            print(f"ready in {time.perf_counter() - t0:.1f} s: coordinator {url} (logs in {stack.workdir / 'logs'})",
-                  flush=True)
-            print_header(model, dataset, f"{url} (private REST path)")
-            rows = classify_images(url, model, checkpoint, args.images, args.timeout, args.save_images)
-            print_summary(rows)
-            if args.keep_running:
-                _serve_until_interrupted(stack, url)
-        print("stopped dealer, parties and coordinator", flush=True)
-    if args.server:
         print_summary(rows)
+    else:
+        rows = _run_local(args, model, checkpoint, dataset)
     if args.json:
         args.json.write_text(json.dumps({"model": model, "dataset": dataset, "rows": [asdict(r) for r in rows]}, indent=2))
-    return 0 if all(r.agree for r in rows) else 1
+    if not all(r.agree for r in rows):
+        print("mpcvit demo: the secure class differs from the plaintext model's on some image", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,8 +26,8 @@ from protocols.runtime import SecureViT
 log = logging.getLogger(__name__)
 
 
-def _party(rank: int, model: VisionTransformer, meta: dict[str, Any], shares: list[torch.Tensor],
-           config: SecureConfig, seed: int) -> dict[str, Any]:
+def _party(rank: int, model: VisionTransformer, meta: dict[str, Any], config: SecureConfig, seed: int,
+           shares: list[torch.Tensor]) -> dict[str, Any]:
     install_provider(DealerProvider(rank) if config.provider == "dealer" else TFPProvider())
     t0 = time.perf_counter()
     secure = SecureViT.share(model if rank == 0 else None, model.spec, meta if rank == 0 else None, owner=0,
@@ -83,7 +83,7 @@ def evaluate_private(model: VisionTransformer, meta: dict[str, Any], images: tor
         s0.append(a)
         s1.append(b)
     t0 = time.perf_counter()
-    r0, r1 = run_two_party(lambda rank: _party(rank, model, meta, s0 if rank == 0 else s1, config, seed), timeout=timeout)
+    r0, r1 = run_two_party(_party, model, meta, config, seed, rank_args=((s0,), (s1,)), timeout=timeout)
     wall = time.perf_counter() - t0
     private = torch.cat([
         reconstruct_fixed_point(torch.tensor(a), torch.tensor(b), config.precision_bits).float()

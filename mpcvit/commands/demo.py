@@ -56,6 +56,7 @@ class Row:
     private_class: str
     plaintext_class: str
     agree: bool
+    correct: bool  # the secure class is the test set's label
     max_logit_error: float  # max |secure logit - plaintext logit|
     rounds: int | None
     bytes: int | None
@@ -122,12 +123,18 @@ def _fashion_mnist_installed() -> bool:
 
 
 def default_model(models_dir: Path) -> str:
-    """The Fashion-MNIST demo model when its data and checkpoint are here, else the digits one."""
+    """The Fashion-MNIST demo model when its data and a checkpoint are here, else the digits one.
+
+    Within a dataset, the first of ``PREFERRED`` that exists, else the first checkpoint by name.
+    """
     datasets = ("fashion-mnist", "digits") if _fashion_mnist_installed() else ("digits",)
     for dataset in datasets:
         for name in PREFERRED[dataset]:
             if (models_dir / dataset / name / "arch.json").is_file() or (models_dir / name / "arch.json").is_file():
                 return name
+        others = sorted(p.parent.name for p in (models_dir / dataset).glob("*/arch.json"))
+        if others:  # no preferred name: any checkpoint of this dataset
+            return others[0]
     raise ValueError(f"no demo checkpoint under {models_dir} (train one with 'mpcvit train')")
 
 
@@ -184,6 +191,20 @@ def _fmt_bytes(n: int | None) -> str:
 # -- the run ---------------------------------------------------------------------
 
 
+def _class_names(meta: dict[str, Any], dataset: str) -> list[str] | None:
+    """Class names from meta.json (``classes`` or ``class_names``), else the dataset's."""
+    for key in ("classes", "class_names"):
+        names = meta.get(key)
+        if isinstance(names, list) and names:
+            return [str(c) for c in names]
+    from mpcvit.data import dataset_info
+
+    try:
+        return list(dataset_info(dataset).class_names)
+    except (ValueError, OSError):
+        return None
+
+
 def _class_name(classes: list[str] | None, k: int) -> str:
     return classes[k] if classes and k < len(classes) else str(k)
 
@@ -212,7 +233,7 @@ def classify_images(
 
     net, meta = load_checkpoint(checkpoint)
     dataset = str(meta.get("dataset", "digits"))
-    classes = [str(c) for c in meta.get("classes", [])] or None
+    classes = _class_names(meta, dataset)
     idx, images, labels = pick_images(dataset, count)
     if save_dir is not None:
         save_images(save_dir, idx, images, [_class_name(classes, int(k)) for k in labels])
@@ -227,6 +248,7 @@ def classify_images(
             rows.append(Row(
                 index=int(idx[i]), true_class=_class_name(classes, int(labels[i])), private_class=res.class_name,
                 plaintext_class=_class_name(classes, int(plain[i])), agree=res.class_index == int(plain[i]),
+                correct=res.class_index == int(labels[i]),
                 max_logit_error=round(float((torch.tensor(res.logits) - plain_logits[i].double()).abs().max()), 4),
                 rounds=rounds, bytes=nbytes, seconds=round(res.seconds, 3),
             ))
@@ -248,7 +270,7 @@ def print_row(n: int, row: Row) -> None:
 
 def print_summary(rows: list[Row]) -> None:
     agree = sum(r.agree for r in rows)
-    correct = sum(r.private_class == r.true_class for r in rows)
+    correct = sum(r.correct for r in rows)
     secs = sum(r.seconds for r in rows) / len(rows)
     print(f"agreement with the plaintext model: {agree}/{len(rows)}; "
           f"correct (true class): {correct}/{len(rows)}; mean {secs:.2f} s per image")

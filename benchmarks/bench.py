@@ -222,7 +222,7 @@ def _find_searched(mu: float | None, plus: bool) -> list[tuple[Path, ArchSpec]]:
         if mu is not None and named is None and abs(_relu_ratio(spec) - mu) > 0.5 / (spec.depth * spec.num_heads) + 1e-9:
             continue
         found.append((path, spec))
-    return found
+    return sorted(found, key=lambda f: (_file_mu(f[0]) is None, str(f[0])))  # ratio-derived files before budget-derived ones
 
 
 def paper_ratio_attn(shape: dict[str, int], mu: float) -> tuple[tuple[str, ...], ...]:

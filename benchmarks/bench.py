@@ -643,7 +643,7 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
                 "published": None,
                 "check": check,
             }
-            if pub is not None and net_name == "wan":
+            if pub is not None and net_name == "wan" and batch == 1:  # the published figures are batch 1
                 ours = measured["median"] if measured else predicted
                 row["published"] = {
                     "label": pub.label, "dataset": pub.dataset, "accuracy": pub.accuracy, "wan_seconds": pub.wan_seconds,
@@ -847,6 +847,9 @@ def add_cost_table_estimates(doc: dict[str, Any]) -> None:
 def write_results(doc: dict[str, Any], out: Path, plots: bool = True) -> list[Path]:
     """results.json, results.md and (optionally) the PNG plots into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    for row in doc["results"]:
+        if row["batch"] != 1:
+            row["published"] = None  # the published figures are batch 1 (older results compared every batch)
     if "cost_table" not in doc or not doc["cost_table"].get("available"):
         add_cost_table_estimates(doc)
     paths = [out / "results.json", out / "results.md"]

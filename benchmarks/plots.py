@@ -46,7 +46,7 @@ def plot_latency(doc: dict[str, Any], arch: str, out: Path) -> Path:
         ax.bar(list(x), predicted, w, label="ours, predicted: compute + rounds x RTT + bytes/bw", color=COLORS["predicted"])
         exchange = [r.get("latency_predicted_exchange_s", 0.0) for r in rows]
         ax.scatter(list(x), exchange, marker="_", s=300, color="black", zorder=3, label="ours, predicted with rounds x RTT/2")
-        if net == "wan":
+        if net == "wan" and batch == 1:  # the published figures are batch 1
             pub = [(p.wan_seconds if (p := published_for(r["model"], arch)) else 0.0) for r in rows]
             if any(pub):
                 ax.bar([i + w for i in x], pub, w, label="published (SPU, SEMI-2K)", color=COLORS["published"])

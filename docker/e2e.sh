@@ -6,17 +6,21 @@
 # class equals the plaintext model's, classify one PNG with `mpcvit classify`,
 # and tear everything down (always, via trap; volumes included).
 #
-#   docker/e2e.sh                       # BASE_IMAGE=localbase/python:3.11 by default
-#   BASE_IMAGE=python:3.11-slim docker/e2e.sh
+#   docker/e2e.sh                                   # BASE_IMAGE=python:3.11-slim
+#   BASE_IMAGE=localbase/python:3.11 OFFLINE_DOCKER=/path/to/setup.sh TORCH_WHEEL_DIR=/path/to/wheels docker/e2e.sh
 #
 # Environment (all optional):
-#   BASE_IMAGE       base image of docker/Dockerfile        (default localbase/python:3.11)
+#   BASE_IMAGE       base image of docker/Dockerfile        (default python:3.11-slim)
+#   OFFLINE_DOCKER   a script run first when Docker, compose or BASE_IMAGE is missing (on a machine
+#                    without a container registry: starts dockerd, builds BASE_IMAGE from Debian
+#                    packages, installs the compose plugin)  (default: none)
 #   PYTHON           host interpreter with mpcvit installed (default .venv/bin/python)
 #   MPCVIT_PORT      host port of the coordinator           (default 8000, or a free one if 8000 is taken)
 #   E2E_IMAGES       how many test images to classify       (default 4)
 #   E2E_MODEL        model name (or MPCVIT_MODEL)           (default: mpcvit demo's choice; sets
 #                    MPCVIT_DATASET / MPCVIT_MODEL of docker-compose.yml to match)
-#   TORCH_WHEEL_DIR  where torch's CPU wheel is             (default /opt/wheels)
+#   TORCH_WHEEL_DIR  a folder holding torch's CPU wheel, copied into the build context
+#                    (default: none; the image then installs torch from the PyTorch CPU index)
 #   E2E_TIMEOUT      seconds to wait for health             (default 600)
 #   E2E_KEEP=1       leave the stack running (no teardown)
 # Exit status 0 only if every check passed.
@@ -25,13 +29,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-export BASE_IMAGE=${BASE_IMAGE:-localbase/python:3.11}
+export BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim}
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-mpcvit-e2e}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 IMAGES=${E2E_IMAGES:-4}
 TIMEOUT=${E2E_TIMEOUT:-600}
-TORCH_WHEEL_DIR=${TORCH_WHEEL_DIR:-/opt/wheels}
-OFFLINE_DOCKER=${OFFLINE_DOCKER:-/work/shared/tools/offline-docker.sh}
+TORCH_WHEEL_DIR=${TORCH_WHEEL_DIR:-}
+OFFLINE_DOCKER=${OFFLINE_DOCKER:-}
 WORK=$(mktemp -d -t mpcvit-e2e.XXXXXX)
 
 BGPID=
@@ -61,7 +65,7 @@ teardown() {
 [ -x "$PYTHON" ] || { echo "no $PYTHON: run 'make venv' first (the host classifies the images)" >&2; exit 2; }
 if ! docker info >/dev/null 2>&1 || ! docker compose version >/dev/null 2>&1 \
    || ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  if [ "$BASE_IMAGE" = localbase/python:3.11 ] && [ -f "$OFFLINE_DOCKER" ]; then
+  if [ -n "$OFFLINE_DOCKER" ] && [ -f "$OFFLINE_DOCKER" ]; then
     say "starting Docker and building $BASE_IMAGE with $OFFLINE_DOCKER"
     BASE_IMAGE=$BASE_IMAGE bash "$OFFLINE_DOCKER"
   fi
@@ -70,7 +74,8 @@ docker compose version >/dev/null
 
 # torch's CPU wheel through the build context, when it is on this machine.
 shopt -s nullglob
-wheels=("$TORCH_WHEEL_DIR"/torch-2.13.0+cpu-cp311-*.whl)
+wheels=()
+[ -n "$TORCH_WHEEL_DIR" ] && wheels=("$TORCH_WHEEL_DIR"/torch-2.13.0+cpu-cp311-*.whl)
 if [ ${#wheels[@]} -gt 0 ] && [ ! -f "docker/wheels/$(basename "${wheels[0]}")" ]; then
   cp "${wheels[0]}" docker/wheels/
 fi

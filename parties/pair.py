@@ -25,6 +25,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from parties.transport import Mode, NetworkShape
+from protocols.local import collect_two_party
 
 Backend = Literal["grpc", "gloo"]
 
@@ -126,17 +127,4 @@ def run_pair(fn: Callable[..., Any], *args: Any, config: PairConfig = PairConfig
             procs = [ctx.Process(target=_entry, args=(_grpc_party, r, out, ports, config, fn, args)) for r in (0, 1)]
         for p in procs:
             p.start()
-        try:
-            results: dict[int, Any] = {}
-            for _ in procs:
-                rank, status, value = out.get(timeout=timeout_s)
-                if status != "ok":
-                    raise RuntimeError(f"party {rank} failed: {value}")
-                results[rank] = _attach(value)
-            return [results[0], results[1]]
-        finally:
-            for p in procs:
-                p.join(timeout=10)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
+        return collect_two_party(procs, out, timeout_s, transform=_attach)

@@ -71,26 +71,38 @@ def run_two_party(fn: Callable[..., Any], *args: Any, rank_args: tuple[tuple[Any
         ]
         for p in procs:
             p.start()
-        results: dict[int, Any] = {}
-        deadline = time.monotonic() + timeout
-        try:
-            while len(results) < 2:
-                try:
-                    rank, status, value = out.get(timeout=1.0)
-                except queue.Empty:
-                    dead = [r for r, p in enumerate(procs) if r not in results and p.exitcode not in (None, 0)]
-                    if dead:
-                        raise RuntimeError(f"party {dead[0]} died (exit code {procs[dead[0]].exitcode})") from None
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"two-party run did not finish within {timeout:.0f} s") from None
-                    continue
-                if status != "ok":
-                    raise RuntimeError(f"party {rank} failed:\n{value}")
-                results[rank] = value
-        finally:
-            for p in procs:
-                p.join(timeout=5)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
+        return collect_two_party(procs, out, timeout)
+
+
+def collect_two_party(procs: list[Any], out: Any, timeout: float,
+                      transform: Callable[[Any], Any] = lambda v: v) -> list[Any]:
+    """Read (rank, status, value) from both started ``procs`` via ``out``; stop them; [result 0, result 1].
+
+    A party that reports an error, or dies without reporting (a signal, a crash
+    in native code), fails the run within a second (RuntimeError); no result
+    within ``timeout`` seconds is a TimeoutError. Processes still alive at the
+    end are killed.
+    """
+    results: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while len(results) < 2:
+            try:
+                rank, status, value = out.get(timeout=1.0)
+            except queue.Empty:
+                dead = [r for r, p in enumerate(procs) if r not in results and p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"party {dead[0]} died (exit code {procs[dead[0]].exitcode})") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"two-party run did not finish within {timeout:.0f} s") from None
+                continue
+            if status != "ok":
+                raise RuntimeError(f"party {rank} failed:\n{value}")
+            results[rank] = transform(value)
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
     return [results[0], results[1]]

@@ -16,19 +16,31 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   (|value| 2^f / 2^63 per element), fewer lose logit accuracy.
 * ``exp_iterations = 8`` (softmax's exp(x) = (1 + x/256)^256 on x = s - max <= 0):
   absolute error < 4e-3 per softmax entry (test_ops: softmax < 1e-2).
-* ``reciprocal_iters = 3`` from a range start within sqrt(2) on
-  [2^-12, 2^12] (one batched comparison): relative error < 1e-3 over
-  [1e-3, 1e3]. CrypTen's default (3 exp(1 - 2x) + 0.003 and 10 Newton steps,
-  28 rounds) diverges above x ~ 600 and costs more rounds.
-* ``inv_sqrt_iters = 3`` from a range start on [2^-14, 2^14] with the centred
-  values pre-scaled by ``ln_prescale = 4``: relative error < 1e-3 over
-  [1e-3, 1e3]. CrypTen's default start (3 Newton steps) is off by 40 % at
+* ``reciprocal_iters = 2`` Goldschmidt steps (1 round each) from a range start
+  with ``range_per_octave = 2`` thresholds per octave on [2^-12, 2^12] (one
+  batched comparison, start within 2^(1/4)): relative error < 1.5e-3 over
+  [1e-3, 1e2] (above, 1/x is a few ulps of 2^-16 and so is the error), 10
+  rounds. CrypTen's default (3 exp(1 - 2x) + 0.003 and 10 Newton steps, 28
+  rounds) diverges above x ~ 600. One threshold per octave needed 3 steps for
+  the same error.
+* ``inv_sqrt_iters = 2`` Newton steps (3 rounds each) from a range start on
+  [2^-14, 2^14] (within 2^(1/8)) with the centred values pre-scaled by
+  ``ln_prescale = 4``: relative error < 1e-3 over [1e-3, 1e3]. CrypTen's default start (3 Newton steps) is off by 40 % at
   var = 0.01, which broke LayerNorm on the class token of trained digits models
   (logit error 2.6 -> 0.025 with the range start).
 * ``gelu = "poly"``: x/2 + a degree-7 polynomial in x^2 on |x| <= 4 (+ one
   comparison): max error 1.2e-3 on [-8, 8]. CrypTen's Taylor erf (``"erf"``)
   is off by 1.9 at x = -2 and by 700 at x = -3, and its large powers make the
   local truncation fail (a logit error of 4e9 on a trained digits model).
+* ``comparison = "ring"``: every sign test (ReLU, softmax's max, GeLU's range
+  test, the Newton starts) runs ``protocols.compare.ltz`` on a small ring with
+  packed lanes instead of CrypTen's 64-bit circuit (``"crypten"``): 6-7 rounds
+  instead of 8, 2-5 words opened per value instead of 27. Each use has its
+  (ring bits k, dropped bits t): exact unless 0 <= x < 2^(t-16), valid for
+  |x| < 2^(k-1+t-16). GeLU's |x| > 4 test (16, 12): |x| < 2048, step 1/16
+  (the two branches agree to 1.3e-4 at |x| = 4). ReLU and max (32, 4):
+  |x| < 2^19, error <= 2^-12. Newton starts (32, 2): |x| < 2^17, thresholds
+  from 2^-14 at step 2^-14 (a start one bucket off is still within factor 2).
 * ``matmul_backend = "int64"``: torch 2.13's int64 matmul on this CPU takes
   ~0.9 ms for 65x256 @ 256x768 (one thread), the three float64 limb products
   of "limbs" ~1.6-3.2 ms; both are exact mod 2^64 (test_ops compares them).
@@ -40,10 +52,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from protocols import ring
+from protocols.compare import check_ring
 from protocols.crypten_compat import crypten
 
 ProviderKind = Literal["dealer", "tfp"]
 MatmulBackend = Literal["int64", "limbs"]
+Comparison = Literal["ring", "crypten"]
 
 
 @dataclass(frozen=True)
@@ -52,27 +66,37 @@ class SecureConfig:
 
     precision_bits: int = 16
     exp_iterations: int = 8
-    reciprocal_iters: int = 3
+    reciprocal_iters: int = 2
     reciprocal_range: tuple[int, int] = (-12, 12)  # log2 of the domain of the range start
-    inv_sqrt_iters: int = 3
+    inv_sqrt_iters: int = 2
     inv_sqrt_range: tuple[int, int] = (-14, 14)
+    range_per_octave: int = 2  # thresholds per octave of the Newton starts
     ln_prescale: int = 4  # centred LayerNorm inputs are multiplied by this integer before squaring
     gelu: Literal["poly", "erf"] = "poly"
     erf_iterations: int = 8  # only for gelu = "erf"
     layernorm_eps: float = 1e-5  # torch.nn.LayerNorm's default
     matmul_backend: MatmulBackend = "int64"
     provider: ProviderKind = "dealer"
+    comparison: Comparison = "ring"
+    gelu_compare: tuple[int, int] = (16, 12)  # (ring bits, dropped low bits) of protocols.compare.ltz
+    relu_compare: tuple[int, int] = (32, 4)  # ReLU, ReLU-softmax, THE-X and softmax's max
+    range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
 
     def __post_init__(self) -> None:
         if not 8 <= self.precision_bits <= 24:
             raise ValueError(f"precision_bits must be in 8..24, got {self.precision_bits}")
-        for name in ("exp_iterations", "reciprocal_iters", "inv_sqrt_iters", "erf_iterations", "ln_prescale"):
+        for name in ("exp_iterations", "reciprocal_iters", "inv_sqrt_iters", "erf_iterations", "ln_prescale",
+                     "range_per_octave"):
             if not 1 <= getattr(self, name) <= 32:
                 raise ValueError(f"{name} must be in 1..32, got {getattr(self, name)}")
         if self.matmul_backend not in ("int64", "limbs"):
             raise ValueError(f"unknown matmul_backend {self.matmul_backend!r}")
         if self.gelu not in ("poly", "erf"):
             raise ValueError(f"unknown gelu {self.gelu!r}; choose poly or erf")
+        if self.comparison not in ("ring", "crypten"):
+            raise ValueError(f"unknown comparison {self.comparison!r}; choose ring or crypten")
+        for name in ("gelu_compare", "relu_compare", "range_compare"):
+            check_ring(*getattr(self, name))
         if self.provider not in ("dealer", "tfp"):
             raise ValueError(f"unknown provider {self.provider!r}; choose dealer or tfp")
 

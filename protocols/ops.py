@@ -3,9 +3,10 @@
 Every op takes and returns ``crypten.mpc.MPCTensor`` (arithmetic shares of
 fixed-point values, scale 2^f). "Rounds" below are the communicator's
 collective calls of one op on party 0, the same for any batch size; c(x) is
-the rounds of one comparison of CrypTen's A2B + adder circuit (``x < 0``,
-ReLU: ~ log2(64) + 2 rounds) and r_exp, r_rec, r_isqrt the rounds of the
-iterative approximations configured in ``protocols.config``.
+the rounds of one comparison ``x < 0`` (``protocols.compare.ltz`` on a
+small ring: 6 rounds on 16 bits, 7 on 32; CrypTen's 64-bit circuit: 8) and
+r_exp, r_rec, r_isqrt the rounds of the iterative approximations configured
+in ``protocols.config``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from functools import lru_cache
 
 import torch
 
+from protocols import compare
 from protocols.config import current_config
+from protocols.lockstep import SUM, Steps, parallel, run, run_one
 from protocols.crypten_compat import crypten
 from protocols.ring import ring_matmul
 
@@ -43,6 +46,11 @@ def beaver_products(items: Sequence[Product]) -> list[MPCTensor]:
     truncation: error <= 1 ulp except with probability |z| / 2^63).
     Rounds: 1.
     """
+    return run_one(beaver_steps(items))
+
+
+def beaver_steps(items: Sequence[Product]) -> Steps:
+    """Step protocol of ``beaver_products`` (for ``protocols.lockstep.run`` beside other protocols)."""
     if not items:
         return []
     provider = crypten.mpc.get_default_provider()
@@ -54,7 +62,7 @@ def beaver_products(items: Sequence[Product]) -> list[MPCTensor]:
         a, b, c = provider.generate_additive_triple(x.size(), y.size(), op, device=None)
         triples.append((a.share, b.share, c.share))
         masked += [x._tensor.share - a.share, y._tensor.share - b.share]
-    opened = comm.get().all_reduce(masked, batched=True)
+    opened = yield [(SUM, t) for t in masked]
     rank = comm.get().get_rank()
     out = []
     for i, ((op, x, y), (a, b, c)) in enumerate(zip(items, triples)):
@@ -62,6 +70,25 @@ def beaver_products(items: Sequence[Product]) -> list[MPCTensor]:
         f = ring_matmul if op == "matmul" else torch.mul
         z = c + f(eps, b) + f(a + eps if rank == 0 else a, delta)
         out.append(_rescale(z, x, y))
+    return out
+
+
+def square_steps(xs: Sequence[MPCTensor]) -> Steps:
+    """Step protocol: [x^2] for each x in one round with the provider's square pairs (r, r^2).
+
+    Math: open eps = x - r (1 ring element per value and party, half a Beaver
+    product's), x^2 = r^2 + 2 eps r + eps^2 (party 0 adds eps^2), then local truncation.
+    """
+    provider = crypten.mpc.get_default_provider()
+    pairs = [provider.square(x.size()) for x in xs]
+    opened = yield [(SUM, x._tensor.share - r.share) for x, (r, _) in zip(xs, pairs)]
+    rank = comm.get().get_rank()
+    out = []
+    for x, (r, r2), eps in zip(xs, pairs, opened):
+        z = r2.share + 2 * eps * r.share
+        if rank == 0:
+            z = z + eps * eps
+        out.append(_rescale(z, x, x))
     return out
 
 
@@ -95,20 +122,50 @@ def public_zeros(*size: int) -> MPCTensor:
     return MPCTensor.from_shares(torch.zeros(size, dtype=torch.long), precision=crypten.cfg.encoder.precision_bits)
 
 
+# -- comparisons -------------------------------------------------------------------
+def ltz(x: MPCTensor, use: str) -> MPCTensor:
+    """Shares (scale 1) of [x < 0]; ``use`` ("gelu", "relu" or "range") picks the config's small ring.
+
+    With ``SecureConfig.comparison = "crypten"``, CrypTen's 64-bit circuit instead. Rounds: c(x).
+    """
+    cfg = current_config()
+    if cfg.comparison == "crypten":
+        return x._ltz()
+    return compare.ltz(x, *getattr(cfg, f"{use}_compare"))
+
+
+def relu_op(x: MPCTensor) -> MPCTensor:
+    """ReLU(x) = x (1 - [x < 0]). Rounds: c(x) + 1."""
+    cfg = current_config()
+    if cfg.comparison == "crypten":
+        return x.relu()
+    return compare.relu(x, *cfg.relu_compare)
+
+
+def max_last(x: MPCTensor) -> MPCTensor:
+    """max over the last dim (keepdim) by a pairwise tree. Rounds: ceil(log2 N) (c(x) + 1)."""
+    cfg = current_config()
+    if cfg.comparison == "crypten":
+        return x.max(-1, keepdim=True)[0]
+    return compare.max_rows(x, *cfg.relu_compare)
+
+
 # -- reciprocal and inverse square root with a range-finding start ---------------------
 def range_start(x: MPCTensor, lo: int, hi: int, f) -> MPCTensor:  # noqa: ANN001 - f: float -> float
-    """A start y0 ~ f(x) within a factor sqrt(2) for x in [2^lo, 2^hi]: one batched comparison, then local.
+    """A start y0 ~ f(x) for x in [2^lo, 2^hi], f(x) within f(2^(1/(2p))) of the truth: one comparison, then local.
 
-    Math: b_k = [x > 2^k] for k = lo .. hi - 1 (all thresholds in ONE stacked
-    comparison), y0 = f(m_lo) + sum_k b_k (f(m_{k+1}) - f(m_k)) with m_k = 2^(k - 1/2)
-    the geometric middle of [2^(k-1), 2^k]. The b_k are shares of bits (scale 1),
-    so y0 is a public linear combination of them: no further round.
+    Math: p = ``range_per_octave`` thresholds per octave, t_j = 2^(lo + j/p) for
+    j = 0 .. (hi - lo) p - 1; b_j = [x > t_j] (all in ONE stacked comparison);
+    y0 = f(m_0) + sum_j b_j (f(m_{j+1}) - f(m_j)) with m_j = 2^(lo + (j - 1/2)/p)
+    the geometric middle of the bucket (t_{j-1}, t_j]. The b_j are shares of
+    bits (scale 1), so y0 is a public linear combination of them: no further round.
     Rounds: c(x) (one comparison).
     """
-    ks = list(range(lo, hi))
-    bits = (crypten.stack([x - float(2.0**k) for k in ks]) * -1.0)._ltz()  # (K, ...) 1 where x > 2^k
-    mids = [f(2.0 ** (k - 0.5)) for k in range(lo, hi + 1)]
-    steps = torch.tensor([mids[i + 1] - mids[i] for i in range(len(ks))], dtype=torch.float64)
+    per = current_config().range_per_octave
+    exps = [lo + j / per for j in range((hi - lo) * per)]
+    bits = ltz(crypten.stack([float(2.0**k) - x for k in exps]), "range")  # (K, ...) 1 where x > t_j
+    mids = [f(2.0 ** (lo + (j - 0.5) / per)) for j in range(len(exps) + 1)]
+    steps = torch.tensor([mids[i + 1] - mids[i] for i in range(len(exps))], dtype=torch.float64)
     steps = steps.view(-1, *([1] * x.dim()))
     scale = 2 ** crypten.cfg.encoder.precision_bits
     y0 = bits._tensor.share * torch.round(steps * scale).long()  # local: public integers times bit shares
@@ -118,22 +175,30 @@ def range_start(x: MPCTensor, lo: int, hi: int, f) -> MPCTensor:  # noqa: ANN001
     return MPCTensor.from_shares(share, precision=crypten.cfg.encoder.precision_bits)
 
 
-def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 3) -> MPCTensor:
-    """1 / x for x in [2^lo, 2^hi]: range start within sqrt(2), then Newton y <- y (2 - x y).
+def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 2) -> MPCTensor:
+    """1 / x for x in [2^lo, 2^hi]: range start, then Goldschmidt's form of Newton's iteration.
 
-    The relative error e = 1 - x y squares each step: |e_0| <= 0.42 -> 0.17 -> 0.03 -> 9e-4.
-    Rounds: c(x) + 2 iters.
+    Math: e_0 = 1 - x y_0 (1 round), then per step y <- y (1 + e), e <- e^2
+    (both products in one round), so y_n = y_0 (1 + e_0) ... (1 + e_0^(2^(n-1)))
+    = (1 - e_0^(2^n)) / x: the same values as Newton's y (2 - x y) in 1 round
+    per step instead of 2. With 2 thresholds per octave |e_0| <= 2^(1/4) - 1 = 0.19:
+    0.19 -> 0.036 -> 1.3e-3 -> 1.7e-6. Rounds: c(x) + 1 + iters.
     """
     y = range_start(x, lo, hi, lambda t: 1.0 / t)
-    for _ in range(iters):
-        y = y * (2.0 - x * y)
+    e = 1.0 - x * y
+    for i in range(iters):
+        if i == iters - 1:
+            (y,) = beaver_products([("mul", y, e + 1.0)])
+        else:
+            y, e = beaver_products([("mul", y, e + 1.0), ("mul", e, e)])
     return y
 
 
-def inv_sqrt_nr(x: MPCTensor, lo: int = -14, hi: int = 14, iters: int = 3) -> MPCTensor:
-    """1 / sqrt(x) for x in [2^lo, 2^hi]: range start within 2^(1/4), then Newton y <- y (3 - x y^2) / 2.
+def inv_sqrt_nr(x: MPCTensor, lo: int = -14, hi: int = 14, iters: int = 2) -> MPCTensor:
+    """1 / sqrt(x) for x in [2^lo, 2^hi]: range start, then Newton y <- y (3 - x y^2) / 2.
 
-    Relative error e -> 3 e^2 / 2: 0.19 -> 0.05 -> 4e-3 -> 2e-5. Rounds: c(x) + 3 iters.
+    With 2 thresholds per octave the start is within 2^(1/8): e <= 0.09; relative
+    error e -> 3 e^2 / 2: 0.09 -> 0.012 -> 2.2e-4 -> 7e-8. Rounds: c(x) + 3 iters.
     """
     y = range_start(x, lo, hi, lambda t: t**-0.5)
     for _ in range(iters):
@@ -145,12 +210,11 @@ def inv_sqrt_nr(x: MPCTensor, lo: int = -14, hi: int = 14, iters: int = 3) -> MP
 def softmax_rows(s: MPCTensor) -> MPCTensor:
     """softmax(s) over the last dim: e = exp(s - max_j s), e / sum_j e.
 
-    CrypTen's max (log reduction: ceil(log2 N) rounds of comparisons, each
-    c(x) + 1), CrypTen's exp (1 + x / 2^k)^(2^k) (k = exp_iterations rounds),
+    max by a pairwise tree (``max_last``: ceil(log2 N) levels, each c(x) + 1), CrypTen's exp (1 + x / 2^k)^(2^k) (k = exp_iterations rounds),
     1 / sum by ``reciprocal_nr`` on [1/2, 2^(log2 N + 1)] (the sum lies in [1, N]),
-    1 round for the product. Rounds: ceil(log2 N)(c(x) + 1) + k + c(x) + 6 + 1.
+    1 round for the product. Rounds: ceil(log2 N)(c(x) + 1) + k + c(x) + 1 + r + 1 (r = ``reciprocal_iters``).
     """
-    e = (s - s.max(-1, keepdim=True)[0]).exp()
+    e = (s - max_last(s)).exp()
     n = int(s.size(-1))
     return e * reciprocal_nr(e.sum(-1, keepdim=True), lo=-1, hi=max(2, math.ceil(math.log2(n)) + 1),
                              iters=current_config().reciprocal_iters)
@@ -159,7 +223,7 @@ def softmax_rows(s: MPCTensor) -> MPCTensor:
 def reciprocal_positive(x: MPCTensor, scale: float = 1.0) -> MPCTensor:
     """1 / x for x > 0 in [2^lo scale, 2^hi scale]: reciprocal_nr(x / scale) / scale (config: reciprocal_*).
 
-    Rounds: c(x) + 2 iters.
+    Rounds: c(x) + 1 + iters.
     """
     cfg = current_config()
     lo, hi = cfg.reciprocal_range
@@ -170,7 +234,7 @@ def reciprocal_positive(x: MPCTensor, scale: float = 1.0) -> MPCTensor:
 
 def relu_rows(s: MPCTensor, eps: float) -> MPCTensor:
     """ReLU-softmax: r = ReLU(s), r / (sum_j r + eps). Rounds: c(x) + 1 (ReLU) + r_rec + 1."""
-    r = s.relu()
+    r = relu_op(s)
     return r * reciprocal_positive(r.sum(-1, keepdim=True) + eps)
 
 
@@ -186,7 +250,7 @@ def thex_rows(s: MPCTensor, order: int, eps: float) -> MPCTensor:
 
     Rounds: c(x) + 1 + log2(n) + r_rec + 1.
     """
-    e = (s * (1.0 / order) + 1.0).relu()
+    e = relu_op(s * (1.0 / order) + 1.0)
     for _ in range(int(math.log2(order))):
         e = e.square()
     n = s.size(-1)
@@ -200,7 +264,7 @@ def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
     mean and centring are local; the centred values are multiplied by the public
     integer k = ``ln_prescale`` (exact, local) before squaring, so var' = k^2 var keeps 4 more
     bits; LN = k xc / sqrt(var' + k^2 eps) with ``inv_sqrt_nr`` (range start over
-    [2^-14, 2^14] and 3 Newton steps). Rounds: 1 (square) + c(x) + 9 + 1.
+    [2^-14, 2^14] and 2 Newton steps). Rounds: 1 (square) + c(x) + 3 iters + 1.
     """
     cfg = current_config()
     c, k = x.size(-1), cfg.ln_prescale
@@ -229,18 +293,20 @@ def gelu_coefficients(t: float = GELU_T, degree: int = GELU_DEGREE) -> tuple[flo
     return tuple(float(c) for c in torch.linalg.lstsq(A, q.unsqueeze(1)).solution.squeeze(1))
 
 
-def powers(v: MPCTensor, degree: int) -> list[MPCTensor]:
-    """[v, v^2, ..., v^degree] by doubling: round k computes v^(2^(k-1)+1 .. 2^k) in one batched product.
+def gelu_poly_steps(x: MPCTensor) -> Steps:
+    """Step protocol: p(v), v = x^2 / T^2, the degree-7 GeLU polynomial, in 4 rounds and 7 ring elements per value.
 
-    Rounds: ceil(log2(degree)).
+    Paterson-Stockmeyer split p = (c0 + c1 v + c2 v^2 + c3 v^3) + v^4 (c4 + c5 v + c6 v^2 + c7 v^3):
+    round 1 x^2 (square), round 2 v^2 (square), round 3 v^3 = v v^2 and v^4 = (v^2)^2,
+    round 4 v^4 times the second cubic. Outside |x| <= T the value is garbage, removed exactly by ``gelu``'s selection.
     """
-    out = [v]
-    while len(out) < degree:
-        m = len(out)  # out holds v^1 .. v^m, m a power of two: next v^(m+1) .. v^(2m) = v^m * v^j
-        top = out[m - 1]
-        need = min(m, degree - m)
-        out += beaver_products([("mul", top, out[j]) for j in range(need)])
-    return out[:degree]
+    c = gelu_coefficients()
+    (x2,) = yield from square_steps([x])
+    v = x2 * (1.0 / GELU_T**2)
+    (v2,) = yield from square_steps([v])
+    (v3,), (v4,) = yield from parallel(beaver_steps([("mul", v, v2)]), square_steps([v2]))
+    (hi,) = yield from beaver_steps([("mul", v4, v * c[5] + v2 * c[6] + v3 * c[7] + c[4])])
+    return v * c[1] + v2 * c[2] + v3 * c[3] + c[0] + hi
 
 
 def gelu(x: MPCTensor) -> MPCTensor:
@@ -249,19 +315,20 @@ def gelu(x: MPCTensor) -> MPCTensor:
     Math: gelu(x) = x Phi(x) = x/2 + (x/2) erf(x / sqrt 2). On |x| <= T = 4, q is
     a degree-7 polynomial p in v = x^2 / T^2 (least squares, max error 5e-4);
     beyond, q = |x|/2 (error < 1.3e-4). With b = [x > T] and b' = [x < -T]
-    (one batched comparison of the stacked tensor), q = p + b (x/2 - p) + b' (-x/2 - p).
-    Rounds: 1 (v) + 3 (powers) + c(x) (both comparisons together) + 1 (the two selections).
+    (one batched comparison of the stacked tensor), q = p + b (x/2 - p) + b' (-x/2 - p);
+    the selection is exact on the ring, so p's value outside [-T, T] cancels.
+    The comparison and the polynomial (``gelu_poly_steps``) are independent and
+    share their rounds (``protocols.lockstep``).
+    Rounds: max(c(x), 4) + 1 (the two selections): 7 with the default 16-bit comparison.
     Measured against torch's erf GeLU on [-8, 8]: max error 1.2e-3 at 16 fraction bits
     (CrypTen's Taylor erf: 1.9 at x = -2, 700 at x = -3).
     """
-    c = gelu_coefficients()
-    v = x.square() * (1.0 / GELU_T**2)
-    pw = powers(v, GELU_DEGREE)
-    p = pw[0] * c[1] + c[0]
-    for k in range(2, GELU_DEGREE + 1):
-        p = p + pw[k - 1] * c[k]
     half = x * 0.5
-    outside = (-crypten.stack([x - GELU_T, -x - GELU_T]))._ltz()  # [x > T], [x < -T]; scale 1 bits
+    test = crypten.stack([GELU_T - x, x + GELU_T])  # [x > T], [x < -T] as [. < 0]
+    if current_config().comparison == "crypten":
+        outside, p = test._ltz(), run_one(gelu_poly_steps(x))
+    else:
+        outside, p = run(compare.ltz_steps(test, *current_config().gelu_compare), gelu_poly_steps(x))
     (sel,) = beaver_products([("mul", outside, crypten.stack([half - p, -half - p]))])
     return half + p + sel[0] + sel[1]
 
@@ -273,7 +340,7 @@ def quad(x: MPCTensor) -> MPCTensor:
 
 def relu(x: MPCTensor) -> MPCTensor:
     """ReLU(x) = x * [x >= 0]. Rounds: c(x) + 1."""
-    return x.relu()
+    return relu_op(x)
 
 
 ACTIVATIONS = {"gelu": lambda x: gelu(x) if current_config().gelu == "poly" else gelu_erf(x), "gelu_erf": gelu_erf, "quad": quad, "relu": relu, "identity": lambda x: x}

@@ -1,0 +1,121 @@
+"""The small-ring comparison and the lockstep scheduler against their math: signs, ReLU, max, shared rounds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from protocols import compare
+from protocols.local import run_two_party
+
+
+def _compare_party(rank: int, provider: str) -> dict:
+    from protocols.config import DEFAULT_CONFIG, apply_config
+    from protocols.crypten_compat import crypten
+    from protocols.providers import DealerProvider, InProcessDealer, TFPProvider, install_provider
+
+    apply_config(DEFAULT_CONFIG)
+    crypten.cfg.communicator.verbose = True
+    if provider == "tfp":
+        install_provider(TFPProvider())
+        return _compare_program()
+    dealer, party = InProcessDealer(base_seed=7), DealerProvider(rank)
+    install_provider(party)
+    with party.recording() as plan:  # the dry run that records the requests, as at model load
+        _compare_program()
+    seed, corrections = dealer.next_batch(rank, plan)
+    party.begin_batch(seed, plan, corrections)
+    out = _compare_program()
+    party.end_batch()
+    return out
+
+
+def _compare_program() -> dict:
+    from protocols import lockstep, ops
+    from protocols.crypten_compat import crypten
+
+    import crypten.communicator as comm
+
+    torch.manual_seed(0)
+    out: dict = {"ltz": {}}
+    edge = [0.0, 1 / 65536, -1 / 65536, 4.0, -4.0, 2000.0, -2000.0, 32000.0, -32000.0, 0.5]
+    x = torch.cat([torch.randn(3000) * 3, torch.randn(3000) * 1000, torch.tensor(edge)]).view(2, -1)
+    ex = crypten.cryptensor(x, src=0)
+    for k, t in ((16, 12), (32, 0), (32, 4), (12, 8)):
+        comm.get().reset_communication_stats()
+        bit = compare.ltz(ex, k, t)
+        stats = comm.get().get_communication_stats()
+        out["ltz"][f"{k},{t}"] = {"bits": bit.get_plain_text().tolist(), "rounds": stats["rounds"],
+                                  "words": stats["bytes"] / 16 / x.numel(), "scale": bit.encoder.scale}
+    s = torch.randn(2, 3, 9, 13) * 4
+    es = crypten.cryptensor(s, src=0)
+    comm.get().reset_communication_stats()
+    m = compare.max_rows(es, 32, 4)
+    out["max_rounds"] = comm.get().get_communication_stats()["rounds"]
+    out["max_err"] = float((m.get_plain_text() - s.max(-1, keepdim=True)[0]).abs().max())
+    out["relu_err"] = float((compare.relu(es, 32, 4).get_plain_text() - s.relu()).abs().max())
+    # lockstep: a Beaver product (2 rounds apart) and a comparison share their rounds; results unchanged
+    a, b = torch.randn(50), torch.randn(50)
+    ea, eb = crypten.cryptensor(a, src=0), crypten.cryptensor(b, src=0)
+    comm.get().reset_communication_stats()
+    prod, sign = lockstep.run(ops.beaver_steps([("mul", ea, eb)]), compare.ltz_steps(ea, 32, 0))
+    out["lockstep_rounds"] = comm.get().get_communication_stats()["rounds"]
+    out["lockstep_prod_err"] = float((prod[0].get_plain_text() - a * b).abs().max())
+    out["lockstep_sign_ok"] = bool(torch.equal(sign.get_plain_text(), (a < 0).float()))
+    comm.get().reset_communication_stats()
+    (sq,) = lockstep.run_one(ops.square_steps([ea]))
+    out["square_rounds"] = comm.get().get_communication_stats()["rounds"]
+    out["square_err"] = float((sq.get_plain_text() - a * a).abs().max())
+    out["x"] = x.tolist()
+    return out
+
+
+@pytest.fixture(scope="module", params=["tfp", "dealer"])
+def compared(request: pytest.FixtureRequest) -> dict:
+    out, _ = run_two_party(_compare_party, request.param, timeout=240)
+    return out
+
+
+def test_ltz_is_exact_inside_its_documented_range(compared: dict) -> None:
+    x = torch.tensor(compared["x"])
+    for key, got in compared["ltz"].items():
+        k, t = (int(v) for v in key.split(","))
+        bits = torch.tensor(got["bits"])
+        assert set(bits.unique().tolist()) <= {0.0, 1.0}, key
+        valid = (x.abs() < 2.0 ** (k - 1 + t - 16)) & ((x < 0) | (x >= 2.0 ** (t - 16)))
+        assert int(valid.sum()) > 500, key
+        assert torch.equal(bits[valid], (x[valid] < 0).float()), key
+        assert got["rounds"] == compare.rounds(k), key
+        assert got["scale"] == 1
+
+
+def test_ltz_opens_the_documented_words(compared: dict) -> None:
+    for key, got in compared["ltz"].items():
+        k = int(key.split(",")[0])
+        lanes = 64 // k
+        levels = compare.levels(k)
+        want = (2 + 4 * (levels - 1) + 2) / lanes + 1 / 64
+        assert got["words"] == pytest.approx(want, rel=0.02), key
+
+
+def test_max_and_relu_match_torch(compared: dict) -> None:
+    assert compared["max_err"] < 2e-3  # within 2^-12 of the max, plus fixed-point
+    assert compared["max_rounds"] == 4 * (compare.rounds(32) + 1)  # ceil(log2 13) levels
+    assert compared["relu_err"] < 2e-3
+
+
+def test_lockstep_shares_rounds_without_changing_results(compared: dict) -> None:
+    assert compared["lockstep_rounds"] == compare.rounds(32)  # the product rides in the comparison's first round
+    assert compared["lockstep_prod_err"] < 1e-3
+    assert compared["lockstep_sign_ok"]
+    assert compared["square_rounds"] == 1 and compared["square_err"] < 1e-3
+
+
+@pytest.mark.parametrize("bits", [(3, 0), (33, 0), (32, 33), (16, -1)])
+def test_bad_rings_are_refused(bits: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match="comparison"):
+        compare.check_ring(*bits)
+    from protocols.config import SecureConfig
+
+    with pytest.raises(ValueError):
+        SecureConfig(gelu_compare=bits)

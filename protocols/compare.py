@@ -37,6 +37,12 @@ Correlated randomness: binary triples of the packed size and one B2A bit per
 value, from the installed provider (dealer or TFP), recorded in the plan like
 every other request.
 
+Where the bit multiplies a shared value next (ReLU(x) = x - [x < 0] x, the
+max tree's selection, GeLU's branch selection), step 4 and the product are
+one round instead (``bitmul_steps``: the provider's random bit comes with a
+random [s] and [r s]; open z = b ^ rB and y - s together), so ReLU costs the
+rounds of ``ltz`` alone and 1 ring element per value for the product.
+
 Which k and t each use takes is set in ``protocols.config.SecureConfig``
 (``*_compare``): the GeLU's range tests need little precision, ReLU a
 little more, the Newton start thresholds (2^-14 ... 2^14) the most.
@@ -51,7 +57,7 @@ import torch
 
 from protocols.crypten_compat import crypten
 
-from protocols.lockstep import XOR, Steps, run_one
+from protocols.lockstep import SUM, XOR, Steps, run_one
 
 import crypten.communicator as comm  # noqa: E402  (after the compat shim)
 from crypten.mpc import MPCTensor  # noqa: E402
@@ -140,13 +146,14 @@ def bits_to_arithmetic_steps(bits: torch.Tensor) -> Steps:
     return share
 
 
-def ltz_steps(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> Steps:
-    """Step protocol of ``ltz`` (for ``protocols.lockstep.run`` beside other protocols)."""
+def msb_steps(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> Steps:
+    """Step protocol: XOR shares (int64 0/1, flattened) of [x < 0], steps 1-3 of the module docstring.
+
+    Rounds: 1 + ceil(log2(k-1)).
+    """
     check_ring(ring_bits, drop_bits)
     rank = comm.get().get_rank()
-    share = x._tensor.share
-    shape = share.shape
-    a = (share.reshape(-1) >> drop_bits) & ((1 << ring_bits) - 1)  # local reduction to Z_2^k
+    a = (x._tensor.share.reshape(-1) >> drop_bits) & ((1 << ring_bits) - 1)  # local reduction to Z_2^k
     top = (a >> (ring_bits - 1)) & 1  # this party's share of the MSB's own bit
     low_mask, shifted = _lane_masks(ring_bits)
     mine = _pack(a, ring_bits) & low_mask
@@ -163,8 +170,41 @@ def ltz_steps(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> Steps:
             both = yield from and_steps(torch.stack([p, p]), torch.stack([(g << s) & mask, (p << s) & mask]))
             g, p = g ^ both[0], both[1]
     carry = _unpack_bit(g, ring_bits, ring_bits - 2, top.numel())  # G at bit k-2 = carry into bit k-1
-    out = yield from bits_to_arithmetic_steps(carry ^ top)
-    return MPCTensor.from_shares(out.reshape(shape), precision=0)
+    return carry ^ top
+
+
+def ltz_steps(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> Steps:
+    """Step protocol of ``ltz`` (for ``protocols.lockstep.run`` beside other protocols)."""
+    bits = yield from msb_steps(x, ring_bits, drop_bits)
+    out = yield from bits_to_arithmetic_steps(bits)
+    return MPCTensor.from_shares(out.reshape(x._tensor.share.shape), precision=0)
+
+
+def bitmul_steps(bits: torch.Tensor, y: MPCTensor) -> Steps:
+    """Step protocol: [b y] from XOR shares of bits b (flattened, y.numel() of them) and shares of y: ONE round.
+
+    Math: with the provider's random bit r (XOR shares rB, additive rA), a random
+    [s] and [g = r s] (``bitmul_rng``), open z = b ^ rB (packed 64 per word) and
+    eps = y - s in the same round; then b = z + (1 - 2 z) r and
+    r y = eps r + g, so [b y] = z [y] + (1 - 2 z) (eps [rA] + [g]): local.
+    Replaces bit-to-arithmetic + a Beaver product (2 rounds, 2 ring elements
+    per value) by 1 round and 1 ring element per value (+ 1/64).
+    """
+    provider = crypten.mpc.get_default_provider()
+    shape = y._tensor.share.shape
+    n = bits.numel()
+    if n != y._tensor.share.numel():
+        raise ValueError(f"bitmul needs one bit per value, got {n} bits for {tuple(shape)}")
+    ra, rb, sa, ga = provider.bitmul_rng((n,), device=None)
+    masked = (bits ^ rb.share) & 1
+    pad = (-n) % 64
+    shifts = torch.arange(64, dtype=torch.long)
+    words = (torch.nn.functional.pad(masked, (0, pad)).view(-1, 64) << shifts).sum(1)
+    opened, eps = yield [(XOR, words), (SUM, y._tensor.share.reshape(-1) - sa.share)]
+    z = ((opened.unsqueeze(1) >> shifts) & 1).reshape(-1)[:n]
+    ry = eps * ra.share + ga.share
+    share = z * y._tensor.share.reshape(-1) + (1 - 2 * z) * ry
+    return MPCTensor.from_shares(share.reshape(shape), precision=int(round(math.log2(y.encoder.scale))))
 
 
 def ltz(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> MPCTensor:
@@ -177,29 +217,38 @@ def ltz(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> MPCTensor:
     return run_one(ltz_steps(x, ring_bits, drop_bits))
 
 
-def relu(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> MPCTensor:
-    """ReLU(x) = x (1 - [x < 0]): ``ltz`` + 1 product. Error <= 2^drop_bits ring units (values in [0, 2^t))."""
-    from protocols.ops import beaver_products
+def relu_steps(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> Steps:
+    """Step protocol of ``relu``."""
+    bits = yield from msb_steps(x, ring_bits, drop_bits)
+    neg = yield from bitmul_steps(bits, x)  # [x < 0] x
+    return x - neg
 
-    (y,) = beaver_products([("mul", x, 1 - ltz(x, ring_bits, drop_bits))])
-    return y
+
+def relu(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> MPCTensor:
+    """ReLU(x) = x - [x < 0] x: the sign bits, then ``bitmul_steps`` (the same rounds as ``ltz``).
+
+    Error <= 2^drop_bits ring units (values in [0, 2^t) may become 0).
+    """
+    return run_one(relu_steps(x, ring_bits, drop_bits))
 
 
 def max_rows(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> MPCTensor:
     """max over the last dim (keepdim) by a pairwise tree: per level m = a - [a < b] (a - b).
 
-    ceil(log2 N) levels of ``ltz`` + 1 product. The result is one of the row's
-    values, within 2^drop_bits ring units of the maximum (a near tie may pick
-    the smaller), which is all softmax's shift needs.
+    ceil(log2 N) levels of the sign bits + ``bitmul_steps`` (the rounds of ``ltz`` each).
+    The result is one of the row's values, within 2^drop_bits ring units of
+    the maximum (a near tie may pick the smaller), which is all softmax's shift needs.
     """
-    from protocols.ops import beaver_products
+
+    def level(a: MPCTensor, b: MPCTensor) -> Steps:
+        d = a - b
+        bits = yield from msb_steps(d, ring_bits, drop_bits)
+        sel = yield from bitmul_steps(bits, d)
+        return a - sel
 
     while x.size(-1) > 1:
         n = x.size(-1)
         half = n // 2
-        a, b = x[..., :half], x[..., half : 2 * half]
-        d = a - b
-        (sel,) = beaver_products([("mul", ltz(d, ring_bits, drop_bits), d)])
-        m = a - sel
+        m = run_one(level(x[..., :half], x[..., half : 2 * half]))
         x = crypten.cat([m, x[..., 2 * half :]], dim=-1) if n % 2 else m
     return x

@@ -135,7 +135,7 @@ def ltz(x: MPCTensor, use: str) -> MPCTensor:
 
 
 def relu_op(x: MPCTensor) -> MPCTensor:
-    """ReLU(x) = x (1 - [x < 0]). Rounds: c(x) + 1."""
+    """ReLU(x) = x - [x < 0] x. Rounds: c(x) (the product rides in the bit conversion's round; CrypTen's: c(x) + 1)."""
     cfg = current_config()
     if cfg.comparison == "crypten":
         return x.relu()
@@ -143,7 +143,7 @@ def relu_op(x: MPCTensor) -> MPCTensor:
 
 
 def max_last(x: MPCTensor) -> MPCTensor:
-    """max over the last dim (keepdim) by a pairwise tree. Rounds: ceil(log2 N) (c(x) + 1)."""
+    """max over the last dim (keepdim) by a pairwise tree. Rounds: ceil(log2 N) c(x)."""
     cfg = current_config()
     if cfg.comparison == "crypten":
         return x.max(-1, keepdim=True)[0]
@@ -210,9 +210,9 @@ def inv_sqrt_nr(x: MPCTensor, lo: int = -14, hi: int = 14, iters: int = 2) -> MP
 def softmax_rows(s: MPCTensor) -> MPCTensor:
     """softmax(s) over the last dim: e = exp(s - max_j s), e / sum_j e.
 
-    max by a pairwise tree (``max_last``: ceil(log2 N) levels, each c(x) + 1), CrypTen's exp (1 + x / 2^k)^(2^k) (k = exp_iterations rounds),
+    max by a pairwise tree (``max_last``: ceil(log2 N) levels, each c(x)), CrypTen's exp (1 + x / 2^k)^(2^k) (k = exp_iterations rounds),
     1 / sum by ``reciprocal_nr`` on [1/2, 2^(log2 N + 1)] (the sum lies in [1, N]),
-    1 round for the product. Rounds: ceil(log2 N)(c(x) + 1) + k + c(x) + 1 + r + 1 (r = ``reciprocal_iters``).
+    1 round for the product. Rounds: ceil(log2 N) c(x) + k + c(x) + 1 + r + 1 (r = ``reciprocal_iters``).
     """
     e = (s - max_last(s)).exp()
     n = int(s.size(-1))
@@ -233,7 +233,7 @@ def reciprocal_positive(x: MPCTensor, scale: float = 1.0) -> MPCTensor:
 
 
 def relu_rows(s: MPCTensor, eps: float) -> MPCTensor:
-    """ReLU-softmax: r = ReLU(s), r / (sum_j r + eps). Rounds: c(x) + 1 (ReLU) + r_rec + 1."""
+    """ReLU-softmax: r = ReLU(s), r / (sum_j r + eps). Rounds: c(x) (ReLU) + r_rec + 1."""
     r = relu_op(s)
     return r * reciprocal_positive(r.sum(-1, keepdim=True) + eps)
 
@@ -248,7 +248,7 @@ def quad_rows(s: MPCTensor, c: float) -> MPCTensor:
 def thex_rows(s: MPCTensor, order: int, eps: float) -> MPCTensor:
     """THE-X: e = ReLU(1 + s / n)^n (n = 2^k: ReLU then k squarings), e / (sum_j e + eps).
 
-    Rounds: c(x) + 1 + log2(n) + r_rec + 1.
+    Rounds: c(x) + log2(n) + r_rec + 1.
     """
     e = relu_op(s * (1.0 / order) + 1.0)
     for _ in range(int(math.log2(order))):
@@ -317,9 +317,10 @@ def gelu(x: MPCTensor) -> MPCTensor:
     beyond, q = |x|/2 (error < 1.3e-4). With b = [x > T] and b' = [x < -T]
     (one batched comparison of the stacked tensor), q = p + b (x/2 - p) + b' (-x/2 - p);
     the selection is exact on the ring, so p's value outside [-T, T] cancels.
-    The comparison and the polynomial (``gelu_poly_steps``) are independent and
-    share their rounds (``protocols.lockstep``).
-    Rounds: max(c(x), 4) + 1 (the two selections): 7 with the default 16-bit comparison.
+    The comparison's sign bits and the polynomial (``gelu_poly_steps``) are
+    independent and share their rounds (``protocols.lockstep``); the selection
+    takes the bits as they are (``protocols.compare.bitmul_steps``, 1 round).
+    Rounds: max(c(x) - 1, 4) + 1: 6 with the default 16-bit comparison.
     Measured against torch's erf GeLU on [-8, 8]: max error 1.2e-3 at 16 fraction bits
     (CrypTen's Taylor erf: 1.9 at x = -2, 700 at x = -3).
     """
@@ -327,9 +328,10 @@ def gelu(x: MPCTensor) -> MPCTensor:
     test = crypten.stack([GELU_T - x, x + GELU_T])  # [x > T], [x < -T] as [. < 0]
     if current_config().comparison == "crypten":
         outside, p = test._ltz(), run_one(gelu_poly_steps(x))
+        (sel,) = beaver_products([("mul", outside, crypten.stack([half - p, -half - p]))])
     else:
-        outside, p = run(compare.ltz_steps(test, *current_config().gelu_compare), gelu_poly_steps(x))
-    (sel,) = beaver_products([("mul", outside, crypten.stack([half - p, -half - p]))])
+        bits, p = run(compare.msb_steps(test, *current_config().gelu_compare), gelu_poly_steps(x))
+        sel = run_one(compare.bitmul_steps(bits, crypten.stack([half - p, -half - p])))
     return half + p + sel[0] + sel[1]
 
 
@@ -339,7 +341,7 @@ def quad(x: MPCTensor) -> MPCTensor:
 
 
 def relu(x: MPCTensor) -> MPCTensor:
-    """ReLU(x) = x * [x >= 0]. Rounds: c(x) + 1."""
+    """ReLU(x) = x * [x >= 0]. Rounds: c(x)."""
     return relu_op(x)
 
 

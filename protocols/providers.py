@@ -32,7 +32,12 @@ square     r_0               (+ s_1)       r * r - s_1
 binary     a_0, b_0 (64-bit) (+ c_1)       (a & b) ^ c_1
 wraps      r_0               (+ t_1)       wraps(r_0, r_1) - t_1
 B2A        rB_0 (1 bit)      (+ rA_1)      (rB_0 ^ rB_1) - rA_1
+bitmul     rB_0 (1 bit), s_0 (+ rA_1, g_1) [r - rA_1, r s - g_1], r = rB_0 ^ rB_1, s = s_0 + s_1
 =========  ==============================  =====================================
+
+``bitmul`` (``protocols.compare.bitmul_steps``) is a random bit r as XOR
+shares rB and additive shares rA with a random ring element s and g = r s:
+a bit times a shared value in one round.
 
 where ``a = a_0 + a_1`` (mod 2^64), ``a = a_0 ^ a_1`` for binary, and the
 random draws use CrypTen's own ``generate_random_ring_element`` /
@@ -81,7 +86,7 @@ from crypten.mpc.provider.tfp_provider import TrustedFirstParty  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A")
+REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A", "bitmul")
 TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
 PROVIDER_NAME = "MPCVIT_DEALER"
 BYTES_PER_ELEMENT = 8
@@ -130,6 +135,8 @@ class Request:
         """Shape of the correction tensor that answers this request."""
         if self.kind in ("square", "wraps", "B2A"):
             return self.size0
+        if self.kind == "bitmul":
+            return (2, *self.size0)
         if self.kind == "binary":
             return tuple(torch.broadcast_shapes(self.size0, self.size1))
         return tuple(_triple_op(self.op, torch.zeros(self.size0), torch.zeros(self.size1), dict(self.kwargs)).shape)
@@ -205,9 +212,15 @@ def dealer_corrections(seeds: tuple[int, int], requests: Sequence[Request]) -> l
         elif req.kind == "wraps":
             r0, r1 = _ring(req.size0, g0), _ring(req.size0, g1)
             out.append(count_wraps([r0, r1]) - _ring(req.size0, g1))
-        else:  # B2A
+        elif req.kind == "B2A":
             rb = _bits(req.size0, g0, 1) ^ _bits(req.size0, g1, 1)
             out.append(rb - _ring(req.size0, g1))
+        else:  # bitmul
+            r = _bits(req.size0, g0, 1) ^ _bits(req.size0, g1, 1)
+            s0 = _ring(req.size0, g0)
+            s = s0 + _ring(req.size0, g1)
+            ra1, g_1 = _ring(req.size0, g1), _ring(req.size0, g1)
+            out.append(torch.stack([r - ra1, r * s - g_1]))
     return out
 
 
@@ -396,6 +409,18 @@ class DealerProvider(TupleProvider):
         ra = corr if corr is not None else _ring(size, g)
         return ArithmeticSharedTensor.from_shares(ra, precision=0), BinarySharedTensor.from_shares(rb)
 
+    def bitmul_rng(self, size, device=None):  # noqa: ANN001, ANN201
+        """A random bit r as arithmetic [rA] and binary rB shares, with a random [s] and [g = r s]."""
+        g, corr = self._next(Request("bitmul", tuple(size)))
+        rb = _bits(size, g, 1)
+        s = _ring(size, g)
+        if corr is not None:
+            ra, prod = corr[0], corr[1]
+        else:
+            ra, prod = _ring(size, g), _ring(size, g)
+        return (ArithmeticSharedTensor.from_shares(ra, precision=0), BinarySharedTensor.from_shares(rb),
+                ArithmeticSharedTensor.from_shares(s, precision=0), ArithmeticSharedTensor.from_shares(prod, precision=0))
+
 
 class TFPProvider(TrustedFirstParty):
     """CrypTen's trusted first party (party 0 makes every tuple); matmul triples use the project's ring matmul.
@@ -404,6 +429,13 @@ class TFPProvider(TrustedFirstParty):
     """
 
     NAME = "TFP"
+
+    def bitmul_rng(self, size, device=None):  # noqa: ANN001, ANN201
+        """A random bit r as (rA, rB) with [s], [r s] (see DealerProvider.bitmul_rng), made by party 0."""
+        r = generate_kbit_random_tensor(tuple(size), bitlength=1, device=device)
+        s = generate_random_ring_element(tuple(size), device=device)
+        return (ArithmeticSharedTensor(r, precision=0, src=0), BinarySharedTensor(r, src=0),
+                ArithmeticSharedTensor(s, precision=0, src=0), ArithmeticSharedTensor(r * s, precision=0, src=0))
 
     def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):  # type: ignore[override]
         if op != "matmul":

@@ -53,7 +53,19 @@ def _compare_program() -> dict:
     m = compare.max_rows(es, 32, 4)
     out["max_rounds"] = comm.get().get_communication_stats()["rounds"]
     out["max_err"] = float((m.get_plain_text() - s.max(-1, keepdim=True)[0]).abs().max())
-    out["relu_err"] = float((compare.relu(es, 32, 4).get_plain_text() - s.relu()).abs().max())
+    comm.get().reset_communication_stats()
+    r = compare.relu(es, 32, 4)
+    out["relu_rounds"] = comm.get().get_communication_stats()["rounds"]
+    out["relu_err"] = float((r.get_plain_text() - s.relu()).abs().max())
+    # bitmul: XOR-shared bits times shared values in one round
+    bits = (torch.arange(s.numel()) % 3 == 0).long()
+    rank = comm.get().get_rank()
+    mask = torch.randint(0, 2, bits.shape, generator=torch.Generator().manual_seed(9))
+    own = bits ^ mask if rank == 0 else mask  # XOR shares of bits
+    comm.get().reset_communication_stats()
+    prod = lockstep.run_one(compare.bitmul_steps(own, es))
+    out["bitmul_rounds"] = comm.get().get_communication_stats()["rounds"]
+    out["bitmul_err"] = float((prod.get_plain_text() - bits.view(s.shape) * s).abs().max())
     # lockstep: a Beaver product (2 rounds apart) and a comparison share their rounds; results unchanged
     a, b = torch.randn(50), torch.randn(50)
     ea, eb = crypten.cryptensor(a, src=0), crypten.cryptensor(b, src=0)
@@ -100,8 +112,14 @@ def test_ltz_opens_the_documented_words(compared: dict) -> None:
 
 def test_max_and_relu_match_torch(compared: dict) -> None:
     assert compared["max_err"] < 2e-3  # within 2^-12 of the max, plus fixed-point
-    assert compared["max_rounds"] == 4 * (compare.rounds(32) + 1)  # ceil(log2 13) levels
+    assert compared["max_rounds"] == 4 * compare.rounds(32)  # ceil(log2 13) levels, each sign bits + bitmul
+    assert compared["relu_rounds"] == compare.rounds(32)
     assert compared["relu_err"] < 2e-3
+
+
+def test_bitmul_is_one_round(compared: dict) -> None:
+    assert compared["bitmul_rounds"] == 1
+    assert compared["bitmul_err"] < 1e-4
 
 
 def test_lockstep_shares_rounds_without_changing_results(compared: dict) -> None:

@@ -25,6 +25,7 @@ REQUESTS = [
     Request("binary", (2, 3), (2, 3)),
     Request("wraps", (7,)),
     Request("B2A", (5,)),
+    Request("bitmul", (4,)),
 ]
 
 
@@ -49,6 +50,11 @@ def test_corrections_complete_each_tuple() -> None:
     assert torch.equal(corr[4] + t1, exact.round().long())
     rb0, rb1, ra1 = _bits((5,), g0, 1), _bits((5,), g1, 1), _ring((5,), g1)
     assert torch.equal(corr[5] + ra1, rb0 ^ rb1)
+    rb0, s0 = _bits((4,), g0, 1), _ring((4,), g0)
+    rb1, s1, ra1, prod1 = _bits((4,), g1, 1), _ring((4,), g1), _ring((4,), g1), _ring((4,), g1)
+    r = rb0 ^ rb1
+    assert corr[6].shape == (2, 4)
+    assert torch.equal(corr[6][0] + ra1, r) and torch.equal(corr[6][1] + prod1, r * (s0 + s1))
 
 
 def test_request_wire_round_trip() -> None:

@@ -76,8 +76,9 @@ PLUS_BASE_MU = 0.7
 QUICK_ARCH = "2_4_8"
 
 FULL_MODE_NOTE = (
-    "the committed run (vit_7_4_32 shape, 8 models, LAN + WAN measured, batch 1, 3 repeats, 2 on WAN) took 16 minutes "
-    "on this 2-core machine while other jobs kept its load average near 20; batch 8 (results/bench/batch8/, LAN measured, "
+    "the committed run (vit_7_4_32 shape, 8 models, LAN + WAN measured, batch 1, 3 repeats, 2 on WAN) took 6 minutes "
+    "on this 2-core machine when quiet (16 minutes with an earlier, costlier runtime while other jobs kept its load "
+    "average near 20); batch 8 (results/bench/batch8/, LAN measured, "
     "WAN predicted, 5 models) is a separate run"
 )
 

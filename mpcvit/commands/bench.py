@@ -17,7 +17,7 @@ inprocess transport, no shaping; well under a minute).
 Full mode, the committed run (results/bench/):
   mpcvit bench --models vit,mpcformer,thex,relu,scale,mpcvit,mpcvitplus --arch 7_4_32 --network lan,wan \\
       --batch 1 --transport grpc --repeats 3 --wan-repeats 2 --out results/bench
-took 16 minutes on a 2-core machine under heavy load (WAN: 300-1,100 rounds x 20 ms one-way per inference),
+took 6 minutes on a quiet 2-core machine (WAN: 250-850 rounds x 20 ms one-way per inference),
 and batch 8 (measured on LAN, predicted on WAN with --wan-max-batch 1) is a separate run:
   mpcvit bench --models vit,mpcformer,thex,mpcvit,mpcvitplus --arch 7_4_32 --network lan,wan --batch 8 \\
       --wan-max-batch 1 --transport grpc --repeats 2 --out results/bench/batch8

@@ -137,3 +137,39 @@ def test_bad_rings_are_refused(bits: tuple[int, int]) -> None:
 
     with pytest.raises(ValueError):
         SecureConfig(gelu_compare=bits)
+
+
+def _crypten_comparison_party(rank: int) -> dict:
+    from protocols import ops
+    from protocols.config import DEFAULT_CONFIG, apply_config
+    from protocols.crypten_compat import crypten
+    from protocols.providers import TFPProvider, install_provider
+
+    import crypten.communicator as comm
+
+    install_provider(TFPProvider())
+    out = {}
+    torch.manual_seed(3)
+    x = torch.linspace(-8, 8, 401)
+    s = torch.randn(2, 9, 9) * 3
+    for mode in ("crypten", "ring"):
+        apply_config(DEFAULT_CONFIG.with_(comparison=mode))
+        crypten.cfg.communicator.verbose = True
+        comm.get().reset_communication_stats()
+        g = ops.gelu(crypten.cryptensor(x, src=0))
+        rounds = comm.get().get_communication_stats()["rounds"]
+        out[mode] = {
+            "gelu": float((g.get_plain_text() - torch.nn.functional.gelu(x)).abs().max()),
+            "gelu_rounds": rounds,
+            "softmax": float((ops.softmax_rows(crypten.cryptensor(s, src=0)).get_plain_text() - s.softmax(-1)).abs().max()),
+            "relu": float((ops.relu(crypten.cryptensor(s, src=0)).get_plain_text() - s.relu()).abs().max()),
+        }
+    apply_config(DEFAULT_CONFIG)
+    return out
+
+
+def test_crypten_comparison_setting_still_matches_the_math() -> None:
+    out, _ = run_two_party(_crypten_comparison_party, timeout=240)
+    for mode in ("crypten", "ring"):
+        assert out[mode]["gelu"] < 3e-3 and out[mode]["softmax"] < 1e-2 and out[mode]["relu"] < 2e-3, mode
+    assert out["ring"]["gelu_rounds"] == 6 and out["crypten"]["gelu_rounds"] > out["ring"]["gelu_rounds"]

@@ -33,7 +33,7 @@ OPS = ("ltz", "relu", "gelu")
 def _party(rank: int, sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     import torch
 
-    from protocols import compare, ops
+    from protocols import ops
     from protocols.config import DEFAULT_CONFIG, apply_config
     from protocols.crypten_compat import crypten
     from protocols.providers import TFPProvider, install_provider
@@ -47,11 +47,7 @@ def _party(rank: int, sizes: list[int], repeats: int) -> list[dict[str, Any]]:
         crypten.cfg.communicator.verbose = True
         for n in sizes:
             x = crypten.cryptensor(torch.randn(n) * 4, src=0)
-            fns = {
-                "ltz": (lambda v: v._ltz()) if mode == "crypten" else (lambda v: compare.ltz(v, *DEFAULT_CONFIG.relu_compare)),
-                "relu": ops.relu,
-                "gelu": ops.gelu,
-            }
+            fns = {"ltz": lambda v: ops.ltz(v, "relu"), "relu": ops.relu, "gelu": ops.gelu}
             for name in OPS:
                 best = float("inf")
                 for _ in range(repeats):

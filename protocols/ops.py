@@ -134,7 +134,7 @@ def ltz(x: MPCTensor, use: str) -> MPCTensor:
     return compare.ltz(x, *getattr(cfg, f"{use}_compare"))
 
 
-def relu_op(x: MPCTensor) -> MPCTensor:
+def relu(x: MPCTensor) -> MPCTensor:
     """ReLU(x) = x - [x < 0] x. Rounds: c(x) (the product rides in the bit conversion's round; CrypTen's: c(x) + 1)."""
     cfg = current_config()
     if cfg.comparison == "crypten":
@@ -234,7 +234,7 @@ def reciprocal_positive(x: MPCTensor, scale: float = 1.0) -> MPCTensor:
 
 def relu_rows(s: MPCTensor, eps: float) -> MPCTensor:
     """ReLU-softmax: r = ReLU(s), r / (sum_j r + eps). Rounds: c(x) (ReLU) + r_rec + 1."""
-    r = relu_op(s)
+    r = relu(s)
     return r * reciprocal_positive(r.sum(-1, keepdim=True) + eps)
 
 
@@ -250,7 +250,7 @@ def thex_rows(s: MPCTensor, order: int, eps: float) -> MPCTensor:
 
     Rounds: c(x) + log2(n) + r_rec + 1.
     """
-    e = relu_op(s * (1.0 / order) + 1.0)
+    e = relu(s * (1.0 / order) + 1.0)
     for _ in range(int(math.log2(order))):
         e = e.square()
     n = s.size(-1)
@@ -338,11 +338,6 @@ def gelu(x: MPCTensor) -> MPCTensor:
 def quad(x: MPCTensor) -> MPCTensor:
     """MPCFormer's Quad GeLU 0.125 x^2 + 0.25 x + 0.5. Rounds: 1."""
     return x.square() * 0.125 + x * 0.25 + 0.5
-
-
-def relu(x: MPCTensor) -> MPCTensor:
-    """ReLU(x) = x * [x >= 0]. Rounds: c(x)."""
-    return relu_op(x)
 
 
 ACTIVATIONS = {"gelu": lambda x: gelu(x) if current_config().gelu == "poly" else gelu_erf(x), "gelu_erf": gelu_erf, "quad": quad, "relu": relu, "identity": lambda x: x}

@@ -58,6 +58,7 @@ import torch
 
 from benchmarks.published import NETWORKS, SOURCE, published_for
 from mpcvit.models import SHAPES, VARIANTS, ArchSpec, model_spec
+from mpcvit.prg import new_key
 
 logger = logging.getLogger(__name__)
 
@@ -409,13 +410,18 @@ def _set_shape(network: str | None) -> None:
     comm.session.endpoint.link.shaper = Shaper(SHAPES_BY_NAME[network or "none"])
 
 
-def _input_share(rank: int, spec: ArchSpec, batch: int, seed: int, precision_bits: int) -> torch.Tensor:
-    """This party's share of a random [0, 1] image batch (both parties derive the same split from the seed)."""
+def _input_share(rank: int, spec: ArchSpec, batch: int, seed: int, precision_bits: int, master_key: bytes) -> torch.Tensor:
+    """This party's share of a random [0, 1] image batch.
+
+    Both party processes play the client here: the (public, seeded) benchmark
+    image is split under a PRG key derived from the run's secret master key,
+    so both derive the same split. Nothing secret is in a benchmark image.
+    """
+    from mpcvit.prg import derive_key
     from mpcvit.sealing import share_fixed_point
 
-    g = torch.Generator().manual_seed(seed + batch)
-    x = torch.rand(batch, *spec.input_shape, generator=g)
-    shares = share_fixed_point(x, precision_bits=precision_bits, generator=g)
+    x = torch.rand(batch, *spec.input_shape, generator=torch.Generator().manual_seed(seed + batch))
+    shares = share_fixed_point(x, precision_bits=precision_bits, key=derive_key(master_key, f"input/batch{batch}"))
     return shares[rank]
 
 
@@ -430,7 +436,7 @@ class _Randomness:
 
     rank: int
     kind: str
-    seed: int
+    master_key: bytes
     provider: Any = None
     dealer: Any = None
 
@@ -439,13 +445,13 @@ class _Randomness:
 
         self.provider = make_provider(self.kind, self.rank)
         install_provider(self.provider)
-        self.dealer = InProcessDealer(base_seed=self.seed) if self.kind == "dealer" else None
+        self.dealer = InProcessDealer(self.master_key) if self.kind == "dealer" else None
 
     def begin(self, secure: Any, batch: int) -> None:
         if self.dealer is not None:
-            plan = secure.plan(batch)  # collective dry run, cached per batch size
-            seed, corrections = self.dealer.next_batch(self.rank, plan)
-            self.provider.begin_batch(seed, plan, corrections)
+            plan = secure.plan(batch)  # local dry run, cached per batch size
+            key, corrections = self.dealer.next_batch(self.rank, plan)
+            self.provider.begin_batch(key, plan, corrections)
 
     def end(self) -> None:
         if self.dealer is not None:
@@ -493,7 +499,7 @@ def bench_party(rank: int, jobs: list[dict[str, Any]], progress: Any = None) -> 
     """One party's side of the whole run (every model in turn, one process pair); plain data out."""
     torch.set_num_threads(1)
     first = jobs[0]
-    rng = _Randomness(rank, first["provider"], first["seed"])
+    rng = _Randomness(rank, first["provider"], bytes.fromhex(first["master_key"]))
     rng.install()
     return [bench_model(rank, job, rng, progress) for job in jobs]
 
@@ -513,7 +519,7 @@ def bench_model(rank: int, job: dict[str, Any], rng: _Randomness, progress: Any 
     out: dict[str, Any] = {"rank": rank, "share_s": time.perf_counter() - t0, "runs": [], "checks": []}
     shaped = job["transport"] == "grpc" and job["shaped"]
     for batch in job["batches"]:
-        x_share = _input_share(rank, spec, batch, job["seed"], secure.precision_bits)
+        x_share = _input_share(rank, spec, batch, job["seed"], secure.precision_bits, rng.master_key)
         if shaped:
             _set_shape(None)
         for _ in range(job["warmup"]):
@@ -586,6 +592,9 @@ def run_entries(entries: list[ModelEntry], settings: BenchSettings, progress: An
     backend = "grpc" if settings.transport == "grpc" else "gloo"
     config = PairConfig(backend=backend, session_timeout_s=settings.timeout_s)  # type: ignore[arg-type]
     jobs = [_job(e, settings) for e in entries]
+    master_key = new_key().hex()  # the simulated dealer's and client's secret, handed to both parties
+    for job in jobs:
+        job["master_key"] = master_key
     raw0, raw1 = run_pair(bench_party, jobs, progress, config=config, timeout_s=settings.timeout_s)
     return [[a, b] for a, b in zip(raw0, raw1)]
 

@@ -28,16 +28,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mpcvit.models.registry import VARIANTS, model_spec  # noqa: E402
+from mpcvit.prg import new_key  # noqa: E402
 from protocols.costs import NETWORKS  # noqa: E402
 from protocols.local import run_two_party  # noqa: E402
 
 log = logging.getLogger("secure_costs")
 
 
-def _party(rank: int, names: list[str], repeats: int) -> list[dict[str, Any]]:
+def _party(rank: int, names: list[str], repeats: int, master_key: bytes) -> list[dict[str, Any]]:
     import torch
 
     from mpcvit.models.registry import create_model
+    from mpcvit.prg import derive_key
     from protocols.providers import DealerProvider, InProcessDealer, install_provider
     from protocols.runtime import SecureViT
 
@@ -46,7 +48,7 @@ def _party(rank: int, names: list[str], repeats: int) -> list[dict[str, Any]]:
     for i, name in enumerate(names):
         torch.manual_seed(i)
         model = create_model(name).eval()
-        secure = SecureViT.share(model if rank == 0 else None, model.spec, None, owner=0, batch_source=InProcessDealer(i))
+        secure = SecureViT.share(model if rank == 0 else None, model.spec, None, owner=0, batch_source=InProcessDealer(derive_key(master_key, f"model/{i}")))
         x = torch.zeros(1, *model.spec.input_shape, dtype=torch.long)
         reports = [secure.forward_shares(x)[1].to_dict() for _ in range(repeats)]  # first forward warms up
         best = min(reports, key=lambda r: r["seconds"])
@@ -111,7 +113,7 @@ def main() -> int:
     reference = run_reference(args.shape, args.reference) if args.reference else []
     names = [f"{v}_{args.shape}" for v in args.variants]
     t0 = time.perf_counter()
-    variants, _ = run_two_party(_party, names, args.repeats, timeout=3000)
+    variants, _ = run_two_party(_party, names, args.repeats, new_key(), timeout=3000)
     import os
     import platform
 

@@ -35,18 +35,20 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from mpcvit.prg import new_key  # noqa: E402
 from parties.pair import PairConfig, run_pair  # noqa: E402
 from parties.transport import NETWORKS  # noqa: E402
 
 logger = logging.getLogger("transport_bench")
 
 
-def secure_forwards(rank: int, model_name: str, warmup: int, repeats: int, threads: int) -> dict[str, Any]:
+def secure_forwards(rank: int, model_name: str, warmup: int, repeats: int, threads: int, master_key: bytes) -> dict[str, Any]:
     """In each party: share a random-weight model, run warmup + measured forwards on a random image."""
     import torch
 
     from mpcvit import sealing
     from mpcvit.models.registry import create_model, model_spec
+    from mpcvit.prg import derive_key
     from protocols.accounting import ensure_counting
     from protocols.providers import DealerProvider, InProcessDealer, install_provider
     from protocols.runtime import SecureViT
@@ -56,9 +58,9 @@ def secure_forwards(rank: int, model_name: str, warmup: int, repeats: int, threa
     install_provider(DealerProvider(rank))
     torch.manual_seed(0)
     model = create_model(model_name).eval() if rank == 0 else None
-    secure = SecureViT.share(model, model_spec(model_name), {}, batch_source=InProcessDealer(0))
+    secure = SecureViT.share(model, model_spec(model_name), {}, batch_source=InProcessDealer(master_key))
     image = torch.rand(1, *secure.spec.input_shape, generator=torch.Generator().manual_seed(1))
-    share = sealing.share_fixed_point(image, secure.precision_bits, generator=torch.Generator().manual_seed(2))[rank]
+    share = sealing.share_fixed_point(image, secure.precision_bits, key=derive_key(master_key, "input"))[rank]
     runs = []
     for i in range(warmup + repeats):
         t0 = time.perf_counter()
@@ -72,7 +74,7 @@ def secure_forwards(rank: int, model_name: str, warmup: int, repeats: int, threa
 def measure(name: str, config: PairConfig, args: argparse.Namespace) -> dict[str, Any]:
     logger.info("measuring %s ...", name)
     t0 = time.perf_counter()
-    results = run_pair(secure_forwards, args.model, args.warmup, args.repeats, args.threads, config=config, timeout_s=args.timeout)
+    results = run_pair(secure_forwards, args.model, args.warmup, args.repeats, args.threads, new_key(), config=config, timeout_s=args.timeout)
     runs = results[0]["runs"]
     row = {
         "transport": name,

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from mpcvit.prg import PRG
+
 _INFO = b"mpcvit-seal-v1"
 _DTYPES = {"int64": (torch.int64, np.dtype("<i8"))}
 MAX_SEALED_ELEMENTS = 1 << 24
@@ -93,10 +95,18 @@ def open_tensor(sealed: Sealed, own_private: bytes, peer_public: bytes, aad: byt
     return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).copy()).reshape(sealed.shape).to(torch_dtype)
 
 
-def share_fixed_point(x: torch.Tensor, precision_bits: int = 16, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode ``x`` in fixed point (round(x * 2^bits)) and split it into two additive shares on Z_2^64."""
+def share_fixed_point(x: torch.Tensor, precision_bits: int = 16, key: bytes | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode ``x`` in fixed point (round(x * 2^bits)) and split it into two additive shares on Z_2^64.
+
+    Share 0 is a uniform mask r from the project's AES-256-CTR PRG
+    (``mpcvit.prg``) under a fresh 256-bit key from the OS, share 1 is
+    enc(x) - r: each share alone is uniform on Z_2^64 and independent of x.
+    ``key`` (32 secret bytes) replaces the fresh key only where two processes
+    that both play the client must derive the same split (benchmarks); a key
+    must never split two different inputs.
+    """
     enc = torch.round(x.double() * (1 << precision_bits)).to(torch.int64)
-    r = torch.randint(-(2**63), 2**63 - 1, enc.shape, dtype=torch.int64, generator=generator)
+    r = (PRG(key) if key is not None else PRG.fresh()).ring(enc.shape)
     return r, enc - r  # int64 arithmetic wraps modulo 2^64
 
 

@@ -2,21 +2,22 @@
 
 Server side (``python -m parties.dealer`` / ``mpcvit dealer``): for each
 preprocessing batch (id agreed by both parties; the party process uses the
-inference's session id) the dealer draws one 64-bit seed per party
-(:class:`DealerState`). ``GetSeed`` hands party ``i`` its seed; party 0's
-``GetCorrections`` replays both seeds over the batch's request list with
+inference's session id) the dealer draws one fresh 256-bit key per party
+from the OS (:class:`DealerState`; ``mpcvit.prg.new_key``, never reused).
+``GetSeed`` hands party ``i`` its key; party 0's
+``GetCorrections`` replays both keys' AES-256-CTR streams over the batch's request list with
 ``protocols.providers.dealer_corrections`` (the plain function, reusable
 in-process) and streams back party 0's shares of the correlated values:
 ``c_0 = op(a_0 + a_1, b_0 + b_1) - c_1`` and the like. The batch is forgotten
-once both seeds and the corrections are out (or after ``ttl_s``).
+once both keys and the corrections are out (or after ``ttl_s``).
 
-Client side (:class:`DealerClient`): ``get_seed`` and ``get_corrections``;
+Client side (:class:`DealerClient`): ``get_key`` and ``get_corrections``;
 :meth:`DealerClient.fetch_batch` gives what ``DealerProvider.begin_batch``
 takes. A party calls it before the online phase of an inference: one request
 per party per batch, never inside the secure computation, so the dealer adds
 no online rounds; its bytes and seconds are counted apart (:class:`DealerTraffic`).
 
-With mutual TLS the dealer hands rank ``i``'s seed only to the client whose
+With mutual TLS the dealer hands rank ``i``'s key only to the client whose
 certificate says ``party{i}``, and corrections only to ``party0``.
 """
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
-import secrets
 import sys
 import threading
 import time
@@ -40,6 +40,7 @@ import torch
 from parties.proto import dealer_pb2, dealer_pb2_grpc
 from parties.tls import channel_credentials, peer_role, server_credentials
 from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
+from mpcvit.prg import KEY_BYTES, new_key
 from protocols.providers import Request, dealer_corrections
 
 logger = logging.getLogger(__name__)
@@ -62,18 +63,18 @@ class DealerError(ValueError):
 
 @dataclass
 class _Batch:
-    seeds: tuple[int, int]
+    keys: tuple[bytes, bytes]
     created: float
-    seeds_handed: set[int] = field(default_factory=set)
+    keys_handed: set[int] = field(default_factory=set)
     corrections_served: bool = False
 
     @property
     def done(self) -> bool:
-        return self.corrections_served and self.seeds_handed == {0, 1}
+        return self.corrections_served and self.keys_handed == {0, 1}
 
 
 class DealerState:
-    """The dealer's batches: seeds per party, forgotten when used up or stale."""
+    """The dealer's batches: a fresh key per party, forgotten when used up or stale."""
 
     def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_batches: int = MAX_OPEN_BATCHES) -> None:
         self.ttl_s = ttl_s
@@ -94,8 +95,7 @@ class DealerState:
                 raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"batch {batch_id} is used up; batch ids are never reused")
             if len(self._batches) >= self.max_batches:
                 raise DealerError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {self.max_batches} open batches")
-            seeds = (secrets.randbits(63), secrets.randbits(63))
-            batch = self._batches[batch_id] = _Batch(seeds=seeds, created=now)
+            batch = self._batches[batch_id] = _Batch(keys=(new_key(), new_key()), created=now)
         return batch
 
     def _forget_if_done(self, batch_id: str, batch: _Batch) -> None:
@@ -105,17 +105,17 @@ class DealerState:
             while len(self._finished) > 4 * self.max_batches:
                 self._finished.popitem(last=False)
 
-    def seed(self, batch_id: str, rank: int) -> int:
-        """Party ``rank``'s seed for the batch; each is handed out once."""
+    def key(self, batch_id: str, rank: int) -> bytes:
+        """Party ``rank``'s 32-byte key for the batch; each is handed out once."""
         if rank not in (0, 1):
             raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "rank must be 0 or 1")
         with self._lock:
             batch = self._batch(batch_id)
-            if rank in batch.seeds_handed:
-                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"rank {rank}'s seed for batch {batch_id} was already handed out")
-            batch.seeds_handed.add(rank)
+            if rank in batch.keys_handed:
+                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"rank {rank}'s key for batch {batch_id} was already handed out")
+            batch.keys_handed.add(rank)
             self._forget_if_done(batch_id, batch)
-            return batch.seeds[rank]
+            return batch.keys[rank]
 
     def corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:
         """Party 0's corrections for the batch (once per batch)."""
@@ -129,9 +129,9 @@ class DealerState:
             if batch.corrections_served:
                 raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"corrections for batch {batch_id} were already served")
             batch.corrections_served = True
-            seeds = batch.seeds
+            keys = batch.keys
             self._forget_if_done(batch_id, batch)
-        return dealer_corrections(seeds, requests)
+        return dealer_corrections(keys, requests)
 
     @property
     def open_batches(self) -> int:
@@ -211,10 +211,10 @@ class DealerServicer(dealer_pb2_grpc.DealerServicer):
     def GetSeed(self, request: dealer_pb2.SeedRequest, context: grpc.ServicerContext) -> dealer_pb2.SeedReply:
         try:
             _check_role(context, f"party{request.rank}")
-            seed = self.state.seed(request.batch_id, request.rank)
+            key = self.state.key(request.batch_id, request.rank)
         except DealerError as exc:
             context.abort(exc.code, str(exc))
-        return dealer_pb2.SeedReply(batch_id=request.batch_id, seed=seed)
+        return dealer_pb2.SeedReply(batch_id=request.batch_id, key=key)
 
     def GetCorrections(self, request: dealer_pb2.CorrectionsRequest, context: grpc.ServicerContext) -> Iterator[dealer_pb2.CorrectionChunk]:
         try:
@@ -269,11 +269,14 @@ class DealerClient:
         self.timeout_s = timeout_s
         self.traffic = DealerTraffic()
 
-    def get_seed(self, batch_id: str) -> int:
+    def get_key(self, batch_id: str) -> bytes:
+        """This party's 32-byte PRG key for the batch."""
         t0 = time.perf_counter()
         reply = self.stub.GetSeed(dealer_pb2.SeedRequest(batch_id=batch_id, rank=self.rank), timeout=self.timeout_s, wait_for_ready=True)
-        self._count(8, t0)
-        return int(reply.seed)
+        self._count(len(reply.key), t0)
+        if len(reply.key) != KEY_BYTES:
+            raise RuntimeError(f"the dealer sent a {len(reply.key)}-byte key; a batch key is {KEY_BYTES} bytes")
+        return bytes(reply.key)
 
     def get_corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:
         t0 = time.perf_counter()
@@ -282,10 +285,10 @@ class DealerClient:
         self._count(sum(int(c.nelement()) * 8 for c in corrections), t0)
         return corrections
 
-    def fetch_batch(self, batch_id: str, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
-        """This party's seed and (rank 0) corrections: what ``DealerProvider.begin_batch`` takes."""
-        seed = self.get_seed(batch_id)
-        return seed, (self.get_corrections(batch_id, requests) if self.rank == 0 else None)
+    def fetch_batch(self, batch_id: str, requests: list[Request]) -> tuple[bytes, list[torch.Tensor] | None]:
+        """This party's key and (rank 0) corrections: what ``DealerProvider.begin_batch`` takes."""
+        key = self.get_key(batch_id)
+        return key, (self.get_corrections(batch_id, requests) if self.rank == 0 else None)
 
     def _count(self, nbytes: int, t0: float) -> None:
         self.traffic.requests += 1

@@ -10,10 +10,11 @@ Per control call (the coordinator calls both parties with the same session id):
   spec (JSON, one message); both build ``protocols.runtime.SecureViT.share``:
   party 0's weights are secret-shared once and cached as shares until the next
   LoadModel of that name; the dealer's randomness plan for batch size 1 is
-  recorded in a dry run.
+  recorded in a local dry run that sends nothing to the peer
+  (``protocols.planning``).
 * ``Infer``: each party opens its sealed input shares
   (``mpcvit.sealing.open_tensor``, aad = request id), fetches the batch's
-  seed (and on party 0 the corrections) from the dealer with the session id as
+  256-bit key (and on party 0 the corrections) from the dealer with the session id as
   the batch id -- the offline phase, one request, before any online round --
   runs ``SecureViT.forward_shares`` over the gRPC communicator and seals its
   logit share for each client (``seal_tensor``, aad = request id).
@@ -21,7 +22,8 @@ Per control call (the coordinator calls both parties with the same session id):
 The secure computation uses CrypTen's global state, so a party runs one
 session at a time (a lock, waited on at most until the call's deadline); the
 coordinator must hand sessions to both parties in the same order. Every
-session re-syncs CrypTen's PRNG seeds with the peer (``install``), so a
+session agrees fresh 256-bit keys for CrypTen's zero-sharing PRGs with the
+peer over the mutually authenticated channel (``install``), so a
 failed session never poisons the next. A failure (bad input, dead peer,
 deadline) aborts the session on both sides and answers a gRPC status; the
 process keeps serving.

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mpcvit.models.registry import SHAPES, model_spec
+from mpcvit.prg import new_key
 from mpcvit.models.spec import ACT_KINDS, ATTN_KINDS, ArchSpec
 
 log = logging.getLogger(__name__)
@@ -122,10 +123,11 @@ def _count(kinds: tuple[str, ...]) -> dict[str, int]:
 
 
 # -- measuring -----------------------------------------------------------------------------
-def _measure_party(rank: int, specs: list[ArchSpec]) -> list[dict[str, Any]]:
+def _measure_party(rank: int, specs: list[ArchSpec], master_key: bytes) -> list[dict[str, Any]]:
     import torch
 
     from mpcvit.models.vit import VisionTransformer
+    from mpcvit.prg import derive_key
     from protocols.providers import DealerProvider, InProcessDealer, install_provider
     from protocols.runtime import SecureViT
 
@@ -134,7 +136,7 @@ def _measure_party(rank: int, specs: list[ArchSpec]) -> list[dict[str, Any]]:
     for i, spec in enumerate(specs):
         torch.manual_seed(i)
         model = VisionTransformer(spec).eval() if rank == 0 else None
-        secure = SecureViT.share(model, spec, None, owner=0, batch_source=InProcessDealer(i))
+        secure = SecureViT.share(model, spec, None, owner=0, batch_source=InProcessDealer(derive_key(master_key, f"model/{i}")))
         x = torch.zeros(1, *spec.input_shape, dtype=torch.long)
         _, report = secure.forward_shares(x)
         out.append(report.to_dict())
@@ -190,7 +192,7 @@ def measure(shapes: list[str], timeout: float = 3000.0) -> dict[str, Any]:
     for shape in shapes:
         t0 = time.perf_counter()
         specs = measurement_specs(shape)
-        reports, _ = run_two_party(_measure_party, specs, timeout=timeout)
+        reports, _ = run_two_party(_measure_party, specs, new_key(), timeout=timeout)
         entries[shape] = _entries(specs, reports)
         log.info("measured shape %s in %.0f s", shape, time.perf_counter() - t0)
     return {

@@ -12,6 +12,23 @@
   it really imports: ``numpy``, ``omegaconf``, ``pyyaml`` and ``onnx`` (see the
   Makefile and ``requirements.txt``).
 
+* Its randomness is torch's Mersenne Twister: ``crypten.common.rng`` draws
+  every random ring element with ``torch.randint(generator=...)`` and
+  ``crypten._setup_prng`` makes the pairwise ("prev"/"next") generators behind
+  pseudo-random zero sharing, the "local" and the "global" one as
+  ``torch.Generator`` with 64-bit seeds (of which ``manual_seed`` keeps 32
+  bits). From a few hundred outputs the state and the seed fall out, and
+  those outputs reach the peer in openings. :func:`_secure_randomness`
+  replaces, in every CrypTen module that imported them, the two draw
+  functions with ones that read the project's AES-256-CTR PRG
+  (``mpcvit.prg.PRG``) and *refuse* a ``torch.Generator``, and replaces
+  ``_setup_prng`` with one that gives each generator slot a PRG: the
+  "next" key (256 bits from the OS) goes to the next party over the
+  communicator (the mutually authenticated TLS channel in a deployment),
+  whose "prev" it becomes; "global" is broadcast by party 0; "local" never
+  leaves the process. Until ``_setup_prng`` runs, "local" draws come from
+  a process-local PRG.
+
 Every other module imports CrypTen through here::
 
     from protocols.crypten_compat import crypten
@@ -43,4 +60,97 @@ import crypten  # noqa: E402  (must follow the stub)
 import crypten.communicator  # noqa: E402,F401
 import crypten.mpc  # noqa: E402,F401
 
-__all__ = ["crypten"]
+_RNG_MODULES = (
+    "crypten.common.rng",
+    "crypten.mpc.primitives.arithmetic",
+    "crypten.mpc.primitives.binary",
+    "crypten.mpc.provider.tfp_provider",
+    "crypten.mpc.provider.ttp_provider",
+)
+_process_prg: list = []
+
+
+def _prg_for(generator):  # noqa: ANN001, ANN202 - CrypTen passes a generator or None
+    """The PRG a CrypTen draw reads: the one given, else the "local" slot (a process PRG before set-up)."""
+    import torch
+
+    from mpcvit.prg import PRG
+
+    if isinstance(generator, PRG):
+        return generator
+    if generator is not None:
+        raise TypeError(f"CrypTen was handed a {type(generator).__name__}; masks come only from mpcvit.prg.PRG")
+    local = crypten.generators["local"].get(torch.device("cpu"))
+    if isinstance(local, PRG):
+        return local
+    import os
+
+    if not _process_prg or _process_prg[0][0] != os.getpid():  # a forked child never shares its parent's stream
+        _process_prg[:] = [(os.getpid(), PRG.fresh())]
+    return _process_prg[0][1]
+
+
+def _check_ring_draw(size, kwargs):  # noqa: ANN001, ANN202
+    import torch
+
+    device = kwargs.get("device")
+    if device is not None and torch.device(device).type != "cpu":
+        raise ValueError("the secure runtime draws randomness on the CPU only")
+    return size if isinstance(size, (tuple, list, torch.Size)) else (size,)
+
+
+def generate_random_ring_element(size, ring_size=(2**64), generator=None, **kwargs):  # noqa: ANN001, ANN201
+    """Uniform elements of Z_2^64 from the project's PRG (CrypTen's signature)."""
+    if ring_size != 2**64:
+        raise ValueError("only the 64-bit ring is supported")
+    return _prg_for(generator).ring(_check_ring_draw(size, kwargs))
+
+
+def generate_kbit_random_tensor(size, bitlength=None, generator=None, **kwargs):  # noqa: ANN001, ANN201
+    """Uniform k-bit values from the project's PRG (CrypTen's signature)."""
+    return _prg_for(generator).bits(_check_ring_draw(size, kwargs), bitlength)
+
+
+def _setup_prng() -> None:
+    """CrypTen's generator slots as PRGs under fresh 256-bit keys (see the module docstring)."""
+    import torch
+
+    from mpcvit.prg import KEY_BYTES, PRG, new_key
+
+    comm = crypten.communicator.get()
+    world, rank = comm.get_world_size(), comm.get_rank()
+    next_key = new_key()
+    words = KEY_BYTES // 8
+    prev_key = next_key
+    if world >= 2:
+        outgoing = torch.frombuffer(bytearray(next_key), dtype=torch.int64).clone()
+        incoming = torch.zeros(words, dtype=torch.int64)
+        sent = comm.isend(outgoing, (rank + 1) % world)
+        received = comm.irecv(incoming, src=(rank - 1) % world)
+        sent.wait()
+        received.wait()
+        prev_key = incoming.numpy().tobytes()
+    global_words = torch.frombuffer(bytearray(new_key()), dtype=torch.int64).clone()
+    global_key = comm.broadcast(global_words, 0).numpy().tobytes() if world >= 2 else global_words.numpy().tobytes()
+    cpu = torch.device("cpu")
+    crypten.generators["prev"][cpu] = PRG(prev_key)
+    crypten.generators["next"][cpu] = PRG(next_key)
+    crypten.generators["local"][cpu] = PRG.fresh()
+    crypten.generators["global"][cpu] = PRG(global_key)
+
+
+def _secure_randomness() -> None:
+    """Point CrypTen's draws and generator set-up at the project's PRG (idempotent)."""
+    import importlib
+
+    for name in _RNG_MODULES:
+        module = importlib.import_module(name)
+        for fn in (generate_random_ring_element, generate_kbit_random_tensor):
+            if hasattr(module, fn.__name__):
+                setattr(module, fn.__name__, fn)
+    crypten._setup_prng = _setup_prng
+
+
+_secure_randomness()
+
+__all__ = ["crypten", "generate_kbit_random_tensor", "generate_random_ring_element"]

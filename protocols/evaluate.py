@@ -17,6 +17,7 @@ import torch
 
 from mpcvit.checkpoint import normalise_input
 from mpcvit.models.vit import VisionTransformer
+from mpcvit.prg import new_key
 from mpcvit.sealing import reconstruct_fixed_point, share_fixed_point
 from protocols.config import DEFAULT_CONFIG, SecureConfig
 from protocols.local import run_two_party
@@ -26,12 +27,12 @@ from protocols.runtime import SecureViT
 log = logging.getLogger(__name__)
 
 
-def _party(rank: int, model: VisionTransformer, meta: dict[str, Any], config: SecureConfig, seed: int,
+def _party(rank: int, model: VisionTransformer, meta: dict[str, Any], config: SecureConfig, master_key: bytes,
            shares: list[torch.Tensor]) -> dict[str, Any]:
     install_provider(DealerProvider(rank) if config.provider == "dealer" else TFPProvider())
     t0 = time.perf_counter()
     secure = SecureViT.share(model if rank == 0 else None, model.spec, meta if rank == 0 else None, owner=0,
-                             config=config, batch_source=InProcessDealer(seed))
+                             config=config, batch_source=InProcessDealer(master_key))
     setup = time.perf_counter() - t0
     outs, reports = [], []
     for share in shares:
@@ -61,7 +62,7 @@ def _sum_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_private(model: VisionTransformer, meta: dict[str, Any], images: torch.Tensor, labels: torch.Tensor | None = None,
-                     batch_size: int = 16, config: SecureConfig = DEFAULT_CONFIG, seed: int = 0,
+                     batch_size: int = 16, config: SecureConfig = DEFAULT_CONFIG,
                      timeout: float = 1800.0) -> dict[str, Any]:
     """Secure vs plaintext on ``images`` ((B, C, H, W) in [0, 1]); returns accuracies, agreement, errors and costs.
 
@@ -76,14 +77,14 @@ def evaluate_private(model: VisionTransformer, meta: dict[str, Any], images: tor
     model = model.eval()
     with torch.no_grad():
         plain = model(normalise_input(images.float(), meta))
-    gen = torch.Generator().manual_seed(seed)
     s0, s1 = [], []
-    for i in range(0, len(images), batch_size):
-        a, b = share_fixed_point(images[i : i + batch_size], config.precision_bits, generator=gen)
+    for i in range(0, len(images), batch_size):  # the client's split: masks from a fresh PRG key per batch
+        a, b = share_fixed_point(images[i : i + batch_size], config.precision_bits)
         s0.append(a)
         s1.append(b)
     t0 = time.perf_counter()
-    r0, r1 = run_two_party(_party, model, meta, config, seed, rank_args=((s0,), (s1,)), timeout=timeout)
+    master_key = new_key()  # the simulated dealer's secret, handed to both party processes
+    r0, r1 = run_two_party(_party, model, meta, config, master_key, rank_args=((s0,), (s1,)), timeout=timeout)
     wall = time.perf_counter() - t0
     private = torch.cat([
         reconstruct_fixed_point(torch.tensor(a), torch.tensor(b), config.precision_bits).float()

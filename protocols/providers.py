@@ -4,18 +4,22 @@ The dealer (``DealerProvider``)
 -------------------------------
 CrypTen's TTP semantics, without CrypTen's synchronous TTP round trips:
 
-* For one *batch* (typically one forward pass) the dealer draws one 64-bit
-  seed per party. Party ``i`` seeds a ``torch.Generator`` with it and expands
-  it into its shares of every random value, in request order.
+* For one *batch* (typically one forward pass) the dealer draws one fresh
+  256-bit key per party from the OS (``mpcvit.prg.new_key``), never reused.
+  Party ``i`` expands its key with the project's AES-256-CTR PRG
+  (``mpcvit.prg.PRG``) into its shares of every random value, in request
+  order. No ``torch.Generator`` touches a share, a triple or a mask.
 * Party 1's randomness comes from its seed alone: for a Beaver triple it draws
   ``a_1, b_1, c_1``; party 0 draws only ``a_0, b_0`` and receives the
   *correction* ``c_0 = op(a_0 + a_1, b_0 + b_1) - c_1`` from the dealer.
   Likewise ``square`` (r, r^2), ``binary`` (a, b, a & b; XOR shares),
   ``wraps`` (r, theta_r = wraps of (r_0, r_1)) and ``B2A`` (one random bit as
-  XOR shares rB and additive shares rA). ``dealer_corrections(seeds, requests)``
-  is the dealer's side: a pure function of both seeds and the request list.
-* The runtime knows every shape of a forward pass before the request: a dry
-  run (``DealerProvider.recording()``) records the request sequence
+  XOR shares rB and additive shares rA). ``dealer_corrections(keys, requests)``
+  is the dealer's side: a pure function of both keys and the request list.
+* The runtime knows every shape of a forward pass before the request: a
+  *local* dry run (``DealerProvider.recording()`` inside
+  ``protocols.planning.offline``, which answers every collective locally, so
+  nothing is sent to the peer) records the request sequence
   (``list[Request]``) at model load; before an inference party 0 calls
   ``fetch(requests)`` once (the offline phase) and then consumes the
   corrections in order. The online phase has *no* dealer rounds. Traffic with
@@ -39,17 +43,26 @@ bitmul     rB_0 (1 bit), s_0 (+ rA_1, g_1) [r - rA_1, r s - g_1], r = rB_0 ^ rB_
 shares rB and additive shares rA with a random ring element s and g = r s:
 a bit times a shared value in one round.
 
-where ``a = a_0 + a_1`` (mod 2^64), ``a = a_0 ^ a_1`` for binary, and the
-random draws use CrypTen's own ``generate_random_ring_element`` /
-``generate_kbit_random_tensor`` (so the streams match CrypTen's TTP server).
+where ``a = a_0 + a_1`` (mod 2^64), ``a = a_0 ^ a_1`` for binary; ring
+elements are ``PRG.ring`` draws, bits ``PRG.bits`` draws.
+
+What each party receives, and why it is uniform: party 1 receives only its
+key; party 0 its key and the corrections. A correction is the correlated
+value minus one of party 1's PRG draws that appears nowhere else (c_1,
+s_1, t_1, rA_1, g_1), so it is uniform on Z_2^64 (or, for binary,
+uniform 64-bit words) and independent of everything party 0 holds. The
+openings the parties exchange online (Beaver's x - a, AND's x ^ a, B2A's
+b ^ rB, bitmul's z and y - s) are each masked by a fresh PRG draw of the
+sender's that the receiver never learns (``tests/protocols/test_uniformity.py``
+checks them statistically).
 
 Use from the party process (``parties/``)::
 
     provider = DealerProvider(rank, fetch=my_grpc_fetch)   # fetch only needed on rank 0
     install_provider(provider)                              # CrypTen's ops now use it
     ...
-    plan = secure_vit.plan(batch_size)                      # list[Request], recorded once per batch size
-    provider.begin_batch(seed, plan)                        # rank 0: calls fetch(plan) now (offline)
+    plan = secure_vit.plan(batch_size)                      # list[Request], recorded locally once per batch size
+    provider.begin_batch(key, plan)                         # rank 0: calls fetch(plan) now (offline)
     logits_share, costs = secure_vit.forward_shares(x_share)
 
 ``SecureViT.forward_shares`` calls ``begin_batch`` itself when given a
@@ -66,7 +79,6 @@ compare with published numbers; every result made with it says
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -76,9 +88,9 @@ from typing import Any, Protocol
 
 import torch
 
-from protocols.crypten_compat import crypten
+from mpcvit.prg import PRG, derive_key
+from protocols.crypten_compat import crypten, generate_kbit_random_tensor, generate_random_ring_element
 
-from crypten.common.rng import generate_kbit_random_tensor, generate_random_ring_element  # noqa: E402
 from crypten.common.util import count_wraps  # noqa: E402
 from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor  # noqa: E402
 from crypten.mpc.provider.provider import TupleProvider  # noqa: E402
@@ -171,29 +183,33 @@ def _triple_op(op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any]
     return getattr(torch, op)(a, b, **kwargs)
 
 
-def _ring(size: Sequence[int], g: torch.Generator) -> torch.Tensor:
-    return generate_random_ring_element(tuple(size), generator=g)
+def _ring(size: Sequence[int], g: PRG | None) -> torch.Tensor:
+    """Ring elements from ``g``; zeros in a dry run (``g`` None)."""
+    return torch.zeros(tuple(size), dtype=torch.int64) if g is None else g.ring(tuple(size))
 
 
-def _bits(size: Sequence[int], g: torch.Generator, bitlength: int | None = None) -> torch.Tensor:
-    return generate_kbit_random_tensor(tuple(size), bitlength=bitlength, generator=g)
+def _bits(size: Sequence[int], g: PRG | None, bitlength: int | None = None) -> torch.Tensor:
+    return torch.zeros(tuple(size), dtype=torch.int64) if g is None else g.bits(tuple(size), bitlength)
 
 
-def _generator(seed: int) -> torch.Generator:
-    g = torch.Generator(device="cpu")
-    g.manual_seed(int(seed) & ((1 << 63) - 1))
-    return g
+def _generator(key: bytes) -> PRG:
+    """A party's batch stream: the PRG under its batch key (32 bytes from the dealer)."""
+    if not isinstance(key, (bytes, bytearray)):
+        raise TypeError(f"a batch key is 32 bytes, got {type(key).__name__}")
+    return PRG(bytes(key))
 
 
-def dealer_corrections(seeds: tuple[int, int], requests: Sequence[Request]) -> list[torch.Tensor]:
-    """Party 0's corrections for ``requests``, from both parties' seeds (the dealer's whole job).
+def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request]) -> list[torch.Tensor]:
+    """Party 0's corrections for ``requests``, from both parties' batch keys (the dealer's whole job).
 
     Replays each party's PRG stream in request order (see the module table),
     reconstructs the plaintext randomness and returns, per request, party 0's
     share of the correlated value; party 1's share of it is its own PRG draw.
-    Pure: the same seeds and requests give the same corrections.
+    Pure: the same keys and requests give the same corrections.
     """
-    g0, g1 = _generator(seeds[0]), _generator(seeds[1])
+    if keys[0] == keys[1]:
+        raise ValueError("the two parties' batch keys must differ")
+    g0, g1 = _generator(keys[0]), _generator(keys[1])
     out: list[torch.Tensor] = []
     for req in requests:
         if req.kind == "additive":
@@ -225,51 +241,54 @@ def dealer_corrections(seeds: tuple[int, int], requests: Sequence[Request]) -> l
 
 
 class BatchSource(Protocol):
-    """Where a party gets the seed (and, on rank 0, the corrections) of its next batch."""
+    """Where a party gets the key (and, on rank 0, the corrections) of its next batch."""
 
-    def next_batch(self, rank: int, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
-        """This party's seed and, for rank 0, the corrections of ``requests`` (None on rank 1)."""
+    def next_batch(self, rank: int, requests: list[Request]) -> tuple[bytes, list[torch.Tensor] | None]:
+        """This party's batch key and, for rank 0, the corrections of ``requests`` (None on rank 1)."""
         ...
 
 
 @dataclass
 class InProcessDealer:
-    """A simulated dealer for tests and ``mpcvit eval-private``: both ranks derive the same batch seeds.
+    """A simulated dealer for tests, benchmarks and ``mpcvit eval-private``: both ranks derive the same batch keys.
 
-    Each rank holds an instance with the same ``base_seed``; batch ``k``'s seeds
-    are SHA-256(base_seed, k, rank). Rank 0 computes its corrections with
-    ``dealer_corrections`` in-process, so it *could* know party 1's seed: a
+    Each rank holds an instance with the same secret ``master_key`` (32 bytes
+    from ``mpcvit.prg.new_key()``, made by whoever starts both parties and
+    handed to them, never a constant); batch ``k``'s key for rank ``i`` is
+    HMAC-SHA256(master_key, "batch/k/rank/i"): fresh per batch, never reused
+    within one master key. Rank 0 computes its corrections with
+    ``dealer_corrections`` in-process, so it *could* know party 1's key: a
     simulation of the dealer's data flow and costs, not of its trust model
     (the real dealer is the gRPC one in ``parties/``).
     """
 
-    base_seed: int = 0
+    master_key: bytes
     batch: int = 0
     dealer_seconds: float = 0.0
 
-    def seeds(self, batch: int) -> tuple[int, int]:
-        def one(rank: int) -> int:
-            h = hashlib.sha256(f"{self.base_seed}/{batch}/{rank}".encode()).digest()
-            return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+    def __post_init__(self) -> None:
+        if not isinstance(self.master_key, (bytes, bytearray)) or len(self.master_key) < 16:
+            raise ValueError("InProcessDealer needs a secret master key of at least 128 bits (mpcvit.prg.new_key())")
 
-        return one(0), one(1)
+    def keys(self, batch: int) -> tuple[bytes, bytes]:
+        return tuple(derive_key(self.master_key, f"batch/{batch}/rank/{rank}") for rank in (0, 1))  # type: ignore[return-value]
 
-    def next_batch(self, rank: int, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
+    def next_batch(self, rank: int, requests: list[Request]) -> tuple[bytes, list[torch.Tensor] | None]:
         import time
 
-        seeds = self.seeds(self.batch)
+        keys = self.keys(self.batch)
         self.batch += 1
         if rank != 0:
-            return seeds[1], None
+            return keys[1], None
         t0 = time.perf_counter()
-        corrections = dealer_corrections(seeds, requests)
+        corrections = dealer_corrections(keys, requests)
         self.dealer_seconds += time.perf_counter() - t0
-        return seeds[0], corrections
+        return keys[0], corrections
 
 
 @dataclass
 class _Batch:
-    generator: torch.Generator
+    generator: PRG
     requests: list[Request] | None = None
     corrections: list[torch.Tensor] | None = None
     position: int = 0
@@ -292,10 +311,11 @@ class DealerProvider(TupleProvider):
     """CrypTen tuple provider with TTP semantics whose corrections are prefetched per batch (no online dealer rounds).
 
     Rank 0 needs ``fetch`` (or corrections passed to ``begin_batch``); rank 1
-    needs only its seed. Outside a batch, every request raises RuntimeError,
+    needs only its key. Outside a batch, every request raises RuntimeError,
     except inside ``recording()`` where requests are recorded and answered
-    with throwaway randomness (a dry run: the values are garbage, the
-    request sequence is exact because every protocol is data-oblivious).
+    with zeros (a dry run that must run over ``protocols.planning.offline``:
+    the values are garbage and never leave the process, the request
+    sequence is exact because every protocol is data-oblivious).
     """
 
     NAME = "DEALER"
@@ -309,14 +329,21 @@ class DealerProvider(TupleProvider):
         self.stats = DealerStats()
         self._batch: _Batch | None = None
         self._recording: list[Request] | None = None
-        self._scratch = _generator(0x5EED)
+        self._used_keys: set[bytes] = set()
 
     # -- batches -----------------------------------------------------------
-    def begin_batch(self, seed: int, requests: list[Request] | None = None, corrections: list[torch.Tensor] | None = None) -> None:
-        """Start a batch: this party's ``seed``; on rank 0 the corrections (given, or ``fetch(requests)`` now)."""
+    def begin_batch(self, key: bytes, requests: list[Request] | None = None, corrections: list[torch.Tensor] | None = None) -> None:
+        """Start a batch: this party's batch ``key``; on rank 0 the corrections (given, or ``fetch(requests)`` now).
+
+        A key is used for one batch only: a key seen before raises RuntimeError.
+        """
         import time
 
-        batch = _Batch(generator=_generator(seed), requests=list(requests) if requests is not None else None)
+        digest = bytes(key)
+        if digest in self._used_keys:
+            raise RuntimeError("this batch key was used before; every batch needs a fresh key from the dealer")
+        batch = _Batch(generator=_generator(key), requests=list(requests) if requests is not None else None)
+        self._used_keys.add(digest)
         if self.party_rank == 0:
             if corrections is None:
                 if self.fetch is None or requests is None:
@@ -339,9 +366,17 @@ class DealerProvider(TupleProvider):
 
     @contextmanager
     def recording(self) -> Iterator[list[Request]]:
-        """Dry run: record every request (returned list) and answer with throwaway randomness."""
+        """Dry run: record every request (returned list) and answer with zeros (never real randomness).
+
+        Only inside ``protocols.planning.offline()``: with a real communicator
+        installed the dry run would exchange openings with the peer, so it raises.
+        """
+        from protocols.planning import is_offline
+
         if self._batch is not None:
             raise RuntimeError("cannot record inside a batch")
+        if not is_offline():
+            raise RuntimeError("a dry run must not talk to the peer: record inside protocols.planning.offline()")
         self._recording = []
         try:
             yield self._recording
@@ -349,14 +384,14 @@ class DealerProvider(TupleProvider):
             self._recording = None
 
     # -- the draws -----------------------------------------------------------
-    def _next(self, req: Request) -> tuple[torch.Generator, torch.Tensor | None]:
-        """This party's generator, and on rank 0 the correction answering ``req``."""
+    def _next(self, req: Request) -> tuple[PRG | None, torch.Tensor | None]:
+        """This party's PRG (None in a dry run), and on rank 0 the correction answering ``req``."""
         if self._recording is not None:
             self._recording.append(req)
-            return self._scratch, (None if self.party_rank else torch.zeros(req.output_size(), dtype=torch.long))
+            return None, (None if self.party_rank else torch.zeros(req.output_size(), dtype=torch.long))
         batch = self._batch
         if batch is None:
-            raise RuntimeError("randomness requested outside a batch: call begin_batch(seed, plan) first")
+            raise RuntimeError("randomness requested outside a batch: call begin_batch(key, plan) first")
         if batch.requests is not None:
             if batch.position >= len(batch.requests) or batch.requests[batch.position] != req:
                 planned = batch.requests[batch.position] if batch.position < len(batch.requests) else None

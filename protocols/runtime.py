@@ -41,6 +41,7 @@ from protocols import ops
 from protocols.accounting import CostReport, CostTracker, OpCost
 from protocols.config import DEFAULT_CONFIG, SecureConfig, apply_config
 from protocols.crypten_compat import crypten
+from protocols.planning import offline
 from protocols.providers import BatchSource, DealerProvider, Request, TFPProvider, current_provider
 
 import crypten.communicator as comm  # noqa: E402
@@ -149,9 +150,10 @@ class SecureViT:
     this party's int64 share of the logits with a ``CostReport``.
 
     With the dealer provider installed, the randomness of a forward must be
-    planned: ``plan(batch_size)`` is a *collective* dry run (both parties call
-    it, once per batch size; ``share`` plans batch size 1) that records the
-    request list; then either ``batch_source`` (given to ``share``) supplies
+    planned: ``plan(batch_size)`` is a *local* dry run (each party alone, once
+    per batch size, over ``protocols.planning.offline``: nothing is sent to or
+    received from the peer; ``share`` plans batch size 1) on zero-valued
+    stand-ins of the weights that records the request list; then either ``batch_source`` (given to ``share``) supplies
     each forward's seed and corrections, or the caller runs
     ``provider.begin_batch(seed, plan, corrections)`` before
     ``forward_shares`` and ``provider.end_batch()`` after it.
@@ -195,16 +197,27 @@ class SecureViT:
 
     # -- planning (dealer) ------------------------------------------------------------
     def plan(self, batch_size: int) -> list[Request]:
-        """The randomness requests of one forward on ``batch_size`` images (collective dry run, cached)."""
+        """The randomness requests of one forward on ``batch_size`` images (a local dry run, cached).
+
+        Runs the forward on zero shares of the image and of every weight over
+        ``protocols.planning.offline()``: no message reaches the peer, and no
+        real share is touched.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         if batch_size not in self._plans:
             provider = current_provider()
             if not isinstance(provider, DealerProvider):
                 raise RuntimeError("plan() needs the dealer provider installed (protocols.providers.install_provider)")
             C, S = self.spec.in_chans, self.spec.img_size
-            dummy = ops.public_zeros(batch_size, C, S, S)
             t0 = time.perf_counter()
-            with provider.recording() as requests:
-                self._forward(dummy, CostTracker())
+            real = self.params
+            self.params = {k: _zero_like(v) for k, v in real.items()}
+            try:
+                with offline(provider.party_rank), provider.recording() as requests:
+                    self._forward(ops.public_zeros(batch_size, C, S, S), CostTracker())
+            finally:
+                self.params = real
             self._plans[batch_size] = list(requests)
             log.info("planned %d randomness requests for batch size %d in %.1f s", len(requests), batch_size, time.perf_counter() - t0)
         return self._plans[batch_size]
@@ -357,6 +370,13 @@ def _apply_on_tokens(act: Any, u: MPCTensor, toks: tuple[int, ...] | None) -> MP
     inverse = torch.empty(n, dtype=torch.long)
     inverse[torch.tensor(list(toks) + rest)] = torch.arange(n)
     return parts.index_select(1, inverse)
+
+
+def _zero_like(x: MPCTensor) -> MPCTensor:
+    """Zero shares with the shape and scale of ``x`` (a stand-in for a weight in a dry run)."""
+    z = x.clone()
+    z._tensor.share.zero_()
+    return z
 
 
 def _provider_name() -> str:

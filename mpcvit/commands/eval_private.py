@@ -23,7 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=32, help="number of test images (default 32)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per secure forward (default 16)")
     parser.add_argument("--provider", choices=("dealer", "tfp"), default="dealer", help="correlated randomness (default dealer)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the input sharing and the simulated dealer")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the two-party run is abandoned")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     images, labels = images[: args.limit], labels[: args.limit]
     config = DEFAULT_CONFIG.with_(provider=args.provider)
     result = evaluate_private(model, meta, images, labels, batch_size=args.batch_size, config=config,
-                              seed=args.seed, timeout=args.timeout)
+                              timeout=args.timeout)
     result["checkpoint"] = str(args.checkpoint)
     result["dataset"] = dataset
     if args.provider == "tfp":

@@ -15,12 +15,12 @@ class SeedRequest(_message.Message):
     def __init__(self, batch_id: _Optional[str] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class SeedReply(_message.Message):
-    __slots__ = ("batch_id", "seed")
+    __slots__ = ("batch_id", "key")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
-    SEED_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
-    seed: int
-    def __init__(self, batch_id: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    key: bytes
+    def __init__(self, batch_id: _Optional[str] = ..., key: _Optional[bytes] = ...) -> None: ...
 
 class RandomnessRequest(_message.Message):
     __slots__ = ("kind", "size0", "size1", "op", "kwargs_json")

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class DealerStub:
-    """Correlated randomness for the two parties (seeds, and party 0's corrections).
+    """Correlated randomness for the two parties (keys, and party 0's corrections).
     """
 
     def __init__(self, channel):
@@ -53,12 +53,12 @@ class DealerStub:
 
 
 class DealerServicer:
-    """Correlated randomness for the two parties (seeds, and party 0's corrections).
+    """Correlated randomness for the two parties (keys, and party 0's corrections).
     """
 
     def GetSeed(self, request, context):
-        """A party's seed for one batch. Both parties call it; the batch is created
-        by the first call.
+        """A party's PRG key for one batch. Both parties call it; the batch is
+        created by the first call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,7 +106,7 @@ def add_DealerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Dealer:
-    """Correlated randomness for the two parties (seeds, and party 0's corrections).
+    """Correlated randomness for the two parties (keys, and party 0's corrections).
     """
 
     @staticmethod

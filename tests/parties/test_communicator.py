@@ -49,7 +49,7 @@ def test_crypten_ops_with_the_grpc_dealer_provider(certs, gloo_result: list[dict
     assert result[0]["plan"] == result[1]["plan"] > 10
     # the dealer adds no online rounds: the same rounds as CrypTen's own (TFP) run over gloo
     assert result[0]["rounds"] == gloo_result[0]["rounds"]
-    assert result[0]["dealer_bytes"] > 0 and result[1]["dealer_bytes"] == 8  # party 1 gets only its seed
+    assert result[0]["dealer_bytes"] > 0 and result[1]["dealer_bytes"] == 32  # party 1 gets only its 256-bit key
 
 
 def test_object_codec_round_trips_plain_values_and_refuses_others() -> None:

@@ -31,10 +31,11 @@ def dealer(certs: Path):
 
 def test_corrections_make_valid_triples(dealer: str, certs: Path) -> None:
     c0, c1 = DealerClient(dealer, 0, str(certs)), DealerClient(dealer, 1, str(certs))
-    seed0, corrections = c0.fetch_batch("b1", REQUESTS)
-    seed1, none = c1.fetch_batch("b1", REQUESTS)
+    key0, corrections = c0.fetch_batch("b1", REQUESTS)
+    key1, none = c1.fetch_batch("b1", REQUESTS)
     assert none is None and corrections is not None and len(corrections) == len(REQUESTS)
-    g0, g1 = _generator(seed0), _generator(seed1)
+    assert len(key0) == len(key1) == 32 and key0 != key1  # 256-bit keys, one per party
+    g0, g1 = _generator(key0), _generator(key1)
     # replay each party's draws as DealerProvider does; check the correlation holds
     a = _ring((3, 4), g0) + _ring((3, 4), g1)
     b = _ring((4, 2), g0) + _ring((4, 2), g1)
@@ -50,10 +51,10 @@ def test_corrections_make_valid_triples(dealer: str, certs: Path) -> None:
     a = _bits((4,), g0) ^ _bits((4,), g1)
     b = _bits((4,), g0) ^ _bits((4,), g1)
     assert torch.equal(corrections[3] ^ _bits((4,), g1), a & b)
-    assert c0.traffic.bytes_received == sum(r.correction_bytes() for r in REQUESTS) + 8
-    # a seed is handed once
+    assert c0.traffic.bytes_received == sum(r.correction_bytes() for r in REQUESTS) + 32
+    # a key is handed once
     with pytest.raises(grpc.RpcError) as err:
-        c1.get_seed("b1")
+        c1.get_key("b1")
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 

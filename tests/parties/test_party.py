@@ -136,8 +136,8 @@ def test_load_and_private_inference_match_plaintext(cluster: dict) -> None:
     assert logits.argmax(-1).tolist() == expected.argmax(-1).tolist()
     assert replies[0].costs.rounds > 10 and replies[0].costs.rounds == replies[1].costs.rounds
     assert replies[0].costs.ops
-    # offline: party 0 got the corrections, party 1 only its seed
-    assert replies[0].costs.dealer_bytes_received > 1000 and replies[1].costs.dealer_bytes_received == 8
+    # offline: party 0 got the corrections, party 1 only its 256-bit key
+    assert replies[0].costs.dealer_bytes_received > 1000 and replies[1].costs.dealer_bytes_received == 32
 
 
 def test_bad_input_fails_the_session_fast_and_the_next_works(cluster: dict) -> None:

@@ -25,16 +25,17 @@ def crypten_ops(rank: int) -> dict[str, Any]:
 def crypten_ops_with_dealer(rank: int, dealer: str, certs_dir: str) -> dict[str, Any]:
     """The same ops with the dealer provider fed by the gRPC dealer: dry run, one fetch, then the real run."""
     from parties.dealer import DealerClient
+    from protocols.planning import offline
     from protocols.providers import DealerProvider, install_provider
 
     crypten.cfg.communicator.verbose = True
     provider = DealerProvider(rank)
     install_provider(provider)
-    with provider.recording() as plan:
+    with offline(), provider.recording() as plan:  # the local dry run: nothing reaches the peer
         _ops(rank)
     client = DealerClient(dealer, rank, certs_dir)
-    seed, corrections = client.fetch_batch("ops-batch", list(plan))
-    provider.begin_batch(seed, list(plan), corrections)
+    key, corrections = client.fetch_batch("ops-batch", list(plan))
+    provider.begin_batch(key, list(plan), corrections)
     result = _ops(rank)
     provider.end_batch()
     result["plan"] = len(plan)

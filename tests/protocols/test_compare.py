@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mpcvit.prg import new_key
 from protocols import compare
 from protocols.local import run_two_party
 
 
-def _compare_party(rank: int, provider: str) -> dict:
+def _compare_party(rank: int, provider: str, master_key: bytes) -> dict:
     from protocols.config import DEFAULT_CONFIG, apply_config
     from protocols.crypten_compat import crypten
+    from protocols.planning import offline
     from protocols.providers import DealerProvider, InProcessDealer, TFPProvider, install_provider
 
     apply_config(DEFAULT_CONFIG)
@@ -19,12 +21,12 @@ def _compare_party(rank: int, provider: str) -> dict:
     if provider == "tfp":
         install_provider(TFPProvider())
         return _compare_program()
-    dealer, party = InProcessDealer(base_seed=7), DealerProvider(rank)
+    dealer, party = InProcessDealer(master_key), DealerProvider(rank)
     install_provider(party)
-    with party.recording() as plan:  # the dry run that records the requests, as at model load
+    with offline(), party.recording() as plan:  # the local dry run that records the requests, as at model load
         _compare_program()
-    seed, corrections = dealer.next_batch(rank, plan)
-    party.begin_batch(seed, plan, corrections)
+    key, corrections = dealer.next_batch(rank, plan)
+    party.begin_batch(key, plan, corrections)
     out = _compare_program()
     party.end_batch()
     return out
@@ -84,7 +86,7 @@ def _compare_program() -> dict:
 
 @pytest.fixture(scope="module", params=["tfp", "dealer"])
 def compared(request: pytest.FixtureRequest) -> dict:
-    out, _ = run_two_party(_compare_party, request.param, timeout=240)
+    out, _ = run_two_party(_compare_party, request.param, new_key(), timeout=240)
     return out
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from mpcvit.prg import new_key
 from protocols.crypten_compat import crypten
 from protocols.local import run_two_party
+from protocols.planning import offline
 from protocols.providers import (
     DealerProvider,
     InProcessDealer,
@@ -30,9 +32,9 @@ REQUESTS = [
 
 
 def test_corrections_complete_each_tuple() -> None:
-    seeds = (11, 22)
-    corr = dealer_corrections(seeds, REQUESTS)
-    g0, g1 = _generator(seeds[0]), _generator(seeds[1])
+    keys = (new_key(), new_key())
+    corr = dealer_corrections(keys, REQUESTS)
+    g0, g1 = _generator(keys[0]), _generator(keys[1])
     # additive matmul: c_0 (correction) + c_1 (party 1's draw) = (a_0 + a_1) @ (b_0 + b_1) mod 2^64
     a0, b0 = _ring((3, 4), g0), _ring((4, 5), g0)
     a1, b1, c1 = _ring((3, 4), g1), _ring((4, 5), g1), _ring((3, 5), g1)
@@ -70,7 +72,7 @@ def test_request_wire_round_trip() -> None:
         raise AssertionError(f"{bad} accepted")
 
 
-def _party(rank: int, kind: str) -> dict:
+def _party(rank: int, kind: str, master_key: bytes) -> dict:
     import crypten.communicator as comm
 
     torch.manual_seed(5)
@@ -78,7 +80,7 @@ def _party(rank: int, kind: str) -> dict:
     crypten.cfg.communicator.verbose = True
     if kind == "dealer":
         provider = DealerProvider(rank)
-        dealer = InProcessDealer(base_seed=1)
+        dealer = InProcessDealer(master_key)
     else:
         provider = TFPProvider()
     install_provider(provider)
@@ -88,10 +90,10 @@ def _party(rank: int, kind: str) -> dict:
         return ((ex * ey).matmul(ew)).relu() + ex.square().sum(1, keepdim=True)
 
     if kind == "dealer":
-        with provider.recording() as plan:
+        with offline(), provider.recording() as plan:  # the dry run sends nothing
             program()
-        seed, corr = dealer.next_batch(rank, plan)
-        provider.begin_batch(seed, plan, corr)
+        key, corr = dealer.next_batch(rank, plan)
+        provider.begin_batch(key, plan, corr)
     comm.get().reset_communication_stats()
     out = program()
     rounds = comm.get().get_communication_stats()["rounds"]
@@ -104,8 +106,8 @@ def _party(rank: int, kind: str) -> dict:
 
 
 def test_dealer_matches_plaintext_and_adds_no_rounds() -> None:
-    dealer = run_two_party(_party, "dealer", timeout=120)
-    tfp = run_two_party(_party, "tfp", timeout=120)
+    dealer = run_two_party(_party, "dealer", new_key(), timeout=120)
+    tfp = run_two_party(_party, "tfp", new_key(), timeout=120)
     assert dealer[0]["err"] < 1e-2 and dealer[1]["err"] < 1e-2
     assert tfp[0]["err"] < 1e-2
     # the dealer's corrections were prefetched: online rounds are TFP's minus TFP's own tuple traffic (wraps scatter)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from parties.proto import dealer_pb2, dealer_pb2_grpc
-from parties.tls import channel_credentials, peer_role, server_credentials
+from parties.tls import channel_credentials, peer_role, secure_channel, server_credentials
 from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
 from protocols.providers import Request, dealer_corrections
 
@@ -261,7 +261,7 @@ class DealerClient:
     def __init__(self, target: str, rank: int, certs_dir: str | None = None, timeout_s: float = 120.0) -> None:
         options = KEEPALIVE_OPTIONS + [("grpc.max_receive_message_length", DEFAULT_CHUNK_BYTES + (1 << 20))]
         if certs_dir:
-            self.channel = grpc.secure_channel(target, channel_credentials(certs_dir, f"party{rank}"), options=options)
+            self.channel = secure_channel(target, channel_credentials(certs_dir, f"party{rank}"), "dealer", options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)
         self.stub = dealer_pb2_grpc.DealerStub(self.channel)

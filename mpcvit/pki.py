@@ -251,10 +251,10 @@ def sign_request(
 # -- the workflow's file steps (what `mpcvit certs ca|request|sign|local` run) ---------------------
 
 
-def create_ca(out_dir: str | Path) -> list[Path]:
-    """``ca.key`` (0600) and ``ca.pem`` in ``out_dir``; refuses to overwrite a CA key."""
+def create_ca(out_dir: str | Path, replace: bool = False) -> list[Path]:
+    """``ca.key`` (0600) and ``ca.pem`` in ``out_dir``; refuses to overwrite a CA key unless ``replace``."""
     out = Path(out_dir)
-    if (out / "ca.key").exists():
+    if (out / "ca.key").exists() and not replace:
         raise PkiError(f"{out / 'ca.key'} exists: refusing to replace a CA key")
     key, cert = make_ca()
     write_private(out / "ca.key", key_pem(key))
@@ -295,16 +295,17 @@ def create_local(out_dir: str | Path, hosts: list[str] | None = None, roles: tup
     """The whole workflow on one machine: ``OUT/ca/`` (CA key + certificate) and ``OUT/<role>/`` per role.
 
     Each role's directory gets its own key, its request, the certificate the CA
-    signed and ``ca.pem``: exactly what that role's process reads (``--certs OUT/<role>``).
+    signed (hostnames: ``hosts`` and the role's name) and ``ca.pem``: exactly
+    what that role's process reads (``--certs OUT/<role>``).
     Returns the directory of each role (and of the CA under ``"ca"``).
     """
     out = Path(out_dir)
     hosts = list(hosts if hosts is not None else LOOPBACK_HOSTS)
-    create_ca(out / CA_DIR)
+    create_ca(out / CA_DIR, replace=True)  # a fresh set-up each time (the demo's and the tests')
     dirs = {CA_DIR: out / CA_DIR}
     for role in roles:
         role_dir = out / role
-        create_request(role, role_dir, hosts)
+        create_request(role, role_dir, [*hosts, role])  # the role's name too: the compose service name
         sign_file(out / CA_DIR, role_dir / f"{role}.csr", role, role_dir / f"{role}.pem")
         write_public(role_dir / "ca.pem", (out / CA_DIR / "ca.pem").read_bytes())
         dirs[role] = role_dir

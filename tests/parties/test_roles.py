@@ -208,3 +208,28 @@ def test_a_party_takes_control_calls_only_from_the_coordinator(certs: Path, rank
             channel.close()
     finally:
         server.stop(0)
+
+
+# -- --insecure only on loopback ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["dealer", "--listen", "0.0.0.0:0", "--insecure"],
+    ["party", "--rank", "0", "--listen", "127.0.0.1:0", "--peer", "10.1.2.3:50052", "--dealer", "127.0.0.1:1", "--insecure"],
+    ["party", "--rank", "1", "--listen", "0.0.0.0:0", "--peer", "127.0.0.1:2", "--dealer", "127.0.0.1:1", "--insecure"],
+    ["party", "--rank", "1", "--listen", "127.0.0.1:0", "--peer", "127.0.0.1:2", "--dealer", "dealer.example.org:1", "--insecure"],
+    ["serve", "--party0", "127.0.0.1:1", "--party1", "party1:50052", "--insecure"],
+])
+def test_insecure_is_refused_off_loopback(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from mpcvit.cli import main
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "only with loopback addresses" in err and len(err.splitlines()) == 1, err
+
+
+def test_loopback_addresses() -> None:
+    for address in ("127.0.0.1:5", "127.8.9.1:5", "localhost:5", "[::1]:5", "::1", "localhost"):
+        assert pki.is_loopback(address), address
+    for address in ("0.0.0.0:5", "10.0.0.1:5", "party1:50052", "[::]:5", "example.org:1", "127.0.0.1.example.org:5"):
+        assert not pki.is_loopback(address), address

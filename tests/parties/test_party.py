@@ -157,8 +157,9 @@ def test_load_and_private_inference_match_plaintext(cluster: dict) -> None:
     assert replies[0].costs.dealer_bytes_received > 1000 and replies[1].costs.dealer_bytes_received == 8
     # the same boxes again (a new session): a replay, refused by both parties before anything is computed
     rounds = [s.Stats(control_pb2.StatsRequest(), timeout=10).totals.rounds for s in stubs]
+    session = uuid.uuid4().hex
     for r in requests:
-        r.session_id = uuid.uuid4().hex
+        r.session_id = session
     replayed = _both(stubs, "Infer", requests)
     for reply in replayed:
         assert isinstance(reply, grpc.RpcError) and reply.code() == grpc.StatusCode.ALREADY_EXISTS, reply

@@ -48,7 +48,8 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor, clients: int, per_client: int) -> dict[str, Any]:
+def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor, clients: int, per_client: int,
+              trust: dict[str, Any]) -> dict[str, Any]:
     """``clients`` threads, ``per_client`` private classifications each; latency per request, throughput overall."""
     latencies: list[float] = []
     batch_sizes: list[int] = []
@@ -59,7 +60,7 @@ def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor
 
     def client_loop(_: int) -> None:
         nonlocal agree
-        with PrivateClient(url, timeout=600) as c:
+        with PrivateClient(url, timeout=600, **trust) as c:
             c.models()
             c.party_keys()
             for _ in range(per_client):
@@ -107,13 +108,14 @@ def _git_commit() -> str | None:
         return None
 
 
-def bench(url: str, args: argparse.Namespace, stack: str) -> dict[str, Any]:
+def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any]) -> dict[str, Any]:
+    """``trust``: how the clients check the parties' keys (``PrivateClient``'s ``ca`` / ``pins`` / ``trust_coordinator``)."""
     net, meta = load_checkpoint(args.checkpoint)
     images, labels = load_dataset("digits", "test").tensors
     images, labels = images[: args.images], labels[: args.images]
     with torch.no_grad():
         expected = net(normalise_input(images, meta)).argmax(-1)
-    with PrivateClient(url, timeout=600) as c:  # warm-up: loads the model and the parties' plans
+    with PrivateClient(url, timeout=600, **trust) as c:  # warm-up: loads the model and the parties' plans
         t0 = time.perf_counter()
         c.classify(images[0], model=args.model)
         warmup = time.perf_counter() - t0
@@ -122,7 +124,7 @@ def bench(url: str, args: argparse.Namespace, stack: str) -> dict[str, Any]:
     for clients in args.levels:
         per_client = max(args.requests_per_client, -(-args.min_requests // clients))
         log.info("%d concurrent client(s), %d request(s) each", clients, per_client)
-        levels.append(run_level(url, args.model, images, expected, clients, per_client))
+        levels.append(run_level(url, args.model, images, expected, clients, per_client, trust))
         log.info("%s", json.dumps(levels[-1]))
     return {
         "benchmark": "coordinator load: private classifications (share, seal, 2PC forward, open) by concurrent clients",
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", default=None, help="measure this running coordinator instead of starting the stack")
+    p.add_argument("--ca", default=None, help="with --server: the deployment's CA certificate (verifies the parties' keys)")
     p.add_argument("--model", default="vit_2_4_8")
     p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "digits" / "vit_2_4_8")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
@@ -171,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.server:
-        result = bench(args.server, args, "external")
+        if args.ca is None:
+            raise SystemExit("load_bench --server: give --ca ca.pem (the deployment's CA certificate) to verify the parties' keys")
+        result = bench(args.server, args, "external", {"ca": args.ca})
     else:
         from mpcvit.localstack import LocalStack, StackConfig
 
@@ -181,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         config = StackConfig(models_dir=args.checkpoint.parent, model=args.model, insecure=args.insecure)
         with LocalStack(config) as stack:
             assert stack.endpoints is not None
-            result = bench(stack.endpoints.coordinator_url, args, "local: dealer + 2 parties + coordinator, loopback, " + ("plaintext gRPC" if args.insecure else "mutual TLS"))
+            result = bench(stack.endpoints.coordinator_url, args, "local: dealer + 2 parties + coordinator, loopback, " + ("plaintext gRPC" if args.insecure else "mutual TLS"),
+                           stack.client_trust())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     log.info("wrote %s", args.out)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end check of the compose demo: build and start it, wait until the
-# coordinator and both parties are healthy, classify real test images through
-# the PRIVATE REST path from this machine (the image is secret-shared and
-# sealed here; the containers see sealed shares only), check that every secure
-# class equals the plaintext model's, classify one PNG with `mpcvit classify`,
-# and tear everything down (always, via trap; volumes included).
+# coordinator and both parties are healthy, check that each container holds
+# only its own key, classify real test images through the PRIVATE REST path
+# from this machine (the image is secret-shared and sealed here, to party keys
+# checked against the deployment's CA; the containers see sealed shares only),
+# check that every secure class equals the plaintext model's, classify one PNG
+# with `mpcvit classify`, and tear everything down (always, via trap; volumes
+# included).
 #
 #   docker/e2e.sh                                   # BASE_IMAGE=python:3.11-slim
 #   BASE_IMAGE=localbase/python:3.11 OFFLINE_DOCKER=/path/to/setup.sh TORCH_WHEEL_DIR=/path/to/wheels docker/e2e.sh
@@ -132,9 +134,27 @@ docker compose ps
 say "healthy after $(( $(date +%s) - start ))s: $URL/v1/health"
 "$PYTHON" -c "import json, sys, urllib.request; print(json.dumps(json.load(urllib.request.urlopen(sys.argv[1])), indent=1))" "$URL/v1/health"
 
+# -- separated secrets ------------------------------------------------------------------
+say "each container sees only its own key (and no CA key)"
+for svc in dealer party0 party1 coordinator; do
+  files=$(docker compose exec -T "$svc" python3 -c "import os; print(' '.join(sorted(os.listdir('/certs')) + [os.path.join(d, f) for d, _, fs in os.walk('/pki') for f in fs]))")
+  echo "$svc: /certs holds $files"
+  for f in $files; do
+    case "$f" in
+      "$svc.key" | "$svc.pem" | "$svc.csr" | "$svc.x25519" | ca.pem) ;;
+      *) echo "$svc can read $f: not its own" >&2; exit 1 ;;
+    esac
+  done
+  case " $files " in *" $svc.key "*) ;; *) echo "$svc has no $svc.key" >&2; exit 1 ;; esac
+done
+
+# The client verifies the parties' sealing keys against the CA certificate, which it gets out of band (here: from
+# the coordinator's volume on this host), never from the coordinator's API.
+docker compose cp coordinator:/certs/ca.pem "$WORK/ca.pem"
+
 # -- classify -----------------------------------------------------------------------
-say "classifying $IMAGES test images privately through $URL (mpcvit demo --server)"
-run "$PYTHON" -m mpcvit.cli demo --server "$URL" --images "$IMAGES" --json "$WORK/demo.json" \
+say "classifying $IMAGES test images privately through $URL (mpcvit demo --server --ca)"
+run "$PYTHON" -m mpcvit.cli demo --server "$URL" --ca "$WORK/ca.pem" --images "$IMAGES" --json "$WORK/demo.json" \
   --save-images "$WORK/images" --model "$MPCVIT_MODEL"
 
 say "checking the answers"
@@ -152,8 +172,8 @@ EOF
 say "one PNG through 'mpcvit classify' (the command docker/README.md shows)"
 model=$("$PYTHON" -c "import json, sys; print(json.load(open(sys.argv[1]))['model'])" "$WORK/demo.json")
 png=$(ls "$WORK"/images/*.png | head -n 1)
-echo "mpcvit classify $(basename "$png") --server $URL --model $model"
-"$PYTHON" -m mpcvit.cli classify "$png" --server "$URL" --model "$model" | tee "$WORK/classify.txt"
+echo "mpcvit classify $(basename "$png") --server $URL --model $model --ca ca.pem"
+"$PYTHON" -m mpcvit.cli classify "$png" --server "$URL" --model "$model" --ca "$WORK/ca.pem" | tee "$WORK/classify.txt"
 expected=$("$PYTHON" -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['plaintext_class'])" "$WORK/demo.json")
 grep -qF -- "$expected" "$WORK/classify.txt" || { echo "classify did not answer '$expected'" >&2; exit 1; }
 

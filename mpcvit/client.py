@@ -4,22 +4,30 @@ One private inference, as the client sees it (DESIGN.md, "One private inference"
 
 1. ``GET /v1/models`` gives the model's input shape ``(C, H, W)``, its class
    names and the fixed-point precision ``f`` the parties expect;
-   ``GET /v1/parties/keys`` gives each party's long-term X25519 public key.
+   ``GET /v1/parties/keys`` gives each party's long-term X25519 public key
+   with the party's certificate and signature over it. The client checks
+   them before it seals anything (see "Trust" below).
 2. The image is converted to grayscale or RGB, resized to ``(H, W)`` and scaled
    to ``[0, 1]`` (the secure runtime folds the input normalisation into the
    patch embedding, so no mean/std is applied here), encoded in fixed point
    ``e = round(x * 2^f)`` and split into two additive shares on Z_2^64:
    ``e = s0 + s1 (mod 2^64)`` with ``s0`` uniform.
 3. A one-time X25519 key pair ``(sk_c, pk_c)`` is made; share ``s_i`` is sealed
-   to party ``i`` (``mpcvit.sealing``) with associated data = the request id,
-   and both sealed shares plus ``pk_c`` are POSTed to ``/v1/classify``.
+   to party ``i`` (``mpcvit.sealing``), bound to the request id, the model,
+   the rank ``i`` and the input direction, and both sealed shares plus
+   ``pk_c`` are POSTed to ``/v1/classify``.
 4. The reply carries each party's sealed share of the fixed-point logits; the
    client opens both with ``sk_c`` and adds them: ``logits = (y0 + y1) / 2^f``.
 
 The coordinator relays sealed boxes only: it never sees the image or the
-logits. Trust note: the party keys come from the coordinator; a deployment
-that does not trust the coordinator to relay them honestly pins them
-(``PrivateClient(..., party_keys=[pk0, pk1])``).
+logits. Trust: the party keys come through the coordinator, so the client
+never takes them on its word. It checks each key against the deployment's CA
+certificate (``ca=``: the key is signed by a certificate that the CA issued
+for role ``party<i>``, ``mpcvit.pki.verify_party_key``), or against pinned
+SHA-256 fingerprints (``pins=``), or uses keys it was given (``party_keys=``),
+and otherwise refuses (:class:`mpcvit.pki.PartyKeyError`) before it sends
+anything. ``trust_coordinator=True`` skips the check and is accepted only for
+a coordinator on a loopback address (the local demo without TLS).
 
 The same functions serve the coordinator's demo mode, where it plays this
 client itself (and says so in its response).
@@ -35,13 +43,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from mpcvit.sealing import KeyPair, Sealed, generate_keypair, open_tensor, reconstruct_fixed_point, seal_tensor, share_fixed_point
+from mpcvit.pki import PartyKeyError, PartyKeyProof, check_pinned, is_loopback, verify_party_key
+from mpcvit.sealing import BoxContext, KeyPair, Sealed, generate_keypair, open_tensor, reconstruct_fixed_point, seal_tensor, share_fixed_point
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +158,7 @@ class SealedRequest:
     request_id: str
     keypair: KeyPair
     shares: tuple[Sealed, Sealed]  # share i sealed to party i
+    model: str
 
 
 def new_request_id() -> str:
@@ -159,16 +170,23 @@ def seal_input(
     party_keys: list[bytes] | tuple[bytes, ...],
     precision_bits: int = DEFAULT_PRECISION_BITS,
     request_id: str | None = None,
+    *,
+    model: str,
 ) -> SealedRequest:
-    """Encode ``x`` in fixed point, split it into two additive shares and seal share i to party i."""
+    """Encode ``x`` in fixed point, split it into two additive shares and seal share i to party i.
+
+    Box i is bound to (request id, ``model``, party i, input): see ``mpcvit.sealing``.
+    """
     if len(party_keys) != 2:
         raise ValueError(f"need the public keys of exactly 2 parties, got {len(party_keys)}")
     request_id = request_id or new_request_id()
     keypair = generate_keypair()
     s0, s1 = share_fixed_point(x, precision_bits)
-    aad = request_id.encode()
-    sealed = tuple(seal_tensor(s, keypair.private, pk, aad) for s, pk in zip((s0, s1), party_keys))
-    return SealedRequest(request_id, keypair, sealed)  # type: ignore[arg-type]
+    sealed = tuple(
+        seal_tensor(s, keypair.private, pk, BoxContext(request_id, model, rank, "input"))
+        for rank, (s, pk) in enumerate(zip((s0, s1), party_keys))
+    )
+    return SealedRequest(request_id, keypair, sealed, model)  # type: ignore[arg-type]
 
 
 def open_output(
@@ -180,8 +198,10 @@ def open_output(
     """Open each party's sealed logit share with the one-time key and add them: float64 logits."""
     if len(output_shares) != 2:
         raise ValueError(f"need 2 output shares, got {len(output_shares)}")
-    aad = request.request_id.encode()
-    y0, y1 = (open_tensor(s, request.keypair.private, pk, aad) for s, pk in zip(output_shares, party_keys))
+    y0, y1 = (
+        open_tensor(s, request.keypair.private, pk, BoxContext(request.request_id, request.model, rank, "output"))
+        for rank, (s, pk) in enumerate(zip(output_shares, party_keys))
+    )
     if y0.shape != y1.shape:
         raise ValueError(f"output shares disagree in shape: {tuple(y0.shape)} vs {tuple(y1.shape)}")
     return reconstruct_fixed_point(y0, y1, precision_bits)
@@ -249,8 +269,11 @@ class PrivateClient:
     """``PrivateClient(server_url).classify(image, model=...) -> Result``.
 
     ``http_client`` may be any ``httpx.Client`` (tests pass FastAPI's
-    ``TestClient``); ``party_keys`` pins the parties' public keys instead of
-    asking the coordinator for them.
+    ``TestClient``). How the parties' sealing keys are trusted (one is
+    required, see the module docstring): ``ca`` (the CA certificate: a path
+    or PEM bytes), ``pins`` (``sha256:<hex>`` of party 0's and party 1's
+    key), ``party_keys`` (the keys themselves; the coordinator is not asked),
+    or ``trust_coordinator=True`` (loopback coordinators only).
     """
 
     def __init__(
@@ -260,12 +283,24 @@ class PrivateClient:
         token: str | None = None,
         timeout: float = 60.0,
         party_keys: list[bytes] | None = None,
+        ca: str | Path | bytes | None = None,
+        pins: list[str] | None = None,
+        trust_coordinator: bool = False,
         http_client: Any = None,
     ) -> None:
         import httpx  # the SDK's only network dependency, imported where used
 
+        if pins is not None and len(pins) != 2:
+            raise ValueError(f"pins: give one fingerprint per party (2), got {len(pins)}")
+        self._ca_pem = Path(ca).read_bytes() if isinstance(ca, (str, Path)) else ca
+        self._pins = pins
+        self._trust_coordinator = trust_coordinator
+
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = http_client or httpx.Client(base_url=server_url.rstrip("/"), timeout=timeout)
+        url = str(getattr(self._http, "base_url", server_url))
+        if trust_coordinator and not is_loopback(urlsplit(url).hostname or ""):
+            raise ValueError(f"trust_coordinator is accepted only for a loopback coordinator, not {url}; give ca= or pins=")
         self._headers = headers
         self._pinned_keys = party_keys
         self._models: dict[str, dict[str, Any]] | None = None
@@ -300,10 +335,26 @@ class PrivateClient:
         return self._models
 
     def party_keys(self) -> list[bytes]:
+        """The parties' sealing keys, verified (see the class docstring); ``PartyKeyError`` says why one is refused."""
         if self._pinned_keys is not None:
             return list(self._pinned_keys)
-        keys = self._get("/v1/parties/keys")["parties"]
-        return [base64.b64decode(k["public_key"]) for k in sorted(keys, key=lambda k: k["rank"])]
+        if self._ca_pem is None and self._pins is None and not self._trust_coordinator:
+            raise PartyKeyError("refusing to use the parties' keys as the coordinator relays them: give the deployment's "
+                                "CA certificate (ca=, mpcvit classify --ca) or the keys' fingerprints (pins=, --pin)")
+        listed = {int(k["rank"]): k for k in self._get("/v1/parties/keys")["parties"]}
+        if sorted(listed) != [0, 1]:
+            raise PartyKeyError(f"the coordinator listed keys for ranks {sorted(listed)}, expected 0 and 1")
+        keys = []
+        for rank in (0, 1):
+            entry = listed[rank]
+            proof = PartyKeyProof(rank, base64.b64decode(entry["public_key"]), str(entry.get("certificate") or "").encode(),
+                                  base64.b64decode(entry.get("signature") or ""))
+            if self._ca_pem is not None:
+                verify_party_key(proof, self._ca_pem)
+            if self._pins is not None:
+                check_pinned(rank, proof.public_key, self._pins[rank])
+            keys.append(proof.public_key)
+        return keys
 
     def _pick_model(self, model: str | None) -> dict[str, Any]:
         models = self.models()
@@ -324,7 +375,7 @@ class PrivateClient:
         bits = int(info.get("precision_bits") or DEFAULT_PRECISION_BITS)
         x = preprocess(image, info["input_shape"])
         t0 = time.perf_counter()
-        req = seal_input(x, keys, bits)
+        req = seal_input(x, keys, bits, model=info["name"])
         r = self._http.post("/v1/classify", json=request_to_json(info["name"], req, deadline_unix_ms), headers=self._headers)
         body = self._check(r)
         logits = open_output(req, [sealed_from_json(s) for s in body["output_shares"]], keys, bits)

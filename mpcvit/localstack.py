@@ -1,7 +1,11 @@
 """The demo's four processes (dealer, party 0, party 1, coordinator) on loopback.
 
 The same topology as ``docker-compose.yml``, without Docker: ``LocalStack``
-makes mutual-TLS certificates in a work directory (``mpcvit certs``), picks
+runs the PKI workflow in a work directory (``mpcvit certs local``: a CA in
+``certs/ca/``, and per role its own key, request and signed certificate in
+``certs/<role>/``), gives each process only its own directory
+(``--certs certs/<role>``: its key, its certificate, ``ca.pem``; the CA key
+stays in ``certs/ca/``, which no process reads), picks
 free loopback ports, starts each role as ``python -m mpcvit.cli ROLE ...`` in
 its own process group (its own session), waits until the coordinator reports
 itself and both parties healthy, and stops everything on exit:
@@ -231,28 +235,40 @@ class LocalStack:
 
     # -- internals --
 
+    def client_trust(self) -> dict[str, Any]:
+        """How a client of this stack checks the parties' keys: the stack's CA certificate (``PrivateClient`` keywords).
+
+        Without TLS the parties sign nothing: the client then trusts the
+        coordinator, which ``PrivateClient`` accepts on loopback only.
+        """
+        if self.config.insecure:
+            return {"trust_coordinator": True}
+        return {"ca": self.certs_dir / "ca" / "ca.pem"}
+
     def _make_certs(self) -> None:
-        argv = _mpcvit("certs", "--out", str(self.certs_dir), "--hosts", "localhost", LOOPBACK)
+        argv = _mpcvit("certs", "local", "--out", str(self.certs_dir), "--hosts", "localhost", LOOPBACK)
         done = subprocess.run(argv, capture_output=True, timeout=120, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"'mpcvit certs' failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
 
     def _commands(self, ep: Endpoints) -> dict[str, list[str]]:
         """The argv of each role, in start order."""
-        tls = ["--insecure"] if self.config.insecure else ["--certs", str(self.certs_dir)]
+        def tls(role: str) -> list[str]:  # each process gets only its own role's directory
+            return ["--insecure"] if self.config.insecure else ["--certs", str(self.certs_dir / role)]
+
         models = ["--models", str(self.config.models_dir)]
         port = ep.coordinator_url.rsplit(":", 1)[1]
         return {
-            "dealer": _mpcvit("dealer", "--listen", ep.dealer, *tls),
+            "dealer": _mpcvit("dealer", "--listen", ep.dealer, *tls("dealer")),
             "party0": _mpcvit(
-                "party", "--rank", "0", "--listen", ep.party0, "--peer", ep.party1, "--dealer", ep.dealer, *tls, *models
+                "party", "--rank", "0", "--listen", ep.party0, "--peer", ep.party1, "--dealer", ep.dealer, *tls("party0"), *models
             ),
             "party1": _mpcvit(
-                "party", "--rank", "1", "--listen", ep.party1, "--peer", ep.party0, "--dealer", ep.dealer, *tls, *models
+                "party", "--rank", "1", "--listen", ep.party1, "--peer", ep.party0, "--dealer", ep.dealer, *tls("party1"), *models
             ),
             "coordinator": _mpcvit(
                 "serve", "--host", LOOPBACK, "--port", port, "--party0", ep.party0, "--party1", ep.party1,
-                *tls, *models, "--preload", self.config.model,
+                *tls("coordinator"), *models, "--preload", self.config.model,
             ),
         }
 

@@ -1,11 +1,22 @@
-"""Sealing shares between a client and a party: X25519 + HKDF-SHA256 + AES-256-GCM.
+"""Sealing shares between a client and a party: X25519 + HKDF-SHA256 + AES-256-GCM, bound to their context.
 
-The client makes a one-time X25519 key pair per request. For party i it derives
-``k_i = HKDF(X25519(client_sk, party_pk_i))`` and seals its input share with
-AES-GCM under ``k_i``; party i derives the same key from its long-term secret
-key and the client's public key, opens the share, and seals its output share
-back under the same key (fresh random nonce, other associated data). The
-coordinator relays sealed boxes and can open none of them.
+The client makes a one-time X25519 key pair per request. Every box names its
+context (:class:`BoxContext`): the request id, the model, the party's rank and
+the direction (``input``: client to party, ``output``: party to client).
+
+* Key: ``k = HKDF-SHA256(X25519(sk, pk), info = "mpcvit-seal-v2" | direction
+  | client public key | party public key)``, so the two directions use
+  different keys, and a key belongs to one client key and one party key.
+* Associated data: request id, model, rank and direction (each
+  length-prefixed), then the public shape and dtype.
+
+A box therefore opens only in its own context: a share swapped to the other
+party, an input reflected as an output (or back), or a box re-sent under
+another request id or model fails its tag and is refused with
+:class:`SealError` before anything is computed on it. (Refusing a box replayed
+in the same context is the party's job: it remembers the request ids and
+client keys it has seen, ``parties.party.ReplayGuard``.) The coordinator relays
+sealed boxes and can open none of them.
 
 Tensors travel as raw little-endian bytes plus a public shape and dtype; nothing
 is pickled.
@@ -14,7 +25,9 @@ is pickled.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,13 +39,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mpcvit.prg import PRG
 
-_INFO = b"mpcvit-seal-v1"
+_INFO = b"mpcvit-seal-v2"
 _DTYPES = {"int64": (torch.int64, np.dtype("<i8"))}
 MAX_SEALED_ELEMENTS = 1 << 24
+Direction = Literal["input", "output"]
+DIRECTIONS: tuple[str, ...] = ("input", "output")
 
 
 class SealError(ValueError):
-    """A sealed box does not open (wrong key, tampered, or malformed)."""
+    """A sealed box does not open (wrong key, wrong context, tampered, or malformed)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,29 @@ class Sealed:
     ciphertext: bytes
 
 
+@dataclass(frozen=True)
+class BoxContext:
+    """What a box is for: bound into its key (direction) and its associated data (all of it)."""
+
+    request_id: str
+    model: str
+    rank: int
+    direction: Direction
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise SealError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.rank not in (0, 1):
+            raise SealError(f"rank must be 0 or 1, got {self.rank}")
+
+    def encode(self) -> bytes:
+        fields = (self.request_id.encode(), self.model.encode(), bytes([self.rank]), self.direction.encode())
+        return b"".join(struct.pack("<I", len(f)) + f for f in fields)
+
+    def describe(self) -> str:
+        return f"request {self.request_id}, model {self.model}, party {self.rank}, {self.direction}"
+
+
 def generate_keypair() -> KeyPair:
     sk = X25519PrivateKey.generate()
     return KeyPair(
@@ -57,25 +95,40 @@ def generate_keypair() -> KeyPair:
     )
 
 
-def _key(own_private: bytes, peer_public: bytes) -> bytes:
+def public_from_private(private: bytes) -> bytes:
+    if len(private) != 32:
+        raise SealError("X25519 keys are 32 raw bytes")
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _key(own_private: bytes, peer_public: bytes, direction: str, own_is_client: bool) -> bytes:
     if len(own_private) != 32 or len(peer_public) != 32:
         raise SealError("X25519 keys are 32 raw bytes")
+    own_public = public_from_private(own_private)
+    client_public, party_public = (own_public, peer_public) if own_is_client else (peer_public, own_public)
     shared = X25519PrivateKey.from_private_bytes(own_private).exchange(X25519PublicKey.from_public_bytes(peer_public))
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(shared)
+    info = _INFO + b"|" + direction.encode() + b"|" + client_public + party_public
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
 
 
-def seal_tensor(tensor: torch.Tensor, own_private: bytes, peer_public: bytes, aad: bytes) -> Sealed:
-    """Seal an int64 tensor for the holder of ``peer_public``."""
+def _aad(context: BoxContext, shape: tuple[int, ...], dtype: str) -> bytes:
+    return context.encode() + struct.pack(f"<I{len(shape)}q", len(shape), *shape) + dtype.encode()
+
+
+def seal_tensor(tensor: torch.Tensor, own_private: bytes, peer_public: bytes, context: BoxContext) -> Sealed:
+    """Seal an int64 tensor for the holder of ``peer_public`` (the client seals inputs, a party outputs)."""
     if tensor.dtype != torch.int64:
         raise SealError(f"only int64 ring shares are sealed, got {tensor.dtype}")
     nonce = os.urandom(12)
+    shape = tuple(int(s) for s in tensor.shape)
     data = tensor.detach().cpu().contiguous().numpy().astype("<i8", copy=False).tobytes()
-    ct = AESGCM(_key(own_private, peer_public)).encrypt(nonce, data, aad)
-    return Sealed(tuple(int(s) for s in tensor.shape), "int64", nonce, ct)
+    key = _key(own_private, peer_public, context.direction, own_is_client=context.direction == "input")
+    ct = AESGCM(key).encrypt(nonce, data, _aad(context, shape, "int64"))
+    return Sealed(shape, "int64", nonce, ct)
 
 
-def open_tensor(sealed: Sealed, own_private: bytes, peer_public: bytes, aad: bytes) -> torch.Tensor:
-    """Open a sealed tensor; raises SealError if it does not open or does not match its shape."""
+def open_tensor(sealed: Sealed, own_private: bytes, peer_public: bytes, context: BoxContext) -> torch.Tensor:
+    """Open a sealed tensor in ``context``; raises SealError if it does not open there or does not match its shape."""
     if sealed.dtype not in _DTYPES:
         raise SealError(f"unsupported dtype {sealed.dtype!r}")
     if any(s < 0 for s in sealed.shape):
@@ -85,10 +138,14 @@ def open_tensor(sealed: Sealed, own_private: bytes, peer_public: bytes, aad: byt
         raise SealError(f"sealed tensor too large: {count} elements")
     if len(sealed.nonce) != 12:
         raise SealError("nonce must be 12 bytes")
+    key = _key(own_private, peer_public, context.direction, own_is_client=context.direction == "output")
     try:
-        data = AESGCM(_key(own_private, peer_public)).decrypt(sealed.nonce, sealed.ciphertext, aad)
+        data = AESGCM(key).decrypt(sealed.nonce, sealed.ciphertext, _aad(context, tuple(sealed.shape), sealed.dtype))
     except InvalidTag as exc:
-        raise SealError("sealed share does not open for this key (wrong party, wrong client key, or tampered)") from exc
+        raise SealError(
+            f"sealed share does not open as {context.describe()}: sealed for another party, request, model or direction "
+            "(swapped, reflected or re-targeted), with another key, or tampered"
+        ) from exc
     torch_dtype, np_dtype = _DTYPES[sealed.dtype]
     if len(data) != count * np_dtype.itemsize:
         raise SealError(f"sealed payload has {len(data)} bytes, shape {sealed.shape} needs {count * np_dtype.itemsize}")

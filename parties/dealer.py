@@ -37,8 +37,9 @@ import grpc
 import numpy as np
 import torch
 
+from mpcvit.pki import require_loopback
 from parties.proto import dealer_pb2, dealer_pb2_grpc
-from parties.tls import channel_credentials, peer_role, server_credentials
+from parties.tls import channel_credentials, peer_role, secure_channel, server_credentials
 from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
 from mpcvit.prg import KEY_BYTES, new_key
 from protocols.providers import Request, dealer_corrections
@@ -261,7 +262,7 @@ class DealerClient:
     def __init__(self, target: str, rank: int, certs_dir: str | None = None, timeout_s: float = 120.0) -> None:
         options = KEEPALIVE_OPTIONS + [("grpc.max_receive_message_length", DEFAULT_CHUNK_BYTES + (1 << 20))]
         if certs_dir:
-            self.channel = grpc.secure_channel(target, channel_credentials(certs_dir, f"party{rank}"), options=options)
+            self.channel = secure_channel(target, channel_credentials(certs_dir, f"party{rank}"), "dealer", options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)
         self.stub = dealer_pb2_grpc.DealerStub(self.channel)
@@ -312,13 +313,15 @@ class DealerClient:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="127.0.0.1:50050", help="HOST:PORT to serve on (port 0: any free port)")
     parser.add_argument("--certs", help="directory made by 'mpcvit certs' (mutual TLS)")
-    parser.add_argument("--insecure", action="store_true", help="serve plaintext gRPC (no TLS); only for local experiments")
+    parser.add_argument("--insecure", action="store_true", help="serve plaintext gRPC (no TLS); loopback --listen only, for local experiments")
     parser.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, help="seconds an unfinished batch is kept")
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.insecure and not args.certs:
         raise ValueError("give --certs DIR for mutual TLS, or --insecure for plaintext")
+    if args.insecure:
+        require_loopback("--insecure", {"--listen": args.listen})
     server, _ = serve(args.listen, None if args.insecure else args.certs, args.ttl)
     try:
         server.wait_for_termination()

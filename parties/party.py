@@ -12,12 +12,18 @@ Per control call (the coordinator calls both parties with the same session id):
   LoadModel of that name; the dealer's randomness plan for batch size 1 is
   recorded in a local dry run that sends nothing to the peer
   (``protocols.planning``).
-* ``Infer``: each party opens its sealed input shares
-  (``mpcvit.sealing.open_tensor``, aad = request id), fetches the batch's
+* ``Infer``: each party refuses a request id or client key it has seen
+  within the replay window (:class:`ReplayGuard`), opens its sealed input
+  shares (``mpcvit.sealing.open_tensor``, bound to request id, model, its rank
+  and the input direction), fetches the batch's
   256-bit key (and on party 0 the corrections) from the dealer with the session id as
   the batch id -- the offline phase, one request, before any online round --
   runs ``SecureViT.forward_shares`` over the gRPC communicator and seals its
-  logit share for each client (``seal_tensor``, aad = request id).
+  logit share for each client (``seal_tensor``, bound to the output direction).
+* ``Health`` also answers the party's sealing public key with its TLS
+  certificate and its signature over the key (``mpcvit.pki.sign_party_key``),
+  so that clients can check the key against the CA instead of trusting the
+  coordinator that relays it.
 
 The secure computation uses CrypTen's global state, so a party runs one
 session at a time (a lock, waited on at most until the call's deadline); the
@@ -32,6 +38,7 @@ process keeps serving.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import logging
 import re
@@ -44,7 +51,7 @@ from typing import Any, Iterator
 import grpc
 import torch
 
-from mpcvit import sealing
+from mpcvit import pki, sealing
 from mpcvit.checkpoint import load_checkpoint
 from mpcvit.models.spec import ArchSpec
 from parties.communicator import GrpcCommunicator, installed
@@ -63,6 +70,8 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_BATCH = 64
 KEY_FILE = "party{rank}.x25519"
 COORDINATOR_ROLE = "coordinator"
+REPLAY_WINDOW_S = 24 * 3600.0
+REPLAY_MAX_ENTRIES = 200_000
 
 
 class PartyError(Exception):
@@ -119,21 +128,67 @@ class SessionBatches:
 
 
 def load_keypair(certs_dir: Path | None, rank: int) -> sealing.KeyPair:
-    """This party's long-term X25519 key: ``<certs>/party<R>.x25519`` (32 raw bytes) if present, else a new one."""
+    """This party's long-term X25519 key: ``<certs>/party<R>.x25519`` (32 raw bytes, mode 0600) if present, else a new one."""
     if certs_dir is not None:
-        path = certs_dir / KEY_FILE.format(rank=rank)
+        path = pki.role_dir(certs_dir, pki.party_role(rank)) / KEY_FILE.format(rank=rank)
         if path.is_file():
-            private = path.read_bytes()
+            private = pki.read_private(path)
             if len(private) != 32:
                 raise ValueError(f"{path} must hold 32 raw bytes")
-            from cryptography.hazmat.primitives import serialization
-            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-            public = X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            )
-            return sealing.KeyPair(private=private, public=public)
+            return sealing.KeyPair(private=private, public=sealing.public_from_private(private))
     return sealing.generate_keypair()
+
+
+def key_proof(certs_dir: Path | None, rank: int, public_key: bytes) -> tuple[bytes, bytes]:
+    """``(certificate PEM, signature)`` binding ``public_key`` to this party; empty without TLS."""
+    if certs_dir is None:
+        return b"", b""
+    role = pki.party_role(rank)
+    directory = pki.role_dir(certs_dir, role)
+    tls_key = pki.load_key(directory / f"{role}.key")
+    return (directory / f"{role}.pem").read_bytes(), pki.sign_party_key(tls_key, rank, public_key)
+
+
+class ReplayGuard:
+    """Request ids and client keys seen within ``window_s`` (at most ``max_entries`` of each); repeats are refused.
+
+    A client makes a fresh request id and a fresh one-time key for every
+    request, so a repeat of either is a replayed box. Entries older than the
+    window (or beyond ``max_entries``, oldest first) are forgotten, and so is
+    everything when the party restarts: that is the window in which a replay
+    is refused.
+    """
+
+    def __init__(self, window_s: float = REPLAY_WINDOW_S, max_entries: int = REPLAY_MAX_ENTRIES) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._seen: dict[str, collections.OrderedDict[bytes, float]] = {"request id": collections.OrderedDict(), "client key": collections.OrderedDict()}
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        for seen in self._seen.values():
+            while seen and (len(seen) > self.max_entries or now - next(iter(seen.values())) > self.window_s):
+                seen.popitem(last=False)
+
+    def check(self, items: list[tuple[str, bytes]]) -> None:
+        """Raise ``PartyError`` if any (request id, client key) repeats one seen before or another in ``items``."""
+        with self._lock:
+            self._expire(time.monotonic())
+            fresh: dict[str, set[bytes]] = {kind: set() for kind in self._seen}
+            for request_id, client_key in items:
+                for kind, value in (("request id", request_id.encode()), ("client key", bytes(client_key))):
+                    if value in self._seen[kind] or value in fresh[kind]:
+                        raise PartyError(grpc.StatusCode.ALREADY_EXISTS,
+                                         f"{request_id}: replayed box: this {kind} was already used; nothing was computed")
+                    fresh[kind].add(value)
+
+    def remember(self, items: list[tuple[str, bytes]]) -> None:
+        with self._lock:
+            now = time.monotonic()
+            for request_id, client_key in items:
+                self._seen["request id"][request_id.encode()] = now
+                self._seen["client key"][bytes(client_key)] = now
+            self._expire(now)
 
 
 def costs_message(report: CostReport) -> control_pb2.Costs:
@@ -176,6 +231,10 @@ class Party:
         self.provider = DealerProvider(config.rank)
         install_provider(self.provider)
         self.keys = load_keypair(certs, config.rank)
+        self.certificate, self.key_signature = key_proof(certs, config.rank, self.keys.public)
+        self.replays = ReplayGuard()
+        logger.info("party %d sealing key %s (%s)", config.rank, pki.key_fingerprint(self.keys.public),
+                    "signed with the party's certificate key" if certs else "unsigned: no TLS")
         self.models: dict[str, LoadedModel] = {}
         self.counters = Counters()
         self._lock = threading.Lock()
@@ -226,6 +285,8 @@ class Party:
             dealer_reachable=self.dealer.reachable(1.0),
             models=sorted(self.models),
             public_key=self.keys.public,
+            certificate=self.certificate,
+            key_signature=self.key_signature,
         )
 
     def load_model(self, name: str, session_id: str, deadline_unix_ms: int) -> control_pb2.LoadModelReply:
@@ -257,16 +318,21 @@ class Party:
                                     seconds=time.perf_counter() - t0),
         )
 
-    def _open_inputs(self, items: list[control_pb2.InferItem], spec: ArchSpec) -> torch.Tensor:
+    def _open_inputs(self, items: list[control_pb2.InferItem], model: str, spec: ArchSpec) -> torch.Tensor:
+        """Refuse replays, open every box in its context (request id, model, this rank, input); nothing is computed before."""
+        seen = [(item.request_id, bytes(item.client_public_key)) for item in items]
+        self.replays.check(seen)
         shares = []
         for item in items:
             sealed = sealing.Sealed(tuple(item.input_share.shape), item.input_share.dtype, item.input_share.nonce, item.input_share.ciphertext)
             if sealed.shape != tuple(spec.input_shape):
                 raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"{item.request_id}: input shape {sealed.shape}, model wants {spec.input_shape}")
+            context = sealing.BoxContext(item.request_id, model, self.rank, "input")
             try:
-                shares.append(sealing.open_tensor(sealed, self.keys.private, item.client_public_key, item.request_id.encode()))
+                shares.append(sealing.open_tensor(sealed, self.keys.private, item.client_public_key, context))
             except sealing.SealError as exc:
                 raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"{item.request_id}: {exc}") from exc
+        self.replays.remember(seen)
         return torch.stack(shares)
 
     def infer(self, request: control_pb2.InferRequest) -> control_pb2.InferReply:
@@ -279,7 +345,7 @@ class Party:
             raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, "request ids repeat within the batch")
         dealer_before = (self.dealer.traffic.bytes_received, self.dealer.traffic.seconds)
         with self._session(request.session_id, request.deadline_unix_ms):
-            x_share = self._open_inputs(list(request.items), loaded.spec)  # inside: a bad input aborts the peer too
+            x_share = self._open_inputs(list(request.items), request.model, loaded.spec)  # inside: a bad input aborts the peer too
             logits_share, report = loaded.secure.forward_shares(x_share)
         costs = costs_message(report)
         costs.dealer_bytes_received = self.dealer.traffic.bytes_received - dealer_before[0]
@@ -288,7 +354,8 @@ class Party:
         self.counters.seconds += report.seconds
         outputs = []
         for item, share in zip(request.items, logits_share):
-            sealed = sealing.seal_tensor(share.contiguous(), self.keys.private, item.client_public_key, item.request_id.encode())
+            context = sealing.BoxContext(item.request_id, request.model, self.rank, "output")
+            sealed = sealing.seal_tensor(share.contiguous(), self.keys.private, item.client_public_key, context)
             outputs.append(control_pb2.SealedTensor(shape=list(sealed.shape), dtype=sealed.dtype, nonce=sealed.nonce, ciphertext=sealed.ciphertext))
         return control_pb2.InferReply(output_shares=outputs, costs=costs, precision_bits=loaded.secure.precision_bits)
 
@@ -369,7 +436,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dealer", required=True, help="HOST:PORT of the dealer")
     parser.add_argument("--certs", type=Path, help="directory made by 'mpcvit certs' (mutual TLS)")
     parser.add_argument("--models", type=Path, default=Path("models"), help="directory of checkpoints (party 0)")
-    parser.add_argument("--insecure", action="store_true", help="plaintext gRPC everywhere; only for local experiments")
+    parser.add_argument("--insecure", action="store_true", help="plaintext gRPC everywhere; loopback addresses only, for local experiments")
     parser.add_argument("--transport", choices=("stream", "unary"), default="stream", help="peer transport mode")
     parser.add_argument("--network", choices=sorted(NETWORKS), default="none", help="emulate LAN or WAN on the peer link")
     parser.add_argument("--delay-ms", type=float, help="one-way delay of the emulated link (overrides --network)")
@@ -379,6 +446,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> PartyConfig:
     if not args.insecure and not args.certs:
         raise ValueError("give --certs DIR for mutual TLS, or --insecure for plaintext")
+    if args.insecure:
+        pki.require_loopback("--insecure", {"--listen": args.listen, "--peer": args.peer, "--dealer": args.dealer})
     base = NETWORKS[args.network]
     shape = NetworkShape(
         delay_ms=base.delay_ms if args.delay_ms is None else args.delay_ms,

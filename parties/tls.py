@@ -1,145 +1,85 @@
-"""Mutual TLS for every gRPC channel: a private CA and one certificate per role.
+"""Mutual TLS for every gRPC channel, with the role of the other end checked in both directions.
 
-``write_certs(out_dir)`` makes (with the ``cryptography`` package, ECDSA P-256):
+Certificates come from the deployment's PKI (:mod:`mpcvit.pki`, ``mpcvit
+certs``). A role's process reads exactly three files from its certificate
+directory: ``ca.pem``, ``<role>.pem`` and ``<role>.key`` (refused unless mode
+0600); a directory that also holds ``ca.key`` is refused (the CA key belongs
+with the CA operator, not with a serving process). For tests and the local
+demo ``certs_dir`` may also be the root of ``mpcvit certs local``: the role's
+``<role>/`` folder is used (:func:`mpcvit.pki.role_dir`).
 
-* ``ca.pem`` / ``ca.key``: a self-signed CA (the key stays with whoever runs
-  ``mpcvit certs``; the processes need only ``ca.pem``);
-* ``<role>.pem`` / ``<role>.key`` for each of :data:`ROLES`, signed by the CA,
-  valid for server and client auth, with SANs ``localhost``, ``127.0.0.1``,
-  the role name (``party0``, ... for docker compose) and any extra ``hosts``.
+* Servers require a client certificate from the CA
+  (``require_client_auth=True``) and each service checks the caller's role
+  from its CN (:func:`peer_role`): the dealer serves party i's seed only to
+  ``party{i}``, a party's transport takes frames only from its peer, and
+  ``PartyControl`` takes control calls only from the coordinator.
+* Clients verify the server against the CA **and** its role: the channel sets
+  ``grpc.ssl_target_name_override`` to the role's DNS name
+  (``party1.role.mpcvit.invalid``, :func:`mpcvit.pki.role_dns_name`), which only
+  that role's certificate carries, so the TLS hostname check itself refuses a
+  server with any other role's certificate (:func:`secure_channel`,
+  :func:`role_options`).
 
-Servers require and verify client certificates
-(``grpc.ssl_server_credentials(..., require_client_auth=True)``); clients
-verify the server against the CA. A peer without a certificate from this CA
-is refused during the handshake. Plaintext is used only when a caller passes
-no credentials (``--insecure`` on the command line).
+Plaintext is used only when a caller passes no credentials (``--insecure``,
+accepted on loopback addresses only).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import logging
-import os
 from pathlib import Path
+from typing import Any
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mpcvit import pki
+from mpcvit.pki import ROLES, PkiError, create_local, role_dns_name
 
 logger = logging.getLogger(__name__)
 
-ROLES: tuple[str, ...] = ("dealer", "party0", "party1", "coordinator")
-DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1")
-VALIDITY = dt.timedelta(days=825)
+__all__ = ["ROLES", "channel_credentials", "peer_role", "role_options", "secure_channel", "server_credentials", "write_certs"]
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mpcvit"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def write_certs(out_dir: str | Path, hosts: list[str] | None = None, roles: tuple[str, ...] = ROLES) -> dict[str, Path]:
+    """The one-machine set-up (``mpcvit certs local``): ``OUT/ca/`` and one directory per role."""
+    return create_local(out_dir, hosts=hosts, roles=roles)
 
 
-def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
-    entries: list[x509.GeneralName] = []
-    for host in dict.fromkeys(hosts):
-        try:
-            entries.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            entries.append(x509.DNSName(host))
-    return x509.SubjectAlternativeName(entries)
-
-
-def make_ca(common_name: str = "mpcvit CA") -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def make_role_cert(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, role: str, hosts: list[str]
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A certificate for ``role`` (CN = role), usable as TLS server and client."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(role))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(_san([*DEFAULT_HOSTS, role, *hosts]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _write(path: Path, data: bytes, private: bool) -> None:
-    path.write_bytes(data)
-    if private:
-        os.chmod(path, 0o600)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-def write_certs(out_dir: str | Path, hosts: list[str] | None = None, roles: tuple[str, ...] = ROLES) -> list[Path]:
-    """Make a CA and one certificate + key per role under ``out_dir``; return the files written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = make_ca()
-    written = [out / "ca.pem", out / "ca.key"]
-    _write(written[0], ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
-    _write(written[1], _key_pem(ca_key), private=True)
-    for role in roles:
-        key, cert = make_role_cert(ca_key, ca_cert, role, list(hosts or []))
-        _write(out / f"{role}.pem", cert.public_bytes(serialization.Encoding.PEM), private=False)
-        _write(out / f"{role}.key", _key_pem(key), private=True)
-        written += [out / f"{role}.pem", out / f"{role}.key"]
-    logger.info("wrote a CA and certificates for %s under %s", ", ".join(roles), out)
-    return written
-
-
-def _read(certs_dir: str | Path, name: str) -> bytes:
-    path = Path(certs_dir) / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing (make the certificates with 'mpcvit certs --out {certs_dir}')")
-    return path.read_bytes()
+def _role_files(certs_dir: str | Path, role: str) -> tuple[bytes, bytes, bytes]:
+    """``(ca.pem, <role>.pem, <role>.key)`` of ``role``, checking the key's mode and that no CA key lies beside it."""
+    directory = pki.role_dir(certs_dir, role)
+    if (directory / "ca.key").exists():
+        raise PkiError(f"{directory / 'ca.key'}: the CA key must not sit with a serving role's files; keep it with the CA operator only")
+    paths = [directory / "ca.pem", directory / f"{role}.pem"]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (see 'mpcvit certs --help': request, sign, local)")
+    key = pki.read_private(directory / f"{role}.key")
+    return paths[0].read_bytes(), paths[1].read_bytes(), key
 
 
 def server_credentials(certs_dir: str | Path, role: str) -> grpc.ServerCredentials:
     """Server side: present ``role``'s certificate, require a client certificate from the CA."""
-    return grpc.ssl_server_credentials(
-        [(_read(certs_dir, f"{role}.key"), _read(certs_dir, f"{role}.pem"))],
-        root_certificates=_read(certs_dir, "ca.pem"),
-        require_client_auth=True,
-    )
+    ca, cert, key = _role_files(certs_dir, role)
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
 def channel_credentials(certs_dir: str | Path, role: str) -> grpc.ChannelCredentials:
-    """Client side: verify the server against the CA, present ``role``'s certificate."""
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read(certs_dir, "ca.pem"),
-        private_key=_read(certs_dir, f"{role}.key"),
-        certificate_chain=_read(certs_dir, f"{role}.pem"),
-    )
+    """Client side: trust the CA, present ``role``'s certificate (pair it with :func:`role_options` of the server's role)."""
+    ca, cert, key = _role_files(certs_dir, role)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def role_options(expected_role: str) -> list[tuple[str, Any]]:
+    """Channel options that make the TLS handshake accept only a server certificate of ``expected_role``."""
+    return [("grpc.ssl_target_name_override", role_dns_name(expected_role))]
+
+
+def secure_channel(
+    target: str, credentials: grpc.ChannelCredentials, expected_role: str, options: list[tuple[str, Any]] | None = None
+) -> grpc.Channel:
+    """A channel to ``target`` that completes its handshake only with ``expected_role``'s certificate."""
+    return grpc.secure_channel(target, credentials, options=[*(options or []), *role_options(expected_role)])
 
 
 def peer_role(context: grpc.ServicerContext) -> str | None:

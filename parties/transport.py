@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from parties.proto import transport_pb2, transport_pb2_grpc
-from parties.tls import peer_role
+from parties.tls import peer_role, secure_channel
 
 logger = logging.getLogger(__name__)
 
@@ -418,7 +418,9 @@ class PeerLink:
         shape: NetworkShape,
         limits: Limits,
         on_broken: Callable[[str], None],
+        expected_role: str = "party1",
     ) -> None:
+        """With ``credentials``, the handshake accepts only a server certificate of ``expected_role`` (the peer's)."""
         if mode not in ("stream", "unary"):
             raise ValueError(f"unknown transport mode {mode!r}")
         options = KEEPALIVE_OPTIONS + [
@@ -428,7 +430,7 @@ class PeerLink:
         if credentials is None:
             self.channel = grpc.insecure_channel(target, options=options)
         else:
-            self.channel = grpc.secure_channel(target, credentials, options=options)
+            self.channel = secure_channel(target, credentials, expected_role, options=options)
         self.stub = transport_pb2_grpc.PeerTransportStub(self.channel)
         self.mode = mode
         self.shaper = Shaper(shape)
@@ -613,7 +615,7 @@ class Endpoint:
         self.port = bind(self.server, listen, server_credentials)
         self.server.start()
         self.peer = peer
-        self.link = PeerLink(peer, channel_credentials, mode, shape, limits, self._peer_lost)
+        self.link = PeerLink(peer, channel_credentials, mode, shape, limits, self._peer_lost, expected_role=f"party{1 - rank}")
 
     def _peer_lost(self, reason: str) -> None:
         """The peer went away: fail every open session, and reconnect for the next one."""

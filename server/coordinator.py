@@ -151,6 +151,8 @@ class Coordinator:
         creds = None if settings.insecure else channel_credentials(settings.cert_dir)  # type: ignore[arg-type]
         self.parties = [PartyClient(i, addr, creds, settings.retry_after_s, settings.connect_timeout_s) for i, addr in enumerate(settings.party_addresses)]
         self.public_keys: list[bytes | None] = [None, None]
+        # each party's TLS certificate and its signature over its key, relayed as they came (clients verify them)
+        self.key_proofs: list[tuple[bytes, bytes]] = [(b"", b""), (b"", b"")]
         self._queues: dict[str, asyncio.Queue[PendingItem]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._waiting = 0
@@ -198,7 +200,7 @@ class Coordinator:
             except CoordinatorError as exc:
                 return {"rank": p.rank, "address": p.address, "reachable": False, "error": str(exc)}
             if len(h.public_key) == 32:
-                self.public_keys[p.rank] = bytes(h.public_key)
+                self._remember_key(p.rank, h)
             return {
                 "rank": p.rank, "address": p.address, "reachable": True, "reported_rank": int(h.rank),
                 "peer_reachable": bool(h.peer_reachable), "dealer_reachable": bool(h.dealer_reachable),
@@ -215,8 +217,12 @@ class Coordinator:
                 raise PartyFailed(f"the party at {p.address} says it is rank {h.rank}, configured as rank {p.rank}")
             if len(h.public_key) != 32:
                 raise PartyFailed(f"party {p.rank} sent a {len(h.public_key)}-byte public key, expected 32")
-            self.public_keys[p.rank] = bytes(h.public_key)
+            self._remember_key(p.rank, h)
         return [k for k in self.public_keys if k is not None]
+
+    def _remember_key(self, rank: int, h: control_pb2.HealthReply) -> None:
+        self.public_keys[rank] = bytes(h.public_key)
+        self.key_proofs[rank] = (bytes(h.certificate), bytes(h.key_signature))
 
     async def keys(self) -> list[bytes]:
         if any(k is None for k in self.public_keys):

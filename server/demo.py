@@ -109,7 +109,7 @@ async def classify_plaintext(coordinator: Coordinator, model: str, image: ImageL
         raise BadRequest(str(exc)) from exc
     keys = await coordinator.keys()
     await coordinator.ensure_loaded(entry)
-    sealed = seal_input(x, keys, entry.precision_bits)
+    sealed = seal_input(x, keys, entry.precision_bits, model=model)
     item = PendingItem(model, sealed.request_id, sealed.keypair.public, sealed.shares, deadline)
     result = await coordinator.submit(item)
     try:

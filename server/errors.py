@@ -5,6 +5,7 @@ Mapping from a party's gRPC status (``status_from_grpc``):
 | gRPC status | HTTP | meaning |
 |---|---|---|
 | INVALID_ARGUMENT | 400 | a share does not open for that party, or a malformed item |
+| ALREADY_EXISTS | 409 | a replayed box: the party has seen that request id or client key |
 | NOT_FOUND, FAILED_PRECONDITION | (reload, retry once) | the party lost the model (restart) |
 | DEADLINE_EXCEEDED | 504 | the secure forward did not finish by the deadline |
 | UNAVAILABLE, CANCELLED | 503 | a party (or its peer / the dealer) is down |
@@ -85,6 +86,8 @@ def status_from_grpc(rank: int, code: grpc.StatusCode, details: str | None, retr
     what = f"party {rank}: {details or code.name}"
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return BadRequest(what)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return DuplicateRequest(what)
     if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
         return ModelNotLoaded(what)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

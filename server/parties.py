@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -61,7 +61,8 @@ class PartyClient:
         if credentials is None:
             self.channel = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         else:
-            self.channel = aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+            # the handshake accepts only party ``rank``'s certificate, not any the CA signed
+            self.channel = aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS + tls.role_options(f"party{rank}"))
         self.stub = control_pb2_grpc.PartyControlStub(self.channel)
 
     async def _call(self, fn: Callable[..., Awaitable[T]], request: object, timeout: float) -> T:

@@ -172,8 +172,12 @@ class ModelsResponse(BaseModel):
 
 
 class PartyKey(BaseModel):
-    rank: int
-    public_key: B64Bytes
+    rank: int = Field(..., ge=0, le=1, description="the party's rank: 0 (model owner) or 1 (compute peer)")
+    public_key: B64Bytes = Field(..., description="the party's X25519 sealing key (32 bytes): clients seal share `rank` to it")
+    certificate: str = Field("", description="the party's TLS certificate (PEM), issued by the deployment's CA for role party<rank>; "
+                                             "empty when the coordinator talks to the parties without TLS")
+    signature: B64Bytes = Field(b"", description="ECDSA P-256 / SHA-256 signature (DER) by the certificate's key over "
+                                                 "'mpcvit party sealing key v1' || 0x00 || rank || public_key; empty without TLS")
 
 
 class PartyKeysResponse(BaseModel):

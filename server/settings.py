@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     party0: str = Field("127.0.0.1:50051", description="host:port of party 0's PartyControl service (model owner)")
     party1: str = Field("127.0.0.1:50052", description="host:port of party 1's PartyControl service (compute peer)")
     cert_dir: Path | None = Field(None, description="directory made by 'mpcvit certs' (CA + coordinator cert for mutual TLS)")
-    insecure: bool = Field(False, description="talk to the parties without TLS (loopback tests only)")
+    insecure: bool = Field(False, description="talk to the parties without TLS (refused unless both party addresses are loopback)")
     model_dir: Path = Field(Path("checkpoints/digits"), description="checkpoint directories (arch.json + meta.json) the parties serve")
     preload_models: list[str] = Field(default_factory=list, description="models to load on the parties at start")
     batch_size: int = Field(8, ge=1, le=64, description="most requests in one secure forward (a party takes at most 64)")
@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     def _tls_or_insecure(self) -> "Settings":
         if not self.insecure and self.cert_dir is None:
             raise ValueError("set cert_dir (MPCVIT_CERT_DIR, from 'mpcvit certs') or insecure=true explicitly")
+        if self.insecure:
+            from mpcvit.pki import require_loopback
+
+            require_loopback("insecure (plaintext gRPC)", {"party0": self.party0, "party1": self.party1})
         return self
 
     @property

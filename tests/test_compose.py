@@ -115,18 +115,49 @@ def test_coordinator_published_on_8000(config: dict) -> None:
 
 
 def test_mutual_tls_everywhere(config: dict) -> None:
-    """Every role reads the certs volume and no one runs plaintext gRPC."""
+    """Every role reads its certificate directory and no one runs plaintext gRPC."""
     services = config["services"]
     for role in ROLES:
         svc = services[role]
         argv = " ".join(svc["command"])
         env = svc.get("environment") or {}
         assert "--insecure" not in argv and str(env.get("MPCVIT_INSECURE", "false")).lower() in ("false", "0"), role
-        assert any(v["target"] == "/certs" and v["source"] == "certs" for v in svc["volumes"]), role
         assert "/certs" in argv or env.get("MPCVIT_CERT_DIR") == "/certs", role
     certs = services["certs"]
-    assert certs["command"][:2] == ["mpcvit", "certs"]
+    assert certs["command"][:3] == ["mpcvit", "certs", "local"]
     assert not any(v.get("read_only") for v in certs["volumes"])
+
+
+def test_each_container_sees_only_its_own_key(config: dict) -> None:
+    """A serving container mounts one volume: its own role's (read-only, at /certs); the CA key's volume only the one-shot."""
+    services = config["services"]
+    for role in ROLES:
+        mounts = services[role].get("volumes") or []
+        assert [(v["type"], v["source"], v["target"], bool(v.get("read_only"))) for v in mounts] == [
+            ("volume", f"certs-{role}", "/certs", True)
+        ], role
+    certs_mounts = {v["source"]: v["target"] for v in services["certs"]["volumes"]}
+    assert certs_mounts == {"pki-ca": "/pki/ca", **{f"certs-{role}": f"/pki/{role}" for role in ROLES}}
+    # what `mpcvit certs local --out /pki` writes lands in those volumes: /pki/ca (CA key) and /pki/<role>
+    assert services["certs"]["command"][services["certs"]["command"].index("--out") + 1] == "/pki"
+    assert set(config["volumes"]) == {"pki-ca", *(f"certs-{role}" for role in ROLES)}
+
+
+def test_compose_mounts_statically() -> None:
+    """The same property from the YAML alone (no docker CLI needed): no service but `certs` names the CA volume."""
+    import yaml
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for role in ROLES:
+        assert services[role]["volumes"] == [f"certs-{role}:/certs:ro"], role
+    assert "pki-ca:/pki/ca" in services["certs"]["volumes"]
+    assert not any("pki-ca" in str(svc.get("volumes")) for name, svc in services.items() if name != "certs")
+
+
+def test_dockerfile_makes_the_mount_points() -> None:
+    text = DOCKERFILE.read_text()
+    for path in ("/certs", "/pki/ca", *(f"/pki/{role}" for role in ROLES)):
+        assert path in text, path
 
 
 def test_one_image_built_once_from_base_image_arg(compose_env: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mpcvit.commands.demo import find_checkpoint, summarise_costs
-from mpcvit.localstack import LocalStack, StackConfig, coordinator_ready, free_ports, http_health, tcp_ready
+from mpcvit.localstack import Endpoints, LocalStack, StackConfig, coordinator_ready, free_ports, http_health, tcp_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
@@ -159,3 +159,14 @@ def test_demo_end_to_end_then_ctrl_c(tmp_path: Path) -> None:
         assert row["max_logit_error"] < 0.5, row
         assert row["rounds"] > 0 and row["bytes"] > 0 and row["seconds"] > 0, row
     assert left == [], f"processes left behind: {left}"
+
+
+def test_each_local_process_gets_only_its_own_certificate_directory(tmp_path: Path) -> None:
+    stack = LocalStack(StackConfig(models_dir=tmp_path, model="m", workdir=tmp_path))
+    ep = Endpoints(dealer="127.0.0.1:1", party0="127.0.0.1:2", party1="127.0.0.1:3", coordinator_url="http://127.0.0.1:4")
+    for role, argv in stack._commands(ep).items():
+        assert argv[argv.index("--certs") + 1] == str(tmp_path / "certs" / role), role
+    assert stack.client_trust() == {"ca": tmp_path / "certs" / "ca" / "ca.pem"}
+    insecure = LocalStack(StackConfig(models_dir=tmp_path, model="m", workdir=tmp_path, insecure=True))
+    assert all("--certs" not in argv and "--insecure" in argv for argv in insecure._commands(ep).values())
+    assert insecure.client_trust() == {"trust_coordinator": True}

@@ -3,6 +3,12 @@
 Preprocess, encode in fixed point, split into two shares, seal each to its
 party, send, open the two sealed logit shares, add: print the class and the
 costs. The coordinator sees only sealed shares.
+
+The parties' sealing keys come through the coordinator and are checked first:
+against the deployment's CA certificate (``--ca ca.pem``: each key must be
+signed by the certificate the CA issued to that party) or against pinned
+fingerprints (``--pin sha256:... --pin sha256:...``, party 0 then party 1).
+Without either the command refuses, before it sends anything.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--timeout", type=float, default=120.0, help="HTTP timeout, seconds (default 120)")
     parser.add_argument("--top", type=int, default=3, help="how many classes to list (default 3)")
+    parser.add_argument("--ca", default=os.environ.get("MPCVIT_CA") or None,
+                        help="the deployment's CA certificate (ca.pem): verify each party's sealing key against it (default $MPCVIT_CA)")
+    parser.add_argument("--pin", action="append", default=None, metavar="SHA256",
+                        help="pinned fingerprint of a party's sealing key, twice: party 0's then party 1's ('mpcvit certs request' prints them)")
 
 
 def _fmt_bytes(n: float) -> str:
@@ -37,11 +47,19 @@ def run(args: argparse.Namespace) -> int:
     import httpx
 
     from mpcvit.client import PrivateClient, ServerError
+    from mpcvit.pki import PartyKeyError
 
     token = os.environ.get("MPCVIT_API_TOKEN") or None
+    if args.ca is None and args.pin is None:
+        print("mpcvit classify: error: give --ca ca.pem (the deployment's CA certificate) or --pin twice: "
+              "the parties' keys are not taken on the coordinator's word", file=sys.stderr)
+        return 2
     try:
-        with PrivateClient(args.server, token=token, timeout=args.timeout) as client:
+        with PrivateClient(args.server, token=token, timeout=args.timeout, ca=args.ca, pins=args.pin) as client:
             result = client.classify(args.image, model=args.model)
+    except PartyKeyError as exc:
+        print(f"mpcvit classify: refusing to send the image: {exc}", file=sys.stderr)
+        return 1
     except ServerError as exc:
         print(f"mpcvit classify: {exc}", file=sys.stderr)
         return 1

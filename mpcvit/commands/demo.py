@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server", default=None, metavar="URL", help="use this running coordinator instead of starting processes"
     )
+    parser.add_argument("--ca", default=None, help="with --server: the deployment's CA certificate, to verify the parties' keys")
+    parser.add_argument("--pin", action="append", default=None, metavar="SHA256",
+                        help="with --server: pinned fingerprints of party 0's and party 1's sealing keys (twice)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed for start-up and per image")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     parser.add_argument(
@@ -226,9 +229,13 @@ def save_images(directory: Path, idx: torch.Tensor, images: torch.Tensor, labels
 
 
 def classify_images(
-    url: str, model: str, checkpoint: Path, count: int, timeout: float, save_dir: Path | None = None
+    url: str, model: str, checkpoint: Path, count: int, timeout: float, save_dir: Path | None = None,
+    trust: dict[str, Any] | None = None,
 ) -> list[Row]:
-    """Classify ``count`` test images privately through ``url`` and in plaintext; one row each."""
+    """Classify ``count`` test images privately through ``url`` and in plaintext; one row each.
+
+    ``trust``: how the client checks the parties' keys (``PrivateClient``'s ``ca``, ``pins`` or ``trust_coordinator``).
+    """
     from mpcvit.client import PrivateClient
 
     net, meta = load_checkpoint(checkpoint)
@@ -241,7 +248,7 @@ def classify_images(
         plain_logits = net(normalise_input(images, meta))
     plain = plain_logits.argmax(dim=-1)
     rows: list[Row] = []
-    with PrivateClient(url, timeout=timeout) as client:
+    with PrivateClient(url, timeout=timeout, **(trust or {})) as client:
         for i in range(count):
             res = client.classify(images[i], model=model)
             rounds, nbytes = summarise_costs(res.costs)
@@ -310,7 +317,7 @@ def _run_local(args: argparse.Namespace, model: str, checkpoint: Path, dataset: 
         print(f"ready in {time.perf_counter() - t0:.1f} s: coordinator {url} (logs in {stack.workdir / 'logs'})",
               flush=True)
         print_header(model, dataset, f"{url} (private REST path)")
-        rows = classify_images(url, model, checkpoint, args.images, args.timeout, args.save_images)
+        rows = classify_images(url, model, checkpoint, args.images, args.timeout, args.save_images, stack.client_trust())
         print_summary(rows)
         if args.keep_running:
             _serve_until_interrupted(stack, url)
@@ -328,8 +335,12 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the table
     if args.server:
+        if args.ca is None and args.pin is None:
+            raise ValueError("with --server give --ca ca.pem (the deployment's CA certificate) or --pin twice, "
+                             "to verify the parties' keys")
         print_header(model, dataset, args.server)
-        rows = classify_images(args.server, model, checkpoint, args.images, args.timeout, args.save_images)
+        rows = classify_images(args.server, model, checkpoint, args.images, args.timeout, args.save_images,
+                               {"ca": args.ca, "pins": args.pin})
         print_summary(rows)
     else:
         rows = _run_local(args, model, checkpoint, dataset)

@@ -59,10 +59,13 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         if not token:
             raise ValueError(f"--token-env {args.token_env}: that environment variable is empty")
         overrides["api_token"] = token
+    from pydantic import ValidationError
+
     try:
         return Settings(**overrides)
-    except Exception as exc:  # pydantic's ValidationError: say it as a CLI error
-        raise ValueError(f"invalid settings: {exc}") from exc
+    except ValidationError as exc:  # say it as a one-line CLI error
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise ValueError(f"invalid settings: {reasons}") from exc
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,18 +11,22 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HealthReply(_message.Message):
-    __slots__ = ("rank", "peer_reachable", "dealer_reachable", "models", "public_key")
+    __slots__ = ("rank", "peer_reachable", "dealer_reachable", "models", "public_key", "certificate", "key_signature")
     RANK_FIELD_NUMBER: _ClassVar[int]
     PEER_REACHABLE_FIELD_NUMBER: _ClassVar[int]
     DEALER_REACHABLE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     rank: int
     peer_reachable: bool
     dealer_reachable: bool
     models: _containers.RepeatedScalarFieldContainer[str]
     public_key: bytes
-    def __init__(self, rank: _Optional[int] = ..., peer_reachable: _Optional[bool] = ..., dealer_reachable: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+    certificate: bytes
+    key_signature: bytes
+    def __init__(self, rank: _Optional[int] = ..., peer_reachable: _Optional[bool] = ..., dealer_reachable: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., public_key: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., key_signature: _Optional[bytes] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("model", "session_id", "deadline_unix_ms")

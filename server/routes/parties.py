@@ -12,11 +12,19 @@ from server.schemas import HealthResponse, PartyHealth, PartyKey, PartyKeysRespo
 router = APIRouter(prefix="/v1", tags=["parties"])
 
 
-@router.get("/parties/keys", response_model=PartyKeysResponse, responses=ERRORS, summary="each party's X25519 public key")
+@router.get("/parties/keys", response_model=PartyKeysResponse, responses=ERRORS, summary="each party's X25519 sealing key, certificate and signature")
 async def party_keys(coordinator: CoordinatorDep, _auth: AuthDep) -> PartyKeysResponse:
-    """Clients seal share i to ``parties[i].public_key``; 503 if a party cannot be asked."""
+    """Clients seal share i to ``parties[i].public_key``; 503 if a party cannot be asked.
+
+    Each key comes with the party's certificate and its signature over the key,
+    as the party sent them: a client checks them against the deployment's CA
+    (``mpcvit classify --ca``) so that it need not trust this coordinator.
+    """
     keys = await coordinator.keys()
-    return PartyKeysResponse(parties=[PartyKey(rank=i, public_key=k) for i, k in enumerate(keys)])
+    return PartyKeysResponse(parties=[
+        PartyKey(rank=i, public_key=k, certificate=coordinator.key_proofs[i][0].decode("ascii", "replace"), signature=coordinator.key_proofs[i][1])
+        for i, k in enumerate(keys)
+    ])
 
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}}, summary="parties and dealer reachable")

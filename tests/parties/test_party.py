@@ -9,18 +9,18 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import grpc
 import pytest
 import torch
 
-from mpcvit import sealing
+from mpcvit import pki, sealing
 from mpcvit.checkpoint import normalise_input, save_checkpoint
 from mpcvit.models.registry import create_model
 from parties.pair import free_port
 from parties.proto import control_pb2, control_pb2_grpc
-from parties.tls import channel_credentials
+from parties.tls import channel_credentials, secure_channel
 
 pytestmark = pytest.mark.timeout(240)
 REPO = Path(__file__).resolve().parents[2]
@@ -50,10 +50,11 @@ def cluster(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
             for r, ports in ((0, (p0, p1)), (1, (p1, p0)))
         ),
     ]
-    stubs = [control_pb2_grpc.PartyControlStub(grpc.secure_channel(f"127.0.0.1:{p}", channel_credentials(certs, "coordinator"))) for p in (p0, p1)]
+    stubs = [control_pb2_grpc.PartyControlStub(secure_channel(f"127.0.0.1:{p}", channel_credentials(certs, "coordinator"), f"party{r}"))
+             for r, p in enumerate((p0, p1))]
     try:
         health = [s.Health(control_pb2.HealthRequest(), timeout=90, wait_for_ready=True) for s in stubs]
-        yield {"stubs": stubs, "health": health, "model": model, "logs": tmp}
+        yield {"stubs": stubs, "health": health, "model": model, "logs": tmp, "certs": certs}
     finally:
         for p in procs:
             p.terminate()
@@ -80,7 +81,15 @@ def _deadline(seconds: float) -> int:
     return int((time.time() + seconds) * 1000)
 
 
-def _infer_requests(health: list, images: torch.Tensor, wrong_key_for: int | None = None) -> tuple[list, list]:
+Sealer = Callable[[list, str, int], tuple[bytes, sealing.BoxContext]]
+
+
+def _honest(health: list, request_id: str, rank: int) -> tuple[bytes, sealing.BoxContext]:
+    """Share ``rank`` is sealed to party ``rank``'s key in its own context."""
+    return health[rank].public_key, sealing.BoxContext(request_id, "tiny", rank, "input")
+
+
+def _infer_requests(health: list, images: torch.Tensor, wrong_key_for: int | None = None, seal: Sealer = _honest) -> tuple[list, list]:
     items: list[list[control_pb2.InferItem]] = [[], []]
     clients = []
     for image in images:
@@ -88,8 +97,10 @@ def _infer_requests(health: list, images: torch.Tensor, wrong_key_for: int | Non
         request_id = uuid.uuid4().hex
         shares = sealing.share_fixed_point(image, 16)
         for rank in (0, 1):
-            party_key = health[rank].public_key if rank != wrong_key_for else sealing.generate_keypair().public
-            box = sealing.seal_tensor(shares[rank], client.private, party_key, request_id.encode())
+            party_key, context = seal(health, request_id, rank)
+            if rank == wrong_key_for:
+                party_key = sealing.generate_keypair().public
+            box = sealing.seal_tensor(shares[rank], client.private, party_key, context)
             items[rank].append(control_pb2.InferItem(
                 request_id=request_id, client_public_key=client.public,
                 input_share=control_pb2.SealedTensor(shape=list(box.shape), dtype=box.dtype, nonce=box.nonce, ciphertext=box.ciphertext)))
@@ -106,7 +117,8 @@ def _open_logits(replies: list, clients: list, health: list) -> torch.Tensor:
         for rank in (0, 1):
             box = replies[rank].output_shares[i]
             shares.append(sealing.open_tensor(sealing.Sealed(tuple(box.shape), box.dtype, box.nonce, box.ciphertext),
-                                              client.private, health[rank].public_key, request_id.encode()))
+                                              client.private, health[rank].public_key,
+                                              sealing.BoxContext(request_id, "tiny", rank, "output")))
         rows.append(sealing.reconstruct_fixed_point(shares[0], shares[1], replies[0].precision_bits))
     return torch.stack(rows).float()
 
@@ -115,6 +127,11 @@ def test_health_reports_rank_key_and_reachability(cluster: dict) -> None:
     health = cluster["health"]
     assert [h.rank for h in health] == [0, 1]
     assert all(len(h.public_key) == 32 for h in health)
+    ca = (cluster["certs"] / "ca" / "ca.pem").read_bytes()
+    for rank, h in enumerate(health):  # each key is signed by the party's own certificate
+        pki.verify_party_key(pki.PartyKeyProof(rank, h.public_key, h.certificate, h.key_signature), ca)
+    with pytest.raises(pki.PartyKeyError):
+        pki.verify_party_key(pki.PartyKeyProof(0, health[1].public_key, health[1].certificate, health[1].key_signature), ca)
     again = cluster["stubs"][0].Health(control_pb2.HealthRequest(), timeout=10)
     assert again.peer_reachable and again.dealer_reachable
 
@@ -138,6 +155,37 @@ def test_load_and_private_inference_match_plaintext(cluster: dict) -> None:
     assert replies[0].costs.ops
     # offline: party 0 got the corrections, party 1 only its 256-bit key
     assert replies[0].costs.dealer_bytes_received > 1000 and replies[1].costs.dealer_bytes_received == 32
+    # the same boxes again (a new session): a replay, refused by both parties before anything is computed
+    rounds = [s.Stats(control_pb2.StatsRequest(), timeout=10).totals.rounds for s in stubs]
+    session = uuid.uuid4().hex
+    for r in requests:
+        r.session_id = session
+    replayed = _both(stubs, "Infer", requests)
+    for reply in replayed:
+        assert isinstance(reply, grpc.RpcError) and reply.code() == grpc.StatusCode.ALREADY_EXISTS, reply
+        assert "replayed" in reply.details()
+    assert [s.Stats(control_pb2.StatsRequest(), timeout=10).totals.rounds for s in stubs] == rounds
+
+
+OUT_OF_CONTEXT: dict[str, Sealer] = {
+    "swapped (sealed for the other party)": lambda h, rid, rank: (h[1 - rank].public_key, sealing.BoxContext(rid, "tiny", 1 - rank, "input")),
+    "reflected (sealed as an output)": lambda h, rid, rank: (h[rank].public_key, sealing.BoxContext(rid, "tiny", rank, "output")),
+    "re-targeted (sealed for another model)": lambda h, rid, rank: (h[rank].public_key, sealing.BoxContext(rid, "other", rank, "input")),
+    "re-targeted (sealed under another request id)": lambda h, rid, rank: (h[rank].public_key, sealing.BoxContext(rid + "x", "tiny", rank, "input")),
+}
+
+
+def test_boxes_out_of_their_context_are_refused_and_nothing_is_computed(cluster: dict) -> None:
+    stubs, health = cluster["stubs"], cluster["health"]
+    rounds = [s.Stats(control_pb2.StatsRequest(), timeout=10).totals.rounds for s in stubs]
+    for name, seal in OUT_OF_CONTEXT.items():
+        requests, _ = _infer_requests(health, torch.rand(1, 1, 8, 8), seal=seal)
+        replies = _both(stubs, "Infer", requests)
+        for reply in replies:
+            assert isinstance(reply, grpc.RpcError), name
+            assert reply.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE), (name, reply)
+        assert any(r.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not open" in r.details() for r in replies), name
+    assert [s.Stats(control_pb2.StatsRequest(), timeout=10).totals.rounds for s in stubs] == rounds
 
 
 def test_bad_input_fails_the_session_fast_and_the_next_works(cluster: dict) -> None:

@@ -110,13 +110,13 @@ def test_peer_without_a_valid_certificate_is_refused(certs: Path, tmp_path: Path
     write_certs(other_ca, roles=("party1",))
     attempts = {
         "plaintext": grpc.insecure_channel(target),
-        "no client cert": grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=(certs / "ca.pem").read_bytes())),
+        "no client cert": grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=(certs / "ca" / "ca.pem").read_bytes())),
         "cert from another CA": grpc.secure_channel(
             target,
             grpc.ssl_channel_credentials(
-                root_certificates=(certs / "ca.pem").read_bytes(),
-                private_key=(other_ca / "party1.key").read_bytes(),
-                certificate_chain=(other_ca / "party1.pem").read_bytes(),
+                root_certificates=(certs / "ca" / "ca.pem").read_bytes(),
+                private_key=(other_ca / "party1" / "party1.key").read_bytes(),
+                certificate_chain=(other_ca / "party1" / "party1.pem").read_bytes(),
             ),
         ),
     }

@@ -107,5 +107,5 @@ def test_dealer_and_seal_input_without_torch_generators() -> None:
     keys = [generate_keypair().public for _ in range(2)]
     with views.no_torch_randomness():
         corrections = dealer_corrections((new_key(), new_key()), requests)
-        sealed = seal_input(torch.full((1, 1, 8, 8), 0.5), keys)
+        sealed = seal_input(torch.full((1, 1, 8, 8), 0.5), keys, model="vit_2_4_8")
     assert len(corrections) == len(requests) and len(sealed.shares) == 2

@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from mpcvit.checkpoint import save_checkpoint
+from mpcvit.client import PrivateClient
+from mpcvit.pki import key_fingerprint
 from mpcvit.models import create_model
 from server.main import create_app
 from server.settings import Settings
@@ -45,6 +47,11 @@ def parties(model_dir: Path) -> Iterator[FakeParties]:
 
 
 SettingsFactory = Callable[..., Settings]
+
+
+def sdk(parties: FakeParties, url: str = "http://127.0.0.1:8000", **kwargs: Any) -> PrivateClient:
+    """The SDK with the fake parties' key fingerprints pinned (they have no certificates to check)."""
+    return PrivateClient(url, pins=[key_fingerprint(k.public) for k in parties.runtime.keys], **kwargs)
 
 
 @pytest.fixture

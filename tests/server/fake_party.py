@@ -1,8 +1,9 @@
 """TEST DOUBLE of the two parties: real gRPC ``PartyControl`` servers on 127.0.0.1, NOT secure computation.
 
 Both fake parties share one in-process ``FakeRuntime``. Each party opens only
-its own sealed input shares (with its own X25519 key, aad = request id, exactly
-as a real party does) and hands them to the runtime; once both shares of a
+its own sealed input shares (with its own X25519 key, in the box's context:
+request id, model, rank, direction, exactly as a real party does; with
+certificates it also signs its key as a real party does) and hands them to the runtime; once both shares of a
 session are in, the runtime reconstructs the input in plaintext, runs the
 plaintext model from the checkpoint, re-shares the logits in fixed point, and
 each party seals its logit share to the client. This checks everything the
@@ -24,7 +25,8 @@ import grpc
 import torch
 
 from mpcvit.checkpoint import load_checkpoint, normalise_input
-from mpcvit.sealing import KeyPair, Sealed, SealError, generate_keypair, open_tensor, reconstruct_fixed_point, seal_tensor, share_fixed_point
+from mpcvit import pki
+from mpcvit.sealing import BoxContext, KeyPair, Sealed, SealError, generate_keypair, open_tensor, reconstruct_fixed_point, seal_tensor, share_fixed_point
 from parties import tls
 from parties.proto import control_pb2, control_pb2_grpc
 
@@ -114,14 +116,21 @@ class FakeRuntime:
 class FakeParty(control_pb2_grpc.PartyControlServicer):
     """One fake party's servicer: it opens only its own shares and seals only its own outputs."""
 
-    def __init__(self, rank: int, runtime: FakeRuntime) -> None:
+    def __init__(self, rank: int, runtime: FakeRuntime, certs: Path | None = None, cert_role: str | None = None) -> None:
         self.rank = rank
         self.rt = runtime
+        self.certificate = self.signature = b""
+        if certs is not None:  # the key signed with the certificate this server presents (cert_role: a stand-in's)
+            directory = pki.role_dir(certs, cert_role or f"party{rank}")
+            role = cert_role or f"party{rank}"
+            self.certificate = (directory / f"{role}.pem").read_bytes()
+            self.signature = pki.sign_party_key(pki.load_key(directory / f"{role}.key"), rank, runtime.keys[rank].public)
 
     def Health(self, request: control_pb2.HealthRequest, context: grpc.ServicerContext) -> control_pb2.HealthReply:
         return control_pb2.HealthReply(
             rank=self.rank, peer_reachable=True, dealer_reachable=True,
             models=sorted(self.rt.loaded[self.rank]), public_key=self.rt.keys[self.rank].public,
+            certificate=self.certificate, key_signature=self.signature,
         )
 
     def LoadModel(self, request: control_pb2.LoadModelRequest, context: grpc.ServicerContext) -> control_pb2.LoadModelReply:
@@ -144,7 +153,8 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
         except SessionFailed as exc:
             context.abort(exc.code, str(exc))
         sk = self.rt.keys[self.rank].private
-        sealed = [seal_tensor(y, sk, it.client_public_key, it.request_id.encode()) for y, it in zip(outs, request.items)]
+        sealed = [seal_tensor(y, sk, it.client_public_key, BoxContext(it.request_id, request.model, self.rank, "output"))
+                  for y, it in zip(outs, request.items)]
         n = len(request.items)
         costs = control_pb2.Costs(rounds=FAKE_ROUNDS, bytes_sent=FAKE_BYTES_PER_ITEM * n, bytes_received=FAKE_BYTES_PER_ITEM * n, seconds=self.rt.delay_s)
         return control_pb2.InferReply(
@@ -159,7 +169,8 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
         for it in request.items:
             t = it.input_share
             try:
-                out.append(open_tensor(Sealed(tuple(t.shape), t.dtype, t.nonce, t.ciphertext), sk, it.client_public_key, it.request_id.encode()))
+                context = BoxContext(it.request_id, request.model, self.rank, "input")
+                out.append(open_tensor(Sealed(tuple(t.shape), t.dtype, t.nonce, t.ciphertext), sk, it.client_public_key, context))
             except SealError as exc:
                 return f"request {it.request_id}: input share does not open for party {self.rank}: {exc}"
         return out
@@ -177,7 +188,7 @@ class FakeParties:
     def start(self, rank: int | None = None) -> "FakeParties":
         for r in ([rank] if rank is not None else [0, 1]):
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-            control_pb2_grpc.add_PartyControlServicer_to_server(FakeParty(r, self.runtime), server)
+            control_pb2_grpc.add_PartyControlServicer_to_server(FakeParty(r, self.runtime, self.certs), server)
             address = f"127.0.0.1:{self.ports[r]}"
             if self.certs is None:
                 self.ports[r] = server.add_insecure_port(address)

@@ -17,9 +17,9 @@ from PIL import Image
 
 from mpcvit.checkpoint import load_checkpoint, normalise_input
 from mpcvit.client import PrivateClient, preprocess, request_to_json, seal_input, sealed_from_json
-from mpcvit.sealing import SealError, generate_keypair, open_tensor
+from mpcvit.sealing import BoxContext, SealError, generate_keypair, open_tensor
 from server.main import create_app
-from tests.server.conftest import SAMPLES_DIR, SettingsFactory
+from tests.server.conftest import SAMPLES_DIR, SettingsFactory, sdk
 from tests.server.fake_party import FakeParties
 
 DIGIT = SAMPLES_DIR / "digits_00012_0.png"
@@ -40,7 +40,7 @@ def keys(client: TestClient) -> list[bytes]:
 
 def private_body(client: TestClient, model: str = "vit_2_4_8", x: torch.Tensor | None = None) -> tuple[dict[str, Any], Any]:
     x = preprocess(DIGIT, (1, 8, 8)) if x is None else x
-    req = seal_input(x, keys(client))
+    req = seal_input(x, keys(client), model=model)
     return request_to_json(model, req), req
 
 
@@ -51,8 +51,8 @@ def png_bytes(path: Path = DIGIT) -> bytes:
 # -- happy paths -----------------------------------------------------------------------
 
 
-def test_private_classify_equals_plaintext(client: TestClient, model_dir: Path) -> None:
-    result = PrivateClient(http_client=client).classify(DIGIT, model="vit_2_4_8")
+def test_private_classify_equals_plaintext(client: TestClient, model_dir: Path, parties: FakeParties) -> None:
+    result = sdk(parties, http_client=client).classify(DIGIT, model="vit_2_4_8")
     ref = plaintext_logits(model_dir, "vit_2_4_8", DIGIT)
     assert torch.allclose(torch.tensor(result.logits, dtype=torch.float64), ref, atol=2e-3)
     assert result.class_index == int(ref.argmax())
@@ -73,7 +73,7 @@ def test_private_response_is_sealed_and_says_so(client: TestClient) -> None:
     assert all(s.shape == (10,) for s in shares)
     stranger = generate_keypair()  # anyone without the client's one-time key (the coordinator) cannot open them
     with pytest.raises(SealError):
-        open_tensor(shares[0], stranger.private, keys(client)[0], req.request_id.encode())
+        open_tensor(shares[0], stranger.private, keys(client)[0], BoxContext(req.request_id, "vit_2_4_8", 0, "output"))
     assert set(out["costs"]) == {"total", "parties"} and out["queue_seconds"] >= 0
 
 
@@ -90,7 +90,7 @@ def test_coordinator_never_receives_the_image(make_settings: SettingsFactory, pa
         await app(scope, recv, send)
 
     with TestClient(spy) as c:  # type: ignore[arg-type]
-        result = PrivateClient(http_client=c).classify(DIGIT, model="vit_2_4_8")
+        result = sdk(parties, http_client=c).classify(DIGIT, model="vit_2_4_8")
     wire = b"".join(received)
     x = preprocess(DIGIT, (1, 8, 8))
     encoded = torch.round(x.double() * 2**16).to(torch.int64).numpy().astype("<i8").tobytes()
@@ -131,7 +131,7 @@ def test_compare_runs_default_models_side_by_side(client: TestClient, model_dir:
     assert r.status_code == 200 and [e["model"] for e in r.json()["results"]] == ["thex_2_4_8"]
 
 
-def test_models_keys_health_metrics_docs(client: TestClient) -> None:
+def test_models_keys_health_metrics_docs(client: TestClient, parties: FakeParties) -> None:
     r = client.get("/v1/models")
     assert r.status_code == 200
     models = {m["name"]: m for m in r.json()["models"]}
@@ -139,7 +139,7 @@ def test_models_keys_health_metrics_docs(client: TestClient) -> None:
     m = models["vit_2_4_8"]
     assert m["input_shape"] == [1, 8, 8] and m["classes"] == [str(i) for i in range(10)]
     assert m["variant"] == "vit" and m["attention"] == {"softmax": 8} and m["accuracy"] == 0.5 and m["precision_bits"] == 16
-    PrivateClient(http_client=client).classify(DIGIT, model="vit_2_4_8")
+    sdk(parties, http_client=client).classify(DIGIT, model="vit_2_4_8")
     m = {x["name"]: x for x in client.get("/v1/models").json()["models"]}["vit_2_4_8"]
     assert m["loaded"] and m["measured_cost"]["rounds"] > 0
     assert len(keys(client)) == 2 and all(len(k) == 32 for k in keys(client))
@@ -246,7 +246,7 @@ def test_expired_deadline_is_400(client: TestClient) -> None:
     assert r.status_code == 400 and "expired" in r.json()["detail"]
 
 
-def test_bearer_token_auth(make_settings: SettingsFactory) -> None:
+def test_bearer_token_auth(make_settings: SettingsFactory, parties: FakeParties) -> None:
     with TestClient(create_app(make_settings(api_token="s3cret"))) as c:
         assert c.get("/v1/models").status_code == 401
         assert c.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -256,7 +256,7 @@ def test_bearer_token_auth(make_settings: SettingsFactory) -> None:
         assert c.get("/v1/health").status_code == 200  # liveness stays open
         assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         c.headers["Authorization"] = "Bearer s3cret"
-        assert PrivateClient(http_client=c).classify(DIGIT, model="vit_2_4_8").class_name
+        assert sdk(parties, http_client=c).classify(DIGIT, model="vit_2_4_8").class_name
 
 
 def test_settings_need_tls_or_explicit_insecure(make_settings: SettingsFactory) -> None:

@@ -29,7 +29,7 @@ def plaintext(model_dir: Path, xs: list[torch.Tensor], model: str = "vit_2_4_8")
 
 def sealed_body(url: str, x: torch.Tensor, model: str = "vit_2_4_8", **extra: Any) -> dict[str, Any]:
     keys = [base64.b64decode(p["public_key"]) for p in httpx.get(f"{url}/v1/parties/keys").json()["parties"]]
-    body = request_to_json(model, seal_input(x, keys))
+    body = request_to_json(model, seal_input(x, keys, model=model))
     body.update(extra)
     return body
 
@@ -43,7 +43,7 @@ def test_concurrent_requests_are_batched_and_each_answer_is_its_own(
     xs = [torch.rand(1, 8, 8, generator=gen) for _ in range(n)]
     with live(batch_size=8, batch_wait_ms=50) as server:
         def one(x: torch.Tensor) -> Any:
-            with PrivateClient(server.url) as c:
+            with PrivateClient(server.url, trust_coordinator=True) as c:
                 return c.classify(x, model="vit_2_4_8")
 
         with ThreadPoolExecutor(n) as pool:
@@ -77,7 +77,7 @@ def test_full_queue_answers_503_with_retry_after_and_never_hangs(live: Callable[
 def test_party_down_is_503_within_the_deadline_and_the_next_request_works(
     live: Callable[..., LiveServer], parties: FakeParties
 ) -> None:
-    with live(connect_timeout_s=1.5) as server, PrivateClient(server.url) as client:
+    with live(connect_timeout_s=1.5) as server, PrivateClient(server.url, trust_coordinator=True) as client:
         x = torch.rand(1, 8, 8)
         assert client.classify(x, model="vit_2_4_8").class_name
         parties.stop(1)  # party 1 dies (and forgets its loaded model, as a restarted process would)

@@ -45,7 +45,8 @@ def test_mpcvit_classify_through_real_parties_gives_the_plaintext_class(tmp_path
         url = stack.endpoints.coordinator_url
         for image, want in zip(images, expected):
             done = subprocess.run(
-                [sys.executable, "-m", "mpcvit.cli", "classify", str(image), "--server", url, "--model", MODEL, "--json"],
+                [sys.executable, "-m", "mpcvit.cli", "classify", str(image), "--server", url, "--model", MODEL, "--json",
+                 "--ca", str(stack.certs_dir / "ca" / "ca.pem")],
                 capture_output=True, text=True, timeout=180, check=False,
             )
             assert done.returncode == 0, done.stderr[-2000:]
@@ -53,7 +54,7 @@ def test_mpcvit_classify_through_real_parties_gives_the_plaintext_class(tmp_path
             assert out["class_index"] == want, (image.name, out["logits"])
             assert out["costs"]["total"]["rounds"] > 0 and out["costs"]["total"]["bytes"] > 0
             assert [p["rank"] for p in out["costs"]["parties"]] == [0, 1]
-        with PrivateClient(url) as client:  # the SDK too, and the logits are close to the plaintext ones
+        with PrivateClient(url, **stack.client_trust()) as client:  # the SDK too, and the logits are close to the plaintext ones
             r = client.classify(images[0], model=MODEL)
             with torch.no_grad():
                 ref = net(normalise_input(preprocess(images[0], net.spec.input_shape)[None], meta))[0].double()

@@ -66,6 +66,8 @@ from protocols.runtime import SecureViT
 
 logger = logging.getLogger(__name__)
 
+HEALTH_PROBE_S = 2.0  # how long Health waits for each of the peer and the dealer (the coordinator allows 5 s)
+
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_BATCH = 64
 KEY_FILE = "party{rank}.x25519"
@@ -279,10 +281,11 @@ class Party:
 
     # -- the control operations (plain functions of the request) --------------------------
     def health(self) -> control_pb2.HealthReply:
+        # A first probe includes the TLS handshake of a lazily connected channel: allow it a few seconds on a busy host.
         return control_pb2.HealthReply(
             rank=self.rank,
-            peer_reachable=self.endpoint.peer_reachable(1.0),
-            dealer_reachable=self.dealer.reachable(1.0),
+            peer_reachable=self.endpoint.peer_reachable(HEALTH_PROBE_S),
+            dealer_reachable=self.dealer.reachable(HEALTH_PROBE_S),
             models=sorted(self.models),
             public_key=self.keys.public,
             certificate=self.certificate,

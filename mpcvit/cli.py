@@ -16,6 +16,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mpcvit.commands.train", "train a model (optionally distilled from a softmax teacher)"),
+    "train-queue": ("mpcvit.commands.train_queue", "run a plan of training runs, several at once, resumable"),
     "eval": ("mpcvit.commands.evaluate", "plaintext accuracy of a checkpoint"),
     "eval-private": ("mpcvit.commands.eval_private", "secure 2PC inference in-process: accuracy, agreement, costs"),
     "models": ("mpcvit.commands.models", "list the registered model presets"),

@@ -20,11 +20,21 @@ Resuming: after every epoch ``resume.pt`` in the output directory holds the
 model, optimiser, scheduler and epoch; training the same way into the same
 directory continues where it stopped. Batch order and augmentation draw from a
 generator seeded by (seed, epoch), so a resumed run sees the same batches as
-an uninterrupted one.
+an uninterrupted one (on the same kind of device: CPU and CUDA generators draw
+different streams).
+
+Devices: ``device="cuda"`` keeps the whole data set, the shuffling and the
+augmentation on the GPU; nothing in a step waits for the GPU (the loss is
+summed on the device and read once per epoch). With ``out_dir``,
+``progress.json`` there is rewritten after every epoch (epoch, per-epoch train
+loss and test accuracy, seconds per epoch) for a queue to show progress and an
+ETA; ``stop_at`` (a ``time.time()`` value) ends a run early, between epochs,
+when the next epoch would not finish by then; its ``resume.pt`` continues it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -44,6 +54,7 @@ from mpcvit.models.vit import VisionTransformer
 log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.pt"
+PROGRESS_FILE = "progress.json"
 
 # dataset name -> default options: augmentation (crop padding in pixels, horizontal flip) and batch / lr.
 # Digits get no shift by default: on 8x8 images with 2x2 patches even a 1-pixel shift cost accuracy
@@ -121,8 +132,8 @@ def normalise(x: torch.Tensor, normalisation: dict[str, list[float]] | None) -> 
     """(x - mean) / std per channel; identity when ``normalisation`` is None."""
     if not normalisation:
         return x
-    mean = torch.tensor(normalisation["mean"], dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(normalisation["std"], dtype=x.dtype).view(1, -1, 1, 1)
+    mean = torch.tensor(normalisation["mean"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(normalisation["std"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
 
 
@@ -132,17 +143,18 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor
         return x
     B, C, H, W = x.shape
     xp = F.pad(x, (pad, pad, pad, pad))  # (B, C, H + 2p, W + 2p)
-    oy = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
-    ox = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
-    rows = (oy[:, None] + torch.arange(H))[:, :, None]  # (B, H, 1)
-    cols = (ox[:, None] + torch.arange(W))[:, None, :]  # (B, 1, W)
-    out = xp[torch.arange(B)[:, None, None], :, rows, cols]  # (B, H, W, C)
+    dev = x.device
+    oy = torch.randint(0, 2 * pad + 1, (B,), generator=gen, device=dev)
+    ox = torch.randint(0, 2 * pad + 1, (B,), generator=gen, device=dev)
+    rows = (oy[:, None] + torch.arange(H, device=dev))[:, :, None]  # (B, H, 1)
+    cols = (ox[:, None] + torch.arange(W, device=dev))[:, None, :]  # (B, 1, W)
+    out = xp[torch.arange(B, device=dev)[:, None, None], :, rows, cols]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2."""
-    mask = torch.rand(x.shape[0], generator=gen) < 0.5
+    mask = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
     return torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
@@ -164,10 +176,10 @@ def _tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 def batches(
     dataset: Dataset, batch_size: int, *, shuffle: bool = False, gen: torch.Generator | None = None
 ) -> Iterator[Batch]:
-    """Mini-batches (x, y) of a dataset, in order or shuffled with ``gen``."""
+    """Mini-batches (x, y) of a dataset, in order or shuffled with ``gen``, on the device the dataset is on."""
     x, y = _tensors(dataset)
     n = x.shape[0]
-    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    order = torch.randperm(n, generator=gen, device=x.device) if shuffle else torch.arange(n, device=x.device)
     for i in range(0, n, batch_size):
         idx = order[i : i + batch_size]
         yield x[idx], y[idx]
@@ -235,14 +247,17 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Call
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, norms, the class token and positions (1-D params and embeddings)."""
+    """AdamW; no weight decay on biases, norms, the class token and positions (1-D params and embeddings).
+
+    On CUDA the fused AdamW kernel (the same update in one launch per group)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 or name in ("cls_token", "pos_embed") else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    on_cuda = any(p.is_cuda for p in model.parameters())
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True) if on_cuda else torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -304,7 +319,8 @@ def _train_step(
     y: torch.Tensor,
     cfg: TrainConfig,
     state: _State,
-) -> float:
+) -> torch.Tensor:
+    """One optimiser step; returns the loss as a detached tensor on the model's device (no sync)."""
     feats = model.forward_features(x)  # (B, N, C)
     logits = model.forward_head(feats)
     if teacher is None:
@@ -320,7 +336,7 @@ def _train_step(
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     state.optimizer.step()
     state.scheduler.step()
-    return float(loss.detach())
+    return loss.detach()
 
 
 def _run_epoch(
@@ -334,20 +350,46 @@ def _run_epoch(
 ) -> float:
     from tqdm import tqdm
 
-    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch)
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + state.epoch)
     n_batches = math.ceil(len(train_set) / cfg.batch_size)  # type: ignore[arg-type]
     bar = tqdm(
         batches(train_set, cfg.batch_size, shuffle=True, gen=gen), total=n_batches,
         desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not progress, leave=False, dynamic_ncols=True,
     )
     model.train()
-    total = 0.0
+    total = torch.zeros((), device=device)
     for i, (x, y) in enumerate(bar, start=1):
         x = normalise(augment(x, cfg, gen), normalisation)
         total += _train_step(model, teacher, x, y, cfg, state)
-        if i % 10 == 0 or i == n_batches:
-            bar.set_postfix(loss=f"{total / i:.4f}", lr=f"{state.scheduler.get_last_lr()[0]:.2e}")
-    return total / max(1, n_batches)
+        if progress and (i % 10 == 0 or i == n_batches):
+            bar.set_postfix(loss=f"{float(total) / i:.4f}", lr=f"{state.scheduler.get_last_lr()[0]:.2e}")
+    return float(total) / max(1, n_batches)
+
+
+def _write_progress(out_dir: Path, cfg: TrainConfig, state: _State, seconds: list[float]) -> None:
+    """``progress.json``: what a queue reads to show progress and an ETA (atomic rewrite)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "epoch": state.epoch, "epochs": cfg.epochs, "history": state.history,
+        "seconds_per_epoch": round(sum(seconds) / len(seconds), 3) if seconds else None, "updated": time.time(),
+    }
+    tmp = out_dir / (PROGRESS_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out_dir / PROGRESS_FILE)
+
+
+def _on_device(dataset: Dataset, device: torch.device) -> Dataset:
+    """The dataset as one float / int64 tensor pair on ``device`` (the whole set fits: at most CIFAR-10's 600 MB)."""
+    x, y = _tensors(dataset)
+    return TensorDataset(x.to(device), y.to(device))
+
+
+def _limited(dataset: Dataset, limit: int | None) -> Dataset:
+    if limit is None:
+        return dataset
+    x, y = _tensors(dataset)
+    return TensorDataset(x[:limit], y[:limit])
 
 
 def train_model(
@@ -362,6 +404,10 @@ def train_model(
     out_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
+    limit: int | None = None,
+    eval_each_epoch: bool = False,
+    stop_at: float | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Train ``model`` in place; returns {"test_accuracy", "train_loss", "history", "epochs", "seconds", ...}.
@@ -376,6 +422,12 @@ def train_model(
     fields of ``TrainConfig`` (``lr=``, ``batch_size=``, ``kd_alpha=``, ...).
     With ``out_dir``, progress is saved every epoch to ``out_dir/resume.pt`` and a
     later call with the same arguments continues from it.
+
+    ``device``: where to train (data, augmentation and model); the model is back on
+    the CPU when this returns. ``limit``: use only the first ``limit`` train and test
+    images (smoke tests). ``eval_each_epoch``: record the test accuracy after every
+    epoch in ``history``. ``stop_at``: see the module docstring; the result then has
+    ``"completed": False`` and no test accuracy.
     """
     if config is not None and options:
         raise ValueError(f"pass either config= or training options, not both (got {sorted(options)})")
@@ -389,33 +441,54 @@ def train_model(
         cfg = config or TrainConfig.for_dataset(name, epochs=epochs, **options)
     else:
         cfg = config or TrainConfig(epochs=epochs, **options)
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be at least 1")
+    dev = torch.device(device)
+    dataset = _on_device(_limited(dataset, limit), dev)
+    if test_dataset is not None:
+        test_dataset = _on_device(_limited(test_dataset, limit), dev)
     torch.manual_seed(cfg.seed)
+    model.to(dev)
     if teacher is not None:
-        teacher.eval()
+        teacher.to(dev).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     steps = math.ceil(len(dataset) / cfg.batch_size)  # type: ignore[arg-type]
     out = Path(out_dir) if out_dir else None
     state = _resume_or_start(model, cfg, steps, out)
     start = time.perf_counter()
+    epoch_seconds: list[float] = []
     while state.epoch < cfg.epochs:
+        if stop_at is not None and epoch_seconds and time.time() + 1.1 * epoch_seconds[-1] > stop_at:
+            log.info("stopping after epoch %d of %d: the next epoch would end after the stop time", state.epoch, cfg.epochs)
+            break
+        t0 = time.perf_counter()
         loss = _run_epoch(model, teacher, dataset, normalisation, cfg, state, progress)
         state.epoch += 1
         entry: dict[str, float] = {"epoch": state.epoch, "train_loss": round(loss, 5)}
+        if eval_each_epoch and test_dataset is not None:
+            entry["test_accuracy"] = round(evaluate_dataset(model, test_dataset, normalisation), 6)
         state.history.append(entry)
-        log.info("epoch %d/%d: train loss %.4f", state.epoch, cfg.epochs, loss)
+        epoch_seconds.append(time.perf_counter() - t0)
+        log.info("epoch %d/%d: %s", state.epoch, cfg.epochs, entry)
         if out is not None:
             _save_resume(model, cfg, state, out)
+            _write_progress(out, cfg, state, epoch_seconds)
+    completed = state.epoch >= cfg.epochs
     result: dict[str, Any] = {
         "epochs": cfg.epochs,
+        "epochs_done": state.epoch,
+        "completed": completed,
         "train_loss": state.history[-1]["train_loss"] if state.history else None,
         "history": state.history,
         "seconds": round(time.perf_counter() - start, 2),
         "config": asdict(cfg),
         "distilled": teacher is not None,
     }
-    if test_dataset is not None:
+    if test_dataset is not None and completed:
         result["test_accuracy"] = evaluate_dataset(model, test_dataset, normalisation)
         log.info("test accuracy %.4f", result["test_accuracy"])
-    model.eval()
+    model.eval().cpu()
+    if teacher is not None:
+        teacher.cpu()
     return result

@@ -42,7 +42,7 @@ HELP = "start dealer, parties and coordinator locally and classify real images"
 
 # Preferred demo models, most preferred first, per dataset (checkpoint directory names).
 PREFERRED: dict[str, tuple[str, ...]] = {
-    "fashion-mnist": ("mpcvit_4_4_28_mu0.3", "mpcvit_4_4_28", "mpcvitplus_4_4_28_table_mu0.3", "vit_4_4_28"),
+    "fashion-mnist": ("mpcvit_4_4_28_mu0.1", "mpcvit_4_4_28_mu0.3", "mpcvitplus_4_4_28_mu0.3", "vit_4_4_28"),
     "digits": ("mpcvit_2_4_8", "mpcvitplus_2_4_8", "relu_2_4_8", "vit_2_4_8"),
 }
 

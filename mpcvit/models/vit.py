@@ -18,6 +18,7 @@ Heads of one kind in a layer are computed together, in one batched op.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import accumulate
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +120,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(spec.embed_dim, 3 * spec.embed_dim)
         self.proj = nn.Linear(spec.embed_dim, spec.embed_dim)
         self.groups = head_groups(spec.attn[layer])
+        # Mixed layers gather the heads of each kind with one index_select on a device-resident order
+        # (a Python list index would copy to the device and wait for it on every call), then restore it.
+        order = [h for idx in self.groups.values() for h in idx]
+        self.register_buffer("head_order", torch.tensor(order), persistent=False)
+        self.register_buffer("head_restore", torch.tensor(sorted(range(len(order)), key=order.__getitem__)), persistent=False)
+        bounds = list(accumulate((len(idx) for idx in self.groups.values()), initial=0))
+        self.group_slices = [(kind, slice(a, b)) for kind, a, b in zip(self.groups, bounds, bounds[1:])]
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, N, C = x.shape
@@ -131,10 +139,9 @@ class Attention(nn.Module):
         if len(self.groups) == 1:
             (kind,) = self.groups
             return ATTN_FUNCS[kind](q, k, v, self.spec)
-        out = torch.empty_like(v)  # (B, H, N, D)
-        for kind, idx in self.groups.items():
-            out[:, idx] = ATTN_FUNCS[kind](q[:, idx], k[:, idx], v[:, idx], self.spec)
-        return out
+        q, k, v = (t.index_select(1, self.head_order) for t in (q, k, v))  # heads grouped by kind
+        outs = [ATTN_FUNCS[kind](q[:, s], k[:, s], v[:, s], self.spec) for kind, s in self.group_slices]
+        return torch.cat(outs, dim=1).index_select(1, self.head_restore)  # (B, H, N, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape

@@ -5,10 +5,17 @@ takes its plaintext test accuracy from ``meta.json`` and estimates its secure la
 each network from the cost table (latency = compute + rounds x RTT + bytes / bandwidth).
 Marks the Pareto front per network (no other model at least as accurate and at least as
 fast, one of them strictly) and, for every MPCViT / MPCViT+ point, the baselines that
-dominate it (none, we hope).
+dominate it.
+
+With ``--runs``, accuracies come from a directory of run records instead (the
+``meta.json`` of every run, ``<checkpoint>.json`` and ``<checkpoint>_seed<N>.json``):
+the runs of one checkpoint name are its seeds, a point's accuracy is their mean, the
+plot's error bar their sample standard deviation (none for one seed), and dominance
+compares means. The architecture of each point still comes from ``--checkpoints``.
+Records named ``*_e<N>`` (convergence probes with another epoch count) are left out.
 
     python -m mpcvit.search.pareto --checkpoints checkpoints/fashion-mnist \
-        --out results/search/pareto_fashion_mnist
+        --runs results/fashion_mnist_runs --out results/search/pareto_fashion_mnist
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +62,9 @@ class Point:
     mu: float | None
     act_summary: str
     role: str  # "baseline" (trained by 'mpcvit train'), "derived" (ours), "reference" / "teacher" (our re-runs)
+    accuracy_std: float | None = None  # sample std over seeds (None: one seed)
+    accuracies: tuple[float, ...] = ()  # one per seed
+    distilled: bool | None = None
 
 
 def accuracy_of(meta: dict[str, Any]) -> float:
@@ -70,15 +82,31 @@ def family_of(spec: ArchSpec, name: str) -> str:
     return variant if variant in LABELS else name.partition("_")[0]
 
 
-def collect(root: Path, costs: CostModel) -> list[Point]:
+_SEED = re.compile(r"_seed\d+$")
+_PROBE = re.compile(r"_e\d+$")
+
+
+def seed_accuracies(runs: Path) -> dict[str, list[float]]:
+    """Checkpoint name -> the test accuracy of each of its seeds, from run records ``<name>[_seed<N>].json``."""
+    groups: dict[str, list[float]] = {}
+    for f in sorted(runs.glob("*.json")):
+        if _PROBE.search(f.stem):
+            continue
+        groups.setdefault(_SEED.sub("", f.stem), []).append(accuracy_of(json.loads(f.read_text())))
+    return groups
+
+
+def collect(root: Path, costs: CostModel, runs: Path | None = None) -> list[Point]:
     points = []
+    seeds = seed_accuracies(runs) if runs is not None else {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
             spec, meta = load_spec(d), load_meta(d)
-            acc = accuracy_of(meta)
+            accs = seeds.get(d.name) or [accuracy_of(meta)]
         except CheckpointError as exc:
             log.warning("skipping %s: %s", d, exc)
             continue
+        acc = statistics.fmean(accs)
         family = family_of(spec, d.name)
         search = spec.extra.get("search", {}) if isinstance(spec.extra, dict) else {}
         label = LABELS.get(family, family)
@@ -87,10 +115,15 @@ def collect(root: Path, costs: CostModel) -> list[Point]:
             label = f"{label} mu={mu:g}"
         role = str(meta.get("role", "derived" if family in OURS else "baseline"))
         label += ROLE_SUFFIX.get(role, "")
+        distilled = meta.get("distilled")
+        if family != "vit" and isinstance(distilled, bool):
+            label += " KD" if distilled else " no KD"
         points.append(Point(
             name=d.name, family=family, label=label, accuracy=acc,
             latency_s={net: costs.arch_latency(spec, net) for net in NETWORKS},
             heads=spec.count_heads(), act=list(spec.act), mu=mu, act_summary=_act_summary(spec), role=role,
+            accuracy_std=statistics.stdev(accs) if len(accs) > 1 else None, accuracies=tuple(accs),
+            distilled=distilled if isinstance(distilled, bool) else None,
         ))
     if not points:
         raise ValueError(f"no checkpoints with a test accuracy under {root}")
@@ -129,7 +162,8 @@ def analyse(points: list[Point]) -> dict[str, Any]:
             }
             for p in points if p.family in OURS
         }
-        out[net] = {"pareto_front": front, "ours": ours}
+        dominated_by = {p.name: [q.name for q in points if dominates(q, p, net)] for p in points}
+        out[net] = {"pareto_front": front, "ours": ours, "dominated_by": dominated_by}
     for key, r in (("vs_softmax_vit", ref), ("vs_softmax_reference_same_recipe", same_recipe)):
         if r is not None:
             out[key] = {
@@ -138,7 +172,7 @@ def analyse(points: list[Point]) -> dict[str, Any]:
                     "wan_latency_ratio": round(p.latency_s["wan"] / r.latency_s["wan"], 3),
                     "lan_latency_ratio": round(p.latency_s["lan"] / r.latency_s["lan"], 3),
                 }
-                for p in points if p.family in OURS
+                for p in points if p is not r
             }
     return out
 
@@ -155,10 +189,17 @@ def plot(points: list[Point], path: Path, title: str) -> None:
         ax.step([p.latency_s[net] for p in front], [100 * p.accuracy for p in front], where="post", color="0.7", lw=1, zorder=1)
         for p in points:
             ours = p.family in OURS
+            color = "tab:red" if ours else ("tab:blue" if p.role == "baseline" else "tab:gray")
+            if p.distilled is False and p.family != "vit":
+                color = "tab:cyan"  # a baseline trained without distillation
+            if p.accuracy_std is not None:
+                ax.errorbar(p.latency_s[net], 100 * p.accuracy, yerr=100 * p.accuracy_std, fmt="none",
+                            ecolor="black", elinewidth=1, capsize=3, zorder=3)
             ax.scatter(p.latency_s[net], 100 * p.accuracy, marker=MARKERS.get(p.family, "x"), s=70 if ours else 55,
-                       color="tab:red" if ours else ("tab:blue" if p.role == "baseline" else "tab:gray"), zorder=2,
-                       edgecolor="black", linewidth=0.5)
-            ax.annotate(p.label, (p.latency_s[net], 100 * p.accuracy), textcoords="offset points", xytext=(5, 3), fontsize=7)
+                       color=color, zorder=2, edgecolor="black", linewidth=0.5)
+            seeds = f" ({len(p.accuracies)} seeds)" if len(p.accuracies) > 1 else ""
+            ax.annotate(p.label + seeds, (p.latency_s[net], 100 * p.accuracy), textcoords="offset points",
+                        xytext=(5, 3), fontsize=6)
         n = NETWORKS[net]
         ax.set_title(f"{net.upper()}: {n.bandwidth_bps / 1e6:g} Mbit/s, {n.rtt_s * 1e3:g} ms RTT")
         ax.set_xlabel("estimated secure latency per image (s)")
@@ -175,30 +216,31 @@ def markdown_table(points: list[Point], analysis: dict[str, Any]) -> str:
     same = analysis.get("vs_softmax_reference_same_recipe", {})
     full = analysis.get("vs_softmax_vit", {})
     rows = [
-        "| model | role | heads | MLP activation (tokens kept) | accuracy % | LAN s | WAN s "
-        "| WAN x vs same-recipe softmax | WAN x vs full-recipe softmax | on WAN front |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | checkpoint | heads | MLP activation (tokens kept) | accuracy % | seeds | LAN s | WAN s "
+        "| WAN x vs softmax ViT | on LAN front | on WAN front |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in sorted(points, key=lambda p: -p.latency_s["wan"]):
         heads = ", ".join(f"{k} {v}" for k, v in sorted(p.heads.items()))
-        ratio_same = same.get(p.name, {}).get("wan_latency_ratio", "")
-        ratio_full = full.get(p.name, {}).get("wan_latency_ratio", "")
-        front = "yes" if p.name in analysis["wan"]["pareto_front"] else ""
-        rows.append(f"| {p.label} | {p.role} | {heads} | {p.act_summary} | {100 * p.accuracy:.2f} | "
-                    f"{p.latency_s['lan']:.3f} | {p.latency_s['wan']:.2f} | {ratio_same} | {ratio_full} | {front} |")
+        ratio = full.get(p.name, {}).get("wan_latency_ratio", same.get(p.name, {}).get("wan_latency_ratio", ""))
+        fronts = ["yes" if p.name in analysis[net]["pareto_front"] else "" for net in ("lan", "wan")]
+        acc = f"{100 * p.accuracy:.2f}" + (f" +- {100 * p.accuracy_std:.2f}" if p.accuracy_std is not None else "")
+        rows.append(f"| {p.label} | `{p.name}` | {heads} | {p.act_summary} | {acc} | {len(p.accuracies)} | "
+                    f"{p.latency_s['lan']:.2f} | {p.latency_s['wan']:.2f} | {ratio} | {fronts[0]} | {fronts[1]} |")
     return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", default="checkpoints/fashion-mnist", help="directory of checkpoint directories")
+    parser.add_argument("--runs", help="directory of run records (meta.json copies, <name>[_seed<N>].json): seeds")
     parser.add_argument("--out", default="results/search/pareto_fashion_mnist", help="output stem (.png and .json)")
     parser.add_argument("--costs", dest="cost_source", choices=("auto", "table", "placeholder"), default="auto")
     parser.add_argument("--title", default="Fashion-MNIST, ViT-Lite 4_4_28: accuracy vs secure latency (2PC)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     costs = get_cost_model(args.cost_source)
-    points = collect(Path(args.checkpoints), costs)
+    points = collect(Path(args.checkpoints), costs, Path(args.runs) if args.runs else None)
     stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     plot(points, stem.with_suffix(".png"), f"{args.title} [{costs.source} costs]")

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Superseded by results/run_fashion_mnist_queue.sh (one 40-epoch recipe, KD for every student that uses it);
+# kept as the record of the first pass, whose checkpoints left checkpoints/ (results/fashion_mnist_earlier.json).
 # MPCViT+ searched again with the measured cost table in the regulariser (the first searches ran on the placeholder),
 # derived at mu 0.3 (GeLU kept where beta >= 0.5) and retrained with the same short KD recipe.
 #   nohup bash results/search/run_plus_table_fmnist.sh > results/search/logs/plus_table_fmnist.log 2>&1 &

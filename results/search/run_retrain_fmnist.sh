@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Superseded by results/run_fashion_mnist_queue.sh (one 40-epoch recipe, KD for every student that uses it);
+# kept as the record of the first pass, whose checkpoints left checkpoints/ (results/fashion_mnist_earlier.json).
 # Derive MPCViT (mu in 0.1 0.3 0.5 0.7) and MPCViT+ from the Fashion-MNIST searches and retrain each from scratch
 # with KD from the softmax teacher, plus a softmax reference re-run with the very same (short) recipe.
 #   nohup bash results/search/run_retrain_fmnist.sh > results/search/logs/retrain_fmnist.log 2>&1 &

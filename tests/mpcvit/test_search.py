@@ -270,3 +270,26 @@ def test_table_cost_model_reads_measured_entries() -> None:
     assert half == pytest.approx(full * (spec.num_tokens // 2) / spec.num_tokens)
     assert costs.arch_latency(spec, "lan") == pytest.approx(estimate(spec, "lan", costs.table)["latency_s"])
     assert costs.arch_latency(model_spec("scale_2_4_8"), "wan") < costs.arch_latency(model_spec("vit_2_4_8"), "wan")
+
+
+def test_pareto_averages_seeds_from_run_records(tmp_path) -> None:
+    from mpcvit.checkpoint import save_checkpoint
+    from mpcvit.search import pareto
+
+    root, runs = tmp_path / "ck", tmp_path / "runs"
+    runs.mkdir()
+    for name in ("vit_2_4_8", "mpcformer_2_4_8"):
+        save_checkpoint(root / name, VisionTransformer(model_spec(name)), {"test_accuracy": 0.5, "distilled": False})
+    records = {"vit_2_4_8": 0.90, "vit_2_4_8_seed1": 0.92, "vit_2_4_8_seed2": 0.94, "vit_2_4_8_e80": 0.99,
+               "mpcformer_2_4_8": 0.91}
+    for name, acc in records.items():
+        (runs / f"{name}.json").write_text(json.dumps({"test_accuracy": acc}))
+    stem = tmp_path / "out" / "pareto"
+    argv = ["--checkpoints", str(root), "--runs", str(runs), "--out", str(stem), "--costs", "placeholder"]
+    assert pareto.main(argv) == 0
+    by_name = {p["name"]: p for p in json.loads(stem.with_suffix(".json").read_text())["points"]}
+    vit = by_name["vit_2_4_8"]
+    assert vit["accuracies"] == [0.90, 0.92, 0.94] and abs(vit["accuracy"] - 0.92) < 1e-12  # the probe is left out
+    assert abs(vit["accuracy_std"] - 0.02) < 1e-12
+    assert by_name["mpcformer_2_4_8"]["accuracy_std"] is None and by_name["mpcformer_2_4_8"]["label"] == "MPCFormer no KD"
+    assert "+- 2.00" in stem.with_suffix(".md").read_text()

@@ -81,6 +81,8 @@ class SecureConfig:
     gelu_compare: tuple[int, int] = (16, 12)  # (ring bits, dropped low bits) of protocols.compare.ltz
     relu_compare: tuple[int, int] = (32, 4)  # ReLU, ReLU-softmax, THE-X and softmax's max
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
+    lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)
+    exp_offsets: bool = True  # softmax's exp squares v - c, not v (False: CrypTen's exp)
 
     def __post_init__(self) -> None:
         if not 8 <= self.precision_bits <= 24:
@@ -95,6 +97,8 @@ class SecureConfig:
             raise ValueError(f"unknown gelu {self.gelu!r}; choose poly or erf")
         if self.comparison not in ("ring", "crypten"):
             raise ValueError(f"unknown comparison {self.comparison!r}; choose ring or crypten")
+        if not 0 <= self.lower_bits <= self.precision_bits - 4:
+            raise ValueError(f"lower_bits must be in 0..precision_bits - 4, got {self.lower_bits}")
         for name in ("gelu_compare", "relu_compare", "range_compare"):
             check_ring(*getattr(self, name))
         if self.provider not in ("dealer", "tfp"):

@@ -1,0 +1,399 @@
+"""Numeric safety of the secure runtime: comparison-range margins and catastrophic truncation errors.
+
+    python benchmarks/numeric_safety.py [--parts ranges,expected,empirical] [--out results/numeric_safety.json]
+
+Three measurements, each written under its own key of the JSON file (a part
+not run keeps what the file already holds):
+
+* ``ranges`` (plaintext, float64, whole test split): for every committed
+  checkpoint (``checkpoints/fashion-mnist``, ``checkpoints/digits``) the
+  largest |x| each small-ring comparison of the secure runtime is fed
+  (GeLU's |x| > 4 test, ReLU activations, ReLU-softmax and THE-X attention,
+  softmax's max tree, the Newton starts of reciprocal and inv_sqrt, with the
+  runtime's pre-scaling: ln_prescale for LayerNorm's variance, the sums and
+  the 1/N scalings of the attentions), against the ring's valid bound
+  2^(k-1+t-f); the input domains of softmax's exp (x >= -2^(n+1)) and of the
+  Newton starts; and, for models with LayerNorm, a bound on the GeLU input
+  and on the attention scores that holds for EVERY input (|LN(x)| has norm
+  <= sqrt(C), so |fc1(LN(x))_j| <= sqrt(C) |W'_j| + |b'_j|).
+* ``expected`` (secure, two party processes, ``protocols.probe``): per local
+  truncation site, the expected number of catastrophic truncation failures
+  per inference, sum |z| / 2^64, on real test images for one checkpoint per
+  variant at 4_4_28, and on random-weight 7_4_32 models (element counts of
+  the bigger shape); the 7_4_32 figure for trained weights is extrapolated
+  site by site: elements at 7_4_32 times the trained 4_4_28 model's mean
+  |z| / 2^64 per element at the same site. Before (``lower_bits=0,
+  exp_offsets=False``) and after (the defaults).
+* ``empirical`` (secure, ``protocols.evaluate``'s party function): N secure
+  inferences on test images; images whose logits differ from plaintext by
+  more than 1 anywhere, before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from protocols.local import run_two_party  # noqa: E402
+
+CHECKPOINT_DIRS = ("checkpoints/fashion-mnist", "checkpoints/digits")
+PROBE_MODELS = ("vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28", "relu_4_4_28", "scale_4_4_28",
+                "mpcvit_4_4_28_mu0.3", "mpcvitplus_4_4_28_mu0.3")
+SETTINGS = {"before": {"lower_bits": 0, "exp_offsets": False}, "after": {}}
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _config(setting: str):  # noqa: ANN202
+    from protocols.config import DEFAULT_CONFIG
+
+    return DEFAULT_CONFIG.with_(**SETTINGS[setting])
+
+
+# -- ranges: plaintext mirror of every comparison input ---------------------------------------------
+class _Site:
+    def __init__(self, ring: tuple[int, int] | None, f: int) -> None:
+        self.max_abs = 0.0
+        self.values = 0
+        self.bound = 2.0 ** (ring[0] - 1 + ring[1] - f) if ring else None
+        self.ring = ring
+        self.lo = math.inf
+        self.hi = -math.inf
+
+    def add(self, t: torch.Tensor, value: torch.Tensor | None = None) -> None:
+        """t: the comparison inputs; value: the quantity whose domain is tracked (default t)."""
+        if t.numel():
+            self.max_abs = max(self.max_abs, float(t.abs().max()))
+            self.values += t.numel()
+        v = t if value is None else value
+        if v.numel():
+            self.lo, self.hi = min(self.lo, float(v.min())), max(self.hi, float(v.max()))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"values": self.values, "max_abs": self.max_abs, "min": self.lo, "max": self.hi}
+        if self.bound is not None:
+            d.update(ring=list(self.ring), bound=self.bound, margin=(self.bound / self.max_abs if self.max_abs else None))
+        return d
+
+
+def _thresholds(lo: int, hi: int, per: int) -> torch.Tensor:
+    return torch.tensor([2.0 ** (lo + j / per) for j in range((hi - lo) * per)], dtype=torch.float64)
+
+
+def _range_inputs(x: torch.Tensor, lo: int, hi: int, per: int) -> torch.Tensor:
+    """max over thresholds of |t_j - x| per element (what ``ops.range_start`` compares), flattened."""
+    t = _thresholds(lo, hi, per)
+    x = x.reshape(-1, 1)
+    return torch.maximum((t.max() - x).abs(), (t.min() - x).abs()).reshape(-1)
+
+
+def _max_tree_diffs(s: torch.Tensor) -> torch.Tensor:
+    """The differences a - b the pairwise max tree of ``compare.max_rows`` compares, over the last dim."""
+    out = []
+    while s.shape[-1] > 1:
+        n = s.shape[-1]
+        half = n // 2
+        a, b = s[..., :half], s[..., half : 2 * half]
+        out.append((a - b).reshape(-1))
+        m = torch.maximum(a, b)
+        s = torch.cat([m, s[..., 2 * half :]], dim=-1) if n % 2 else m
+    return torch.cat(out)
+
+
+def _certified(model: Any, spec: Any) -> dict[str, float]:
+    """Input-independent bounds for LayerNorm models: max |GeLU input| and max |attention score|."""
+    from protocols.runtime import _fold_norm, _norm_affine
+
+    C, H, D = spec.embed_dim, spec.num_heads, spec.head_dim
+    gelu, score = 0.0, 0.0
+    for l, blk in enumerate(model.blocks):
+        if spec.act[l] == "gelu" and not spec.mlp_is_linear(l):
+            w, b = _fold_norm(blk.mlp.fc1.weight.detach().double(), blk.mlp.fc1.bias.detach().double(), *_norm_affine(blk.norm2))
+            gelu = max(gelu, float((w.norm(dim=1) * math.sqrt(C) + b.abs()).max()))
+        w, b = _fold_norm(blk.attn.qkv.weight.detach().double(), blk.attn.qkv.bias.detach().double(), *_norm_affine(blk.norm1))
+        for h, kind in enumerate(spec.attn[l]):
+            if kind == "scale":
+                continue
+            rows = slice(h * D, (h + 1) * D)
+            wq, bq = w[:C][rows], b[:C][rows]
+            wk, bk = w[C : 2 * C][rows], b[C : 2 * C][rows]
+            nq = torch.linalg.matrix_norm(wq, ord=2) * math.sqrt(C) + bq.norm()
+            nk = torch.linalg.matrix_norm(wk, ord=2) * math.sqrt(C) + bk.norm()
+            score = max(score, float(nq * nk) / math.sqrt(D))
+    return {"gelu_input": gelu, "attention_score": score}
+
+
+def ranges_for(ckpt: Path, batch: int = 500, limit: int | None = None) -> dict[str, Any]:
+    import torch.nn.functional as F
+
+    from mpcvit.checkpoint import load_checkpoint, normalise_input
+    from mpcvit.data import load_dataset
+    from mpcvit.models.vit import head_groups
+    from protocols.config import DEFAULT_CONFIG as cfg
+    from protocols.ops import GELU_T
+
+    model, meta = load_checkpoint(ckpt)
+    model = model.double().eval()
+    spec = model.spec
+    images, _ = load_dataset(meta.get("dataset", "fashion-mnist"), "test").tensors
+    if limit:
+        images = images[:limit]
+    f, per, k2 = cfg.precision_bits, cfg.range_per_octave, cfg.ln_prescale**2
+    sites: dict[str, _Site] = {}
+
+    def site(name: str, ring: tuple[int, int] | None) -> _Site:
+        return sites.setdefault(name, _Site(ring, f))
+
+    def norm_var(x: torch.Tensor) -> None:
+        if spec.norm != "layernorm":
+            return
+        var = x.var(-1, unbiased=False) * k2 + cfg.layernorm_eps * k2
+        lo, hi = cfg.inv_sqrt_range
+        site("inv_sqrt start (LayerNorm var * ln_prescale^2)", cfg.range_compare).add(_range_inputs(var, lo, hi, per), var)
+
+    def recip(name: str, x: torch.Tensor, lo: int, hi: int) -> None:
+        site(f"reciprocal start ({name})", cfg.range_compare).add(_range_inputs(x, lo, hi, per), x)
+
+    N = spec.num_tokens
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            t = model.embed(normalise_input(images[i : i + batch].double(), meta))
+            for l, blk in enumerate(model.blocks):
+                norm_var(t)
+                q, kk, v = blk.attn.split_heads(blk.norm1(t))
+                for kind, idx in head_groups(spec.attn[l]).items():
+                    if kind == "scale":
+                        continue
+                    s = q[:, idx] @ kk[:, idx].transpose(-2, -1) * spec.head_dim**-0.5
+                    if kind == "softmax":
+                        site("softmax max tree (score differences)", cfg.relu_compare).add(_max_tree_diffs(s))
+                        x = s - s.amax(-1, keepdim=True)
+                        site(f"softmax exp input (x >= -2^{cfg.exp_iterations + 1})", None).add(x.reshape(-1))
+                        hi = max(2, math.ceil(math.log2(N)) + 1)
+                        recip("softmax sum", x.exp().sum(-1), -1, hi)
+                    elif kind == "relu":
+                        site("ReLU-softmax (scores)", cfg.relu_compare).add(s.reshape(-1))
+                        recip("ReLU-softmax sum + eps", F.relu(s).sum(-1) + spec.relu_eps, *cfg.reciprocal_range)
+                    elif kind == "thex":
+                        u = s / spec.thex_order + 1.0
+                        site("THE-X ReLU (s / n + 1)", cfg.relu_compare).add(u.reshape(-1))
+                        e = F.relu(u) ** spec.thex_order
+                        recip("THE-X (sum + eps) / N", (e.sum(-1) + spec.relu_eps) / N, *cfg.reciprocal_range)
+                    elif kind == "2quad":
+                        qq = (s + spec.quad_c) ** 2
+                        recip("2Quad sum / N", qq.sum(-1) / N, *cfg.reciprocal_range)
+                t = t + blk.attn(blk.norm1(t))
+                norm_var(t)
+                h = blk.mlp.fc1(blk.norm2(t))
+                toks = spec.tokens_with_act(l)
+                ha = h if toks is None else h[:, list(toks)]
+                if spec.act[l] == "gelu" and not spec.mlp_is_linear(l):
+                    test = torch.stack([GELU_T - ha, ha + GELU_T])
+                    site("GeLU range test (4 - x, x + 4)", cfg.gelu_compare).add(test.reshape(-1), ha.reshape(-1))
+                elif spec.act[l] == "relu":
+                    site("ReLU activation", cfg.relu_compare).add(ha.reshape(-1))
+                t = t + blk.mlp(blk.norm2(t))
+            norm_var(t)
+    out: dict[str, Any] = {"images": len(images), "sites": {k: v.to_dict() for k, v in sites.items()}}
+    if spec.norm == "layernorm":
+        out["certified"] = _certified(model, spec)
+    return out
+
+
+def run_ranges(limit: int | None) -> dict[str, Any]:
+    from protocols.config import DEFAULT_CONFIG as cfg
+
+    models: dict[str, Any] = {}
+    for d in CHECKPOINT_DIRS:
+        for ckpt in sorted((ROOT / d).iterdir()):
+            if not (ckpt / "arch.json").exists():
+                continue
+            t0 = time.perf_counter()
+            models[f"{d.split('/')[-1]}/{ckpt.name}"] = ranges_for(ckpt, limit=limit)
+            _log(f"ranges {d}/{ckpt.name}: {time.perf_counter() - t0:.1f} s")
+    # the worst case per site over all checkpoints
+    worst: dict[str, Any] = {}
+    for name, m in models.items():
+        for s, v in m["sites"].items():
+            w = worst.setdefault(s, {"max_abs": 0.0, "model": None, "bound": v.get("bound"), "min": math.inf, "max": -math.inf})
+            if v["max_abs"] > w["max_abs"]:
+                w["max_abs"], w["model"] = v["max_abs"], name
+            w["min"], w["max"] = min(w["min"], v["min"]), max(w["max"], v["max"])
+    for w in worst.values():
+        w["margin"] = w["bound"] / w["max_abs"] if w["bound"] and w["max_abs"] else None
+    cert = {k: max((m.get("certified", {}).get(k, 0.0) for m in models.values()), default=0.0)
+            for k in ("gelu_input", "attention_score")}
+    return {"rings": {"gelu": list(cfg.gelu_compare), "relu": list(cfg.relu_compare), "range": list(cfg.range_compare)},
+            "worst": worst, "certified_worst": cert, "models": models}
+
+
+# -- expected failures: the probe in a secure run ---------------------------------------------------
+def _probe_party(rank: int, model: Any, meta: Any, setting: str, seed: int, shares: list[torch.Tensor]) -> dict[str, Any]:
+    from protocols.probe import Probe, probing
+    from protocols.providers import DealerProvider, InProcessDealer, install_provider
+    from protocols.runtime import SecureViT
+
+    install_provider(DealerProvider(rank))
+    secure = SecureViT.share(model if rank == 0 else None, model.spec, meta if rank == 0 else None, owner=0,
+                             config=_config(setting), batch_source=InProcessDealer(seed))
+    probe = Probe()
+    for s in shares:
+        secure.plan(int(s.shape[0]))  # the dry run outside the probe
+        with probing(probe):
+            secure.forward_shares(s)
+    return probe.to_dict()
+
+
+def _probe(model: Any, meta: Any, images: torch.Tensor, setting: str, batch: int) -> dict[str, Any]:
+    from mpcvit.sealing import share_fixed_point
+
+    gen = torch.Generator().manual_seed(0)
+    s0, s1 = [], []
+    for i in range(0, len(images), batch):
+        a, b = share_fixed_point(images[i : i + batch], 16, generator=gen)
+        s0.append(a)
+        s1.append(b)
+    p, _ = run_two_party(_probe_party, model.eval(), meta, setting, 0, rank_args=((s0,), (s1,)), timeout=7200)
+    n = len(images)
+    sites = {k: {**v, "per_inference": v["expected_failures"] / n, "elements_per_inference": v["elements"] / n}
+             for k, v in p["truncations"].items()}
+    return {"images": n, "expected_per_inference": sum(v["expected_failures"] for v in p["truncations"].values()) / n,
+            "wraps_seen": sum(v["wraps"] for v in p["truncations"].values()), "sites": sites, "compares": p["compares"]}
+
+
+def _extrapolate(small: dict[str, Any], big: dict[str, Any]) -> dict[str, Any]:
+    """Per site: elements per inference of ``big`` x mean |z| / 2^64 per element of ``small`` (same site)."""
+    total, per_site = 0.0, {}
+    for site, v in big["sites"].items():
+        s = small["sites"].get(site)
+        rate = (s["expected_failures"] / s["elements"]) if s and s["elements"] else v["expected_failures"] / max(v["elements"], 1)
+        val = v["elements_per_inference"] * rate
+        per_site[site] = val
+        total += val
+    return {"expected_per_inference": total, "sites": per_site}
+
+
+def run_expected(n_images: int, batch: int, models: list[str]) -> dict[str, Any]:
+    from mpcvit.checkpoint import load_checkpoint
+    from mpcvit.data import load_dataset
+    from mpcvit.models.registry import create_model
+
+    images, _ = load_dataset("fashion-mnist", "test").tensors
+    images = images[:n_images]
+    out: dict[str, Any] = {"images_4_4_28": n_images, "models": {}}
+    for name in models:
+        model, meta = load_checkpoint(ROOT / "checkpoints/fashion-mnist" / name)
+        variant = name.split("_")[0]
+        torch.manual_seed(0)
+        big = create_model(f"{variant}_7_4_32", **({"attn": model.spec.attn + model.spec.attn[-1:] * 3,
+                                                    "act": model.spec.act + model.spec.act[-1:] * 3,
+                                                    "act_tokens": None} if variant in ("mpcvit", "mpcvitplus") else {}))
+        big_images = torch.rand(2, *big.spec.input_shape, generator=torch.Generator().manual_seed(0))
+        entry: dict[str, Any] = {"random_7_4_32_layout": {"attn": [list(a) for a in big.spec.attn], "act": list(big.spec.act)}}
+        for setting in SETTINGS:
+            t0 = time.perf_counter()
+            small = _probe(model, meta, images, setting, batch)
+            rnd = _probe(big, {}, big_images, setting, 1)
+            entry[setting] = {"4_4_28": small, "7_4_32_random": rnd, "7_4_32_extrapolated": _extrapolate(small, rnd)}
+            _log(f"expected {name} {setting}: 4_4_28 {small['expected_per_inference']:.3g}, 7_4_32 random "
+                 f"{rnd['expected_per_inference']:.3g}, extrapolated {entry[setting]['7_4_32_extrapolated']['expected_per_inference']:.3g} "
+                 f"per inference ({time.perf_counter() - t0:.0f} s)")
+        out["models"][name] = entry
+    return out
+
+
+# -- empirical: many secure inferences, images with a catastrophic logit error -------------------------
+def run_empirical(name: str, n_images: int, batch: int, settings: list[str]) -> dict[str, Any]:
+    from mpcvit.checkpoint import load_checkpoint, normalise_input
+    from mpcvit.data import load_dataset
+    from mpcvit.sealing import reconstruct_fixed_point, share_fixed_point
+    from protocols.evaluate import _party
+
+    model, meta = load_checkpoint(ROOT / "checkpoints/fashion-mnist" / name)
+    model = model.eval()
+    images, _ = load_dataset("fashion-mnist", "test").tensors
+    images = images[:n_images]
+    with torch.no_grad():
+        plain = model(normalise_input(images.float(), meta))
+    out: dict[str, Any] = {"model": name, "images": n_images, "batch_size": batch}
+    for setting in settings:
+        config = _config(setting)
+        bad, worst, t0 = 0, 0.0, time.perf_counter()
+        chunk = batch * 5  # five batches per pair of party processes (bounded memory, progress)
+        errors = []
+        for start in range(0, n_images, chunk):
+            part = images[start : start + chunk]
+            gen = torch.Generator().manual_seed(1000 + start)
+            s0, s1 = [], []
+            for i in range(0, len(part), batch):
+                a, b = share_fixed_point(part[i : i + batch], config.precision_bits, generator=gen)
+                s0.append(a)
+                s1.append(b)
+            r0, r1 = run_two_party(_party, model, meta, config, start, rank_args=((s0,), (s1,)), timeout=7200)
+            private = torch.cat([reconstruct_fixed_point(torch.tensor(a), torch.tensor(b), config.precision_bits).double()
+                                 for a, b in zip(r0["logit_shares"], r1["logit_shares"])])
+            err = (private - plain[start : start + chunk].double()).abs().amax(1)
+            errors.append(err)
+            bad += int((err > 1).sum())
+            worst = max(worst, float(err.max()))
+            _log(f"empirical {name} {setting}: {start + len(part)}/{n_images} images, {bad} with an error > 1, "
+                 f"max error {worst:.4g} ({time.perf_counter() - t0:.0f} s)")
+        err = torch.cat(errors)
+        out[setting] = {"config": dict(SETTINGS[setting]), "images_with_error_over_1": bad, "max_abs_logit_error": worst,
+                        "median_max_logit_error": float(err.median()), "seconds": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="ranges,expected,empirical", help="comma-separated: ranges, expected, empirical")
+    parser.add_argument("--out", default=str(ROOT / "results/numeric_safety.json"), help="JSON file (parts merged in)")
+    parser.add_argument("--range-limit", type=int, default=None, help="test images per checkpoint for ranges (default all)")
+    parser.add_argument("--probe-images", type=int, default=50, help="test images per 4_4_28 model for expected")
+    parser.add_argument("--probe-models", default=",".join(PROBE_MODELS), help="fashion-mnist checkpoints for expected")
+    parser.add_argument("--empirical-model", default="vit_4_4_28", help="fashion-mnist checkpoint for empirical")
+    parser.add_argument("--empirical-images", type=int, default=1000, help="secure inferences for empirical")
+    parser.add_argument("--empirical-settings", default="before,after", help="before and/or after")
+    parser.add_argument("--batch-size", type=int, default=50, help="images per secure forward")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out_path = Path(args.out)
+    result: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    result["command"] = "python benchmarks/numeric_safety.py " + " ".join(sys.argv[1:])
+    result["machine"] = f"{platform.machine()} {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+    result["settings"] = SETTINGS
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+
+    def save() -> None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=1) + "\n")
+
+    if "ranges" in parts:
+        result["ranges"] = run_ranges(args.range_limit)
+        save()
+    if "expected" in parts:
+        result["expected"] = run_expected(args.probe_images, args.batch_size, args.probe_models.split(","))
+        save()
+    if "empirical" in parts:
+        result["empirical"] = run_empirical(args.empirical_model, args.empirical_images, args.batch_size,
+                                            args.empirical_settings.split(","))
+        save()
+    _log(f"wrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,11 +22,13 @@ not run keeps what the file already holds):
   variant at 4_4_28, and on random-weight 7_4_32 models (element counts of
   the bigger shape); the 7_4_32 figure for trained weights is extrapolated
   site by site: elements at 7_4_32 times the trained 4_4_28 model's mean
-  |z| / 2^64 per element at the same site. Before (``lower_bits=0,
-  exp_offsets=False``) and after (the defaults).
+  |z| / 2^64 per element at the same site. ``--settings``: "after" (the
+  defaults), "ablation" (lower_bits=0, exp_offsets=False), "head" (the
+  defaults of a checkout of the code before the fix, with this script and
+  ``protocols/probe.py`` copied in: the "before" figures).
 * ``empirical`` (secure, ``protocols.evaluate``'s party function): N secure
   inferences on test images; images whose logits differ from plaintext by
-  more than 1 anywhere, before and after.
+  more than 1 anywhere, per setting.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ from protocols.local import run_two_party  # noqa: E402
 CHECKPOINT_DIRS = ("checkpoints/fashion-mnist", "checkpoints/digits")
 PROBE_MODELS = ("vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28", "relu_4_4_28", "scale_4_4_28",
                 "mpcvit_4_4_28_mu0.3", "mpcvitplus_4_4_28_mu0.3")
-SETTINGS = {"before": {"lower_bits": 0, "exp_offsets": False}, "after": {}}
+# name -> SecureConfig overrides; "head" is the same empty override run on a checkout of the code before
+# this change (benchmarks/numeric_safety.py and protocols/probe.py copied in), so it measures the old defaults
+SETTINGS = {"after": {}, "ablation": {"lower_bits": 0, "exp_offsets": False}, "head": {}}
 
 
 def _log(msg: str) -> None:
@@ -286,7 +290,7 @@ def _extrapolate(small: dict[str, Any], big: dict[str, Any]) -> dict[str, Any]:
     return {"expected_per_inference": total, "sites": per_site}
 
 
-def run_expected(n_images: int, batch: int, models: list[str]) -> dict[str, Any]:
+def run_expected(n_images: int, batch: int, models: list[str], settings: list[str]) -> dict[str, Any]:
     from mpcvit.checkpoint import load_checkpoint
     from mpcvit.data import load_dataset
     from mpcvit.models.registry import create_model
@@ -303,7 +307,7 @@ def run_expected(n_images: int, batch: int, models: list[str]) -> dict[str, Any]
                                                     "act_tokens": None} if variant in ("mpcvit", "mpcvitplus") else {}))
         big_images = torch.rand(2, *big.spec.input_shape, generator=torch.Generator().manual_seed(0))
         entry: dict[str, Any] = {"random_7_4_32_layout": {"attn": [list(a) for a in big.spec.attn], "act": list(big.spec.act)}}
-        for setting in SETTINGS:
+        for setting in settings:
             t0 = time.perf_counter()
             small = _probe(model, meta, images, setting, batch)
             rnd = _probe(big, {}, big_images, setting, 1)
@@ -357,6 +361,14 @@ def run_empirical(name: str, n_images: int, batch: int, settings: list[str]) -> 
     return out
 
 
+def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` over ``old``, dictionaries merged key by key (lists and numbers replaced)."""
+    out = dict(old)
+    for k, v in new.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="ranges,expected,empirical", help="comma-separated: ranges, expected, empirical")
@@ -366,30 +378,38 @@ def main() -> int:
     parser.add_argument("--probe-models", default=",".join(PROBE_MODELS), help="fashion-mnist checkpoints for expected")
     parser.add_argument("--empirical-model", default="vit_4_4_28", help="fashion-mnist checkpoint for empirical")
     parser.add_argument("--empirical-images", type=int, default=1000, help="secure inferences for empirical")
-    parser.add_argument("--empirical-settings", default="before,after", help="before and/or after")
+    parser.add_argument("--settings", default="after", help=f"comma-separated, of {', '.join(SETTINGS)} (see the docstring)")
     parser.add_argument("--batch-size", type=int, default=50, help="images per secure forward")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out_path = Path(args.out)
     result: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
-    result["command"] = "python benchmarks/numeric_safety.py " + " ".join(sys.argv[1:])
+    result.setdefault("commands", [])
+    result["commands"].append("python benchmarks/numeric_safety.py " + " ".join(sys.argv[1:]))
+    settings = [x for x in args.settings.split(",") if x]
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        parser.error(f"unknown setting(s) {sorted(unknown)}")
     result["machine"] = f"{platform.machine()} {torch.get_num_threads()} thread(s), torch {torch.__version__}"
     result["settings"] = SETTINGS
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
 
     def save() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
+        if out_path.exists():  # merge with what another run wrote meanwhile (parts and settings)
+            result.update(_merge(json.loads(out_path.read_text()), result))
         out_path.write_text(json.dumps(result, indent=1) + "\n")
 
     if "ranges" in parts:
         result["ranges"] = run_ranges(args.range_limit)
         save()
     if "expected" in parts:
-        result["expected"] = run_expected(args.probe_images, args.batch_size, args.probe_models.split(","))
+        result["expected"] = _merge(result.get("expected", {}),
+                                    run_expected(args.probe_images, args.batch_size, args.probe_models.split(","), settings))
         save()
     if "empirical" in parts:
-        result["empirical"] = run_empirical(args.empirical_model, args.empirical_images, args.batch_size,
-                                            args.empirical_settings.split(","))
+        result["empirical"] = _merge(result.get("empirical", {}),
+                                     run_empirical(args.empirical_model, args.empirical_images, args.batch_size, settings))
         save()
     _log(f"wrote {out_path}")
     return 0

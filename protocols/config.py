@@ -34,12 +34,18 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
 * ``exp_iterations = 8`` (softmax's exp(x) = (1 + x/256)^256 on x = s - max <= 0):
   absolute error < 4e-3 per softmax entry (test_ops: softmax < 1e-2).
 * ``reciprocal_iters = 2`` Goldschmidt steps (1 round each) from a range start
-  with ``range_per_octave = 2`` thresholds per octave on [2^-12, 2^12] (one
-  batched comparison, start within 2^(1/4)): relative error < 1.5e-3 over
-  [1e-3, 1e2] (above, 1/x is a few ulps of 2^-16 and so is the error), 10
-  rounds. CrypTen's default (3 exp(1 - 2x) + 0.003 and 10 Newton steps, 28
-  rounds) diverges above x ~ 600. One threshold per octave needed 3 steps for
-  the same error.
+  with ``range_per_octave = 2`` thresholds per octave on ``reciprocal_range``
+  = [2^-14, 2^16] (one batched comparison, start within 2^(1/4)): relative
+  error < 1.5e-3 over [1e-3, 1e2] (above, 1/x is a few ulps of 2^-16 and so is
+  the error), 10 rounds. Outside the domain the start is wrong: below, the
+  steps converge only partly (1/x too small), above, Goldschmidt diverges
+  (e_0 < -1). The domain was [2^-12, 2^12] until THE-X's (sum + eps) / N
+  reached 5281 (fashion-mnist thex_4_4_28) and 10270 (digits thex_2_4_8) on
+  test images and eps / N fell to 2^-12.3; the wider one costs 12 more
+  thresholds in the same comparison (no round). Measured domains per model:
+  ``results/numeric_safety.md``. CrypTen's default (3 exp(1 - 2x) + 0.003 and
+  10 Newton steps, 28 rounds) diverges above x ~ 600. One threshold per octave
+  needed 3 steps for the same error.
 * ``inv_sqrt_iters = 2`` Newton steps (3 rounds each) from a range start on
   [2^-14, 2^14] (within 2^(1/8)) with the centred values pre-scaled by
   ``ln_prescale = 4``: relative error < 1e-3 over [1e-3, 1e3]. CrypTen's default start (3 Newton steps) is off by 40 % at
@@ -89,7 +95,7 @@ class SecureConfig:
     precision_bits: int = 16
     exp_iterations: int = 8
     reciprocal_iters: int = 2
-    reciprocal_range: tuple[int, int] = (-12, 12)  # log2 of the domain of the range start
+    reciprocal_range: tuple[int, int] = (-14, 16)  # log2 of the domain of the range start (ReLU, 2Quad, THE-X)
     inv_sqrt_iters: int = 2
     inv_sqrt_range: tuple[int, int] = (-14, 14)
     range_per_octave: int = 2  # thresholds per octave of the Newton starts

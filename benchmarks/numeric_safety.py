@@ -361,6 +361,177 @@ def run_empirical(name: str, n_images: int, batch: int, settings: list[str]) -> 
     return out
 
 
+# -- costs: rounds and bytes of one forward per variant at 7_4_32 -------------------------------------
+def run_costs(setting: str) -> dict[str, Any]:
+    from benchmarks.secure_costs import _party as costs_party
+
+    names = [f"{v}_7_4_32" for v in ("vit", "mpcformer", "thex", "relu", "scale", "mpcvit", "mpcvitplus")]
+    reports, _ = run_two_party(costs_party, names, 1, timeout=3000)
+    _log(f"costs {setting}: " + ", ".join(f"{r['model']} {r['rounds']} rounds {r['bytes']} bytes" for r in reports))
+    return {setting: {r["model"]: {"rounds": r["rounds"], "bytes": r["bytes"]} for r in reports}}
+
+
+# -- markdown ---------------------------------------------------------------------------------------
+def _g(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    return f"{x:.{digits}g}"
+
+
+def _short(site: str) -> str:
+    """'ops function:line <- runtime function:line' -> a readable name."""
+    op, _, rt = site.partition(" <- ")
+    fn = op.split(":")[0]
+    names = {"_attention": "attention product", "_block": "linear (qkv / proj)", "_mlp": "linear (fc1 / fc2)",
+             "_embed": "linear (embedding)", "_forward": "linear (head)"}
+    where = rt.split(":")[0]
+    if fn in ("?", "linear"):
+        return f"{names.get(where, where)} [{site}]"
+    return f"{fn} [{site}]"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    L: list[str] = []
+    add = L.append
+    add("# Numeric safety: comparison ranges and catastrophic truncation errors\n")
+    add("Made by `benchmarks/numeric_safety.py` (the commands below, in this order; each merges its part into the JSON). "
+        f"Machine: {r.get('machine', '?')}, two party processes on 2 shared cores.\n")
+    for c in r.get("commands", []):
+        add(f"    {c}")
+    add("")
+    add('"head" is the code before this change (its defaults: GeLU range test on (16, 12), CrypTen\'s exp, no lowered '
+        'operands, products with public reals at 2^(2f), reciprocal domain [2^-12, 2^12]) run with this script and '
+        '`protocols/probe.py` copied in; "after" is this code\'s defaults; "ablation" is this code with '
+        '`lower_bits=0, exp_offsets=False`.\n')
+    rg = r.get("ranges")
+    if rg:
+        add("## 1. Comparison inputs against their ring's valid range\n")
+        add(f"Plaintext float64 mirror of what the secure runtime feeds each comparison, over the whole test split of "
+            f"every committed checkpoint ({len(rg['models'])} models: checkpoints/fashion-mnist 10,000 images each, "
+            "checkpoints/digits 360). A comparison on ring (k, t) is exact for |x| < 2^(k-1+t-16) (real units); "
+            "beyond, the bit is garbage. Margin = bound / largest |x| seen (worst model).\n")
+        add("| comparison site | ring (k, t) | valid for abs(x) < | largest abs(x) | worst model | margin |")
+        add("|---|---|---:|---:|---|---:|")
+        for site, w in sorted(rg["worst"].items()):
+            if w.get("bound") is None or "start" in site:
+                continue
+            ring = next(m["sites"][site]["ring"] for m in rg["models"].values() if site in m["sites"])
+            add(f"| {site} | ({ring[0]}, {ring[1]}) | {_g(w['bound'], 6)} | {_g(w['max_abs'], 4)} | {w['model']} | "
+                f"{_g(w['margin'], 3)}x |")
+        add("")
+        add("The Newton starts compare x with public thresholds t_j = 2^(lo + j/2) < 2^hi on the ring (32, 2) "
+            "(valid for |t_j - x| < 2^17): with hi <= 16 the thresholds are in range, and so is t_j - x for every "
+            "0 < x < 2^17. What the data must respect is the start's domain [2^lo, 2^hi]: above it the start is too "
+            "large and Goldschmidt / Newton diverge (e_0 < -1), below it they converge only partly. Margins: 2^hi / "
+            "max and min / 2^lo (the softmax sum lies in [1, N] by construction):\n")
+        add("| value | domain | measured min | measured max | margin above | margin below |")
+        add("|---|---|---:|---:|---:|---:|")
+        for site, w in sorted(rg["worst"].items()):
+            if "start" not in site and "exp" not in site:
+                continue
+            if "exp" in site:
+                dom, lo, hi = "[-512, 0]", None, None
+                add(f"| {site} | {dom} | {_g(w['min'], 4)} | {_g(w['max'], 4)} | - | {_g(-512 / w['min'], 3)}x |")
+                continue
+            if site == "reciprocal start (softmax sum)":
+                add(f"| {site} | [2^-1, 2^(ceil(log2 N) + 1)] | {_g(w['min'], 4)} | {_g(w['max'], 5)} | "
+                    "2x (sum in [1, N]) | 2x (sum >= 1) |")
+                continue
+            lo, hi = (-14, 14) if "inv_sqrt" in site else (-14, 16)
+            dom = f"[2^{lo}, 2^{hi}]" + (" (was [2^-12, 2^12])" if (lo, hi) == (-14, 16) else "")
+            add(f"| {site} | {dom} | {_g(w['min'], 4)} | {_g(w['max'], 5)} | {_g(2.0**hi / w['max'], 3)}x | "
+                f"{_g(w['min'] / 2.0**lo, 3)}x |")
+        cw = rg.get("certified_worst", {})
+        add("")
+        add("Bounds that hold for EVERY input image (models with LayerNorm; |LN(x)| has norm <= sqrt(C), so "
+            "|fc1(LN(x))_j| <= sqrt(C) |W'_j| + |b'_j| and |q k| / sqrt(D) <= (sqrt(C) |W'_q| + |b_q|) (sqrt(C) |W'_k| + |b_k|) / sqrt(D) "
+            f"with gamma, beta folded into W', b'): GeLU input |x| <= {_g(cw.get('gelu_input'), 4)} (so the range test's "
+            f"inputs 4 -+ x stay below {_g(cw.get('gelu_input', 0) + 4, 4)}), attention score <= "
+            f"{_g(cw.get('attention_score'), 4)} (so the max tree's differences stay below {_g(2 * cw.get('attention_score', 0), 4)}) "
+            "over all committed LayerNorm checkpoints (worst model), whatever the image.\n")
+        add("Largest |x| per model and site (GeLU: the test inputs 4 -+ x; Newton starts: the largest x (the data, "
+            "not the thresholds); exp: the smallest x; certified: |x| of the GeLU input / the score, any image):\n")
+        sites = sorted({k for m in rg["models"].values() for k in m["sites"]})
+        short = {k: (k.replace("reciprocal start (", "1/x: ").replace("inv_sqrt start (", "1/sqrt: ").split(" (")[0]
+                     .rstrip(")")) for k in sites}
+        add("| model | " + " | ".join(short[k] for k in sites) + " | certified GeLU / score |")
+        add("|---|" + "---:|" * (len(sites) + 1))
+        for name, m in rg["models"].items():
+            def cell(k: str) -> str:
+                v = m["sites"].get(k)
+                if v is None:
+                    return ""
+                return _g(v["max"] if "start" in k else v["min"] if "exp" in k else v["max_abs"], 3)
+
+            cells = [cell(k) for k in sites]
+            c = m.get("certified")
+            add(f"| {name} | " + " | ".join(cells) + f" | {(_g(c['gelu_input'], 3) + ' / ' + _g(c['attention_score'], 3)) if c else '-'} |")
+        add("")
+    ex = r.get("expected")
+    if ex:
+        add("## 2. Catastrophic truncation errors\n")
+        add("A local 2PC truncation of z (a product in ring units, at scale 2^(2f) unless lowered) fails, an error "
+            "of about 2^48 ulp, when the two uniform shares wrap around 2^64: probability |z| / 2^64. The probe "
+            "(`protocols/probe.py`, measurement only) opens every truncated z in a secure run and sums |z| / 2^64 per site: "
+            f"the expected number of catastrophic errors per inference. 4_4_28: the trained checkpoint, first "
+            f"{ex.get('images_4_4_28')} Fashion-MNIST test images. 7_4_32 random: the same variant at 7_4_32 with random "
+            "weights (seed 0) on 2 random images (mpcvit/mpcvitplus: the checkpoint's head layout, last layer repeated). "
+            "7_4_32 extrapolated: per site, the 7_4_32 element count times the trained 4_4_28 model's mean |z| / 2^64 per "
+            "element at the same site (trained magnitudes, bigger shape).\n")
+        add("| model | setting | 4_4_28 trained | 7_4_32 random | 7_4_32 extrapolated | wraps seen |")
+        add("|---|---|---:|---:|---:|---:|")
+        for name, e in ex["models"].items():
+            for setting in ("head", "ablation", "after"):
+                if setting in e:
+                    v = e[setting]
+                    add(f"| {name} | {setting} | {_g(v['4_4_28']['expected_per_inference'])} | "
+                        f"{_g(v['7_4_32_random']['expected_per_inference'])} | "
+                        f"{_g(v['7_4_32_extrapolated']['expected_per_inference'])} | "
+                        f"{v['4_4_28']['wraps_seen'] + v['7_4_32_random']['wraps_seen']} |")
+        add("")
+        for name in ("vit_4_4_28", "mpcformer_4_4_28"):
+            e = ex["models"].get(name, {})
+            for setting in ("head", "after"):
+                if setting not in e:
+                    continue
+                ext = e[setting]["7_4_32_extrapolated"]["sites"]
+                top = sorted(ext.items(), key=lambda kv: -kv[1])[:8]
+                add(f"Largest sites, {name.replace('4_4_28', '7_4_32')} extrapolated, {setting} "
+                    f"(total {_g(e[setting]['7_4_32_extrapolated']['expected_per_inference'])}):\n")
+                add("| site | expected per inference |")
+                add("|---|---:|")
+                for k, v in top:
+                    add(f"| {_short(k)} | {_g(v)} |")
+                add("")
+    em = r.get("empirical")
+    if em:
+        add("## 3. Secure inferences with a catastrophic error\n")
+        add(f"{em['model']}, the first {em['images']} Fashion-MNIST test images, batches of {em['batch_size']} "
+            "(dealer provider, in-process), private logits vs the plaintext model's:\n")
+        add("| setting | images | images with a logit error > 1 | largest logit error | median of per-image max error |")
+        add("|---|---:|---:|---:|---:|")
+        for setting in ("head", "ablation", "after"):
+            if setting in em:
+                v = em[setting]
+                add(f"| {setting} | {em['images']} | {v['images_with_error_over_1']} | {_g(v['max_abs_logit_error'], 4)} | "
+                    f"{_g(v['median_max_logit_error'], 3)} |")
+        add("")
+    co = r.get("costs")
+    if co and "head" in co and "after" in co:
+        add("## 4. Cost of the fix (one forward, batch 1, 7_4_32, party 0's counts)\n")
+        add("| model | rounds head | rounds after | bytes head | bytes after | bytes change |")
+        add("|---|---:|---:|---:|---:|---:|")
+        for name, a in co["after"].items():
+            h = co["head"].get(name)
+            if h:
+                add(f"| {name} | {h['rounds']} | {a['rounds']} | {h['bytes']} | {a['bytes']} | "
+                    f"{100 * (a['bytes'] - h['bytes']) / h['bytes']:+.2f} % |")
+        add("")
+    return "\n".join(L) + "\n"
+
+
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` over ``old``, dictionaries merged key by key (lists and numbers replaced)."""
     out = dict(old)
@@ -371,7 +542,9 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="ranges,expected,empirical", help="comma-separated: ranges, expected, empirical")
+    parser.add_argument("--parts", default="ranges,expected,empirical,costs",
+                        help="comma-separated: ranges, expected, empirical, costs (rounds and bytes at 7_4_32), md "
+                             "(rewrite the markdown next to --out from the JSON)")
     parser.add_argument("--out", default=str(ROOT / "results/numeric_safety.json"), help="JSON file (parts merged in)")
     parser.add_argument("--range-limit", type=int, default=None, help="test images per checkpoint for ranges (default all)")
     parser.add_argument("--probe-images", type=int, default=50, help="test images per 4_4_28 model for expected")
@@ -384,15 +557,16 @@ def main() -> int:
     torch.set_num_threads(1)
     out_path = Path(args.out)
     result: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
-    result.setdefault("commands", [])
-    result["commands"].append("python benchmarks/numeric_safety.py " + " ".join(sys.argv[1:]))
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if set(parts) - {"md"}:
+        result.setdefault("commands", [])
+        result["commands"].append("python benchmarks/numeric_safety.py " + " ".join(sys.argv[1:]))
     settings = [x for x in args.settings.split(",") if x]
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         parser.error(f"unknown setting(s) {sorted(unknown)}")
     result["machine"] = f"{platform.machine()} {torch.get_num_threads()} thread(s), torch {torch.__version__}"
     result["settings"] = SETTINGS
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
 
     def save() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -407,10 +581,16 @@ def main() -> int:
         result["expected"] = _merge(result.get("expected", {}),
                                     run_expected(args.probe_images, args.batch_size, args.probe_models.split(","), settings))
         save()
+    if "costs" in parts:
+        for setting in settings:
+            result["costs"] = _merge(result.get("costs", {}), run_costs(setting))
+        save()
     if "empirical" in parts:
         result["empirical"] = _merge(result.get("empirical", {}),
                                      run_empirical(args.empirical_model, args.empirical_images, args.batch_size, settings))
         save()
+    if "md" in parts:
+        out_path.with_suffix(".md").write_text(markdown(result))
     _log(f"wrote {out_path}")
     return 0
 

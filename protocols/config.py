@@ -65,8 +65,8 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   test (16, 14): |x| < 8192 in 6 rounds; x within 1/4 below 4 may take the
   outer branch x/2 + |x|/2, which differs from GeLU by x Phi(-x) <= 3.3e-4
   there (the polynomial's own error is 5e-4); for models with LayerNorm the
-  GeLU input is bounded for every image by sqrt(C) |W'_j| + |b'_j| (at most
-  ~30 on the committed checkpoints, see ``results/numeric_safety.md``). ReLU and max (32, 4):
+  GeLU input is bounded for every image by sqrt(C) |W'_j| + |b'_j| (10.5 on
+  the worst committed checkpoint; ``results/numeric_safety.md``). ReLU and max (32, 4):
   |x| < 2^19, error <= 2^-12. Newton starts (32, 2): |x| < 2^17, thresholds
   from 2^-14 at step 2^-14 (a start one bucket off is still within factor 2).
 * ``matmul_backend = "int64"``: torch 2.13's int64 matmul on this CPU takes

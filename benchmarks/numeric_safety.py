@@ -491,6 +491,20 @@ def markdown(r: dict[str, Any]) -> str:
                         f"{_g(v['7_4_32_extrapolated']['expected_per_inference'])} | "
                         f"{v['4_4_28']['wraps_seen'] + v['7_4_32_random']['wraps_seen']} |")
         add("")
+        add("The same secure runs replayed every comparison input (the probe opens them): values compared, how many "
+            "lay outside their ring's valid range, and the largest |x| per comparison site (ops function <- runtime line; "
+            "range starts include the public thresholds):\n")
+        add("| model | setting | values compared | out of range | largest abs(x) per site |")
+        add("|---|---|---:|---:|---|")
+        for name, e in ex["models"].items():
+            for setting in ("head", "after"):
+                if setting in e:
+                    cmp_ = e[setting]["4_4_28"]["compares"]
+                    per = "; ".join(f"{k.split(' <- ')[0].split(':')[0]} <- {k.split(' <- ')[1].split(':')[0]} "
+                                    f"{_g(v['max_abs'], 3)} (ring {v['ring'][0]}, {v['ring'][1]})" for k, v in cmp_.items())
+                    add(f"| {name} | {setting} | {sum(v['values'] for v in cmp_.values())} | "
+                        f"{sum(v['out_of_range'] for v in cmp_.values())} | {per} |")
+        add("")
         for name in ("vit_4_4_28", "mpcformer_4_4_28"):
             e = ex["models"].get(name, {})
             for setting in ("head", "after"):

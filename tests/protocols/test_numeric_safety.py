@@ -83,3 +83,31 @@ def test_lower_is_a_local_truncation() -> None:
     errs, _ = run_two_party(_lower_party, timeout=120)
     assert max(errs) <= 2 * 2.0**-12 + 1e-9
     assert math.isfinite(sum(errs))
+
+
+def _wrap_party(rank: int) -> dict:
+    from protocols import ops
+    from protocols.config import DEFAULT_CONFIG, apply_config
+    from protocols.crypten_compat import crypten
+    from protocols.probe import Probe, probing
+    from protocols.providers import TFPProvider, install_provider
+
+    install_provider(TFPProvider())
+    apply_config(DEFAULT_CONFIG.with_(lower_bits=0))
+    n = 32000
+    x = torch.full((n,), 2.0**13)
+    probe = Probe()
+    with probing(probe):
+        (z,) = ops.beaver_products([("mul", crypten.cryptensor(x, src=0), crypten.cryptensor(x, src=0))])
+    wrong = int(((z.get_plain_text().double() - 2.0**26).abs() > 1.0).sum())
+    apply_config(DEFAULT_CONFIG)
+    (site,) = probe.truncations.values()
+    return {"wrong": wrong, "wraps": site.wraps, "expected": site.expected_failures, "n": n}
+
+
+def test_truncation_fails_at_the_predicted_rate() -> None:
+    """x y = 2^26 at scale 2^32 is z = 2^58: the shares wrap with probability 2^58 / 2^64 = 1/64."""
+    out, _ = run_two_party(_wrap_party, timeout=120)
+    assert abs(out["expected"] - out["n"] / 64) < 1e-6 * out["n"]
+    assert out["wrong"] == out["wraps"]  # every wrap is a catastrophic error, and only those
+    assert 0.8 * out["expected"] < out["wraps"] < 1.2 * out["expected"]  # 500 expected: +-20 % is > 4 sigma

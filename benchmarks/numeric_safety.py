@@ -392,6 +392,66 @@ def _short(site: str) -> str:
     return f"{fn} [{site}]"
 
 
+def _summary(r: dict[str, Any]) -> str:
+    """The findings in a few bullets, numbers from the JSON."""
+    out = ["## Summary\n"]
+    rg, ex, em, co = r.get("ranges"), r.get("expected"), r.get("empirical"), r.get("costs")
+    if rg:
+        cmp_sites = {k: w for k, w in rg["worst"].items() if w.get("bound") and "start" not in k}
+        worst = min(cmp_sites.items(), key=lambda kv: kv[1]["margin"])
+        g = rg["worst"].get("GeLU range test (4 - x, x + 4)", {})
+        cw = rg.get("certified_worst", {})
+        site = "reciprocal start (THE-X (sum + eps) / N)"
+        thex = {"max": 0.0, "min": math.inf, "model": "-"}
+        for name, m in rg["models"].items():
+            v = m["sites"].get(site)
+            if v and v["max"] > thex["max"]:
+                thex.update(max=v["max"], model=name)
+            if v:
+                thex["min"] = min(thex["min"], v["min"])
+        out.append(f"* **Comparison ranges.** Over every committed checkpoint and its whole test split, the smallest "
+                   f"margin of a comparison input to its ring's bound is {_g(worst[1]['margin'])}x ({worst[0]}, "
+                   f"{worst[1]['model']}). GeLU's range test moved from ring (16, 12) (valid |x| < 2048; gelu(3000) came "
+                   f"out 0) to (16, 14) (valid |x| < 8192, same 6 rounds, same bytes): largest test input "
+                   f"{_g(g.get('max_abs'), 4)}, and for LayerNorm models no image can push the GeLU input past "
+                   f"{_g(cw.get('gelu_input'), 3)} (bound from the weights). Newton starts: the reciprocal's domain "
+                   f"[2^-12, 2^12] was too small for THE-X ((sum + eps) / N up to {_g(thex['max'], 5)}, "
+                   f"{thex['model']}; x (1/x) came out -1.2 at x = 8000 and -9.4 at x = 10270: Goldschmidt diverges "
+                   "above the domain); it is now [2^-14, 2^16] (12 more thresholds in the same comparison, no round). "
+                   f"THE-X's margins stay the thinnest: {_g(2.0**16 / thex['max'], 2)}x above, "
+                   f"{_g(thex['min'] / 2.0**-14, 2)}x below (at the bottom the whole row of e is ~0, so the output is "
+                   "~0 whatever 1/x), and 1/x of values above ~1e3 is a few ulps of 2^-16 (a relative error of "
+                   "10-30 % in those rows' normalisation, as before): THE-X's (1 + s/n)^n is not range-safe.")
+    if ex:
+        vit = ex["models"].get("vit_4_4_28", {})
+        def ext(e: dict[str, Any], s: str) -> float | None:
+            return e[s]["7_4_32_extrapolated"]["expected_per_inference"] if s in e else None
+        afters = [ext(e, "after") for e in ex["models"].values() if "after" in e]
+        heads = [ext(e, "head") for e in ex["models"].values() if "head" in e]
+        out.append(f"* **Catastrophic truncation errors, expected per inference** (sum of |z| / 2^64 over every local "
+                   f"truncation): vit_7_4_32 (extrapolated from trained vit_4_4_28) {_g(ext(vit, 'head'))} before, "
+                   f"{_g(ext(vit, 'after'))} after; vit_4_4_28 {_g(vit.get('head', {}).get('4_4_28', {}).get('expected_per_inference'))}"
+                   f" -> {_g(vit.get('after', {}).get('4_4_28', {}).get('expected_per_inference'))}. Over the seven variants at "
+                   f"7_4_32: at most {_g(max(heads) if heads else None)} before, at most {_g(max(afters) if afters else None)} after "
+                   "(the target was < 1e-4). The fix costs no round and no byte for the products: operands lowered "
+                   "locally (`lower_bits = 4`), exp squaring v - c instead of v, GeLU coefficients on a 2^-8 grid, "
+                   "divisions by public integers instead of products with 1/n.")
+    if em:
+        cells = ", ".join(f"{s}: {em[s]['images_with_error_over_1']} of {em['images']} (largest error "
+                          f"{_g(em[s]['max_abs_logit_error'], 3)})" for s in ("head", "after") if s in em)
+        out.append(f"* **Empirical**, {em['model']}, images with a logit error > 1: {cells}. At an expected rate below "
+                   "1e-4 none is expected in 1,000; `tests/protocols/test_numeric_safety.py` checks the rate itself on "
+                   "products made large on purpose (z = 2^58: 493 wraps for 500 expected in 32,000, each one a "
+                   "catastrophic error).")
+    if co and "head" in co and "after" in co:
+        same = all(co["after"][m]["rounds"] == co["head"][m]["rounds"] for m in co["after"] if m in co["head"])
+        d = {m: co["after"][m]["bytes"] - co["head"][m]["bytes"] for m in co["after"] if m in co["head"]}
+        out.append(f"* **Cost**: rounds {'unchanged for every variant' if same else 'CHANGED'}; bytes unchanged for "
+                   f"vit_7_4_32 and scale_7_4_32, +{max(d.values()) / 2**20:.1f} MiB at most (the wider reciprocal domain "
+                   "of ReLU-softmax / 2Quad / THE-X), so vit_7_4_32's WAN latency is unchanged.")
+    return "\n".join(out) + "\n"
+
+
 def markdown(r: dict[str, Any]) -> str:
     L: list[str] = []
     add = L.append
@@ -401,6 +461,7 @@ def markdown(r: dict[str, Any]) -> str:
     for c in r.get("commands", []):
         add(f"    {c}")
     add("")
+    add(_summary(r))
     add('"head" is the code before this change (its defaults: GeLU range test on (16, 12), CrypTen\'s exp, no lowered '
         'operands, products with public reals at 2^(2f), reciprocal domain [2^-12, 2^12]) run with this script and '
         '`protocols/probe.py` copied in; "after" is this code\'s defaults; "ablation" is this code with '
@@ -519,6 +580,14 @@ def markdown(r: dict[str, Any]) -> str:
                 for k, v in top:
                     add(f"| {_short(k)} | {_g(v)} |")
                 add("")
+        if ex["models"].get("vit_4_4_28", {}).get("head"):
+            add("Sites are named by source line of the code that ran. In head's code: layernorm:273 is LayerNorm's "
+                "variance square (k xc)^2, layernorm:274 its final product k xc / sqrt(var'), softmax_rows:217 "
+                "CrypTen's exp (8 squares of v near 1), gelu_poly_steps:308 the products with the coefficients c_4..c_7 "
+                "(up to 53, at 2^(2f)), quad_rows:243 2Quad's (s + c)^2. In this code: gelu_poly_steps:422 is GeLU's x^2 "
+                "(not lowered: its error reaches the output through coefficients up to 53), exp_nonpositive:296 / 301 the "
+                "offset squares, layernorm:366 the final product with k xc lowered, inv_sqrt_nr:252 Newton's (x y) y, "
+                "square:146 the lowered squares.\n")
     em = r.get("empirical")
     if em:
         add("## 3. Secure inferences with a catastrophic error\n")

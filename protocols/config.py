@@ -39,9 +39,9 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   error < 1.5e-3 over [1e-3, 1e2] (above, 1/x is a few ulps of 2^-16 and so is
   the error), 10 rounds. Outside the domain the start is wrong: below, the
   steps converge only partly (1/x too small), above, Goldschmidt diverges
-  (e_0 < -1). The domain was [2^-12, 2^12] until THE-X's (sum + eps) / N
-  reached 5281 (fashion-mnist thex_4_4_28) and 10270 (digits thex_2_4_8) on
-  test images and eps / N fell to 2^-12.3; the wider one costs 12 more
+  (e_0 < -1: x (1/x) = -9.4 at x = 10270). The domain was [2^-12, 2^12] until
+  THE-X's (sum + eps) / N reached 19850 (fashion-mnist thex_4_4_28) and 10270
+  (digits thex_2_4_8) on test images and eps / N fell to 2^-12.3; the wider one costs 12 more
   thresholds in the same comparison (no round). Measured domains per model:
   ``results/numeric_safety.md``. CrypTen's default (3 exp(1 - 2x) + 0.003 and
   10 Newton steps, 28 rounds) diverges above x ~ 600. One threshold per octave

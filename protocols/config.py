@@ -12,17 +12,41 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
 360 test images):
 
 * ``precision_bits = 16``: the client's encoder (``mpcvit.sealing``) uses 2^16.
-  More bits raise the chance that CrypTen's local 2PC truncation fails
-  (|value| 2^f / 2^63 per element), fewer lose logit accuracy.
+  More bits raise the chance that the local 2PC truncation of a product fails
+  (|z| / 2^64 per element for z = x y 2^(2f) in ring units: an error of about
+  2^(64-f) ulp), fewer lose logit accuracy.
+* ``lower_bits = 4``: one operand of each big product is first truncated
+  locally to 2^(f-4) (``ops.lower``; no communication, no rounds, no bytes),
+  so the product is truncated from 2^(2f-4) and fails 16 times less often
+  (256 times for a square): the activation of every linear layer, the right
+  operand of the attention products (K^T in Q K^T, V in P V and K^T V, K^T V
+  in Q (K^T V)), LayerNorm's centred values in the variance square and the
+  final product, and the squares of 2Quad, THE-X and Quad GeLU. Not lowered:
+  the weights (their relative resolution matters more), the GeLU polynomial
+  (coefficients up to 53 amplify the error), exp, the Newton iterations.
+  Measured (``benchmarks/numeric_safety.py``, ``results/numeric_safety.md``):
+  expected catastrophic failures per inference of vit_7_4_32 ~5e-4 -> ~3e-5;
+  max logit error vs plaintext about the same (vit_4_4_28, 1000 images: 0.025
+  -> 0.027; 100 images: mpcformer 0.13 -> 0.16, relu 0.005 -> 0.006, thex 0.22 -> 0.29).
+* ``exp_offsets = True``: softmax's exp squares u = v - c (c = 1, then 1/2 in
+  the last two of the 8 steps) instead of v (``ops.exp_nonpositive``): the same
+  values, rounds and bytes as CrypTen's exp, 20x smaller truncated squares on
+  trained attention scores.
 * ``exp_iterations = 8`` (softmax's exp(x) = (1 + x/256)^256 on x = s - max <= 0):
   absolute error < 4e-3 per softmax entry (test_ops: softmax < 1e-2).
 * ``reciprocal_iters = 2`` Goldschmidt steps (1 round each) from a range start
-  with ``range_per_octave = 2`` thresholds per octave on [2^-12, 2^12] (one
-  batched comparison, start within 2^(1/4)): relative error < 1.5e-3 over
-  [1e-3, 1e2] (above, 1/x is a few ulps of 2^-16 and so is the error), 10
-  rounds. CrypTen's default (3 exp(1 - 2x) + 0.003 and 10 Newton steps, 28
-  rounds) diverges above x ~ 600. One threshold per octave needed 3 steps for
-  the same error.
+  with ``range_per_octave = 2`` thresholds per octave on ``reciprocal_range``
+  = [2^-14, 2^16] (one batched comparison, start within 2^(1/4)): relative
+  error < 1.5e-3 over [1e-3, 1e2] (above, 1/x is a few ulps of 2^-16 and so is
+  the error), 10 rounds. Outside the domain the start is wrong: below, the
+  steps converge only partly (1/x too small), above, Goldschmidt diverges
+  (e_0 < -1: x (1/x) = -9.4 at x = 10270). The domain was [2^-12, 2^12] until
+  THE-X's (sum + eps) / N reached 19850 (fashion-mnist thex_4_4_28) and 10270
+  (digits thex_2_4_8) on test images and eps / N fell to 2^-12.3; the wider one costs 12 more
+  thresholds in the same comparison (no round). Measured domains per model:
+  ``results/numeric_safety.md``. CrypTen's default (3 exp(1 - 2x) + 0.003 and
+  10 Newton steps, 28 rounds) diverges above x ~ 600. One threshold per octave
+  needed 3 steps for the same error.
 * ``inv_sqrt_iters = 2`` Newton steps (3 rounds each) from a range start on
   [2^-14, 2^14] (within 2^(1/8)) with the centred values pre-scaled by
   ``ln_prescale = 4``: relative error < 1e-3 over [1e-3, 1e3]. CrypTen's default start (3 Newton steps) is off by 40 % at
@@ -37,8 +61,13 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   packed lanes instead of CrypTen's 64-bit circuit (``"crypten"``): 6-7 rounds
   instead of 8, 2-5 words opened per value instead of 27. Each use has its
   (ring bits k, dropped bits t): exact unless 0 <= x < 2^(t-16), valid for
-  |x| < 2^(k-1+t-16). GeLU's |x| > 4 test (16, 12): |x| < 2048, step 1/16
-  (the two branches agree to 1.3e-4 at |x| = 4). ReLU and max (32, 4):
+  |x| < 2^(k-1+t-16); outside, the bit is garbage (a wrong GeLU branch at
+  |x| >= 2048 with the former (16, 12) gave gelu(3000) = 0). GeLU's |x| > 4
+  test (16, 14): |x| < 8192 in 6 rounds; x within 1/4 below 4 may take the
+  outer branch x/2 + |x|/2, which differs from GeLU by x Phi(-x) <= 3.3e-4
+  there (the polynomial's own error is 5e-4); for models with LayerNorm the
+  GeLU input is bounded for every image by sqrt(C) |W'_j| + |b'_j| (10.5 on
+  the worst committed checkpoint; ``results/numeric_safety.md``). ReLU and max (32, 4):
   |x| < 2^19, error <= 2^-12. Newton starts (32, 2): |x| < 2^17, thresholds
   from 2^-14 at step 2^-14 (a start one bucket off is still within factor 2).
 * ``matmul_backend = "int64"``: torch 2.13's int64 matmul on this CPU takes
@@ -67,7 +96,7 @@ class SecureConfig:
     precision_bits: int = 16
     exp_iterations: int = 8
     reciprocal_iters: int = 2
-    reciprocal_range: tuple[int, int] = (-12, 12)  # log2 of the domain of the range start
+    reciprocal_range: tuple[int, int] = (-14, 16)  # log2 of the domain of the range start (ReLU, 2Quad, THE-X)
     inv_sqrt_iters: int = 2
     inv_sqrt_range: tuple[int, int] = (-14, 14)
     range_per_octave: int = 2  # thresholds per octave of the Newton starts
@@ -78,9 +107,11 @@ class SecureConfig:
     matmul_backend: MatmulBackend = "int64"
     provider: ProviderKind = "dealer"
     comparison: Comparison = "ring"
-    gelu_compare: tuple[int, int] = (16, 12)  # (ring bits, dropped low bits) of protocols.compare.ltz
+    gelu_compare: tuple[int, int] = (16, 14)  # (ring bits, dropped low bits) of protocols.compare.ltz
     relu_compare: tuple[int, int] = (32, 4)  # ReLU, ReLU-softmax, THE-X and softmax's max
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
+    lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)
+    exp_offsets: bool = True  # softmax's exp squares v - c, not v (False: CrypTen's exp)
 
     def __post_init__(self) -> None:
         if not 8 <= self.precision_bits <= 24:
@@ -95,6 +126,8 @@ class SecureConfig:
             raise ValueError(f"unknown gelu {self.gelu!r}; choose poly or erf")
         if self.comparison not in ("ring", "crypten"):
             raise ValueError(f"unknown comparison {self.comparison!r}; choose ring or crypten")
+        if not 0 <= self.lower_bits <= self.precision_bits - 4:
+            raise ValueError(f"lower_bits must be in 0..precision_bits - 4, got {self.lower_bits}")
         for name in ("gelu_compare", "relu_compare", "range_compare"):
             check_ring(*getattr(self, name))
         if self.provider not in ("dealer", "tfp"):

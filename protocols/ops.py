@@ -54,11 +54,17 @@ def beaver_steps(items: Sequence[Product]) -> Steps:
     if not items:
         return []
     provider = crypten.mpc.get_default_provider()
+    bits = current_config().lower_bits
+    full = 2 ** crypten.cfg.encoder.precision_bits
     triples = []
     masked: list[torch.Tensor] = []
-    for op, x, y in items:
+    items = list(items)
+    for i, (op, x, y) in enumerate(items):
         if op not in ("mul", "matmul"):
             raise ValueError(f"unknown product {op!r}")
+        if op == "matmul" and x.encoder.scale == full and y.encoder.scale == full:
+            y = lower(y, bits)  # an attention product: see ``lower``
+            items[i] = (op, x, y)
         a, b, c = provider.generate_additive_triple(x.size(), y.size(), op, device=None)
         triples.append((a.share, b.share, c.share))
         masked += [x._tensor.share - a.share, y._tensor.share - b.share]
@@ -73,13 +79,19 @@ def beaver_steps(items: Sequence[Product]) -> Steps:
     return out
 
 
-def square_steps(xs: Sequence[MPCTensor]) -> Steps:
+def square_steps(xs: Sequence[MPCTensor], lowered: bool = False) -> Steps:
     """Step protocol: [x^2] for each x in one round with the provider's square pairs (r, r^2).
 
     Math: open eps = x - r (1 ring element per value and party, half a Beaver
     product's), x^2 = r^2 + 2 eps r + eps^2 (party 0 adds eps^2), then local truncation.
+    With ``lowered`` each x is first taken to 2^(f - lower_bits) (``lower``), so
+    the square is truncated from 2^(2f - 2 lower_bits): 2^(2 lower_bits) times
+    less likely to fail (``square``); the GeLU polynomial (coefficients up to
+    53) and ``exp_nonpositive`` need every bit and keep x as it is.
     """
     provider = crypten.mpc.get_default_provider()
+    if lowered:
+        xs = [lower(x, current_config().lower_bits) for x in xs]
     pairs = [provider.square(x.size()) for x in xs]
     opened = yield [(SUM, x._tensor.share - r.share) for x, (r, _) in zip(xs, pairs)]
     rank = comm.get().get_rank()
@@ -93,14 +105,45 @@ def square_steps(xs: Sequence[MPCTensor]) -> Steps:
 
 
 def _rescale(z: torch.Tensor, x: MPCTensor, y: MPCTensor) -> MPCTensor:
-    """Shares of a product at scale s_x s_y -> an MPCTensor at scale 2^f (local truncation)."""
+    """Shares of a product at scale s_x s_y -> an MPCTensor at scale 2^f (local truncation; kept if s_x s_y <= 2^f).
+
+    The truncation fails (an error of about 2^(64 - f) ulp) when the two
+    shares of z wrap around 2^64: probability |z| / 2^64 for z in ring units,
+    which is why the products' operands are lowered (``lower``) where they can be.
+    """
     sx, sy = x.encoder.scale, y.encoder.scale
-    scale = max(sx, sy)
+    full = 2 ** crypten.cfg.encoder.precision_bits
+    scale = min(sx * sy, full)
     divisor = (sx * sy) // scale
     if divisor > 1:
         z = z.div_(divisor, rounding_mode="trunc")
     bits = int(round(math.log2(scale)))
     return MPCTensor.from_shares(z, precision=bits)
+
+
+def lower(x: MPCTensor, bits: int) -> MPCTensor:
+    """x at scale 2^(f - bits) instead of 2^f: a local truncation of each share (no communication).
+
+    Why: a product of x and y at scales 2^f each is truncated from 2^(2f),
+    and that local truncation fails with probability |x y| 2^(2f) / 2^64 per
+    element (the catastrophic error of CrypTen-style 2PC truncation). With x
+    lowered, the product is truncated from 2^(2f - bits): 2^bits times less
+    likely to fail, at the cost of x's resolution (2^-(f - bits)). Lowering
+    itself truncates x 2^f, failing with probability |x| 2^f / 2^64 (2^-48 |x|
+    at f = 16): negligible. Which operand of each product is lowered is listed
+    in ``protocols.config`` (``lower_bits``). bits <= 0 returns x unchanged.
+    """
+    if bits <= 0:
+        return x
+    prec = int(round(math.log2(x.encoder.scale)))
+    if prec - bits < 1:
+        raise ValueError(f"cannot lower a value at scale 2^{prec} by {bits} bits")
+    return MPCTensor.from_shares(x._tensor.share.div(2**bits, rounding_mode="trunc"), precision=prec - bits)
+
+
+def square(x: MPCTensor) -> MPCTensor:
+    """[x^2] (x lowered first, see ``square_steps``). Rounds: 1."""
+    return run_one(square_steps([x], lowered=True))[0]
 
 
 def matmul(x: MPCTensor, y: MPCTensor) -> MPCTensor:
@@ -109,9 +152,13 @@ def matmul(x: MPCTensor, y: MPCTensor) -> MPCTensor:
 
 
 def linear(x: MPCTensor, weight_t: MPCTensor, bias: MPCTensor | None) -> MPCTensor:
-    """[x] @ [W^T] + [b] on the last dimension (shared weight, shared bias). Rounds: 1."""
+    """[x] @ [W^T] + [b] on the last dimension (shared weight, shared bias). Rounds: 1.
+
+    The activation x is lowered by ``lower_bits`` first (``lower``; the weights keep
+    their 2^-f resolution, which matters more for them than for the activations).
+    """
     *lead, cin = x.size()
-    y = matmul(x.reshape(-1, cin), weight_t)
+    y = matmul(lower(x.reshape(-1, cin), current_config().lower_bits), weight_t)
     if bias is not None:
         y = y + bias
     return y.reshape(*lead, y.size(-1))
@@ -210,14 +257,50 @@ def inv_sqrt_nr(x: MPCTensor, lo: int = -14, hi: int = 14, iters: int = 2) -> MP
 def softmax_rows(s: MPCTensor) -> MPCTensor:
     """softmax(s) over the last dim: e = exp(s - max_j s), e / sum_j e.
 
-    max by a pairwise tree (``max_last``: ceil(log2 N) levels, each c(x)), CrypTen's exp (1 + x / 2^k)^(2^k) (k = exp_iterations rounds),
+    max by a pairwise tree (``max_last``: ceil(log2 N) levels, each c(x)), exp as (1 + x / 2^k)^(2^k)
+    (``exp_nonpositive``, k = exp_iterations rounds),
     1 / sum by ``reciprocal_nr`` on [1/2, 2^(log2 N + 1)] (the sum lies in [1, N]),
     1 round for the product. Rounds: ceil(log2 N) c(x) + k + c(x) + 1 + r + 1 (r = ``reciprocal_iters``).
     """
-    e = (s - max_last(s)).exp()
+    e = exp_nonpositive(s - max_last(s))
     n = int(s.size(-1))
     return e * reciprocal_nr(e.sum(-1, keepdim=True), lo=-1, hi=max(2, math.ceil(math.log2(n)) + 1),
                              iters=current_config().reciprocal_iters)
+
+
+def exp_nonpositive(x: MPCTensor) -> MPCTensor:
+    """exp(x) for x <= 0 as CrypTen's (1 + x / 2^n)^(2^n) (n = exp_iterations squarings), squaring offsets.
+
+    Math: v_0 = 1 + x / 2^n, v_(k+1) = v_k^2, exp(x) ~ v_n. CrypTen squares
+    v_k itself: each square is truncated from v_k^2 2^(2f), and with v_k near 1
+    (x / 2^(n-k) small) every square risks the local truncation's failure
+    (probability v_k^2 2^(2f) / 2^64). Here the squared quantity is
+    u_k = v_k - c_k with a public offset: c_k = 1 (w = 1 - v: w' = 2 w - w^2) for
+    k < n - 2 and c_k = 1/2 for the last two steps (v^2 = u^2 + u + 1/4, so
+    u' = u^2 + u - 1/4); the linear parts are exact on the ring, so the values,
+    rounds (n, one square each) and bytes are CrypTen's, but the truncated
+    squares are small: |u_k| <= max(c_k, 1 - c_k) for v_k in [0, 1], and on the
+    attention scores of the trained vit_4_4_28 the sum of u_k^2 is 20x smaller
+    than that of v_k^2 (5.8 -> 0.29 per score; 0.5 when x ~ 0).
+    Valid for x >= -2^(n+1) (like CrypTen's). With ``exp_offsets`` False, CrypTen's own exp.
+    """
+    cfg = current_config()
+    if not cfg.exp_offsets:
+        return x.exp()
+    n = cfg.exp_iterations
+    switch = max(n - 2, 0)
+    w = (-x).div(2**n)  # 1 - v_0 >= 0; division by a public integer: truncation of |x| 2^f only
+    u = None
+    for k in range(n):
+        if k < switch:
+            (w2,) = run_one(square_steps([w]))
+            w = w * 2 - w2
+        else:
+            if u is None:
+                u = 0.5 - w
+            (u2,) = run_one(square_steps([u]))
+            u = u2 + u - 0.25
+    return 1.0 - w if u is None else u + 0.5
 
 
 def reciprocal_positive(x: MPCTensor, scale: float = 1.0) -> MPCTensor:
@@ -229,7 +312,14 @@ def reciprocal_positive(x: MPCTensor, scale: float = 1.0) -> MPCTensor:
     lo, hi = cfg.reciprocal_range
     if scale == 1.0:
         return reciprocal_nr(x, lo, hi, cfg.reciprocal_iters)
-    return reciprocal_nr(x * (1.0 / scale), lo, hi, cfg.reciprocal_iters) * (1.0 / scale)
+    return _divide(reciprocal_nr(_divide(x, scale), lo, hi, cfg.reciprocal_iters), scale)
+
+
+def _divide(x: MPCTensor, d: float) -> MPCTensor:
+    """x / d for a public d: a division of each share when d is an integer (truncating x 2^f, not x 2^(2f) / d)."""
+    if float(d).is_integer() and d >= 1:
+        return x.div(int(d)) if d > 1 else x
+    return x * (1.0 / d)
 
 
 def relu_rows(s: MPCTensor, eps: float) -> MPCTensor:
@@ -240,7 +330,7 @@ def relu_rows(s: MPCTensor, eps: float) -> MPCTensor:
 
 def quad_rows(s: MPCTensor, c: float) -> MPCTensor:
     """2Quad: q = (s + c)^2, q / sum_j q; the sum is divided by N (public) before Newton. Rounds: 1 + r_rec + 1."""
-    q = (s + c).square()
+    q = square(s + c)
     n = s.size(-1)
     return q * reciprocal_positive(q.sum(-1, keepdim=True), scale=float(n))
 
@@ -250,9 +340,9 @@ def thex_rows(s: MPCTensor, order: int, eps: float) -> MPCTensor:
 
     Rounds: c(x) + log2(n) + r_rec + 1.
     """
-    e = relu(s * (1.0 / order) + 1.0)
+    e = relu(_divide(s, order) + 1.0)
     for _ in range(int(math.log2(order))):
-        e = e.square()
+        e = square(e)
     n = s.size(-1)
     return e * reciprocal_positive(e.sum(-1, keepdim=True) + eps, scale=float(n))
 
@@ -264,14 +354,16 @@ def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
     mean and centring are local; the centred values are multiplied by the public
     integer k = ``ln_prescale`` (exact, local) before squaring, so var' = k^2 var keeps 4 more
     bits; LN = k xc / sqrt(var' + k^2 eps) with ``inv_sqrt_nr`` (range start over
-    [2^-14, 2^14] and 2 Newton steps). Rounds: 1 (square) + c(x) + 3 iters + 1.
+    [2^-14, 2^14] and 2 Newton steps). The square and the final product take xk
+    lowered by ``lower_bits`` (``lower``). Rounds: 1 (square) + c(x) + 3 iters + 1.
     """
     cfg = current_config()
     c, k = x.size(-1), cfg.ln_prescale
-    xc = x - x.sum(-1, keepdim=True) * (1.0 / c)
+    xc = x - _divide(x.sum(-1, keepdim=True), c)
     xk = xc * k  # integer multiple of a share: exact, no truncation
-    var = xk.square().sum(-1, keepdim=True) * (1.0 / c)
-    return xk * inv_sqrt_nr(var + eps * k**2, *cfg.inv_sqrt_range, iters=cfg.inv_sqrt_iters)
+    var = _divide(square(xk).sum(-1, keepdim=True), c)
+    y = inv_sqrt_nr(var + eps * k**2, *cfg.inv_sqrt_range, iters=cfg.inv_sqrt_iters)
+    return beaver_products([("mul", lower(xk, cfg.lower_bits), y)])[0]
 
 
 def gelu_erf(x: MPCTensor) -> MPCTensor:
@@ -281,16 +373,42 @@ def gelu_erf(x: MPCTensor) -> MPCTensor:
 
 GELU_T = 4.0
 GELU_DEGREE = 7
+GELU_GRID = 8  # c_1 .. c_7 are multiples of 2^-8
 
 
 @lru_cache(maxsize=None)
-def gelu_coefficients(t: float = GELU_T, degree: int = GELU_DEGREE) -> tuple[float, ...]:
-    """Least-squares fit of q(x) = (x / 2) erf(x / sqrt 2) on [0, t] as a polynomial in v = (x / t)^2."""
+def gelu_coefficients(t: float = GELU_T, degree: int = GELU_DEGREE, grid: int = GELU_GRID) -> tuple[float, ...]:
+    """Least-squares fit of q(x) = (x / 2) erf(x / sqrt 2) on [0, t] as a polynomial in v = (x / t)^2.
+
+    c_1 .. c_degree lie on the grid 2^-grid (c_degree rounded first, the lower
+    ones refitted each time), so ``times_public`` multiplies by them at scale
+    2^(f + grid), not 2^(2f): the products' truncations fail 2^(f - grid) times
+    less often. Max error on [0, 4]: 5.0e-4 (unconstrained: 5.0e-4). c_0 is added, not multiplied.
+    """
     x = torch.linspace(0.0, t, 4001, dtype=torch.float64)
     q = x / 2 * torch.special.erf(x / math.sqrt(2.0))
     v = (x / t) ** 2
     A = torch.stack([v**k for k in range(degree + 1)], dim=1)
-    return tuple(float(c) for c in torch.linalg.lstsq(A, q.unsqueeze(1)).solution.squeeze(1))
+    fixed: dict[int, float] = {}
+    for top in range(degree, -1, -1):
+        free = [k for k in range(degree + 1) if k not in fixed]
+        rhs = q - sum((c * v**k for k, c in fixed.items()), torch.zeros_like(q))
+        sol = dict(zip(free, torch.linalg.lstsq(A[:, free], rhs.unsqueeze(1)).solution.squeeze(1).tolist()))
+        fixed[top] = sol[top] if top == 0 else round(sol[top] * 2**grid) / 2**grid
+    return tuple(fixed[k] for k in range(degree + 1))
+
+
+def times_public(x: MPCTensor, c: float, grid: int = GELU_GRID) -> MPCTensor:
+    """x c for a public c on the grid 2^-grid: x's shares times the integer c 2^grid, then a division by 2^grid.
+
+    CrypTen's x * c encodes c at 2^f and truncates x c 2^(2f); this truncates
+    x c 2^(f + grid) (the same value when c is on the grid), 2^(f - grid) times less likely to fail.
+    """
+    n = c * 2**grid
+    if n != int(n):
+        raise ValueError(f"{c} is not a multiple of 2^-{grid}")
+    prec = int(round(math.log2(x.encoder.scale)))
+    return MPCTensor.from_shares(x._tensor.share * int(n), precision=prec).div(2**grid)  # shares at 2^(prec+grid)
 
 
 def gelu_poly_steps(x: MPCTensor) -> Steps:
@@ -302,11 +420,12 @@ def gelu_poly_steps(x: MPCTensor) -> Steps:
     """
     c = gelu_coefficients()
     (x2,) = yield from square_steps([x])
-    v = x2 * (1.0 / GELU_T**2)
+    v = x2.div(int(GELU_T**2))
     (v2,) = yield from square_steps([v])
     (v3,), (v4,) = yield from parallel(beaver_steps([("mul", v, v2)]), square_steps([v2]))
-    (hi,) = yield from beaver_steps([("mul", v4, v * c[5] + v2 * c[6] + v3 * c[7] + c[4])])
-    return v * c[1] + v2 * c[2] + v3 * c[3] + c[0] + hi
+    t = times_public
+    (hi,) = yield from beaver_steps([("mul", v4, t(v, c[5]) + t(v2, c[6]) + t(v3, c[7]) + c[4])])
+    return t(v, c[1]) + t(v2, c[2]) + t(v3, c[3]) + c[0] + hi
 
 
 def gelu(x: MPCTensor) -> MPCTensor:
@@ -324,7 +443,7 @@ def gelu(x: MPCTensor) -> MPCTensor:
     Measured against torch's erf GeLU on [-8, 8]: max error 1.2e-3 at 16 fraction bits
     (CrypTen's Taylor erf: 1.9 at x = -2, 700 at x = -3).
     """
-    half = x * 0.5
+    half = x.div(2)  # a division of the shares (truncating x 2^f), not a product with 0.5 (x 2^(2f))
     test = crypten.stack([GELU_T - x, x + GELU_T])  # [x > T], [x < -T] as [. < 0]
     if current_config().comparison == "crypten":
         outside, p = test._ltz(), run_one(gelu_poly_steps(x))
@@ -337,7 +456,7 @@ def gelu(x: MPCTensor) -> MPCTensor:
 
 def quad(x: MPCTensor) -> MPCTensor:
     """MPCFormer's Quad GeLU 0.125 x^2 + 0.25 x + 0.5. Rounds: 1."""
-    return x.square() * 0.125 + x * 0.25 + 0.5
+    return square(x).div(8) + x.div(4) + 0.5
 
 
 ACTIVATIONS = {"gelu": lambda x: gelu(x) if current_config().gelu == "poly" else gelu_erf(x), "gelu_erf": gelu_erf, "quad": quad, "relu": relu, "identity": lambda x: x}

@@ -466,6 +466,8 @@ def markdown(r: dict[str, Any]) -> str:
         'operands, products with public reals at 2^(2f), reciprocal domain [2^-12, 2^12]) run with this script and '
         '`protocols/probe.py` copied in; "after" is this code\'s defaults; "ablation" is this code with '
         '`lower_bits=0, exp_offsets=False`.\n')
+    if r.get("note"):
+        add(r["note"] + "\n")
     rg = r.get("ranges")
     if rg:
         add("## 1. Comparison inputs against their ring's valid range\n")
@@ -651,14 +653,17 @@ def main() -> int:
     result["machine"] = f"{platform.machine()} {torch.get_num_threads()} thread(s), torch {torch.__version__}"
     result["settings"] = SETTINGS
 
+    fresh: dict[str, Any] = {}
+
     def save() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if out_path.exists():  # merge with what another run wrote meanwhile (parts and settings)
             result.update(_merge(json.loads(out_path.read_text()), result))
+        result.update(fresh)  # a part measured now replaces its old self whole (no stale checkpoints)
         out_path.write_text(json.dumps(result, indent=1) + "\n")
 
     if "ranges" in parts:
-        result["ranges"] = run_ranges(args.range_limit)
+        result["ranges"] = fresh["ranges"] = run_ranges(args.range_limit)
         save()
     if "expected" in parts:
         result["expected"] = _merge(result.get("expected", {}),

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from server.coordinator import Coordinator
 from server.errors import CoordinatorError
-from server.metrics import Metrics
+from server.metrics import Metrics, model_label
 from server.middleware import BodySizeLimit
 from server.routes import classify, compare, docs, metrics, models, page, parties
 from server.settings import Settings, get_settings
@@ -62,7 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response = await call_next(request)
         route = request.scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
-        model = str(getattr(request.state, "model", ""))
+        coordinator = getattr(request.app.state, "coordinator", None)
+        known = coordinator.catalog.entries if coordinator is not None else ()
+        model = model_label(str(getattr(request.state, "model", "")), known)
         app_metrics.requests.labels(endpoint, model, str(response.status_code)).inc()
         app_metrics.latency.labels(endpoint, model).observe(time.perf_counter() - started)
         return response

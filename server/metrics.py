@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+# The ``model`` label takes a served model's name, one of these fixed values, or UNKNOWN_MODEL: a client
+# cannot make new series by sending made-up names.
+FIXED_MODEL_LABELS = ("", "compare")
+UNKNOWN_MODEL = "_unknown"
+
+
+def model_label(name: str, known: Container[str]) -> str:
+    """The ``model`` label for a request that named ``name``: itself if served (or fixed), else ``UNKNOWN_MODEL``."""
+    return name if name in FIXED_MODEL_LABELS or name in known else UNKNOWN_MODEL
 
 
 class Metrics:

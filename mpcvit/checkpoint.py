@@ -9,6 +9,7 @@ Loading rebuilds exactly the model that was saved, or fails with a
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,39 @@ def normalise_input(x: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
     mean = torch.tensor(norm.get("mean", [0.0]), dtype=x.dtype).view(1, -1, 1, 1)
     std = torch.tensor(norm.get("std", [1.0]), dtype=x.dtype).view(1, -1, 1, 1)
     return (x - mean) / std
+
+
+# -- the curated set of a checkpoint folder ----------------------------------------
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``<folder>/manifest.json``: the checkpoints of a folder that are offered by default, and the default one.
+
+    ``{"default": NAME, "models": [{"name": NAME, "label": TEXT}, ...]}``, names relative to the folder,
+    one model per variant. Other checkpoints in the folder stay loadable by name; they are just not listed.
+    """
+
+    models: tuple[str, ...]
+    labels: dict[str, str]
+    default: str | None
+
+
+def load_manifest(folder: str | Path) -> Manifest | None:
+    """The folder's manifest, None when it has none; ``CheckpointError`` when it is malformed."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        entries = raw["models"]
+        names = tuple(str(e["name"]) for e in entries)
+        labels = {str(e["name"]): str(e.get("label") or e["name"]) for e in entries}
+        default = raw.get("default")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not a valid manifest ({exc.__class__.__name__}: {exc})") from exc
+    if default is not None and default not in names:
+        raise CheckpointError(f"{path}: the default {default!r} is not one of its models")
+    return Manifest(names, labels, None if default is None else str(default))

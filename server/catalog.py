@@ -3,6 +3,11 @@
 The coordinator never reads weights. A model's name is its checkpoint
 directory relative to ``model_dir`` (what the parties' LoadModel takes), e.g.
 ``vit_2_4_8`` for ``checkpoints/digits/vit_2_4_8``.
+
+Every checkpoint under ``model_dir`` can be asked for by name. What is *listed*
+(``GET /v1/models``, the demo page, ``/v1/compare``'s default) is the curated
+set of the folders' ``manifest.json`` files (``mpcvit.checkpoint.Manifest``):
+one model per variant. A tree without any manifest lists every checkpoint.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpcvit.checkpoint import ARCH, CheckpointError, load_meta, load_spec
+from mpcvit.checkpoint import ARCH, MANIFEST, CheckpointError, load_manifest, load_meta, load_spec
 from mpcvit.models.registry import VARIANTS
 from mpcvit.models.spec import ArchSpec
 
@@ -33,6 +38,8 @@ class ModelEntry:
     measured: dict[str, Any] | None = None  # costs of the last batch-of-one forward, once seen
     precision_bits: int = 16
     loaded: bool = False
+    label: str = ""  # a readable name from the manifest; the name itself when none
+
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -70,6 +77,8 @@ class Catalog:
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = Path(model_dir)
         self.entries: dict[str, ModelEntry] = {}
+        self.curated: list[str] = []  # the manifests' models that exist, in manifest order
+        self.default: str | None = None  # the first manifest's default
         self.refresh()
 
     def refresh(self) -> None:
@@ -88,11 +97,34 @@ class Catalog:
                     log.warning("skipping %s: %s", d, exc)
                     continue
                 old = self.entries.get(name)
-                entry = ModelEntry(name, spec, meta, _variant_of(name, spec))
+                entry = ModelEntry(name, spec, meta, _variant_of(name, spec), label=name)
                 if old is not None:
                     entry.measured, entry.precision_bits, entry.loaded = old.measured, old.precision_bits, old.loaded
                 found[name] = entry
         self.entries = found
+        self._read_manifests()
+
+    def _read_manifests(self) -> None:
+        self.curated, self.default = [], None
+        if not self.model_dir.is_dir():
+            return
+        for path in sorted(self.model_dir.rglob(MANIFEST)):
+            prefix = path.parent.relative_to(self.model_dir).as_posix()
+            try:
+                manifest = load_manifest(path.parent)
+            except CheckpointError as exc:
+                log.warning("ignoring %s", exc)
+                continue
+            assert manifest is not None
+            full = (lambda n: n) if prefix == "." else (lambda n: f"{prefix}/{n}")
+            for name in manifest.models:
+                if full(name) not in self.entries:
+                    log.warning("%s lists %s, which has no checkpoint", path, name)
+                elif full(name) not in self.curated:
+                    self.curated.append(full(name))
+                    self.entries[full(name)].label = manifest.labels[name]
+            if self.default is None and manifest.default is not None and full(manifest.default) in self.entries:
+                self.default = full(manifest.default)
 
     def get(self, name: str) -> ModelEntry | None:
         return self.entries.get(name)
@@ -100,9 +132,19 @@ class Catalog:
     def names(self) -> list[str]:
         return sorted(self.entries)
 
+    def listed(self) -> list[str]:
+        """The curated models (manifest order), or every model when no manifest names one."""
+        return list(self.curated) if self.curated else self.names()
+
     def compare_defaults(self) -> list[str]:
-        """The softmax ViT, MPCFormer, THE-X, MPCViT and MPCViT+ models that exist, in that order."""
+        """One listed model per variant, softmax ViT, MPCFormer, THE-X, MPCViT, MPCViT+, in that order.
+
+        Per variant: the first in manifest order, or without a manifest the most accurate (then by name).
+        """
         out: list[str] = []
         for variant in COMPARE_VARIANTS:
-            out += [n for n in self.names() if self.entries[n].variant == variant]
+            candidates = [n for n in self.listed() if self.entries[n].variant == variant]
+            if not self.curated:
+                candidates.sort(key=lambda n: -(self.entries[n].accuracy or 0.0))  # stable: ties keep the name order
+            out += candidates[:1]
         return out

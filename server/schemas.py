@@ -155,6 +155,7 @@ class CompareResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
+    label: str = Field(..., description="a readable name (from the checkpoint folder's manifest; else the name)")
     variant: str
     arch: str = Field(..., description="architecture summary: heads, activations, norm")
     attention: dict[str, int] = Field(..., description="number of heads of each attention kind")
@@ -168,7 +169,9 @@ class ModelInfo(BaseModel):
 
 
 class ModelsResponse(BaseModel):
-    models: list[ModelInfo]
+    models: list[ModelInfo] = Field(..., description="the curated models (the folders' manifest.json), or every model with ?all=true")
+    default: str | None = Field(None, description="the model the deployment offers first (the manifest's default)")
+    compare_default: list[str] = Field(..., description="what POST /v1/compare runs when given no models: one per variant")
 
 
 class PartyKey(BaseModel):

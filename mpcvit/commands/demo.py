@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mpcvit.checkpoint import load_checkpoint, normalise_input
+from mpcvit.checkpoint import load_checkpoint, load_manifest, normalise_input
 
 if TYPE_CHECKING:
     from mpcvit.localstack import LocalStack
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 HELP = "start dealer, parties and coordinator locally and classify real images"
 
-# Preferred demo models, most preferred first, per dataset (checkpoint directory names).
+# Demo models when a dataset's folder has no manifest.json (its "default" comes first), most preferred first.
 PREFERRED: dict[str, tuple[str, ...]] = {
     "fashion-mnist": ("mpcvit_4_4_28_mu0.1", "mpcvit_4_4_28_mu0.3", "mpcvitplus_4_4_28_mu0.3", "vit_4_4_28"),
     "digits": ("mpcvit_2_4_8", "mpcvitplus_2_4_8", "relu_2_4_8", "vit_2_4_8"),
@@ -128,10 +128,14 @@ def _fashion_mnist_installed() -> bool:
 def default_model(models_dir: Path) -> str:
     """The Fashion-MNIST demo model when its data and a checkpoint are here, else the digits one.
 
-    Within a dataset, the first of ``PREFERRED`` that exists, else the first checkpoint by name.
+    Within a dataset, the default of its folder's ``manifest.json`` (the best committed checkpoint), else
+    the first of ``PREFERRED`` that exists, else the first checkpoint by name.
     """
     datasets = ("fashion-mnist", "digits") if _fashion_mnist_installed() else ("digits",)
     for dataset in datasets:
+        manifest = load_manifest(models_dir / dataset)
+        if manifest is not None and manifest.default and (models_dir / dataset / manifest.default / "arch.json").is_file():
+            return manifest.default
         for name in PREFERRED[dataset]:
             if (models_dir / dataset / name / "arch.json").is_file() or (models_dir / name / "arch.json").is_file():
                 return name

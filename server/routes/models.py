@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from server.catalog import ModelEntry
 from server.deps import AuthDep, CoordinatorDep
@@ -15,7 +17,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
     measured = entry.measured or entry.meta.get("mpc_costs") or entry.meta.get("costs")
     dataset = entry.meta.get("dataset")
     return ModelInfo(
-        name=entry.name, variant=entry.variant, arch=entry.spec.summary(), attention=entry.spec.count_heads(),
+        name=entry.name, label=entry.label or entry.name, variant=entry.variant, arch=entry.spec.summary(), attention=entry.spec.count_heads(),
         input_shape=list(entry.input_shape), classes=entry.classes, precision_bits=entry.precision_bits,
         accuracy=entry.accuracy, dataset=dataset if isinstance(dataset, str) else None, loaded=entry.loaded,
         measured_cost={k: float(v) for k, v in measured.items() if isinstance(v, (int, float))} if isinstance(measured, dict) else None,
@@ -23,6 +25,14 @@ def model_info(entry: ModelEntry) -> ModelInfo:
 
 
 @router.get("/models", response_model=ModelsResponse, summary="the models this coordinator serves")
-async def list_models(coordinator: CoordinatorDep, _auth: AuthDep) -> ModelsResponse:
-    coordinator.catalog.refresh()
-    return ModelsResponse(models=[model_info(coordinator.catalog.entries[n]) for n in coordinator.catalog.names()])
+async def list_models(
+    coordinator: CoordinatorDep, _auth: AuthDep,
+    include_all: Annotated[bool, Query(alias="all", description="list every checkpoint, not only the curated set")] = False,
+) -> ModelsResponse:
+    """The curated set (one model per variant); every other checkpoint is still served when asked for by name."""
+    catalog = coordinator.catalog
+    catalog.refresh()
+    names = catalog.names() if include_all else catalog.listed()
+    return ModelsResponse(
+        models=[model_info(catalog.entries[n]) for n in names], default=catalog.default, compare_default=catalog.compare_defaults(),
+    )

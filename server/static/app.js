@@ -42,11 +42,15 @@ function updateRunButton() {
   $("run").disabled = !(state.blob && selectedModels().length);
 }
 
+// The bundled test images of the served models' data set(s); all of them when no model names its data set.
 async function loadSamples() {
   const resp = await fetch("/static/samples/index.json");
   if (!resp.ok) return;
-  const samples = await resp.json();
+  const all = await resp.json();
+  const served = new Set(state.models.map((m) => m.dataset).filter(Boolean));
+  const samples = all.some((s) => served.has(s.dataset)) ? all.filter((s) => served.has(s.dataset)) : all;
   const box = $("samples");
+  box.textContent = "";
   for (const s of samples) {
     const b = document.createElement("button");
     b.type = "button";
@@ -70,6 +74,11 @@ async function loadSamples() {
   }
 }
 
+function labelOf(name) {
+  const m = state.models.find((x) => x.name === name);
+  return (m && m.label) || name;
+}
+
 function selectedModels() {
   return [...document.querySelectorAll("#models input:checked")].map((c) => c.value);
 }
@@ -80,22 +89,27 @@ async function loadModels() {
     setStatus(`Could not list the models: ${await errorText(resp)}`, "error");
     return;
   }
-  state.models = (await resp.json()).models;
+  const body = await resp.json();
+  state.models = body.models;
+  // checked by default: what POST /v1/compare runs without models (one per variant, MPCViT and MPCViT+ among them)
+  const preselected = new Set(body.compare_default || []);
   const box = $("models");
   box.textContent = "";
-  const order = ["vit", "mpcformer", "thex", "mpcvit", "mpcvitplus"];
-  const sorted = [...state.models].sort((a, b) => (order.indexOf(a.variant) + 99) % 99 - (order.indexOf(b.variant) + 99) % 99 || a.name.localeCompare(b.name));
-  sorted.forEach((m, i) => {
+  const order = ["vit", "mpcformer", "thex", "relu", "scale", "mpcvit", "mpcvitplus"];
+  const rank = (m) => (order.indexOf(m.variant) + 99) % 99;
+  const sorted = [...state.models].sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name));
+  for (const m of sorted) {
     const label = document.createElement("label");
     const cb = document.createElement("input");
     cb.type = "checkbox";
     cb.value = m.name;
-    cb.checked = i < 5;
+    cb.checked = preselected.has(m.name);
     cb.addEventListener("change", updateRunButton);
-    label.append(cb, ` ${m.name} (${m.input_shape.join("x")})`);
-    label.title = m.arch;
+    const acc = m.accuracy == null ? "" : `, ${(m.accuracy <= 1 ? 100 * m.accuracy : m.accuracy).toFixed(1)} %`;
+    label.append(cb, ` ${m.label || m.name}${acc}`);
+    label.title = `${m.name}: ${m.arch}; input ${m.input_shape.join("x")}`;
     box.append(label);
-  });
+  }
   setStatus(state.models.length ? "Pick an image and press the button." : "The coordinator serves no model.", "idle");
   updateRunButton();
 }
@@ -115,9 +129,9 @@ function renderTable(results) {
     const tr = document.createElement("tr");
     tr.dataset.model = r.model;
     const cells = r.ok
-      ? [r.model, r.variant, r.class_name, (100 * Math.max(...r.probabilities)).toFixed(1) + " %",
+      ? [labelOf(r.model), r.variant, r.class_name, (100 * Math.max(...r.probabilities)).toFixed(1) + " %",
          r.costs.total.rounds, fmtBytes(r.costs.total.bytes), r.latency_seconds.toFixed(3)]
-      : [r.model, r.variant, "error: " + r.error, "", "", "", ""];
+      : [labelOf(r.model), r.variant, "error: " + r.error, "", "", "", ""];
     cells.push(r.accuracy == null ? "" : (r.accuracy <= 1 ? (100 * r.accuracy).toFixed(1) : r.accuracy.toFixed(1)) + " %");
     cells.forEach((c, i) => {
       const td = document.createElement("td");
@@ -172,7 +186,7 @@ function renderCharts(results) {
   const charts = $("charts");
   charts.textContent = "";
   if (!ok.length) return;
-  const rows = (f) => ok.map((r) => ({ label: r.model, variant: r.variant, value: f(r) }));
+  const rows = (f) => ok.map((r) => ({ label: labelOf(r.model), variant: r.variant, value: f(r) }));
   charts.append(
     barChart("Communication rounds", rows((r) => r.costs.total.rounds), (v) => String(v), "chart-rounds"),
     barChart("Bytes sent by both parties", rows((r) => r.costs.total.bytes), fmtBytes, "chart-bytes"),
@@ -214,7 +228,6 @@ window.addEventListener("DOMContentLoaded", () => {
     selectImage(f, f.name, URL.createObjectURL(f));
   });
   $("run").addEventListener("click", run);
-  $("token").addEventListener("change", loadModels);
-  loadSamples();
-  loadModels();
+  $("token").addEventListener("change", () => loadModels().then(loadSamples));
+  loadModels().then(loadSamples);
 });

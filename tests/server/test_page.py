@@ -43,7 +43,10 @@ def test_page_classifies_a_bundled_image_with_each_model_and_draws_the_costs(
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server.url + "/")
             page.wait_for_selector("#models input[type=checkbox]")
-            assert page.locator("#models input:checked").count() == 3
+            assert page.locator("#models input:checked").count() == 3  # /v1/models' compare_default: one per variant
+            page.wait_for_selector("#samples button")
+            datasets = {f.split("_")[0] for f in page.eval_on_selector_all("#samples button", "bs => bs.map(b => b.dataset.file)")}
+            assert datasets == {"digits"}  # only the served models' data set
             assert page.is_disabled("#run")
             page.click(f"#samples button[data-file='{sample}']")
             page.wait_for_selector("#run:not([disabled])")

@@ -84,7 +84,9 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
         if width * height > max_pixels:
             raise ImageError(f"image is {width}x{height}, more than {max_pixels} pixels")
         img.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:  # its message holds the repr of a buffer object: say it without
+        raise ImageError("not a readable image: the bytes are not PNG, JPEG or another format Pillow reads") from exc
+    except (OSError, Image.DecompressionBombError, SyntaxError) as exc:
         raise ImageError(f"not a readable image: {exc}") from exc
     return img
 

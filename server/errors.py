@@ -14,6 +14,9 @@ Mapping from a party's gRPC status (``status_from_grpc``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import grpc
 
 
@@ -27,6 +30,36 @@ class CoordinatorError(Exception):
 
 class BadRequest(CoordinatorError):
     status, kind = 400, "bad_request"
+
+
+class MalformedJson(BadRequest):
+    """A body sent as application/json that does not parse: 400 on every route."""
+
+    kind = "malformed_json"
+
+
+class SchemaViolation(CoordinatorError):
+    """A body that parses but breaks the schema (a field missing, too long, out of range): 422 on every route."""
+
+    status, kind = 422, "schema"
+
+
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """pydantic's errors as one line a client can read: ``field.path: message; ...`` (no input echo, no ctx)."""
+    parts = []
+    for e in list(errors)[:5]:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> CoordinatorError:
+    """The error for a body that failed validation: 400 if it is not JSON at all, else 422."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return MalformedJson("malformed JSON body: it does not parse as JSON")
+    return SchemaViolation(f"invalid request: {describe_validation_errors(errors)}")
 
 
 class Unauthorized(CoordinatorError):

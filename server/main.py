@@ -12,13 +12,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from server.coordinator import Coordinator
-from server.errors import CoordinatorError
+from server.errors import CoordinatorError, from_validation_errors
 from server.metrics import Metrics, model_label
 from server.middleware import BodySizeLimit
+from server.openapi import catalog_openapi
 from server.routes import classify, compare, docs, metrics, models, page, parties
 from server.settings import Settings, get_settings
 
@@ -56,6 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app_metrics.errors.labels(exc.kind).inc()
         return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await coordinator_error(request, from_validation_errors(exc.errors()))
+
     @app.middleware("http")
     async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
@@ -76,4 +82,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(docs.router)
         app.mount(docs.DOCS_STATIC, StaticFiles(directory=docs.DOCS_DIR), name="swagger")
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    app.openapi = catalog_openapi(app)  # type: ignore[method-assign]
     return app

@@ -9,7 +9,8 @@ import base64
 import binascii
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+import numpy as np
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from mpcvit.sealing import Sealed
 
@@ -25,11 +26,52 @@ def _b64decode(value: object) -> bytes:
         raise ValueError(f"not valid base64: {exc}") from exc
 
 
+MAX_COMPARE_MODELS = 8  # most models one POST /v1/compare runs
+
+B64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
 B64Bytes = Annotated[
     bytes,
     BeforeValidator(_b64decode),
     PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str),
-    WithJsonSchema({"type": "string", "format": "base64"}),
+    WithJsonSchema({"type": "string", "format": "base64", "pattern": B64_PATTERN}),
+]
+
+
+def _exact_b64_pattern(n: int) -> str:
+    """A regex for the standard base64 text of exactly ``n`` bytes (the last character's free bits are zero)."""
+    full, rest = divmod(n, 3)
+    tail = {0: "", 1: "[A-Za-z0-9+/][AQgw]==", 2: "[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]="}[rest]
+    return f"^[A-Za-z0-9+/]{{{4 * full}}}{tail}$"
+
+
+def b64_exactly(n: int) -> object:
+    """Bytes as base64 that must decode to exactly ``n`` bytes; the schema says so (length and pattern)."""
+
+    def check(value: bytes) -> bytes:
+        if len(value) != n:
+            raise ValueError(f"must be {n} bytes, got {len(value)}")
+        return value
+
+    length = 4 * ((n + 2) // 3)
+    return Annotated[
+        bytes,
+        BeforeValidator(_b64decode),
+        AfterValidator(check),
+        PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str),
+        WithJsonSchema({"type": "string", "format": "base64", "minLength": length, "maxLength": length, "pattern": _exact_b64_pattern(n)}),
+    ]
+
+
+PublicKey = b64_exactly(32)
+Nonce = b64_exactly(12)
+
+MAX_SIDE = 4096  # most pixels per image side (and per share dimension)
+
+ModelName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, description="a model's name (GET /v1/models; the served names are this schema's enum)"),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "x-model-name": True}),
 ]
 
 RequestId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="client-chosen id, also the sealing AAD")]
@@ -40,10 +82,14 @@ class SealedTensorIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: list[Annotated[int, Field(ge=1, le=1 << 16)]] = Field(..., min_length=1, max_length=4)
+    shape: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(
+        ..., min_length=3, max_length=3, description="(C, H, W): must equal the model's input_shape (GET /v1/models)"
+    )
     dtype: Literal["int64"] = "int64"
-    nonce: B64Bytes = Field(..., description="12-byte AES-GCM nonce (base64)")
-    ciphertext: B64Bytes = Field(..., description="AES-GCM ciphertext of the little-endian int64 values, tag appended (base64)")
+    nonce: Nonce = Field(..., description="12-byte AES-GCM nonce (base64)")  # type: ignore[valid-type]
+    ciphertext: B64Bytes = Field(
+        ..., description="AES-GCM ciphertext of the little-endian int64 values, tag appended (base64): 8 * C * H * W + 16 bytes"
+    )
 
     def to_sealed(self) -> Sealed:
         return Sealed(tuple(self.shape), self.dtype, self.nonce, self.ciphertext)
@@ -65,9 +111,9 @@ class PrivateClassifyRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(..., min_length=1, max_length=200)
+    model: ModelName
     request_id: RequestId
-    client_public_key: B64Bytes = Field(..., description="the client's one-time X25519 public key (32 bytes, base64)")
+    client_public_key: PublicKey = Field(..., description="the client's one-time X25519 public key (32 bytes, base64)")  # type: ignore[valid-type]
     shares: list[SealedTensorIn] = Field(..., min_length=2, max_length=2, description="share i sealed to party i")
     deadline_unix_ms: int | None = Field(None, ge=0, description="absolute deadline; default now + the server's request timeout")
 
@@ -105,20 +151,61 @@ class PrivateClassifyResponse(BaseModel):
     batch_size: int
 
 
+def _pixel_array(value: object) -> np.ndarray:
+    """A rectangular array of numbers in [0, 1], (H, W), (H, W, C) or (C, H, W) with C in {1, 3}, at most MAX_SIDE per side."""
+    if isinstance(value, np.ndarray):
+        return value
+    if not isinstance(value, list):
+        raise ValueError("must be an array of rows of numbers")
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        raise ValueError("must be a rectangular array (every row the same length)") from None
+    if arr.dtype.kind not in "iuf":
+        raise ValueError("must be a rectangular array of numbers (every row the same length, no strings, booleans or nulls)")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"must have 2 or 3 dimensions, (H, W), (H, W, C) or (C, H, W); got {arr.ndim}")
+    if arr.ndim == 3 and arr.shape[0] not in (1, 3) and arr.shape[-1] not in (1, 3):
+        raise ValueError(f"a 3-dimensional array needs C in {{1, 3}} first or last; got shape {list(arr.shape)}")
+    if max(arr.shape) > MAX_SIDE or arr.size == 0:
+        raise ValueError(f"sides must be 1 to {MAX_SIDE} long; got shape {list(arr.shape)}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise ValueError("pixel values must lie in [0, 1]")
+    return arr
+
+
+_UNIT = {"type": "number", "minimum": 0, "maximum": 1}
+_SIDE = {"minItems": 1, "maxItems": MAX_SIDE}
+PIXELS_SCHEMA: dict[str, object] = {
+    "description": "a rectangular array of numbers in [0, 1] (every row the same length): (H, W), (H, W, C) or (C, H, W) "
+                   f"with C in {{1, 3}}, at most {MAX_SIDE} per side; H and W at least the model's patch grid "
+                   "(input side / patch size; 'x-min-side' is the largest grid among the served models)",
+    "anyOf": [
+        {"type": "array", **_SIDE, "x-min-side": True, "items": {"type": "array", **_SIDE, "x-min-side": True, "items": _UNIT}},
+        {"type": "array", **_SIDE, "items": {"type": "array", **_SIDE, "items": {"type": "array", **_SIDE, "items": _UNIT}}},
+    ],
+}
+PixelArray = Annotated[np.ndarray, BeforeValidator(_pixel_array), WithJsonSchema(PIXELS_SCHEMA)]
+
+
 class DemoJsonRequest(BaseModel):
     """Demo mode with a JSON pixel array in [0, 1]: (H, W), (H, W, C) or (C, H, W), C in {1, 3}."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    model: str = Field(..., min_length=1, max_length=200)
-    pixels: list = Field(..., min_length=1, max_length=4096)  # type: ignore[type-arg]
+    model: ModelName
+    pixels: PixelArray
 
 
 class CompareJsonRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    pixels: list = Field(..., min_length=1, max_length=4096)  # type: ignore[type-arg]
-    models: list[str] | None = Field(None, max_length=32, description="default: the softmax ViT, MPCFormer, THE-X, MPCViT, MPCViT+ that exist")
+    pixels: PixelArray
+    models: list[ModelName] | None = Field(
+        None, min_length=1, max_length=MAX_COMPARE_MODELS,
+        description="default: one listed model per variant (GET /v1/models' compare_default)",
+    )
 
 
 class DemoClassifyResponse(BaseModel):

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from server.coordinator import Coordinator, PendingItem
 from server.deps import AuthDep, CoordinatorDep, SettingsDep
 from server.demo import DEMO_REQUEST_BODY, classify_plaintext, read_image_input
-from server.errors import BadRequest
+from server.errors import BadRequest, from_validation_errors
 from server.schemas import (
     CostsOut,
     DemoClassifyResponse,
@@ -23,7 +23,7 @@ from server.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["classify"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 502, 503, 504)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 502, 503, 504)}
 AES_GCM_TAG = 16
 
 
@@ -40,16 +40,15 @@ def request_deadline(settings: Settings, deadline_unix_ms: int | None) -> float:
 
 
 def check_private_request(body: PrivateClassifyRequest, coordinator: Coordinator) -> None:
-    """Shape and size checks that need no key: the model's input shape, nonce and ciphertext lengths."""
+    """Checks against the model that the schema cannot state: its input shape, the ciphertext length.
+
+    (Key and nonce lengths are in the schema: 422.)
+    """
     entry = coordinator.model(body.model)
-    if len(body.client_public_key) != 32:
-        raise BadRequest(f"client_public_key must be 32 bytes, got {len(body.client_public_key)}")
     expected = list(entry.input_shape)
     for rank, share in enumerate(body.shares):
         if share.shape != expected:
             raise BadRequest(f"share {rank} has shape {share.shape}; model {body.model} takes {expected} (C, H, W)")
-        if len(share.nonce) != 12:
-            raise BadRequest(f"share {rank}: nonce must be 12 bytes, got {len(share.nonce)}")
         need = 8 * entry.input_shape[0] * entry.input_shape[1] * entry.input_shape[2] + AES_GCM_TAG
         if len(share.ciphertext) != need:
             raise BadRequest(f"share {rank}: ciphertext is {len(share.ciphertext)} bytes, shape {expected} of int64 needs {need}")
@@ -89,6 +88,6 @@ async def classify_demo(request: Request, coordinator: CoordinatorDep, settings:
     """
     parsed = await read_image_input(request, DemoJsonRequest, settings.max_image_pixels)
     if not parsed.model:
-        raise BadRequest("field 'model' is required")
+        raise from_validation_errors([{"loc": ("model",), "msg": "Field required"}])
     request.state.model = parsed.model
     return await classify_plaintext(coordinator, parsed.model, parsed.image, request_deadline(settings, None))

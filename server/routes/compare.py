@@ -7,25 +7,24 @@ import logging
 from fastapi import APIRouter, Request
 
 from server.deps import AuthDep, CoordinatorDep, SettingsDep
-from server.demo import DEMO_REQUEST_BODY, classify_plaintext, read_image_input
+from server.demo import COMPARE_REQUEST_BODY, classify_plaintext, read_image_input
 from server.errors import BadRequest, CoordinatorError
 from server.routes.classify import ERRORS, request_deadline
-from server.schemas import CompareEntry, CompareJsonRequest, CompareResponse
+from server.schemas import MAX_COMPARE_MODELS, CompareEntry, CompareJsonRequest, CompareResponse
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["compare"])
 
-MAX_COMPARE_MODELS = 8
-
 
 @router.post(
-    "/compare", response_model=CompareResponse, responses=ERRORS, openapi_extra={"requestBody": DEMO_REQUEST_BODY},
+    "/compare", response_model=CompareResponse, responses=ERRORS, openapi_extra={"requestBody": COMPARE_REQUEST_BODY},
     summary="one image through several models (demo mode): rounds, bytes, latency, predictions",
 )
 async def compare(request: Request, coordinator: CoordinatorDep, settings: SettingsDep, _auth: AuthDep) -> CompareResponse:
     """Models run one after another so each latency is its own; a model that fails is reported, not fatal.
 
-    Default models: the softmax ViT, MPCFormer, THE-X, MPCViT and MPCViT+ checkpoints that exist.
+    Default models: one listed model per variant, softmax ViT, MPCFormer, THE-X, MPCViT, MPCViT+ (``GET /v1/models``'
+    ``compare_default``).
     """
     parsed = await read_image_input(request, CompareJsonRequest, settings.max_image_pixels)
     names = parsed.models or coordinator.catalog.compare_defaults()

@@ -176,14 +176,23 @@ def _pixel_array(value: object) -> np.ndarray:
 
 
 _UNIT = {"type": "number", "minimum": 0, "maximum": 1}
-_SIDE = {"minItems": 1, "maxItems": MAX_SIDE}
+
+
+def _side(items: dict[str, object], fixed: int | None = None) -> dict[str, object]:
+    """An array level: a fixed channel count, or an image side of at least the patch grid ('x-min-side')."""
+    if fixed is not None:
+        return {"type": "array", "minItems": fixed, "maxItems": fixed, "items": items}
+    return {"type": "array", "minItems": 1, "maxItems": MAX_SIDE, "x-min-side": True, "items": items}
+
+
 PIXELS_SCHEMA: dict[str, object] = {
-    "description": "a rectangular array of numbers in [0, 1] (every row the same length): (H, W), (H, W, C) or (C, H, W) "
-                   f"with C in {{1, 3}}, at most {MAX_SIDE} per side; H and W at least the model's patch grid "
-                   "(input side / patch size; 'x-min-side' is the largest grid among the served models)",
+    "description": "a rectangular array of numbers in [0, 1] (every row the same length): (H, W), (C, H, W) or (H, W, C) "
+                   f"with C in {{1, 3}}, H and W from the model's patch grid (input side / patch size; 'x-min-side' is the "
+                   f"largest grid among the served models) to {MAX_SIDE}",
     "anyOf": [
-        {"type": "array", **_SIDE, "x-min-side": True, "items": {"type": "array", **_SIDE, "x-min-side": True, "items": _UNIT}},
-        {"type": "array", **_SIDE, "items": {"type": "array", **_SIDE, "items": {"type": "array", **_SIDE, "items": _UNIT}}},
+        _side(_side(_UNIT)),
+        *(_side(_side(_side(_UNIT)), fixed=c) for c in (1, 3)),
+        *(_side(_side(_side(_UNIT, fixed=c))) for c in (1, 3)),
     ],
 }
 PixelArray = Annotated[np.ndarray, BeforeValidator(_pixel_array), WithJsonSchema(PIXELS_SCHEMA)]

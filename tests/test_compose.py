@@ -109,9 +109,17 @@ def test_services_and_start_order(config: dict) -> None:
         assert services[role]["healthcheck"]["test"][0] == "CMD", role
 
 
-def test_coordinator_published_on_8000(config: dict) -> None:
+def test_coordinator_published_on_8000_on_loopback(config: dict) -> None:
     ports = config["services"]["coordinator"]["ports"]
     assert any(int(p["target"]) == 8000 and str(p.get("published")) == "8000" for p in ports), ports
+    assert all(p.get("host_ip") == "127.0.0.1" for p in ports), ports  # MPCVIT_BIND opens it explicitly
+
+
+def test_serving_roles_restart_and_the_one_shot_does_not(config: dict) -> None:
+    services = config["services"]
+    for role in ROLES:
+        assert services[role]["restart"] in ("unless-stopped", "always", "on-failure"), role
+    assert services["certs"]["restart"] == "no"
 
 
 def test_mutual_tls_everywhere(config: dict) -> None:

@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 FOOLBOX_WHEEL_DIR := $(VENV)/foolbox-wheel
 
-.PHONY: venv demo test fashion-mnist chromium proto clean
+.PHONY: venv demo test fashion-mnist chromium proto clean spu-env
 
 venv: $(STAMP)
 
@@ -46,5 +46,14 @@ test: $(STAMP) chromium
 proto: $(STAMP)
 	$(PY) parties/proto/generate.py
 
+# SecretFlow SPU in its own environment, for benchmarks/spu (never the project's venv, never CI's required path).
+SPU_VENV ?= .venv-spu
+spu-env: $(SPU_VENV)/.installed
+
+$(SPU_VENV)/.installed:
+	test -x $(SPU_VENV)/bin/python || $(PYTHON) -m venv $(SPU_VENV)
+	$(SPU_VENV)/bin/python -m pip --disable-pip-version-check -q install spu==0.9.5 'jax[cpu]<=0.4.34' 'numpy<2' safetensors
+	touch $@
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(SPU_VENV) runs

@@ -46,7 +46,7 @@ SPU_PYTHON = Path(os.environ.get("MPCVIT_SPU_PYTHON", ROOT / ".venv-spu" / "bin"
 OURS = {"7_4_32": ROOT / "results" / "bench" / "results.json", "9_12_64": ROOT / "results" / "bench" / "9_12_64" / "results.json"}
 FMNIST = ROOT / "checkpoints" / "fashion-mnist"
 AGREEMENT_CHECKPOINTS = ("vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28", "relu_4_4_28", "scale_4_4_28",
-                         "mpcvit_4_4_28_mu0.7", "mpcvit_4_4_28_mu0.1", "mpcvitplus_4_4_28_mu0.3")
+                         "mpcvit_4_4_28_mu0.1", "mpcvit_4_4_28_mu0.3", "mpcvit_4_4_28_mu0.7", "mpcvitplus_4_4_28_mu0.3")
 LABELS = {"vit": "softmax ViT", "mpcformer": "MPCFormer", "thex": "THE-X", "relu": "all ReLU-softmax",
           "scale": "all scaling", "mpcvit-mu0.7": "MPCViT mu=0.7", "mpcvit-mu0.1": "MPCViT mu=0.1", "mpcvitplus": "MPCViT+"}
 
@@ -139,7 +139,7 @@ def _row(e: ModelEntry, spu: dict[str, Any], ours: dict[tuple[str, str], dict[st
     return row
 
 
-def agreement(limit: int) -> list[dict[str, Any]]:
+def agreement(limit: int, names: tuple[str, ...] = AGREEMENT_CHECKPOINTS) -> list[dict[str, Any]]:
     """Trained Fashion-MNIST checkpoints: SPU logits vs the torch plaintext on real test images."""
     import torch
 
@@ -149,7 +149,7 @@ def agreement(limit: int) -> list[dict[str, Any]]:
     data = load_dataset("fashion-mnist", "test")
     images = torch.stack([data[i][0] for i in range(limit)])
     out = []
-    for name in AGREEMENT_CHECKPOINTS:
+    for name in names:
         d = FMNIST / name
         model, meta = load_checkpoint(d)
         norm = meta["normalisation"]
@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--measure-models", default="", help="labels to measure on --measure (default: all)")
     ap.add_argument("--agreement", action="store_true", help="trained Fashion-MNIST checkpoints on real test images")
     ap.add_argument("--limit", type=int, default=32)
+    ap.add_argument("--checkpoints", default=",".join(AGREEMENT_CHECKPOINTS),
+                    help="Fashion-MNIST checkpoint names for --agreement; rows of other checkpoints already in results.json are kept")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "spu")
     ap.add_argument("--render", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -270,7 +272,9 @@ def main(argv: list[str] | None = None) -> None:
         keep = {(r["arch"], r["model"]) for r in rows}
         doc["rows"] = [r for r in doc["rows"] if (r["arch"], r["model"]) not in keep] + rows
     if a.agreement:
-        doc["agreement"] = agreement(a.limit)
+        new = agreement(a.limit, tuple(x for x in a.checkpoints.split(",") if x))
+        done = {r["checkpoint"] for r in new}
+        doc["agreement"] = [r for r in doc.get("agreement", []) if r["checkpoint"] not in done] + new
     doc["latency_model"] = "compute + rounds x RTT/2 + bytes / bandwidth (both engines); SPU rounds = send actions of the busier party"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     render(a.out)

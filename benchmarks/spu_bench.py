@@ -46,9 +46,10 @@ SPU_PYTHON = Path(os.environ.get("MPCVIT_SPU_PYTHON", ROOT / ".venv-spu" / "bin"
 OURS = {"7_4_32": ROOT / "results" / "bench" / "results.json", "9_12_64": ROOT / "results" / "bench" / "9_12_64" / "results.json"}
 FMNIST = ROOT / "checkpoints" / "fashion-mnist"
 AGREEMENT_CHECKPOINTS = ("vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28", "relu_4_4_28", "scale_4_4_28",
-                         "mpcvit_4_4_28_mu0.7", "mpcvit_4_4_28_mu0.1", "mpcvitplus_4_4_28_mu0.3")
+                         "mpcvit_4_4_28_mu0.1", "mpcvit_4_4_28_mu0.3", "mpcvit_4_4_28_mu0.7", "mpcvitplus_4_4_28_mu0.3")
 LABELS = {"vit": "softmax ViT", "mpcformer": "MPCFormer", "thex": "THE-X", "relu": "all ReLU-softmax",
           "scale": "all scaling", "mpcvit-mu0.7": "MPCViT mu=0.7", "mpcvit-mu0.1": "MPCViT mu=0.1", "mpcvitplus": "MPCViT+"}
+TANH = "+tanh-gelu"  # row-name suffix of an SPU cost row whose twin uses GeLU's tanh form instead of erf
 
 
 def run_spu(arch_json: dict[str, Any], networks: str, weights: Path | None = None, inputs: Path | None = None) -> dict[str, Any]:
@@ -88,18 +89,26 @@ def our_rows(arch: str) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["model"], r["network"]): r for r in doc["results"] if r["batch"] == 1}
 
 
-def compare_arch(arch: str, models: tuple[str, ...], mus: tuple[float, ...], measure: tuple[str, ...]) -> list[dict[str, Any]]:
+def compare_arch(arch: str, models: tuple[str, ...], mus: tuple[float, ...], measure: tuple[str, ...],
+                 gelu: str = "erf") -> list[dict[str, Any]]:
     entries = resolve_entries(BenchSettings(models=models, archs=(arch,), mus=mus))
     ours = our_rows(arch)
     rows = []
     for e in entries:
         nets = "none" + "".join(f",{n}" for n in measure if e.label in MEASURE_MODELS or not MEASURE_MODELS)
         t0 = time.time()
-        doc = run_spu(e.spec.to_dict(), nets)
+        spec = e.spec.to_dict()
+        if gelu == "tanh":
+            spec["gelu_form"] = "tanh"
+        doc = run_spu(spec, nets)
         spu = spu_costs(doc)
-        print(f"{arch} {e.label}: SPU {spu['none']['rounds']} send actions, {spu['none']['bytes'] / 1e6:.1f} MB, "
+        print(f"{arch} {e.label} (GeLU {gelu}): SPU {spu['none']['rounds']} send actions, {spu['none']['bytes'] / 1e6:.1f} MB, "
               f"{spu['none']['seconds']:.2f} s ({time.time() - t0:.0f} s)", file=sys.stderr)
-        rows.append(_row(e, spu, ours, doc))
+        row = _row(e, spu, ours, doc)
+        row["spu_gelu"] = gelu
+        if gelu == "tanh":  # ours is unchanged; only SPU's twin differs
+            row["model"] = e.label + TANH
+        rows.append(row)
     return rows
 
 
@@ -139,7 +148,7 @@ def _row(e: ModelEntry, spu: dict[str, Any], ours: dict[tuple[str, str], dict[st
     return row
 
 
-def agreement(limit: int) -> list[dict[str, Any]]:
+def agreement(limit: int, names: tuple[str, ...] = AGREEMENT_CHECKPOINTS) -> list[dict[str, Any]]:
     """Trained Fashion-MNIST checkpoints: SPU logits vs the torch plaintext on real test images."""
     import torch
 
@@ -149,7 +158,7 @@ def agreement(limit: int) -> list[dict[str, Any]]:
     data = load_dataset("fashion-mnist", "test")
     images = torch.stack([data[i][0] for i in range(limit)])
     out = []
-    for name in AGREEMENT_CHECKPOINTS:
+    for name in names:
         d = FMNIST / name
         model, meta = load_checkpoint(d)
         norm = meta["normalisation"]
@@ -174,6 +183,12 @@ def agreement(limit: int) -> list[dict[str, Any]]:
 # -- render --------------------------------------------------------------------------
 
 
+def label(model: str) -> str:
+    if model.endswith(TANH):
+        return LABELS.get(model[: -len(TANH)], model) + " (SPU tanh-GeLU)"
+    return LABELS.get(model, model)
+
+
 def _s(x: float | None) -> str:
     return "-" if x is None else (f"{x:.2f}" if x < 100 else f"{x:.0f}")
 
@@ -188,7 +203,7 @@ def markdown(doc: dict[str, Any]) -> str:
             o, s, r = c["ours"], c["spu"], c["ratio_ours_over_spu"]
             os_ = f"{_s(o['measured_s'])} m" if o["measured_s"] else f"{_s(o['predicted_s'])} p"
             ss = f"{_s(s['measured_s'])} m" if s["measured_s"] else f"{_s(s['predicted_s'])} p"
-            lines.append(f"| {row['arch']} | {LABELS.get(row['model'], row['model'])} | {net} | {o['rounds']} | {s['rounds']} | "
+            lines.append(f"| {row['arch']} | {label(row['model'])} | {net} | {o['rounds']} | {s['rounds']} | "
                          f"{o['bytes_sent'] / 1e6:.1f} | {s['bytes_sent'] / 1e6:.1f} | {os_} | {ss} | {r['best_s']:.2f}x | "
                          f"{_s(c.get('published_spu_s'))} |")
     return "\n".join(lines)
@@ -221,7 +236,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, arch in zip(axes, ("7_4_32", "9_12_64")):
         sel = [r for r in rows if r["arch"] == arch]
-        names = [LABELS.get(r["model"], r["model"]) for r in sel]
+        names = [label(r["model"]) for r in sel]
         xs = np.arange(len(sel))
 
         def best(c: dict[str, Any]) -> float:
@@ -251,8 +266,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mus", default="0.7,0.1")
     ap.add_argument("--measure", default="", help="networks to measure SPU on through the relay (lan,wan)")
     ap.add_argument("--measure-models", default="", help="labels to measure on --measure (default: all)")
+    ap.add_argument("--gelu", choices=("erf", "tanh"), default="erf",
+                    help="SPU twin's GeLU: erf (torch's, default) or tanh (a labelled cost-only row, model name +tanh-gelu)")
     ap.add_argument("--agreement", action="store_true", help="trained Fashion-MNIST checkpoints on real test images")
     ap.add_argument("--limit", type=int, default=32)
+    ap.add_argument("--checkpoints", default=",".join(AGREEMENT_CHECKPOINTS),
+                    help="Fashion-MNIST checkpoint names for --agreement; rows of other checkpoints already in results.json are kept")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "spu")
     ap.add_argument("--render", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -266,11 +285,13 @@ def main(argv: list[str] | None = None) -> None:
     if a.arch:
         MEASURE_MODELS.update(x for x in a.measure_models.split(",") if x)
         measure = tuple(x for x in a.measure.split(",") if x)
-        rows = compare_arch(a.arch, tuple(a.models.split(",")), tuple(float(m) for m in a.mus.split(",")), measure)
+        rows = compare_arch(a.arch, tuple(a.models.split(",")), tuple(float(m) for m in a.mus.split(",")), measure, a.gelu)
         keep = {(r["arch"], r["model"]) for r in rows}
         doc["rows"] = [r for r in doc["rows"] if (r["arch"], r["model"]) not in keep] + rows
     if a.agreement:
-        doc["agreement"] = agreement(a.limit)
+        new = agreement(a.limit, tuple(x for x in a.checkpoints.split(",") if x))
+        done = {r["checkpoint"] for r in new}
+        doc["agreement"] = [r for r in doc.get("agreement", []) if r["checkpoint"] not in done] + new
     doc["latency_model"] = "compute + rounds x RTT/2 + bytes / bandwidth (both engines); SPU rounds = send actions of the busier party"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     render(a.out)

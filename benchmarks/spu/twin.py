@@ -179,6 +179,12 @@ def quad_gelu(x: jax.Array) -> jax.Array:
     return 0.125 * jnp.square(x) + 0.25 * x + 0.5
 
 
+def gelu_tanh(x: jax.Array) -> jax.Array:
+    """GeLU's tanh approximation (``jax.nn.gelu``'s default). Not torch's GeLU: used only for the
+    labelled SPU cost row that shows how much of SPU's cost is the exact erf's expansion."""
+    return jax.nn.gelu(x, approximate=True)
+
+
 ACT_FUNCS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": gelu, "quad": quad_gelu, "relu": jax.nn.relu, "identity": lambda x: x,
 }
@@ -219,6 +225,8 @@ def mlp(x: jax.Array, blk: Params, spec: Mapping[str, Any], layer: int) -> jax.A
         return x @ blk["fused_w"] + blk["fused_b"]
     h = x @ blk["fc1_w"] + blk["fc1_b"]
     act = ACT_FUNCS[spec["act"][layer]]
+    if act is gelu and spec.get("gelu_form", "erf") == "tanh":  # SPU cost variant only, never the default
+        act = gelu_tanh
     toks = tokens_with_act(spec, layer)
     if toks is None:
         h = act(h)

@@ -87,3 +87,21 @@ def test_spu_runner_logits_match_plaintext(tmp_path: Path) -> None:
     for party in run["parties"]:
         assert party["send_actions"] > 0 and party["send_bytes"] > 0
         assert party["per_op"]["HLO"]
+
+
+@needs_spu
+def test_twin_tanh_gelu_is_opt_in(tmp_path: Path) -> None:
+    """gelu_form=tanh (the SPU cost-only row) changes the twin's GeLU; without it the twin stays torch's erf."""
+    torch.manual_seed(0)
+    model = build_model(model_spec("vit_2_4_8")).eval()
+    for p in model.parameters():
+        p.data.add_(0.5 * torch.randn_like(p))
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        want = model(x).numpy()
+    arch, weights, inputs = _save(tmp_path, model, x)
+    erf = np.asarray(_runner(tmp_path, arch, weights, inputs, "--plain-only")["plain_logits"])
+    arch.write_text(json.dumps({**json.loads(arch.read_text()), "gelu_form": "tanh"}))
+    tanh = np.asarray(_runner(tmp_path, arch, weights, inputs, "--plain-only")["plain_logits"])
+    np.testing.assert_allclose(erf, want, atol=1e-4, rtol=0)
+    assert 0 < np.abs(tanh - erf).max() < 0.05

@@ -293,14 +293,16 @@ class Party:
         )
 
     def load_model(self, name: str, session_id: str, deadline_unix_ms: int) -> control_pb2.LoadModelReply:
-        if not MODEL_NAME.match(name):
-            raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"bad model name {name!r}")
         model = meta = None
-        if self.rank == 0:
-            directory = self.config.models_dir / name
-            if not directory.is_dir():
+        try:
+            if not MODEL_NAME.match(name):
+                raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"bad model name {name!r}")
+            if self.rank == 0 and not (self.config.models_dir / name).is_dir():
                 raise PartyError(grpc.StatusCode.NOT_FOUND, f"no model {name!r} in the model directory")
-            model, meta = load_checkpoint(directory)
+        except PartyError as exc:
+            raise self._refuse(session_id, deadline_unix_ms, exc) from None
+        if self.rank == 0:
+            model, meta = load_checkpoint(self.config.models_dir / name)
         with self._session(session_id, deadline_unix_ms) as comm:
             # party 0 tells party 1 the architecture (plain JSON, nothing pickled)
             spec_json = comm.broadcast_obj(model.spec.to_json() if model is not None else None, 0)
@@ -338,7 +340,22 @@ class Party:
         self.replays.remember(seen)
         return torch.stack(shares)
 
-    def infer(self, request: control_pb2.InferRequest) -> control_pb2.InferReply:
+    def _refuse(self, session_id: str, deadline_unix_ms: int, error: PartyError) -> PartyError:
+        """A call refused before its session opened: tell the peer at once, so it does not wait until the deadline.
+
+        The peer may already be in (or about to enter) the same session, waiting for this party's messages
+        while holding its session lock; an ABORT frame for that session id fails it there immediately (a
+        restarted party that lost its model would otherwise stall the next request). Returns ``error``.
+        """
+        with contextlib.suppress(Exception):
+            session = self.endpoint.session(session_id, deadline_unix_ms=deadline_unix_ms)
+            try:
+                session.abort(f"party {self.rank} refused the call: {error.code.name}")
+            finally:
+                session.close()
+        return error
+
+    def _check_infer(self, request: control_pb2.InferRequest) -> LoadedModel:
         loaded = self.models.get(request.model)
         if loaded is None:
             raise PartyError(grpc.StatusCode.FAILED_PRECONDITION, f"model {request.model!r} is not loaded")
@@ -346,6 +363,13 @@ class Party:
             raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"a batch has 1..{MAX_BATCH} items")
         if len({item.request_id for item in request.items}) != len(request.items):
             raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, "request ids repeat within the batch")
+        return loaded
+
+    def infer(self, request: control_pb2.InferRequest) -> control_pb2.InferReply:
+        try:
+            loaded = self._check_infer(request)
+        except PartyError as exc:
+            raise self._refuse(request.session_id, request.deadline_unix_ms, exc) from None
         dealer_before = (self.dealer.traffic.bytes_received, self.dealer.traffic.seconds)
         with self._session(request.session_id, request.deadline_unix_ms):
             x_share = self._open_inputs(list(request.items), request.model, loaded.spec)  # inside: a bad input aborts the peer too

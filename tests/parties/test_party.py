@@ -188,6 +188,24 @@ def test_boxes_out_of_their_context_are_refused_and_nothing_is_computed(cluster:
     assert [s.Stats(control_pb2.StatsRequest(), timeout=10).totals.rounds for s in stubs] == rounds
 
 
+def test_a_party_that_refuses_before_its_session_releases_the_peer_at_once(cluster: dict) -> None:
+    """Party 1 lacks the model (as after a restart): party 0, already in the session, fails fast, not at the deadline."""
+    stubs, health = cluster["stubs"], cluster["health"]
+    load = [control_pb2.LoadModelRequest(model="tiny", session_id=uuid.uuid4().hex, deadline_unix_ms=_deadline(120))] * 2
+    assert not any(isinstance(r, grpc.RpcError) for r in _both(stubs, "LoadModel", load))
+    requests, _ = _infer_requests(health, torch.rand(1, 1, 8, 8))
+    for r in requests:
+        r.deadline_unix_ms = _deadline(60)
+    requests[1].model = "not-loaded-here"
+    t0 = time.monotonic()
+    replies = _both(stubs, "Infer", requests)
+    assert time.monotonic() - t0 < 15, "party 0 waited for party 1 until the deadline"
+    assert isinstance(replies[1], grpc.RpcError) and replies[1].code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert isinstance(replies[0], grpc.RpcError) and replies[0].code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE)
+    requests, _ = _infer_requests(health, torch.rand(1, 1, 8, 8))  # and the next request works
+    assert not any(isinstance(r, grpc.RpcError) for r in _both(stubs, "Infer", requests))
+
+
 def test_bad_input_fails_the_session_fast_and_the_next_works(cluster: dict) -> None:
     stubs, health = cluster["stubs"], cluster["health"]
     image = torch.rand(1, 1, 8, 8)

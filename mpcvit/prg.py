@@ -25,6 +25,8 @@ Throughput here is about 1 GB/s on one core (faster than torch's MT19937).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Sequence
 
@@ -121,9 +123,6 @@ def new_key() -> bytes:
 
 def derive_key(master: bytes, label: str) -> bytes:
     """A 256-bit key for ``label`` from a secret ``master`` key (HMAC-SHA256: a PRF; distinct labels give independent keys)."""
-    import hashlib
-    import hmac
-
     if len(master) < 16:
         raise ValueError("a master key has at least 128 bits")
     return hmac.new(bytes(master), label.encode(), hashlib.sha256).digest()

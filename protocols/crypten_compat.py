@@ -36,8 +36,14 @@ Every other module imports CrypTen through here::
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 import types
+
+import torch
+
+from mpcvit.prg import KEY_BYTES, PRG, new_key
 
 _REGISTRATION = "torch.onnx._internal.registration"
 
@@ -72,10 +78,6 @@ _process_prg: list = []
 
 def _prg_for(generator):  # noqa: ANN001, ANN202 - CrypTen passes a generator or None
     """The PRG a CrypTen draw reads: the one given, else the "local" slot (a process PRG before set-up)."""
-    import torch
-
-    from mpcvit.prg import PRG
-
     if isinstance(generator, PRG):
         return generator
     if generator is not None:
@@ -83,16 +85,12 @@ def _prg_for(generator):  # noqa: ANN001, ANN202 - CrypTen passes a generator or
     local = crypten.generators["local"].get(torch.device("cpu"))
     if isinstance(local, PRG):
         return local
-    import os
-
     if not _process_prg or _process_prg[0][0] != os.getpid():  # a forked child never shares its parent's stream
         _process_prg[:] = [(os.getpid(), PRG.fresh())]
     return _process_prg[0][1]
 
 
 def _check_ring_draw(size, kwargs):  # noqa: ANN001, ANN202
-    import torch
-
     device = kwargs.get("device")
     if device is not None and torch.device(device).type != "cpu":
         raise ValueError("the secure runtime draws randomness on the CPU only")
@@ -113,10 +111,6 @@ def generate_kbit_random_tensor(size, bitlength=None, generator=None, **kwargs):
 
 def _setup_prng() -> None:
     """CrypTen's generator slots as PRGs under fresh 256-bit keys (see the module docstring)."""
-    import torch
-
-    from mpcvit.prg import KEY_BYTES, PRG, new_key
-
     comm = crypten.communicator.get()
     world, rank = comm.get_world_size(), comm.get_rank()
     next_key = new_key()
@@ -141,8 +135,6 @@ def _setup_prng() -> None:
 
 def _secure_randomness() -> None:
     """Point CrypTen's draws and generator set-up at the project's PRG (idempotent)."""
-    import importlib
-
     for name in _RNG_MODULES:
         module = importlib.import_module(name)
         for fn in (generate_random_ring_element, generate_kbit_random_tensor):

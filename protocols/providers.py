@@ -79,6 +79,8 @@ compare with published numbers; every result made with it says
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -102,6 +104,7 @@ REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A", "bitmul")
 TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
 PROVIDER_NAME = "MPCVIT_DEALER"
 BYTES_PER_ELEMENT = 8
+USED_KEYS_KEPT = 1 << 16  # digests of the most recent batch keys a DealerProvider refuses to see again
 
 
 @dataclass(frozen=True)
@@ -329,7 +332,7 @@ class DealerProvider(TupleProvider):
         self.stats = DealerStats()
         self._batch: _Batch | None = None
         self._recording: list[Request] | None = None
-        self._used_keys: set[bytes] = set()
+        self._used_keys: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # SHA-256 of recent keys
 
     # -- batches -----------------------------------------------------------
     def begin_batch(self, key: bytes, requests: list[Request] | None = None, corrections: list[torch.Tensor] | None = None) -> None:
@@ -339,11 +342,13 @@ class DealerProvider(TupleProvider):
         """
         import time
 
-        digest = bytes(key)
+        digest = hashlib.sha256(bytes(key)).digest()  # never keep a past key itself
         if digest in self._used_keys:
             raise RuntimeError("this batch key was used before; every batch needs a fresh key from the dealer")
         batch = _Batch(generator=_generator(key), requests=list(requests) if requests is not None else None)
-        self._used_keys.add(digest)
+        self._used_keys[digest] = None
+        while len(self._used_keys) > USED_KEYS_KEPT:  # bounded: the dealer never repeats a batch id anyway
+            self._used_keys.popitem(last=False)
         if self.party_rank == 0:
             if corrections is None:
                 if self.fetch is None or requests is None:

@@ -17,14 +17,18 @@ takes. A party calls it before the online phase of an inference: one request
 per party per batch, never inside the secure computation, so the dealer adds
 no online rounds; its bytes and seconds are counted apart (:class:`DealerTraffic`).
 
-With mutual TLS the dealer hands rank ``i``'s key only to the client whose
-certificate says ``party{i}``, and corrections only to ``party0``.
+With mutual TLS the dealer hands rank ``i``'s key and corrections only to the
+client whose certificate says ``party{i}``. Party 1 asks for corrections only
+when the plan has DCF keys (``protocols.sign``'s one-round comparisons),
+whose correction words both parties need; the first of the two calls makes
+both parties' material from one replay of the key streams.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import logging
 import sys
 import threading
@@ -42,7 +46,7 @@ from parties.proto import dealer_pb2, dealer_pb2_grpc
 from parties.tls import channel_credentials, peer_role, secure_channel, server_credentials
 from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
 from mpcvit.prg import KEY_BYTES, new_key
-from protocols.providers import Request, dealer_corrections
+from protocols.providers import Request, dealer_corrections, needs_corrections
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +71,14 @@ class _Batch:
     keys: tuple[bytes, bytes]
     created: float
     keys_handed: set[int] = field(default_factory=set)
-    corrections_served: bool = False
+    corrections_served: set[int] = field(default_factory=set)
+    plan_digest: bytes | None = None  # both ranks must ask for the same plan
+    pending: list[torch.Tensor] | None = None  # the other rank's material, made with the first call's
+    ranks_needing: set[int] = field(default_factory=lambda: {0})
 
     @property
     def done(self) -> bool:
-        return self.corrections_served and self.keys_handed == {0, 1}
+        return self.ranks_needing <= self.corrections_served and self.keys_handed == {0, 1}
 
 
 class DealerState:
@@ -118,21 +125,46 @@ class DealerState:
             self._forget_if_done(batch_id, batch)
             return batch.keys[rank]
 
-    def corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:
-        """Party 0's corrections for the batch (once per batch)."""
+    def corrections(self, batch_id: str, requests: list[Request], rank: int = 0) -> list[torch.Tensor]:
+        """Party ``rank``'s corrections for the batch (once per rank; party 1 only for plans with DCF keys).
+
+        Both ranks' material comes from one replay of the two key streams: the
+        first call makes both and keeps the other rank's until it asks (with
+        the same plan) or the batch goes stale.
+        """
+        if rank not in (0, 1):
+            raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "rank must be 0 or 1")
         if len(requests) > MAX_REQUESTS:
             raise DealerError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {MAX_REQUESTS} requests")
-        total = sum(r.correction_bytes() for r in requests)
+        total = sum(r.correction_bytes(0) + r.correction_bytes(1) for r in requests)
         if total > MAX_CORRECTION_BYTES:
             raise DealerError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{total} bytes of corrections exceed {MAX_CORRECTION_BYTES}")
+        if not needs_corrections(rank, requests):
+            raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"party {rank} gets no corrections for this plan")
+        digest = hashlib.sha256(repr(requests).encode()).digest()
         with self._lock:
             batch = self._batch(batch_id)
-            if batch.corrections_served:
-                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"corrections for batch {batch_id} were already served")
-            batch.corrections_served = True
+            if rank in batch.corrections_served:
+                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"party {rank}'s corrections for batch {batch_id} were already served")
+            if batch.plan_digest is not None and batch.plan_digest != digest:
+                raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, f"the two parties asked batch {batch_id} for different plans")
+            batch.corrections_served.add(rank)
+            if batch.pending is not None:
+                mine, batch.pending = batch.pending, None
+                self._forget_if_done(batch_id, batch)
+                return mine
+            batch.plan_digest = digest
+            batch.ranks_needing = {r for r in (0, 1) if needs_corrections(r, requests)}
             keys = batch.keys
             self._forget_if_done(batch_id, batch)
-        return dealer_corrections(keys, requests)
+        other = 1 - rank
+        mine = dealer_corrections(keys, requests, rank)
+        if other in batch.ranks_needing:
+            theirs = dealer_corrections(keys, requests, other)
+            with self._lock:
+                if other not in batch.corrections_served:
+                    batch.pending = theirs
+        return mine
 
     @property
     def open_batches(self) -> int:
@@ -172,14 +204,14 @@ def correction_chunks(corrections: list[torch.Tensor], chunk_bytes: int) -> Iter
             )
 
 
-def assemble_corrections(chunks: Iterator[dealer_pb2.CorrectionChunk], requests: list[Request]) -> list[torch.Tensor]:
+def assemble_corrections(chunks: Iterator[dealer_pb2.CorrectionChunk], requests: list[Request], rank: int = 0) -> list[torch.Tensor]:
     """Rebuild the corrections from chunks, checking each against its request's shape."""
     out: list[torch.Tensor] = []
     buffer = bytearray()
     for chunk in chunks:
         if chunk.request_index != len(out):
             raise ValueError(f"dealer sent request {chunk.request_index}, expected {len(out)}")
-        expected = tuple(requests[len(out)].output_size())
+        expected = tuple(requests[len(out)].output_size(rank))
         if tuple(chunk.shape) != expected:
             raise ValueError(f"dealer correction {len(out)} has shape {tuple(chunk.shape)}, expected {expected}")
         buffer += chunk.data
@@ -219,9 +251,9 @@ class DealerServicer(dealer_pb2_grpc.DealerServicer):
 
     def GetCorrections(self, request: dealer_pb2.CorrectionsRequest, context: grpc.ServicerContext) -> Iterator[dealer_pb2.CorrectionChunk]:
         try:
-            _check_role(context, "party0")
+            _check_role(context, f"party{request.rank}")
             requests = [request_from_wire(r) for r in request.requests]
-            corrections = self.state.corrections(request.batch_id, requests)
+            corrections = self.state.corrections(request.batch_id, requests, request.rank)
         except DealerError as exc:
             context.abort(exc.code, str(exc))
         chunk = request.max_chunk_bytes if 0 < request.max_chunk_bytes <= DEFAULT_CHUNK_BYTES else DEFAULT_CHUNK_BYTES
@@ -281,15 +313,15 @@ class DealerClient:
 
     def get_corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:
         t0 = time.perf_counter()
-        message = dealer_pb2.CorrectionsRequest(batch_id=batch_id, requests=[request_to_wire(r) for r in requests])
-        corrections = assemble_corrections(self.stub.GetCorrections(message, timeout=self.timeout_s, wait_for_ready=True), requests)
+        message = dealer_pb2.CorrectionsRequest(batch_id=batch_id, requests=[request_to_wire(r) for r in requests], rank=self.rank)
+        corrections = assemble_corrections(self.stub.GetCorrections(message, timeout=self.timeout_s, wait_for_ready=True), requests, self.rank)
         self._count(sum(int(c.nelement()) * 8 for c in corrections), t0)
         return corrections
 
     def fetch_batch(self, batch_id: str, requests: list[Request]) -> tuple[bytes, list[torch.Tensor] | None]:
-        """This party's key and (rank 0) corrections: what ``DealerProvider.begin_batch`` takes."""
+        """This party's key and its corrections (party 1: only for plans with DCF keys): what ``begin_batch`` takes."""
         key = self.get_key(batch_id)
-        return key, (self.get_corrections(batch_id, requests) if self.rank == 0 else None)
+        return key, (self.get_corrections(batch_id, requests) if needs_corrections(self.rank, requests) else None)
 
     def _count(self, nbytes: int, t0: float) -> None:
         self.traffic.requests += 1

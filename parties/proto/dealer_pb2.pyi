@@ -37,14 +37,16 @@ class RandomnessRequest(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., size0: _Optional[_Iterable[int]] = ..., size1: _Optional[_Iterable[int]] = ..., op: _Optional[str] = ..., kwargs_json: _Optional[str] = ...) -> None: ...
 
 class CorrectionsRequest(_message.Message):
-    __slots__ = ("batch_id", "requests", "max_chunk_bytes")
+    __slots__ = ("batch_id", "requests", "max_chunk_bytes", "rank")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     requests: _containers.RepeatedCompositeFieldContainer[RandomnessRequest]
     max_chunk_bytes: int
-    def __init__(self, batch_id: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[RandomnessRequest, _Mapping]]] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+    rank: int
+    def __init__(self, batch_id: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[RandomnessRequest, _Mapping]]] = ..., max_chunk_bytes: _Optional[int] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class CorrectionChunk(_message.Message):
     __slots__ = ("request_index", "shape", "data", "chunk_index", "chunk_count")

@@ -86,7 +86,8 @@ from protocols.crypten_compat import crypten
 
 ProviderKind = Literal["dealer", "tfp"]
 MatmulBackend = Literal["int64", "limbs"]
-Comparison = Literal["ring", "crypten"]
+Comparison = Literal["fss", "ring", "crypten"]
+RangeStart = Literal["linear", "step"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class SecureConfig:
     exp_iterations: int = 8
     reciprocal_iters: int = 2
     reciprocal_range: tuple[int, int] = (-14, 16)  # log2 of the domain of the range start (ReLU, 2Quad, THE-X)
-    inv_sqrt_iters: int = 2
+    inv_sqrt_iters: int = 0  # 0: 1 Newton step after a linear start, 2 after a midpoint start
     inv_sqrt_range: tuple[int, int] = (-14, 14)
     range_per_octave: int = 2  # thresholds per octave of the Newton starts
     ln_prescale: int = 4  # centred LayerNorm inputs are multiplied by this integer before squaring
@@ -106,7 +107,8 @@ class SecureConfig:
     layernorm_eps: float = 1e-5  # torch.nn.LayerNorm's default
     matmul_backend: MatmulBackend = "int64"
     provider: ProviderKind = "dealer"
-    comparison: Comparison = "ring"
+    comparison: Comparison = "fss"
+    range_start: RangeStart = "linear"  # the Newton starts: piecewise linear (needs fss) or bucket midpoints
     gelu_compare: tuple[int, int] = (16, 14)  # (ring bits, dropped low bits) of protocols.compare.ltz
     relu_compare: tuple[int, int] = (32, 4)  # ReLU, ReLU-softmax, THE-X and softmax's max
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
@@ -116,7 +118,9 @@ class SecureConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.precision_bits <= 24:
             raise ValueError(f"precision_bits must be in 8..24, got {self.precision_bits}")
-        for name in ("exp_iterations", "reciprocal_iters", "inv_sqrt_iters", "erf_iterations", "ln_prescale",
+        if not 0 <= self.inv_sqrt_iters <= 32:
+            raise ValueError(f"inv_sqrt_iters must be in 0..32 (0: automatic), got {self.inv_sqrt_iters}")
+        for name in ("exp_iterations", "reciprocal_iters", "erf_iterations", "ln_prescale",
                      "range_per_octave"):
             if not 1 <= getattr(self, name) <= 32:
                 raise ValueError(f"{name} must be in 1..32, got {getattr(self, name)}")
@@ -124,17 +128,36 @@ class SecureConfig:
             raise ValueError(f"unknown matmul_backend {self.matmul_backend!r}")
         if self.gelu not in ("poly", "erf"):
             raise ValueError(f"unknown gelu {self.gelu!r}; choose poly or erf")
-        if self.comparison not in ("ring", "crypten"):
-            raise ValueError(f"unknown comparison {self.comparison!r}; choose ring or crypten")
+        if self.comparison not in ("fss", "ring", "crypten"):
+            raise ValueError(f"unknown comparison {self.comparison!r}; choose fss, ring or crypten")
+        if self.range_start not in ("linear", "step"):
+            raise ValueError(f"unknown range_start {self.range_start!r}; choose linear or step")
         if not 0 <= self.lower_bits <= self.precision_bits - 4:
             raise ValueError(f"lower_bits must be in 0..precision_bits - 4, got {self.lower_bits}")
         for name in ("gelu_compare", "relu_compare", "range_compare"):
             check_ring(*getattr(self, name))
         if self.provider not in ("dealer", "tfp"):
             raise ValueError(f"unknown provider {self.provider!r}; choose dealer or tfp")
+        if self.provider == "tfp" and self.comparison == "fss":  # TFP makes no DCF keys: the ring circuits
+            object.__setattr__(self, "comparison", "ring")
+        if self.comparison != "fss" and self.range_start == "linear":  # a linear start needs x [x >= t] for free
+            object.__setattr__(self, "range_start", "step")
+        if self.inv_sqrt_iters == 0:
+            object.__setattr__(self, "inv_sqrt_iters", 1 if self.range_start == "linear" else 2)
 
     def with_(self, **changes: Any) -> "SecureConfig":
+        """A copy with ``changes``; an automatic ``inv_sqrt_iters`` is re-chosen for the new start."""
+        if "inv_sqrt_iters" not in changes and self.inv_sqrt_iters == (1 if self.range_start == "linear" else 2):
+            changes["inv_sqrt_iters"] = 0
         return replace(self, **changes)
+
+    @classmethod
+    def circuits(cls, **changes: Any) -> "SecureConfig":
+        """The runtime before DCF sign gates: small-ring comparison circuits, midpoint starts, 2 Newton steps.
+
+        Kept selectable so that benchmarks can show both (``mpcvit bench --protocols circuits``).
+        """
+        return cls(**{"comparison": "ring", "range_start": "step", **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import torch
 
-from protocols import compare
+from protocols import compare, sign
 from protocols.config import current_config
 from protocols.lockstep import SUM, Steps, parallel, run, run_one
 from protocols.crypten_compat import crypten
@@ -170,56 +170,141 @@ def public_zeros(*size: int) -> MPCTensor:
 
 
 # -- comparisons -------------------------------------------------------------------
+def effective() -> tuple[str, str, int]:
+    """(comparison, range_start, inv_sqrt_iters) as run: with a provider that makes no DCF keys (CrypTen's TFP)
+    "fss" runs the ring circuits, and a linear start a midpoint start with one more Newton step."""
+    cfg = current_config()
+    if cfg.comparison == "fss" and not hasattr(crypten.mpc.get_default_provider(), "dcf_rng"):
+        return "ring", "step", cfg.inv_sqrt_iters + (cfg.range_start == "linear")
+    return cfg.comparison, cfg.range_start, cfg.inv_sqrt_iters
+
+
 def ltz(x: MPCTensor, use: str) -> MPCTensor:
     """Shares (scale 1) of [x < 0]; ``use`` ("gelu", "relu" or "range") picks the config's small ring.
 
-    With ``SecureConfig.comparison = "crypten"``, CrypTen's 64-bit circuit instead. Rounds: c(x).
+    ``SecureConfig.comparison``: "fss" the dealer's one-round DCF sign gate
+    (``protocols.sign``), "ring" the small-ring circuit (``protocols.compare``),
+    "crypten" CrypTen's 64-bit circuit. Rounds: c(x).
     """
-    cfg = current_config()
-    if cfg.comparison == "crypten":
+    cfg, kind = current_config(), effective()[0]
+    if kind == "crypten":
         return x._ltz()
+    if kind == "fss":
+        return sign.ltz(x, *getattr(cfg, f"{use}_compare"))
     return compare.ltz(x, *getattr(cfg, f"{use}_compare"))
 
 
 def relu(x: MPCTensor) -> MPCTensor:
-    """ReLU(x) = x - [x < 0] x. Rounds: c(x) (the product rides in the bit conversion's round; CrypTen's: c(x) + 1)."""
-    cfg = current_config()
-    if cfg.comparison == "crypten":
+    """ReLU(x) = x - [x < 0] x. Rounds: 1 with "fss" (the product comes out of the sign gate), c(x) with "ring"."""
+    cfg, kind = current_config(), effective()[0]
+    if kind == "crypten":
         return x.relu()
+    if kind == "fss":
+        return sign.relu(x, *cfg.relu_compare)
     return compare.relu(x, *cfg.relu_compare)
 
 
 def max_last(x: MPCTensor) -> MPCTensor:
-    """max over the last dim (keepdim) by a pairwise tree. Rounds: ceil(log2 N) c(x)."""
-    cfg = current_config()
-    if cfg.comparison == "crypten":
+    """max over the last dim (keepdim) by a pairwise tree. Rounds: ceil(log2 N) (fss), ceil(log2 N) c(x) (ring)."""
+    cfg, kind = current_config(), effective()[0]
+    if kind == "crypten":
         return x.max(-1, keepdim=True)[0]
+    if kind == "fss":
+        return sign.max_rows(x, *cfg.relu_compare)
     return compare.max_rows(x, *cfg.relu_compare)
 
 
 # -- reciprocal and inverse square root with a range-finding start ---------------------
-def range_start(x: MPCTensor, lo: int, hi: int, f) -> MPCTensor:  # noqa: ANN001 - f: float -> float
-    """A start y0 ~ f(x) for x in [2^lo, 2^hi], f(x) within f(2^(1/(2p))) of the truth: one comparison, then local.
+START_FUNCTIONS = {"reciprocal": lambda t: 1.0 / t, "inv_sqrt": lambda t: t**-0.5}
+SLOPE_BITS = 11  # significant bits of each bucket's slope multiplier
+LINEAR_QUANTISATION = 2.0**-6  # a bucket is linear only where x's resolution costs < this relative error
 
-    Math: p = ``range_per_octave`` thresholds per octave, t_j = 2^(lo + j/p) for
-    j = 0 .. (hi - lo) p - 1; b_j = [x > t_j] (all in ONE stacked comparison);
-    y0 = f(m_0) + sum_j b_j (f(m_{j+1}) - f(m_j)) with m_j = 2^(lo + (j - 1/2)/p)
-    the geometric middle of the bucket (t_{j-1}, t_j]. The b_j are shares of
-    bits (scale 1), so y0 is a public linear combination of them: no further round.
-    Rounds: c(x) (one comparison).
+
+@lru_cache(maxsize=None)
+def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int) -> tuple[list[int], list[int], list[int]]:
+    """Per bucket k = 0 .. K (K = (hi - lo) per thresholds t_j = 2^(lo + j / per)): (A_k, M_k, S_k) of y = A + (M x) / 2^S.
+
+    Bucket 0 is x < t_0 and bucket K is x >= t_(K-1) (to 2^hi); bucket k in
+    between is [t_(k-1), t_k). Each bucket's line is the chord of f scaled by
+    2 / (2 + delta), delta the chord's largest relative excess over the
+    bucket (f convex), so its relative error is within +-delta / (2 + delta);
+    A_k is its intercept at scale 2^f, M_k / 2^S_k its slope with
+    ``SLOPE_BITS`` significant bits. Where x's own resolution 2^-f times the
+    slope would exceed ``LINEAR_QUANTISATION`` of f (the lowest octaves of
+    1/x and 1/sqrt(x)), the bucket is a step at f of its geometric middle (M = 0).
     """
-    per = current_config().range_per_octave
+    f = START_FUNCTIONS[name]
+    k_count = (hi - lo) * per
+    edges = [2.0 ** (lo + j / per) for j in range(k_count)] + [2.0**hi]
+    scale = 2**frac_bits
+    amps, mults, shifts = [int(round(f(2.0 ** (lo - 0.5 / per)) * scale))], [0], [0]
+    for k in range(1, k_count + 1):
+        a, b = edges[k - 1], edges[k]
+        slope = (f(b) - f(a)) / (b - a)
+        if abs(slope) / scale > LINEAR_QUANTISATION * min(abs(f(a)), abs(f(b))):
+            amps.append(int(round(f(math.sqrt(a * b)) * scale)))
+            mults.append(0)
+            shifts.append(0)
+            continue
+        grid = torch.linspace(a, b, 257, dtype=torch.float64)
+        chord = f(a) + slope * (grid - a)
+        delta = float((chord / f(grid) - 1).abs().max())
+        shrink = 2.0 / (2.0 + delta)
+        intercept, slope = (f(a) - slope * a) * shrink, slope * shrink
+        shift = max(0, SLOPE_BITS - 1 - math.floor(math.log2(abs(slope))))
+        amps.append(int(round(intercept * scale)))
+        mults.append(int(round(slope * 2**shift)))
+        shifts.append(shift)
+    return amps, mults, shifts
+
+
+def range_start(x: MPCTensor, lo: int, hi: int, name: str) -> MPCTensor:
+    """A start y0 ~ f(x) (f = 1/x or 1/sqrt(x), ``name``) for x in [2^lo, 2^hi] from ONE batched comparison.
+
+    Thresholds t_j = 2^(lo + j/p), p = ``range_per_octave``, j = 0 .. (hi - lo) p - 1.
+
+    * ``range_start = "linear"`` (needs ``comparison = "fss"``): the sign gate
+      gives [x >= t_j] and x [x >= t_j] in its one round, so the bucket
+      indicators e_k = [x >= t_(k-1)] - [x >= t_k] and x e_k are local, and
+      y0 = sum_k e_k A_k + sum_k trunc((x e_k) M_k / 2^S_k) is the piecewise-
+      linear start of ``start_table``: with p = 2 within 1.6 % of 1/sqrt(x)
+      (1/x: 2.2 %) where x's resolution allows (above about 2^-10), within f(2^(1/(2p)))
+      below. Only the bucket holding x has a non-zero x e_k, so the other
+      terms truncate shares of zero, which is exact; the one that does not
+      carries the usual local-truncation risk of its value, |x M_k| 2^f / 2^64.
+    * ``"step"``: y0 = f(m_0) + sum_j [x > t_j] (f(m_(j+1)) - f(m_j)), m_j the
+      geometric middle of bucket j: within f(2^(1/(2p))) of the truth, with any comparison.
+
+    Rounds: c(x) (one comparison; 1 with fss).
+    """
+    cfg = current_config()
+    kind, start, _ = effective()
+    per = cfg.range_per_octave
+    scale_bits = crypten.cfg.encoder.precision_bits
     exps = [lo + j / per for j in range((hi - lo) * per)]
-    bits = ltz(crypten.stack([float(2.0**k) - x for k in exps]), "range")  # (K, ...) 1 where x > t_j
+    rank = comm.get().get_rank()
+    view = (-1, *([1] * x.dim()))
+    if kind == "fss" and start == "linear":
+        amps, mults, shifts = (torch.tensor(v, dtype=torch.long).view(view) for v in start_table(name, lo, hi, per, scale_bits))
+        ge, ge_x = sign.above(x, [2.0**e for e in exps], *cfg.range_compare, product=True)
+        first = torch.full_like(ge[:1], 1 if rank == 0 else 0)
+        ge = torch.cat([first, ge, torch.zeros_like(first)])
+        ge_x = torch.cat([x._tensor.share.unsqueeze(0), ge_x, torch.zeros_like(first)])
+        e, ex = ge[:-1] - ge[1:], ge_x[:-1] - ge_x[1:]
+        share = (e * amps).sum(0) + (ex * mults).div(2**shifts, rounding_mode="trunc").sum(0)
+        return MPCTensor.from_shares(share, precision=scale_bits)
+    f = START_FUNCTIONS[name]
+    if kind == "fss":
+        ge, _ = sign.above(x, [2.0**e for e in exps], *cfg.range_compare)
+    else:
+        ge = ltz(crypten.stack([float(2.0**k) - x for k in exps]), "range")._tensor.share  # (K, ...) 1 where x > t_j
     mids = [f(2.0 ** (lo + (j - 0.5) / per)) for j in range(len(exps) + 1)]
-    steps = torch.tensor([mids[i + 1] - mids[i] for i in range(len(exps))], dtype=torch.float64)
-    steps = steps.view(-1, *([1] * x.dim()))
-    scale = 2 ** crypten.cfg.encoder.precision_bits
-    y0 = bits._tensor.share * torch.round(steps * scale).long()  # local: public integers times bit shares
-    share = y0.sum(0)
-    if comm.get().get_rank() == 0:
+    steps = torch.tensor([mids[i + 1] - mids[i] for i in range(len(exps))], dtype=torch.float64).view(view)
+    scale = 2**scale_bits
+    share = (ge * torch.round(steps * scale).long()).sum(0)  # local: public integers times bit shares
+    if rank == 0:
         share = share + int(round(mids[0] * scale))
-    return MPCTensor.from_shares(share, precision=crypten.cfg.encoder.precision_bits)
+    return MPCTensor.from_shares(share, precision=scale_bits)
 
 
 def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 2) -> MPCTensor:
@@ -231,7 +316,7 @@ def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 2) -> 
     per step instead of 2. With 2 thresholds per octave |e_0| <= 2^(1/4) - 1 = 0.19:
     0.19 -> 0.036 -> 1.3e-3 -> 1.7e-6. Rounds: c(x) + 1 + iters.
     """
-    y = range_start(x, lo, hi, lambda t: 1.0 / t)
+    y = range_start(x, lo, hi, "reciprocal")
     e = 1.0 - x * y
     for i in range(iters):
         if i == iters - 1:
@@ -244,10 +329,11 @@ def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 2) -> 
 def inv_sqrt_nr(x: MPCTensor, lo: int = -14, hi: int = 14, iters: int = 2) -> MPCTensor:
     """1 / sqrt(x) for x in [2^lo, 2^hi]: range start, then Newton y <- y (3 - x y^2) / 2.
 
-    With 2 thresholds per octave the start is within 2^(1/8): e <= 0.09; relative
-    error e -> 3 e^2 / 2: 0.09 -> 0.012 -> 2.2e-4 -> 7e-8. Rounds: c(x) + 3 iters.
+    Starts (``range_start``): linear within 1.6 % (p = 2), or midpoints within
+    2^(1/8) (e = 0.09). Relative error e -> 3 e^2 / 2: 0.016 -> 3.9e-4 -> 2e-7;
+    0.09 -> 0.012 -> 2.2e-4. Rounds: c(x) + 3 iters (``layernorm`` folds the last step into its product).
     """
-    y = range_start(x, lo, hi, lambda t: t**-0.5)
+    y = range_start(x, lo, hi, "inv_sqrt")
     for _ in range(iters):
         y = y * (3.0 - (x * y) * y) * 0.5  # (x y) y keeps more bits than x (y^2) for small y
     return y
@@ -353,17 +439,23 @@ def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
 
     mean and centring are local; the centred values are multiplied by the public
     integer k = ``ln_prescale`` (exact, local) before squaring, so var' = k^2 var keeps 4 more
-    bits; LN = k xc / sqrt(var' + k^2 eps) with ``inv_sqrt_nr`` (range start over
-    [2^-14, 2^14] and 2 Newton steps). The square and the final product take xk
-    lowered by ``lower_bits`` (``lower``). Rounds: 1 (square) + c(x) + 3 iters + 1.
+    bits; LN = k xc / sqrt(var' + k^2 eps) with the range start of ``inv_sqrt_nr`` over
+    ``inv_sqrt_range`` and ``inv_sqrt_iters`` Newton steps, the last folded into the output:
+    with a = v y, b = (xk) y (round A, one batched product), c = a y (round B),
+    LN = b (3 - c) / 2 (round C), which is xk times Newton's y (3 - v y^2) / 2
+    without its own product. The square and b take xk lowered by ``lower_bits`` (``lower``).
+    Rounds: 1 (square) + c(x) + 3 (iters - 1) + 3: 5 with the fss sign gate and 1 step (was 15).
     """
     cfg = current_config()
     c, k = x.size(-1), cfg.ln_prescale
     xc = x - _divide(x.sum(-1, keepdim=True), c)
     xk = xc * k  # integer multiple of a share: exact, no truncation
     var = _divide(square(xk).sum(-1, keepdim=True), c)
-    y = inv_sqrt_nr(var + eps * k**2, *cfg.inv_sqrt_range, iters=cfg.inv_sqrt_iters)
-    return beaver_products([("mul", lower(xk, cfg.lower_bits), y)])[0]
+    v = var + eps * k**2
+    y = inv_sqrt_nr(v, *cfg.inv_sqrt_range, iters=effective()[2] - 1)
+    a, b = beaver_products([("mul", v, y), ("mul", lower(xk, cfg.lower_bits), y)])
+    (c3,) = beaver_products([("mul", a, y)])
+    return beaver_products([("mul", b, (3.0 - c3).div(2))])[0]
 
 
 def gelu_erf(x: MPCTensor) -> MPCTensor:

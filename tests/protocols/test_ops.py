@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from mpcvit.prg import new_key
 from protocols.local import run_two_party
 from protocols.ring import LIMB_BITS, ring_matmul, split_limbs
 
@@ -26,14 +28,34 @@ def test_limbs_reassemble() -> None:
     assert torch.equal(back, x)
 
 
-def _ops_party(rank: int) -> dict[str, float]:
+def _ops_party(rank: int, mode: str, master_key: bytes) -> dict[str, float]:
+    """``mode`` "tfp": the ring circuits with CrypTen's TFP; "dealer": the default runtime (DCF sign gates)."""
+    from protocols.config import DEFAULT_CONFIG, apply_config
+    from protocols.planning import offline
+    from protocols.providers import DealerProvider, InProcessDealer, TFPProvider, install_provider
+
+    if mode == "tfp":
+        apply_config(DEFAULT_CONFIG.with_(provider="tfp"))
+        install_provider(TFPProvider())
+        return _ops_program()
+    apply_config(DEFAULT_CONFIG)
+    dealer, party = InProcessDealer(master_key), DealerProvider(rank)
+    install_provider(party)
+    with offline(), party.recording() as plan:
+        _ops_program()
+    key, corrections = dealer.next_batch(rank, plan)
+    party.begin_batch(key, plan, corrections)
+    out = _ops_program()
+    party.end_batch()
+    return out
+
+
+def _ops_program() -> dict[str, float]:
     from protocols import ops
     from protocols.crypten_compat import crypten
-    from protocols.providers import TFPProvider, install_provider
 
     import crypten.communicator as comm
 
-    install_provider(TFPProvider())
     crypten.cfg.communicator.verbose = True
     torch.manual_seed(0)
     err: dict[str, float] = {}
@@ -56,8 +78,12 @@ def _ops_party(rank: int) -> dict[str, float]:
     err["reciprocal_abs"] = float((rec - 1 / v)[v > 100].abs().max())
     err["inv_sqrt_rel"] = float((ops.inv_sqrt_nr(crypten.cryptensor(v, src=0)).get_plain_text() * v.sqrt() - 1).abs().max())
     h = torch.randn(2, 9, 32) * 2
-    err["layernorm"] = float((ops.layernorm(crypten.cryptensor(h, src=0), 1e-5).get_plain_text()
-                              - torch.nn.functional.layer_norm(h, (32,))).abs().max())
+    h[0, 0] *= 1e-2  # a nearly constant token
+    h[1, 0] *= 10  # var = 400: (4^2) var is near the top of inv_sqrt_range
+    comm.get().reset_communication_stats()
+    ln = ops.layernorm(crypten.cryptensor(h, src=0), 1e-5)
+    err["layernorm_rounds"] = comm.get().get_communication_stats()["rounds"]
+    err["layernorm"] = float((ln.get_plain_text() - torch.nn.functional.layer_norm(h, (32,))).abs().max())
     s = torch.randn(2, 3, 9, 9) * 3
     err["softmax"] = float((ops.softmax_rows(crypten.cryptensor(s, src=0)).get_plain_text() - s.softmax(-1)).abs().max())
     r = torch.relu(s)
@@ -71,13 +97,18 @@ def _ops_party(rank: int) -> dict[str, float]:
     return err
 
 
-def test_ops_match_their_math() -> None:
-    err, _ = run_two_party(_ops_party, timeout=240)
+@pytest.mark.parametrize("mode", ["tfp", "dealer"])
+def test_ops_match_their_math(mode: str) -> None:
+    err, _ = run_two_party(_ops_party, mode, new_key(), timeout=240)
     assert err["beaver_rounds"] == 1  # a matmul and a mul opened together
     assert err["matmul"] < err["matmul_bound"] and err["mul"] < 1e-3
     assert err["gelu"] < 3e-3  # poly GeLU on [-8, 8]
     assert err["reciprocal_rel"] < 1e-2 and err["inv_sqrt_rel"] < 1e-2
     assert err["reciprocal_abs"] < 1e-4  # a few ulps of 2^-16
     assert err["layernorm"] < 1e-2
+    if mode == "dealer":  # one-round sign gate, linear start, the last Newton step folded into the output
+        assert err["layernorm_rounds"] == 5
+    else:
+        assert err["layernorm_rounds"] == 1 + 7 + 3 + 3
     assert err["softmax"] < 1e-2 and err["relu_rows"] < 1e-2 and err["quad_rows"] < 1e-2 and err["thex_rows"] < 1e-2
     assert math.isfinite(sum(err.values()))

@@ -153,8 +153,8 @@ def test_load_and_private_inference_match_plaintext(cluster: dict) -> None:
     assert logits.argmax(-1).tolist() == expected.argmax(-1).tolist()
     assert replies[0].costs.rounds > 10 and replies[0].costs.rounds == replies[1].costs.rounds
     assert replies[0].costs.ops
-    # offline: party 0 got the corrections, party 1 only its 256-bit key
-    assert replies[0].costs.dealer_bytes_received > 1000 and replies[1].costs.dealer_bytes_received == 32
+    # offline: party 0 got the corrections and its DCF keys, party 1 its 256-bit key and its DCF keys (no corrections)
+    assert replies[0].costs.dealer_bytes_received > replies[1].costs.dealer_bytes_received > 32
     # the same boxes again (a new session): a replay, refused by both parties before anything is computed
     rounds = [s.Stats(control_pb2.StatsRequest(), timeout=10).totals.rounds for s in stubs]
     session = uuid.uuid4().hex

@@ -138,8 +138,8 @@ def forward_without_torch_rng(rank: int, names: list[str], master_key: bytes, sh
 
 
 # -- openings of each kind, for the statistical tests ------------------------------------------------------
-OPENING_KINDS = ("arithmetic", "and", "b2a", "bitmul")
-SIZES = {"arithmetic": 100_000, "and": 100_000, "b2a": 64 * 100_000, "bitmul": 1 << 20}
+OPENING_KINDS = ("arithmetic", "and", "b2a", "bitmul", "sign")
+SIZES = {"arithmetic": 100_000, "and": 100_000, "b2a": 64 * 100_000, "bitmul": 1 << 20, "sign": 100_000}
 
 
 def _secret(rank: int, owner: int, n: int, pattern: bool) -> torch.Tensor:
@@ -153,7 +153,7 @@ def _secret(rank: int, owner: int, n: int, pattern: bool) -> torch.Tensor:
 def _program(kind: str, rank: int, owner: int | None, pattern: bool) -> None:
     from crypten.mpc import MPCTensor
 
-    from protocols import compare, ops
+    from protocols import compare, ops, sign
     from protocols.lockstep import run_one
 
     n = SIZES[kind]
@@ -166,6 +166,8 @@ def _program(kind: str, rank: int, owner: int | None, pattern: bool) -> None:
         run_one(compare.and_steps(x, zero if rank == 0 else x))  # party 0's second operand zero, as in ltz's first AND
     elif kind == "b2a":
         run_one(compare.bits_to_arithmetic_steps(x & 1))
+    elif kind == "sign":  # the DCF sign gate's c = x + r, with two shifts and the product (payload 2)
+        run_one(sign.sign_steps(MPCTensor.from_shares(x, precision=16), (0, 12345), 32, 4, product=True))
     else:
         y = MPCTensor.from_shares(x, precision=16)
         run_one(compare.bitmul_steps(x & 1, y))

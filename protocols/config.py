@@ -38,7 +38,9 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   with ``range_per_octave = 2`` thresholds per octave on ``reciprocal_range``
   = [2^-14, 2^16] (one batched comparison, start within 2^(1/4)): relative
   error < 1.5e-3 over [1e-3, 1e2] (above, 1/x is a few ulps of 2^-16 and so is
-  the error), 10 rounds. Outside the domain the start is wrong: below, the
+  the error): 1 + 1 + 2 = 4 rounds with the fss sign gate (10 with the ring
+  circuit; the linear start of ``range_start = "linear"`` is within 2.2 %,
+  so 2 steps leave < 1e-6 from the start itself). Outside the domain the start is wrong: below, the
   steps converge only partly (1/x too small), above, Goldschmidt diverges
   (e_0 < -1: x (1/x) = -9.4 at x = 10270). The domain was [2^-12, 2^12] until
   THE-X's (sum + eps) / N reached 19850 (fashion-mnist thex_4_4_28) and 10270
@@ -47,15 +49,29 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   ``results/numeric_safety.md``. CrypTen's default (3 exp(1 - 2x) + 0.003 and
   10 Newton steps, 28 rounds) diverges above x ~ 600. One threshold per octave
   needed 3 steps for the same error.
-* ``inv_sqrt_iters = 2`` Newton steps (3 rounds each) from a range start on
-  [2^-14, 2^14] (within 2^(1/8)) with the centred values pre-scaled by
-  ``ln_prescale = 4``: relative error < 1e-3 over [1e-3, 1e3]. CrypTen's default start (3 Newton steps) is off by 40 % at
+* ``inv_sqrt_iters = 0`` (automatic): 1 Newton step after the linear start
+  (within 0.9 % above var' = 2^-10, the start's error 0.6 % -> 5e-5 after
+  the step), 2 after the midpoint start of the circuits (within 2^(1/8)), on
+  [2^-14, 2^14] with the centred values pre-scaled by ``ln_prescale = 4``:
+  relative error < 1e-3 over [1e-3, 1e3]; ``ops.layernorm`` folds the last
+  step into its output product (5 rounds with fss, 14 with the circuits). CrypTen's default start (3 Newton steps) is off by 40 % at
   var = 0.01, which broke LayerNorm on the class token of trained digits models
   (logit error 2.6 -> 0.025 with the range start).
 * ``gelu = "poly"``: x/2 + a degree-7 polynomial in x^2 on |x| <= 4 (+ one
   comparison): max error 1.2e-3 on [-8, 8]. CrypTen's Taylor erf (``"erf"``)
   is off by 1.9 at x = -2 and by 700 at x = -3, and its large powers make the
   local truncation fail (a logit error of 4e9 on a trained digits model).
+* ``comparison = "fss"`` (default): ReLU, softmax's max and the Newton starts
+  use the dealer's one-round DCF sign gate (``protocols.sign``): one opening
+  of x + r, then local DCF evaluations, which also give x [x < d] (the ReLU's
+  and the max's product) and any number of thresholds of the same x. ReLU
+  and the max tree's levels on (24, 6): valid for |x| < 2^13 (32x the
+  certified bound of the scores' differences, 246), error <= 2^-10 near 0;
+  fewer DCF levels (23) than the circuits' (32, 4). GeLU's range test stays
+  on the ring circuit: its 6 rounds overlap the polynomial's 4, and a DCF
+  would save one round for ~30 % more local work on the largest tensor of
+  the model. A provider without DCF keys (CrypTen's TFP) runs the circuits.
+  ``SecureConfig.circuits()`` is the runtime before the sign gate.
 * ``comparison = "ring"``: every sign test (ReLU, softmax's max, GeLU's range
   test, the Newton starts) runs ``protocols.compare.ltz`` on a small ring with
   packed lanes instead of CrypTen's 64-bit circuit (``"crypten"``): 6-7 rounds
@@ -67,8 +83,8 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   outer branch x/2 + |x|/2, which differs from GeLU by x Phi(-x) <= 3.3e-4
   there (the polynomial's own error is 5e-4); for models with LayerNorm the
   GeLU input is bounded for every image by sqrt(C) |W'_j| + |b'_j| (10.5 on
-  the worst committed checkpoint; ``results/numeric_safety.md``). ReLU and max (32, 4):
-  |x| < 2^19, error <= 2^-12. Newton starts (32, 2): |x| < 2^17, thresholds
+  the worst committed checkpoint; ``results/numeric_safety.md``). ReLU and max
+  of the circuits (32, 4): |x| < 2^19, error <= 2^-12. Newton starts (32, 2): |x| < 2^17, thresholds
   from 2^-14 at step 2^-14 (a start one bucket off is still within factor 2).
 * ``matmul_backend = "int64"``: torch 2.13's int64 matmul on this CPU takes
   ~0.9 ms for 65x256 @ 256x768 (one thread), the three float64 limb products
@@ -110,7 +126,7 @@ class SecureConfig:
     comparison: Comparison = "fss"
     range_start: RangeStart = "linear"  # the Newton starts: piecewise linear (needs fss) or bucket midpoints
     gelu_compare: tuple[int, int] = (16, 14)  # (ring bits, dropped low bits) of protocols.compare.ltz
-    relu_compare: tuple[int, int] = (32, 4)  # ReLU, ReLU-softmax, THE-X and softmax's max
+    relu_compare: tuple[int, int] = (24, 6)  # ReLU, ReLU-softmax, THE-X and softmax's max
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
     lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)
     exp_offsets: bool = True  # softmax's exp squares v - c, not v (False: CrypTen's exp)
@@ -157,7 +173,7 @@ class SecureConfig:
 
         Kept selectable so that benchmarks can show both (``mpcvit bench --protocols circuits``).
         """
-        return cls(**{"comparison": "ring", "range_start": "step", **changes})
+        return cls(**{"comparison": "ring", "range_start": "step", "relu_compare": (32, 4), **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

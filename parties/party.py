@@ -37,6 +37,7 @@ process keeps serving.
 
 from __future__ import annotations
 
+import hashlib
 import argparse
 import collections
 import contextlib
@@ -125,6 +126,13 @@ class SessionBatches:
             raise RuntimeError("no session is running")
         try:
             return self.dealer.fetch_batch(self.batch_id, requests)
+        except grpc.RpcError as exc:
+            raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
+
+    def model_key(self, rank: int, model_id: int) -> bytes:
+        """This party's key of a model load's fixed weight masks (the dealer keeps both for later batches)."""
+        try:
+            return self.dealer.get_model_key(model_id)
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
 
@@ -309,7 +317,9 @@ class Party:
             spec = ArchSpec.from_json(spec_json) if self.rank == 1 else model.spec
             t0 = time.perf_counter()
             rounds0 = comm.get_communication_stats()["rounds"]
-            secure = SecureViT.share(model, spec, meta, owner=0, config=DEFAULT_CONFIG, batch_source=self.batches)
+            model_id = int.from_bytes(hashlib.sha256(session_id.encode()).digest()[:8], "big") >> 1  # both parties' load id
+            secure = SecureViT.share(model, spec, meta, owner=0, config=DEFAULT_CONFIG, batch_source=self.batches,
+                                     model_id=model_id)
             rounds = int(comm.get_communication_stats()["rounds"] - rounds0)
             wire = comm.wire_stats()
         self.models[name] = LoadedModel(name, spec, secure)

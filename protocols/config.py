@@ -86,6 +86,13 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   the worst committed checkpoint; ``results/numeric_safety.md``). ReLU and max
   of the circuits (32, 4): |x| < 2^19, error <= 2^-12. Newton starts (32, 2): |x| < 2^17, thresholds
   from 2^-14 at step 2^-14 (a start one bucket off is still within factor 2).
+* ``fixed_weight_masks = True``: every weight's Beaver mask b is drawn once
+  per model load from the parties' model keys and D = W - b opened then
+  (``ops.open_weight_masks``: one round, weight-sized, at load); each
+  inference's linear layers open only x - a (``ops.fixed_linear_steps``),
+  which removes the weights' size from every request's traffic. Needs the
+  dealer and a batch source that hands out model keys (the gRPC dealer,
+  ``InProcessDealer``); otherwise every product is a fresh Beaver triple.
 * ``matmul_backend = "int64"``: torch 2.13's int64 matmul on this CPU takes
   ~0.9 ms for 65x256 @ 256x768 (one thread), the three float64 limb products
   of "limbs" ~1.6-3.2 ms; both are exact mod 2^64 (test_ops compares them).
@@ -125,6 +132,7 @@ class SecureConfig:
     provider: ProviderKind = "dealer"
     comparison: Comparison = "fss"
     range_start: RangeStart = "linear"  # the Newton starts: piecewise linear (needs fss) or bucket midpoints
+    fixed_weight_masks: bool = True  # open each weight's Beaver mask once per model load (needs a dealer batch source)
     gelu_compare: tuple[int, int] = (16, 14)  # (ring bits, dropped low bits) of protocols.compare.ltz
     relu_compare: tuple[int, int] = (24, 6)  # ReLU, ReLU-softmax, THE-X and softmax's max
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
@@ -173,7 +181,8 @@ class SecureConfig:
 
         Kept selectable so that benchmarks can show both (``mpcvit bench --protocols circuits``).
         """
-        return cls(**{"comparison": "ring", "range_start": "step", "relu_compare": (32, 4), **changes})
+        return cls(**{"comparison": "ring", "range_start": "step", "relu_compare": (32, 4), "fixed_weight_masks": False,
+                      **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

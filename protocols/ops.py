@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -151,17 +152,74 @@ def matmul(x: MPCTensor, y: MPCTensor) -> MPCTensor:
     return beaver_products([("matmul", x, y)])[0]
 
 
-def linear(x: MPCTensor, weight_t: MPCTensor, bias: MPCTensor | None) -> MPCTensor:
+def linear(x: MPCTensor, weight_t: "MPCTensor | FixedWeight", bias: MPCTensor | None) -> MPCTensor:
     """[x] @ [W^T] + [b] on the last dimension (shared weight, shared bias). Rounds: 1.
 
     The activation x is lowered by ``lower_bits`` first (``lower``; the weights keep
     their 2^-f resolution, which matters more for them than for the activations).
+    A ``FixedWeight`` (mask opened at model load) opens only the activation's mask.
     """
     *lead, cin = x.size()
-    y = matmul(lower(x.reshape(-1, cin), current_config().lower_bits), weight_t)
+    xl = lower(x.reshape(-1, cin), current_config().lower_bits)
+    if isinstance(weight_t, FixedWeight):
+        y = run_one(fixed_linear_steps(xl, weight_t))
+    else:
+        y = matmul(xl, weight_t)
     if bias is not None:
         y = y + bias
     return y.reshape(*lead, y.size(-1))
+
+
+@dataclass
+class FixedWeight:
+    """A shared weight W (in, out) whose Beaver mask b is fixed for the model's lifetime (``linear``).
+
+    ``mask``: this party's share b_i (from its model key, ``DealerProvider.weight_mask``);
+    ``opened``: D = W - b, opened once at model load (``open_weight_masks``), public to both parties.
+    """
+
+    weight: MPCTensor
+    model_id: int
+    index: int
+    mask: torch.Tensor
+    opened: torch.Tensor
+
+
+def open_weight_masks(weights: Sequence[tuple[MPCTensor, int, int]]) -> list[FixedWeight]:
+    """At model load: for each (W, model id, index) open D = W - b with this party's fixed mask b_i: ONE round.
+
+    What each party receives: the other's W_j - b_j, with b_j the other
+    party's PRG output under its own model key (known to the dealer, never to
+    the receiver): uniform, whatever W is. b is a one-time pad of W used
+    exactly once (only D is ever revealed); every later product with W opens
+    only x - a with a fresh a from the batch PRG (``linear``).
+    """
+    provider = crypten.mpc.get_default_provider()
+    masks = [provider.weight_mask(model, index, tuple(w.size())) for w, model, index in weights]
+    opened = run_one(_open_steps([w._tensor.share - b for (w, _, _), b in zip(weights, masks)]))
+    return [FixedWeight(w, model, index, b, d) for (w, model, index), b, d in zip(weights, masks, opened)]
+
+
+def _open_steps(values: Sequence[torch.Tensor]) -> Steps:
+    opened = yield [(SUM, v) for v in values]
+    return opened
+
+
+def fixed_linear_steps(x: MPCTensor, fw: FixedWeight) -> Steps:
+    """Step protocol: [x] @ W for a ``FixedWeight`` (2-d x): open only eps = x - a (fresh a), 1 round.
+
+    Math: with the dealer's [a], [c = a b] for the fixed b (``fixed_triple``),
+    x W = (eps + a)(D + b) = eps D + eps b + a D + a b, so party i's share is
+    c_i + eps b_i + (a_i + eps) D (party 0) or c_i + eps b_i + a_i D (party 1):
+    2 ring matmuls each, as a Beaver matmul, and |x| ring elements opened per
+    party instead of |x| + |W|.
+    """
+    provider = crypten.mpc.get_default_provider()
+    a, c = provider.fixed_triple(tuple(x.size()), tuple(fw.mask.shape), fw.model_id, fw.index)
+    (eps,) = yield [(SUM, x._tensor.share - a)]
+    left = a + eps if comm.get().get_rank() == 0 else a
+    z = c + ring_matmul(eps, fw.mask) + ring_matmul(left, fw.opened)
+    return _rescale(z, x, fw.weight)
 
 
 def public_zeros(*size: int) -> MPCTensor:

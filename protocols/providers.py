@@ -91,7 +91,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from mpcvit.prg import PRG, derive_key
+from mpcvit.prg import NONCE_BYTES, PRG, derive_key
 from protocols import dcf
 from protocols.crypten_compat import crypten, generate_kbit_random_tensor, generate_random_ring_element
 
@@ -102,7 +102,7 @@ from crypten.mpc.provider.tfp_provider import TrustedFirstParty  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A", "bitmul", "dcf")
+REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A", "bitmul", "dcf", "fixed")
 BOTH_RANKS_KINDS = ("dcf",)  # kinds whose dealer material goes to party 1 as well (DCF correction words)
 DCF_PARAMS = ("bits", "drop", "payload")
 TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
@@ -132,6 +132,12 @@ class Request:
             raise ValueError(f"unknown randomness kind {self.kind!r}; choose from {REQUEST_KINDS}")
         if self.kind == "additive" and self.op not in TRIPLE_OPS:
             raise ValueError(f"unknown triple op {self.op!r}; choose from {TRIPLE_OPS}")
+        if self.kind == "fixed":
+            params = dict(self.kwargs)
+            if self.op != "matmul" or sorted(params) != ["mask", "model"] or len(self.size1) != 2:
+                raise ValueError("a fixed request is a matmul with a 2-d weight and kwargs mask and model")
+            if not all(isinstance(params[k], int) and 0 <= params[k] < 2**63 for k in ("mask", "model")):
+                raise ValueError("a fixed request's mask and model are non-negative 63-bit integers")
         if any(s < 0 for s in (*self.size0, *self.size1)):
             raise ValueError("negative dimension in a randomness request")
         if self.kind == "dcf":
@@ -178,6 +184,8 @@ class Request:
             return (2, *self.size0)
         if self.kind == "binary":
             return tuple(torch.broadcast_shapes(self.size0, self.size1))
+        if self.kind == "fixed":
+            return (*self.size0[:-1], self.size1[-1])
         return tuple(_triple_op(self.op, torch.zeros(self.size0), torch.zeros(self.size1), dict(self.kwargs)).shape)
 
     def correction_bytes(self, rank: int = 0) -> int:
@@ -226,12 +234,27 @@ def _generator(key: bytes) -> PRG:
     return PRG(bytes(key))
 
 
+def fixed_mask(model_key: bytes | None, index: int, size: Sequence[int]) -> torch.Tensor:
+    """A party's share of the fixed mask of weight ``index`` of a loaded model: its own model key's PRG, nonce = index.
+
+    Zeros for a dry run (``model_key`` None).
+    """
+    if model_key is None:
+        return torch.zeros(tuple(size), dtype=torch.int64)
+    return PRG(bytes(model_key), int(index).to_bytes(NONCE_BYTES, "little")).ring(tuple(size))
+
+
+ModelKeys = Callable[[int], tuple[bytes, bytes]]
+"""The dealer's lookup: model id -> both parties' model keys (for ``fixed`` requests)."""
+
+
 def needs_corrections(rank: int, requests: Sequence[Request]) -> bool:
     """Whether party ``rank`` receives dealer material for ``requests`` (party 0 always; party 1 for DCF keys)."""
     return rank == 0 or any(r.kind in BOTH_RANKS_KINDS for r in requests)
 
 
-def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank: int = 0) -> list[torch.Tensor]:
+def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank: int = 0,
+                       model_keys: ModelKeys | None = None) -> list[torch.Tensor]:
     """Party ``rank``'s corrections for ``requests``, from both parties' batch keys (the dealer's whole job).
 
     Replays each party's PRG stream in request order (see the module table),
@@ -239,7 +262,10 @@ def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], r
     share of the correlated value (its other shares are its own PRG draws);
     for ``dcf`` requests both parties also get the keys' correction words
     (``dcf_material``). Party 1's list has an empty tensor for every other
-    kind. Pure: the same keys and requests give the same corrections.
+    kind. ``fixed`` requests (a weight's Beaver triple whose weight mask b is
+    fixed for the model's lifetime: ``SecureViT``'s weight masks) read b from
+    both parties' model keys (``model_keys``). Pure: the same keys and
+    requests give the same corrections.
     """
     if keys[0] == keys[1]:
         raise ValueError("the two parties' batch keys must differ")
@@ -251,6 +277,18 @@ def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], r
     for req in requests:
         if req.kind == "dcf":
             out.append(dcf_material(req, g0, g1)[rank])
+        elif req.kind == "fixed":
+            a = _ring(req.size0, g0) + _ring(req.size0, g1)
+            c1 = _ring(req.output_size(), g1)
+            if rank == 0:
+                if model_keys is None:
+                    raise ValueError("a fixed request needs the model's keys")
+                params = dict(req.kwargs)
+                mk = model_keys(params["model"])
+                b = fixed_mask(mk[0], params["mask"], req.size1) + fixed_mask(mk[1], params["mask"], req.size1)
+                out.append(_triple_op("matmul", a, b, {}) - c1)
+            else:
+                out.append(empty)
         elif req.kind == "additive":
             a = _ring(req.size0, g0) + _ring(req.size0, g1)
             b = _ring(req.size1, g0) + _ring(req.size1, g1)
@@ -326,6 +364,10 @@ class BatchSource(Protocol):
         """This party's batch key and its corrections of ``requests`` (None where ``needs_corrections`` is false)."""
         ...
 
+    def model_key(self, rank: int, model_id: int) -> bytes:
+        """This party's key of the fixed weight masks of model load ``model_id`` (32 bytes, one per load)."""
+        ...
+
 
 @dataclass
 class InProcessDealer:
@@ -360,9 +402,16 @@ class InProcessDealer:
         if not needs_corrections(rank, requests):
             return keys[rank], None
         t0 = time.perf_counter()
-        corrections = dealer_corrections(keys, requests, rank)
+        corrections = dealer_corrections(keys, requests, rank, self.model_keys)
         self.dealer_seconds += time.perf_counter() - t0
         return keys[rank], corrections
+
+    def model_keys(self, model_id: int) -> tuple[bytes, bytes]:
+        """Both parties' keys of the fixed weight masks of model load ``model_id``."""
+        return tuple(derive_key(self.master_key, f"model/{model_id}/rank/{rank}") for rank in (0, 1))  # type: ignore[return-value]
+
+    def model_key(self, rank: int, model_id: int) -> bytes:
+        return self.model_keys(model_id)[rank]
 
 
 @dataclass
@@ -419,6 +468,7 @@ class DealerProvider(TupleProvider):
         self._batch: _Batch | None = None
         self._recording: list[Request] | None = None
         self._used_keys: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # SHA-256 of recent keys
+        self._model_keys: dict[int, bytes] = {}
 
     # -- batches -----------------------------------------------------------
     def begin_batch(self, key: bytes, requests: list[Request] | None = None, corrections: list[torch.Tensor] | None = None) -> None:
@@ -552,6 +602,33 @@ class DealerProvider(TupleProvider):
             ra, prod = _ring(size, g), _ring(size, g)
         return (ArithmeticSharedTensor.from_shares(ra, precision=0), BinarySharedTensor.from_shares(rb),
                 ArithmeticSharedTensor.from_shares(s, precision=0), ArithmeticSharedTensor.from_shares(prod, precision=0))
+
+    # -- fixed weight masks ---------------------------------------------------
+    def begin_model(self, model_id: int, key: bytes) -> None:
+        """Hold this party's key of the fixed weight masks of model load ``model_id`` (from the dealer, once per load)."""
+        if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
+            raise ValueError("a model key is 32 bytes")
+        self._model_keys[int(model_id)] = bytes(key)
+
+    def end_model(self, model_id: int) -> None:
+        self._model_keys.pop(int(model_id), None)
+
+    def weight_mask(self, model_id: int, index: int, size: Sequence[int]) -> torch.Tensor:
+        """This party's share b_i of the fixed mask of weight ``index`` (zeros in a dry run)."""
+        if self._recording is not None:
+            return torch.zeros(tuple(size), dtype=torch.int64)
+        key = self._model_keys.get(int(model_id))
+        if key is None:
+            raise RuntimeError(f"no model key for model load {model_id}: call begin_model first")
+        return fixed_mask(key, index, size)
+
+    def fixed_triple(self, size0: Sequence[int], size1: Sequence[int], model_id: int, index: int):  # noqa: ANN201
+        """[a] (fresh) and [c = a @ b] for the fixed weight mask b of weight ``index`` (``weight_mask``)."""
+        req = Request("fixed", tuple(size0), tuple(size1), "matmul", (("mask", int(index)), ("model", int(model_id))))
+        g, corr = self._next(req)
+        a = _ring(size0, g)
+        c = corr if corr is not None else _ring(req.output_size(), g)
+        return a, c
 
     def dcf_rng(self, n: int, bits: int, drop: int, payload: int) -> "SignMaterial":
         """A sign gate's material for n values (see ``dcf_material``): mask shares, [m], [m r], this party's DCF keys."""

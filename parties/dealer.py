@@ -54,7 +54,7 @@ from parties.proto import dealer_pb2, dealer_pb2_grpc
 from parties.tls import channel_credentials, peer_role, secure_channel, server_credentials
 from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
 from mpcvit.prg import KEY_BYTES, derive_key, new_key
-from protocols.providers import Request, dealer_corrections, needs_corrections
+from protocols.providers import Request, all_corrections, needs_corrections
 
 logger = logging.getLogger(__name__)
 
@@ -184,9 +184,10 @@ class DealerState:
             keys = batch.keys
             self._forget_if_done(batch_id, batch)
         other = 1 - rank
-        mine = dealer_corrections(keys, requests, rank, self._model_keys)
-        if other in batch.ranks_needing:
-            theirs = dealer_corrections(keys, requests, other, self._model_keys)
+        made = all_corrections(keys, requests, sorted({rank} | (batch.ranks_needing & {other})), self._model_keys)
+        mine = made[rank]
+        if other in made:
+            theirs = made[other]
             with self._lock:
                 if other not in batch.corrections_served:
                     batch.pending = theirs

@@ -255,9 +255,17 @@ def needs_corrections(rank: int, requests: Sequence[Request]) -> bool:
 
 def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank: int = 0,
                        model_keys: ModelKeys | None = None) -> list[torch.Tensor]:
-    """Party ``rank``'s corrections for ``requests``, from both parties' batch keys (the dealer's whole job).
+    """Party ``rank``'s corrections (``all_corrections`` for one rank)."""
+    if rank not in (0, 1):
+        raise ValueError(f"rank must be 0 or 1, got {rank}")
+    return all_corrections(keys, requests, (rank,), model_keys)[rank]
 
-    Replays each party's PRG stream in request order (see the module table),
+
+def all_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], ranks: Sequence[int] = (0, 1),
+                    model_keys: ModelKeys | None = None) -> dict[int, list[torch.Tensor]]:
+    """Each of ``ranks``' corrections for ``requests``, from both parties' batch keys (the dealer's whole job).
+
+    One replay serves both parties (a DCF key pair is made once). Replays each party's PRG stream in request order (see the module table),
     reconstructs the plaintext randomness and returns, per request, party 0's
     share of the correlated value (its other shares are its own PRG draws);
     for ``dcf`` requests both parties also get the keys' correction words
@@ -269,15 +277,19 @@ def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], r
     """
     if keys[0] == keys[1]:
         raise ValueError("the two parties' batch keys must differ")
-    if rank not in (0, 1):
-        raise ValueError(f"rank must be 0 or 1, got {rank}")
     g0, g1 = _generator(keys[0]), _generator(keys[1])
     out: list[torch.Tensor] = []
+    ones: list[torch.Tensor] = []  # party 1's list
     empty = torch.zeros(0, dtype=torch.int64)
+    rank = 0 if 0 in ranks else 1
     for req in requests:
         if req.kind == "dcf":
-            out.append(dcf_material(req, g0, g1)[rank])
-        elif req.kind == "fixed":
+            both = dcf_material(req, g0, g1)
+            out.append(both[rank])
+            ones.append(both[1])
+            continue
+        ones.append(empty)
+        if req.kind == "fixed":
             a = _ring(req.size0, g0) + _ring(req.size0, g1)
             c1 = _ring(req.output_size(), g1)
             if rank == 0:
@@ -322,7 +334,10 @@ def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], r
             s = s0 + _ring(req.size0, g1)
             ra1, g_1 = _ring(req.size0, g1), _ring(req.size0, g1)
             out.append(torch.stack([r - ra1, r * s - g_1]) if rank == 0 else empty)
-    return out
+    result = {rank: out}
+    if 1 in ranks:
+        result[1] = ones
+    return result
 
 
 def dcf_material(req: Request, g0: PRG | None, g1: PRG | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -708,6 +723,7 @@ __all__ = [
     "InProcessDealer",
     "Request",
     "TFPProvider",
+    "all_corrections",
     "dealer_corrections",
     "install_provider",
     "make_provider",

@@ -117,33 +117,34 @@ def _sign(t: np.ndarray) -> np.ndarray:
 class DCFKeys:
     """One party's DCF keys for E values: correction words shared by both keys, the root seed its own.
 
-    ``seed`` (E, 2) root seeds; ``cw_seed`` (L, E, 2); ``cw_value`` (L, E, P);
-    ``cw_bits`` (E,) the two control-bit corrections of level i at bits 2i, 2i+1;
-    ``cw_last`` (E, P). All uint64.
+    ``seed`` (E, 2) root seeds; ``levels`` (L, 2 + P, E): per level the seed
+    correction (2 words) and the output corrections (P words), level-major so
+    that each level is one contiguous block; ``cw_bits`` (E,) the two
+    control-bit corrections of level i at bits 2i, 2i+1; ``cw_last`` (P, E).
+    All uint64 views of the packed words (no copy).
     """
 
     seed: np.ndarray
-    cw_seed: np.ndarray
-    cw_value: np.ndarray
+    levels: np.ndarray
     cw_bits: np.ndarray
     cw_last: np.ndarray
 
     @property
     def bits(self) -> int:
-        return int(self.cw_seed.shape[0])
+        return int(self.levels.shape[0])
 
     @property
     def payload(self) -> int:
-        return int(self.cw_value.shape[2])
+        return int(self.levels.shape[1]) - 2
 
 
 def key_words(bits: int, payload: int) -> int:
-    """64-bit words of one value's correction words (what the dealer sends to each party)."""
+    """64-bit words of one value's correction words (what the dealer sends to each party: a (words, E) block)."""
     return bits * (2 + payload) + 1 + payload
 
 
 def keygen(alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, seed1: np.ndarray) -> np.ndarray:
-    """Correction words of DCF keys for f_i(x) = beta_i [x < alpha_i] on ``bits``-bit inputs, packed (E, key_words).
+    """Correction words of DCF keys for f_i(x) = beta_i [x < alpha_i] on ``bits``-bit inputs, packed (key_words, E).
 
     ``alpha`` (E,) uint64 in [0, 2^bits), ``beta`` (E, P) uint64, ``seed0``/``seed1``
     (E, 2) uint64 the parties' root seeds (from their PRG streams).
@@ -185,25 +186,24 @@ def keygen(alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, se
 
 
 def pack(cw_seed: np.ndarray, cw_value: np.ndarray, cw_bits: np.ndarray, cw_last: np.ndarray) -> np.ndarray:
-    """(E, key_words) uint64: per level [seed (2 words), values (P words)], then the control bits, then cw_last."""
+    """(key_words, E) uint64, level-major: per level [seed (2 rows), values (P rows)], then the control bits, then cw_last."""
     bits, n, payload = cw_value.shape
-    levels = np.concatenate([cw_seed, cw_value], axis=2).transpose(1, 0, 2).reshape(n, bits * (2 + payload))
-    return np.concatenate([levels, cw_bits[:, None], cw_last], axis=1)
+    levels = np.concatenate([cw_seed, cw_value], axis=2).transpose(0, 2, 1).reshape(bits * (2 + payload), n)
+    return np.ascontiguousarray(np.concatenate([levels, cw_bits[None], cw_last.T], axis=0))
 
 
 def unpack(seed: np.ndarray, words: np.ndarray, bits: int, payload: int) -> DCFKeys:
-    """A party's ``DCFKeys`` from its root seeds (E, 2) and the packed correction words (E, key_words)."""
+    """A party's ``DCFKeys`` from its root seeds (E, 2) and the packed correction words (key_words, E): views."""
     words = np.asarray(words, dtype=U64)
-    n = words.shape[0]
-    if words.shape[1] != key_words(bits, payload):
-        raise ValueError(f"DCF key has {words.shape[1]} words, expected {key_words(bits, payload)}")
-    levels = words[:, : bits * (2 + payload)].reshape(n, bits, 2 + payload).transpose(1, 0, 2)
+    if words.ndim != 2 or words.shape[0] != key_words(bits, payload):
+        raise ValueError(f"DCF key has {words.shape[0]} words, expected {key_words(bits, payload)}")
+    n = words.shape[1]
+    width = bits * (2 + payload)
     return DCFKeys(
         seed=np.asarray(seed, dtype=U64),
-        cw_seed=np.ascontiguousarray(levels[:, :, :2]),
-        cw_value=np.ascontiguousarray(levels[:, :, 2:]),
-        cw_bits=words[:, bits * (2 + payload)],
-        cw_last=words[:, bits * (2 + payload) + 1 :],
+        levels=words[:width].reshape(bits, 2 + payload, n),
+        cw_bits=words[width],
+        cw_last=words[width + 1 :],
     )
 
 
@@ -222,11 +222,12 @@ def evaluate(rank: int, keys: DCFKeys, points: np.ndarray) -> np.ndarray:
         x = (points >> U64(bits - 1 - i)) & U64(1)
         seed, t_next, v = _child(s, x, payload)
         on = (U64(0) - t)[..., None]  # all ones where t = 1
-        seed ^= keys.cw_seed[i] & on
+        level = keys.levels[i]
+        seed ^= level[:2].T & on
         t_next ^= t & (keys.cw_bits >> (U64(2 * i) + x))
         t_next &= U64(1)
-        v += keys.cw_value[i] & on
+        v += level[2:].T & on
         out += v
         s, t = seed, t_next
-    out += _convert(s, payload) + keys.cw_last * t[..., None]
+    out += _convert(s, payload) + keys.cw_last.T * t[..., None]
     return (U64(0) - out) if rank == 1 else out

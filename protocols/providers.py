@@ -175,7 +175,7 @@ class Request:
         if self.kind == "dcf":
             bits, _, payload = self.dcf_params
             extra = (1 + (payload == 2)) if rank == 0 else 0  # party 0: corrections of [m] and [m r]
-            return (self.size0[0], extra + dcf.key_words(bits - 1, payload))
+            return (extra + dcf.key_words(bits - 1, payload), self.size0[0])  # one column per value
         if rank != 0:
             return (0,)
         if self.kind in ("square", "wraps", "B2A"):
@@ -348,8 +348,9 @@ def dcf_material(req: Request, g0: PRG | None, g1: PRG | None) -> tuple[torch.Te
     payload 2, [m r]_1. With r = r_0 + r_1 (mod 2^64), r' = floor(r / 2^t)
     mod 2^n, m = the top bit of r' and alpha = r' mod 2^(n-1), the DCF keys
     share f(y) = [y < alpha] (1 - 2m) (payload 1) or [y < alpha] ((1 - 2m),
-    (1 - 2m) r) (payload 2) on n-1 bits. Party 0 receives [m - m_1, m r -
-    (m r)_1] followed by the correction words; party 1 the correction words.
+    (1 - 2m) r) (payload 2) on n-1 bits. Party 0 receives the rows m - m_1,
+    m r - (m r)_1 and then the correction words (one column per value, level-
+    major rows: ``dcf.pack``); party 1 the correction words.
     """
     bits, drop, payload = req.dcf_params
     n = req.size0[0]
@@ -369,7 +370,7 @@ def dcf_material(req: Request, g0: PRG | None, g1: PRG | None) -> tuple[torch.Te
     extra = [m_t - m1]
     if payload == 2:
         extra.append(torch.from_numpy((m * r).view(np.int64)) - rm1)
-    return torch.cat([torch.stack(extra, 1), words], 1), words
+    return torch.cat([torch.stack(extra), words]), words
 
 
 class BatchSource(Protocol):
@@ -652,9 +653,9 @@ class DealerProvider(TupleProvider):
         r, seed = _ring((n,), g), _ring((n, 2), g)
         assert corr is not None
         if self.party_rank == 0:
-            m = corr[:, 0]
-            rm = corr[:, 1] if payload == 2 else None
-            words = corr[:, 1 + (payload == 2):]
+            m = corr[0]
+            rm = corr[1] if payload == 2 else None
+            words = corr[1 + (payload == 2):]
         else:
             m = _ring((n,), g)
             rm = _ring((n,), g) if payload == 2 else None

@@ -24,7 +24,7 @@ def test_dcf_shares_the_comparison_at_every_point(bits: int, payload: int) -> No
     beta = g.ring((n, payload)).numpy().view(np.uint64)
     s0, s1 = _seeds(g, n), _seeds(g, n)
     words = dcf.keygen(alpha, beta, bits, s0, s1)
-    assert words.shape == (n, dcf.key_words(bits, payload))
+    assert words.shape == (dcf.key_words(bits, payload), n)
     k0, k1 = dcf.unpack(s0, words, bits, payload), dcf.unpack(s1, words, bits, payload)
     if bits <= 6:  # every point of the domain
         points = np.tile(np.arange(1 << bits, dtype=np.uint64)[:, None], (1, n))
@@ -42,7 +42,7 @@ def test_a_single_key_looks_random() -> None:
     n, bits = 4000, 16
     for a in (0, (1 << bits) - 1):
         words = dcf.keygen(np.full(n, a, dtype=np.uint64), np.ones((n, 1), dtype=np.uint64), bits, _seeds(g, n), _seeds(g, n))
-        seeds = words[:, : bits * 3].reshape(n, bits, 3)[:, :, :2]  # the seed corrections
+        seeds = np.ascontiguousarray(words[: bits * 3].reshape(bits, 3, n)[:, :2])  # the seed corrections
         ones = np.unpackbits(seeds.view(np.uint8)).mean()
         assert abs(ones - 0.5) < 0.01, (a, ones)
 
@@ -52,7 +52,7 @@ def test_bad_dcf_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="bits"):
         dcf.keygen(np.zeros(2, dtype=np.uint64), np.ones((2, 1), dtype=np.uint64), 40, _seeds(g, 2), _seeds(g, 2))
     with pytest.raises(ValueError, match="words"):
-        dcf.unpack(_seeds(g, 2), np.zeros((2, 5), dtype=np.uint64), 4, 1)
+        dcf.unpack(_seeds(g, 2), np.zeros((5, 2), dtype=np.uint64), 4, 1)
     with pytest.raises(ValueError, match="ring_bits"):
         sign.check_ring(40, 0)
 

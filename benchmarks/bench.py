@@ -515,7 +515,7 @@ def bench_model(rank: int, job: dict[str, Any], rng: _Randomness, progress: Any 
     if rank == 0:
         model, meta = _owner_model(spec, job.get("checkpoint"))
     t0 = time.perf_counter()
-    secure = SecureViT.share(model, spec, meta, owner=0, config=SecureConfig(provider=job["provider"]))
+    secure = SecureViT.share(model, spec, meta, owner=0, config=SecureConfig(provider=job["provider"]), model_keys=rng.dealer)
     out: dict[str, Any] = {"rank": rank, "share_s": time.perf_counter() - t0, "runs": [], "checks": []}
     shaped = job["transport"] == "grpc" and job["shaped"]
     for batch in job["batches"]:

@@ -57,6 +57,10 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   step into its output product (5 rounds with fss, 14 with the circuits). CrypTen's default start (3 Newton steps) is off by 40 % at
   var = 0.01, which broke LayerNorm on the class token of trained digits models
   (logit error 2.6 -> 0.025 with the range start).
+* ``gelu = "fss"`` (default): ReLU(x) minus the gap x Phi(-x) as a degree-7
+  polynomial of min(|x|, 4) / 4, the ReLU and the clamp from ONE sign gate
+  with three shifts (``ops.gelu_fss``): 4 rounds, 7 ring elements per value;
+  max error about 1e-3 on [-8, 8]. Without DCF keys (TFP) it is "poly".
 * ``gelu = "poly"``: x/2 + a degree-7 polynomial in x^2 on |x| <= 4 (+ one
   comparison): max error 1.2e-3 on [-8, 8]. CrypTen's Taylor erf (``"erf"``)
   is off by 1.9 at x = -2 and by 700 at x = -3, and its large powers make the
@@ -67,10 +71,8 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   and the max's product) and any number of thresholds of the same x. ReLU
   and the max tree's levels on (24, 6): valid for |x| < 2^13 (32x the
   certified bound of the scores' differences, 246), error <= 2^-10 near 0;
-  fewer DCF levels (23) than the circuits' (32, 4). GeLU's range test stays
-  on the ring circuit: its 6 rounds overlap the polynomial's 4, and a DCF
-  would save one round for ~30 % more local work on the largest tensor of
-  the model. A provider without DCF keys (CrypTen's TFP) runs the circuits.
+  fewer DCF levels (23) than the circuits' (32, 4); the fss GeLU's gate uses
+  the same ring. A provider without DCF keys (CrypTen's TFP) runs the circuits.
   ``SecureConfig.circuits()`` is the runtime before the sign gate.
 * ``comparison = "ring"``: every sign test (ReLU, softmax's max, GeLU's range
   test, the Newton starts) runs ``protocols.compare.ltz`` on a small ring with
@@ -125,7 +127,7 @@ class SecureConfig:
     inv_sqrt_range: tuple[int, int] = (-14, 14)
     range_per_octave: int = 2  # thresholds per octave of the Newton starts
     ln_prescale: int = 4  # centred LayerNorm inputs are multiplied by this integer before squaring
-    gelu: Literal["poly", "erf"] = "poly"
+    gelu: Literal["fss", "poly", "erf"] = "fss"
     erf_iterations: int = 8  # only for gelu = "erf"
     layernorm_eps: float = 1e-5  # torch.nn.LayerNorm's default
     matmul_backend: MatmulBackend = "int64"
@@ -150,8 +152,8 @@ class SecureConfig:
                 raise ValueError(f"{name} must be in 1..32, got {getattr(self, name)}")
         if self.matmul_backend not in ("int64", "limbs"):
             raise ValueError(f"unknown matmul_backend {self.matmul_backend!r}")
-        if self.gelu not in ("poly", "erf"):
-            raise ValueError(f"unknown gelu {self.gelu!r}; choose poly or erf")
+        if self.gelu not in ("fss", "poly", "erf"):
+            raise ValueError(f"unknown gelu {self.gelu!r}; choose fss, poly or erf")
         if self.comparison not in ("fss", "ring", "crypten"):
             raise ValueError(f"unknown comparison {self.comparison!r}; choose fss, ring or crypten")
         if self.range_start not in ("linear", "step"):
@@ -182,7 +184,7 @@ class SecureConfig:
         Kept selectable so that benchmarks can show both (``mpcvit bench --protocols circuits``).
         """
         return cls(**{"comparison": "ring", "range_start": "step", "relu_compare": (32, 4), "fixed_weight_masks": False,
-                      **changes})
+                      "gelu": "poly", **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

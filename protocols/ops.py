@@ -604,9 +604,76 @@ def gelu(x: MPCTensor) -> MPCTensor:
     return half + p + sel[0] + sel[1]
 
 
+@lru_cache(maxsize=None)
+def gelu_gap_coefficients(t: float = GELU_T, degree: int = GELU_DEGREE, grid: int = GELU_GRID) -> tuple[float, ...]:
+    """Least-squares fit of the gap d(w) = relu(w) - gelu(w) = w Phi(-w) on w in [0, t], as a polynomial in u = w / t.
+
+    c_1 .. c_degree on the grid 2^-grid (c_degree rounded first, the lower ones
+    refitted each time; see ``gelu_coefficients``). Max error on [0, 4]: 5.2e-4;
+    P(1) = -7e-5, and d(4) = 1.3e-4, so clamping w at t costs at most 2e-4 beyond.
+    """
+    w = torch.linspace(0.0, t, 4001, dtype=torch.float64)
+    d = w * 0.5 * (1 - torch.special.erf(w / math.sqrt(2.0)))
+    u = w / t
+    A = torch.stack([u**k for k in range(degree + 1)], dim=1)
+    fixed: dict[int, float] = {}
+    for top in range(degree, -1, -1):
+        free = [k for k in range(degree + 1) if k not in fixed]
+        rhs = d - sum((c * u**k for k, c in fixed.items()), torch.zeros_like(d))
+        sol = dict(zip(free, torch.linalg.lstsq(A[:, free], rhs.unsqueeze(1)).solution.squeeze(1).tolist()))
+        fixed[top] = sol[top] if top == 0 else round(sol[top] * 2**grid) / 2**grid
+    return tuple(fixed[k] for k in range(degree + 1))
+
+
+def gelu_fss(x: MPCTensor) -> MPCTensor:
+    """GeLU(x) = ReLU(x) - d(min(|x|, T)) with d(w) = w Phi(-w) a degree-7 polynomial in u = w / T: 4 rounds.
+
+    Math: ONE sign gate on x with the shifts 0, T, -T (``sign.sign_steps``,
+    payload 2) gives b_0 = [x < 0], b_+ = [x < T], b_- = [x < -T] and x times
+    each; then, locally, ReLU(x) = x - x b_0 and the clamped magnitude
+    w = min(|x|, T) = -2 x b_0 + x b_+ + x b_- + T (1 - b_+ + b_-) (for x > T all
+    bits are 0 and w = T; for 0 <= x < T, w = x; for -T <= x < 0, w = -x; below
+    -T, w = T). GeLU = ReLU(x) - d(|x|) exactly (d is even in x), d(w) -> 0 fast
+    (d(4) = 1.3e-4), and the fit P (``gelu_gap_coefficients``) has P(1) = -7e-5, so
+    the clamp needs no selection afterwards. P(u) = A(u) + u^4 B(u) with cubics
+    A, B: round 2 u^2, round 3 u^3 and u^4, round 4 u^4 B(u). Every power of u
+    lies in [0, 1], so the truncations are small. Ring ``relu_compare`` (24, 6):
+    valid for |x| < 2^13, error <= 2^-10 where x is within 2^-10 below 0 or +-T.
+    Rounds: 4 (the circuits' ``gelu``: 6); ring elements opened per value and
+    party: 1 (the gate) + 1 + 3 + 2 = 7 (``gelu``: about 9.3).
+    Measured against torch's erf GeLU on [-8, 8]: ``tests/protocols/test_ops.py``.
+    """
+    rank = comm.get().get_rank()
+    scale = x.encoder.scale
+    t_ring = int(GELU_T * scale)
+    bits, prods = run_one(sign.sign_steps(x, (0, t_ring, -t_ring), *current_config().relu_compare, product=True))
+    xs = x._tensor.share
+    relu_share = xs - prods[0]
+    outside = -bits[1] + bits[2] + (1 if rank == 0 else 0)  # [|x| >= T]
+    w_share = -2 * prods[0] + prods[1] + prods[2] + outside * t_ring
+    prec = int(round(math.log2(scale)))
+    u = MPCTensor.from_shares(w_share, precision=prec).div(int(GELU_T))  # in [0, 1]
+    c = gelu_gap_coefficients()
+    t = times_public
+    (u2,) = run_one(square_steps([u]))
+    (u3,), (u4,) = run(beaver_steps([("mul", u, u2)]), square_steps([u2]))
+    (hi,) = beaver_products([("mul", u4, t(u, c[5]) + t(u2, c[6]) + t(u3, c[7]) + c[4])])
+    gap = t(u, c[1]) + t(u2, c[2]) + t(u3, c[3]) + c[0] + hi
+    return MPCTensor.from_shares(relu_share, precision=prec) - gap
+
+
 def quad(x: MPCTensor) -> MPCTensor:
     """MPCFormer's Quad GeLU 0.125 x^2 + 0.25 x + 0.5. Rounds: 1."""
     return square(x).div(8) + x.div(4) + 0.5
 
 
-ACTIVATIONS = {"gelu": lambda x: gelu(x) if current_config().gelu == "poly" else gelu_erf(x), "gelu_erf": gelu_erf, "quad": quad, "relu": relu, "identity": lambda x: x}
+def gelu_configured(x: MPCTensor) -> MPCTensor:
+    """GeLU as ``SecureConfig.gelu`` says: "fss" (``gelu_fss``; the polynomial ``gelu`` where the
+    provider makes no DCF keys), "poly" (``gelu``) or "erf" (``gelu_erf``)."""
+    kind = current_config().gelu
+    if kind == "fss":
+        return gelu_fss(x) if effective()[0] == "fss" else gelu(x)
+    return gelu(x) if kind == "poly" else gelu_erf(x)
+
+
+ACTIVATIONS = {"gelu": gelu_configured, "gelu_erf": gelu_erf, "quad": quad, "relu": relu, "identity": lambda x: x}

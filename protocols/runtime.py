@@ -178,7 +178,7 @@ class SecureViT:
     @classmethod
     def share(cls, model: VisionTransformer | None, spec: ArchSpec, meta: dict | None = None, owner: int = 0,
               config: SecureConfig = DEFAULT_CONFIG, batch_source: BatchSource | None = None,
-              model_id: int | None = None) -> "SecureViT":
+              model_id: int | None = None, model_keys: Any = None) -> "SecureViT":
         """Called by BOTH parties at model load, in the same order: party ``owner`` passes the plaintext model
         (and meta), the other passes None + the spec. Weights are secret-shared once and cached as shares.
         The input normalisation (meta["normalisation"]) is folded into the patch-embedding weights, so the
@@ -197,13 +197,14 @@ class SecureViT:
         shared = {name: crypten.cryptensor(t.float(), src=owner) for name, t in plain.items()}
         secure = cls(spec, shared, config, owner, batch_source)
         provider = current_provider()
-        if config.fixed_weight_masks and isinstance(provider, DealerProvider) and hasattr(batch_source, "model_key"):
-            secure._open_weight_masks(next(_LOADS) if model_id is None else model_id)
+        keys = model_keys if model_keys is not None else batch_source  # whatever hands out model keys
+        if config.fixed_weight_masks and isinstance(provider, DealerProvider) and hasattr(keys, "model_key"):
+            secure._open_weight_masks(next(_LOADS) if model_id is None else model_id, keys)
         if isinstance(provider, DealerProvider):
             secure.plan(1)
         return secure
 
-    def _open_weight_masks(self, model_id: int) -> None:
+    def _open_weight_masks(self, model_id: int, keys: Any) -> None:
         """Draw every weight's fixed Beaver mask from this load's model key and open W - b (one round, at load).
 
         ``model_id`` is the same on both parties (the load's session id on the
@@ -212,8 +213,7 @@ class SecureViT:
         """
         rank = comm.get().get_rank()
         provider = current_provider()
-        assert self.batch_source is not None
-        provider.begin_model(model_id, self.batch_source.model_key(rank, model_id))
+        provider.begin_model(model_id, keys.model_key(rank, model_id))
         names = [k for k in sorted(self.params) if k.endswith(".w_t") and self.params[k].dim() == 2]
         opened = ops.open_weight_masks([(self.params[k], model_id, i) for i, k in enumerate(names)])
         self.fixed = dict(zip(names, opened))

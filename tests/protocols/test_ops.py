@@ -72,6 +72,14 @@ def _ops_program() -> dict[str, float]:
     err["mul"] = float((mu.get_plain_text() - c * d).abs().max())
     x = torch.linspace(-8, 8, 801)
     err["gelu"] = float((ops.gelu(crypten.cryptensor(x, src=0)).get_plain_text() - torch.nn.functional.gelu(x)).abs().max())
+    xg = torch.cat([x, torch.tensor([-3000.0, -4.0, -1e-3, 0.0, 1e-3, 4.0, 3000.0])])
+    comm.get().reset_communication_stats()
+    exg = crypten.cryptensor(xg, src=0)
+    comm.get().reset_communication_stats()
+    g = ops.ACTIVATIONS["gelu"](exg)
+    err["gelu_configured_rounds"] = comm.get().get_communication_stats()["rounds"]
+    g = g.get_plain_text()
+    err["gelu_configured"] = float((g - torch.nn.functional.gelu(xg)).abs().max())
     v = torch.logspace(-3, 3, 25)
     rec = ops.reciprocal_nr(crypten.cryptensor(v, src=0)).get_plain_text()
     err["reciprocal_rel"] = float((rec * v - 1)[v <= 100].abs().max())  # above, 1/v is a few ulps (2^-16)
@@ -106,9 +114,12 @@ def test_ops_match_their_math(mode: str) -> None:
     assert err["reciprocal_rel"] < 1e-2 and err["inv_sqrt_rel"] < 1e-2
     assert err["reciprocal_abs"] < 1e-4  # a few ulps of 2^-16
     assert err["layernorm"] < 1e-2
+    assert err["gelu_configured"] < 3e-3  # also far out (+-3000) and at the gate's thresholds 0, +-4
     if mode == "dealer":  # one-round sign gate, linear start, the last Newton step folded into the output
         assert err["layernorm_rounds"] == 5
+        assert err["gelu_configured_rounds"] == 4  # ReLU minus the clamped gap polynomial
     else:
         assert err["layernorm_rounds"] == 1 + 7 + 3 + 3
+        assert err["gelu_configured_rounds"] == 6
     assert err["softmax"] < 1e-2 and err["relu_rows"] < 1e-2 and err["quad_rows"] < 1e-2 and err["thex_rows"] < 1e-2
     assert math.isfinite(sum(err.values()))

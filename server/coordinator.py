@@ -159,6 +159,8 @@ class Coordinator:
         self._in_flight_ids: set[str] = set()
         self._sessions: asyncio.Semaphore | None = None
         self._load_locks: dict[str, asyncio.Lock] = {}
+        self._load_generation: dict[str, int] = {}  # LoadModel rounds completed per model (the watch compares them)
+        self._watch_task: asyncio.Task[None] | None = None
         self.forwards = 0  # secure forwards run (tests and /metrics)
 
     # -- lifecycle -------------------------------------------------------------
@@ -173,9 +175,14 @@ class Coordinator:
             try:
                 await self.ensure_loaded(self.model(name))
             except CoordinatorError as exc:
-                log.warning("could not preload %s: %s", name, exc)
+                log.warning("could not preload %s: %s; the party watch retries", name, exc)
+        if self.settings.health_interval_s > 0:
+            self._watch_task = asyncio.create_task(self._watch(), name="party-watch")
 
     async def stop(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
         for task in self._workers.values():
             task.cancel()
         await asyncio.gather(*self._workers.values(), return_exceptions=True)
@@ -229,6 +236,47 @@ class Coordinator:
             return await self.refresh_keys()
         return [k for k in self.public_keys if k is not None]
 
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_interval_s)
+            try:
+                await self.readmit()
+            except Exception:  # noqa: BLE001 - the watch must outlive any one failure
+                log.exception("party watch failed")
+
+    async def readmit(self) -> list[str]:
+        """Load again, on both parties, every wanted model that a party lacks; the names loaded.
+
+        Wanted: every model loaded so far and every preload. Nothing happens
+        unless both parties answer Health (a party still down is the next
+        request's 503, not a load that would wait for it). A load that finished
+        while Health was asked is not repeated.
+        """
+        wanted = sorted({n for n, e in self.catalog.entries.items() if e.loaded} | set(self.settings.preload_models))
+        if not wanted:
+            return []
+        generations = {name: self._load_generation.get(name, 0) for name in wanted}
+        report = await self.health()
+        if not all(p["reachable"] for p in report):
+            return []
+        loaded: list[str] = []
+        for name in wanted:
+            missing = [p["rank"] for p in report if name not in p["models"]]
+            if not missing or self._load_generation.get(name, 0) != generations[name]:
+                continue
+            entry = self.catalog.get(name)
+            if entry is None:
+                continue
+            log.info("party %s has no %s (restarted?): loading it again on both parties", " and ".join(map(str, missing)), name)
+            entry.loaded = False
+            try:
+                await self.ensure_loaded(entry)
+            except CoordinatorError as exc:
+                log.warning("could not load %s again: %s", name, exc)
+                continue
+            loaded.append(name)
+        return loaded
+
     # -- models ----------------------------------------------------------------
 
     def model(self, name: str) -> ModelEntry:
@@ -267,6 +315,7 @@ class Coordinator:
                 raise PartyFailed(f"party 0 loaded {entry.name} with input shape {shape}, arch.json says {entry.input_shape}")
             entry.precision_bits = int(replies[0].precision_bits) or 16
             entry.loaded = True
+            self._load_generation[entry.name] = self._load_generation.get(entry.name, 0) + 1
             log.info("model %s loaded on both parties (precision %d bits)", entry.name, entry.precision_bits)
 
     # -- requests --------------------------------------------------------------

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     load_timeout_s: float = Field(120.0, gt=0, description="deadline of LoadModel on the parties")
     connect_timeout_s: float = Field(2.0, gt=0, description="how long a call waits for a party's channel to connect")
     health_timeout_s: float = Field(5.0, gt=0, description="deadline of a Health call (a party probes its peer and the dealer, 2 s each)")
+    health_interval_s: float = Field(
+        5.0, ge=0, description="how often a watch asks the parties for Health and loads again what a restarted party lost (0: never)"
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body; more get 413")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest decoded image (width x height)")

@@ -27,6 +27,7 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--request-timeout": ("request_timeout_s", float, "default deadline of a request, seconds"),
     "--load-timeout": ("load_timeout_s", float, "deadline of LoadModel, seconds"),
     "--connect-timeout": ("connect_timeout_s", float, "how long a call waits for a party to connect, seconds"),
+    "--health-interval": ("health_interval_s", float, "seconds between the watch's Health calls that re-admit a restarted party (0: off)"),
     "--max-body-bytes": ("max_body_bytes", int, "largest request body"),
 }
 

@@ -69,6 +69,8 @@ class StackConfig:
     grace_s: float = 10.0
     max_restarts: int = 3  # per role within restart_window_s; one more death stops the stack
     restart_window_s: float = 600.0
+    pairs: int = 1  # party pairs; the replicas of party R (roles party<R>-pair<k>) share party R's certificate and key
+    network: str = "none"  # the parties' emulated peer link: none, lan or wan (parties/transport.py)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,11 @@ class Endpoints:
     party0: str
     party1: str
     coordinator_url: str
+    more_pairs: tuple[tuple[str, str], ...] = ()  # pairs 1.. (party 0, party 1) when the stack has several
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(self.party0, self.party1), *self.more_pairs]
 
 
 @dataclass
@@ -207,22 +214,29 @@ class LocalStack:
         self._make_workdir()
         if not self.config.insecure:
             self._make_certs()
-        dealer_p, p0, p1, coord = free_ports(4)
+        if self.config.pairs < 1:
+            raise ValueError(f"a stack needs at least one party pair, got {self.config.pairs}")
+        dealer_p, coord, *party_ports = free_ports(2 + 2 * self.config.pairs)
         if self.config.coordinator_port:
             coord = self.config.coordinator_port
+        addresses = [f"{LOOPBACK}:{p}" for p in party_ports]
+        pairs = list(zip(addresses[0::2], addresses[1::2]))
         ep = Endpoints(
             dealer=f"{LOOPBACK}:{dealer_p}",
-            party0=f"{LOOPBACK}:{p0}",
-            party1=f"{LOOPBACK}:{p1}",
+            party0=pairs[0][0],
+            party1=pairs[0][1],
             coordinator_url=f"http://{LOOPBACK}:{coord}",
+            more_pairs=tuple(pairs[1:]),
         )
         self.endpoints = ep
         deadline = time.monotonic() + self.config.startup_timeout_s
         commands = self._commands(ep)
-        for role in ("dealer", "party0", "party1"):
-            self._spawn(role, commands[role])
+        for role, argv in commands.items():
+            if role != "coordinator":
+                self._spawn(role, argv)
         # The coordinator preloads the model on the parties when it starts: start it once they listen.
-        self._wait_tcp({"dealer": ep.dealer, "party0": ep.party0, "party1": ep.party1}, deadline)
+        listening = {f"party{r}-pair{k}": a for k, pair in enumerate(ep.pairs) for r, a in enumerate(pair)}
+        self._wait_tcp({"dealer": ep.dealer, **listening}, deadline)
         self._spawn("coordinator", commands["coordinator"])
         self._wait_coordinator(ep.coordinator_url, deadline)
         log.debug("local stack ready: coordinator %s (logs in %s)", ep.coordinator_url, self.workdir / "logs")
@@ -316,20 +330,22 @@ class LocalStack:
             return ["--insecure"] if self.config.insecure else ["--certs", str(self.certs_dir / role)]
 
         models = ["--models", str(self.config.models_dir)]
+        network = ["--network", self.config.network] if self.config.network != "none" else []
         port = ep.coordinator_url.rsplit(":", 1)[1]
-        return {
-            "dealer": _mpcvit("dealer", "--listen", ep.dealer, *tls("dealer")),
-            "party0": _mpcvit(
-                "party", "--rank", "0", "--listen", ep.party0, "--peer", ep.party1, "--dealer", ep.dealer, *tls("party0"), *models
-            ),
-            "party1": _mpcvit(
-                "party", "--rank", "1", "--listen", ep.party1, "--peer", ep.party0, "--dealer", ep.dealer, *tls("party1"), *models
-            ),
-            "coordinator": _mpcvit(
-                "serve", "--host", LOOPBACK, "--port", port, "--party0", ep.party0, "--party1", ep.party1,
-                *tls("coordinator"), *models, "--preload", self.config.model,
-            ),
-        }
+        commands = {"dealer": _mpcvit("dealer", "--listen", ep.dealer, *tls("dealer"))}
+        for k, (a0, a1) in enumerate(ep.pairs):
+            for rank, (listen, peer) in enumerate(((a0, a1), (a1, a0))):
+                role = f"party{rank}" if k == 0 else f"party{rank}-pair{k}"
+                commands[role] = _mpcvit(
+                    "party", "--rank", str(rank), "--listen", listen, "--peer", peer, "--dealer", ep.dealer,
+                    *tls(f"party{rank}"), *models, *network,
+                )
+        where = (["--party0", ep.party0, "--party1", ep.party1] if len(ep.pairs) == 1
+                 else [arg for a0, a1 in ep.pairs for arg in ("--pair", f"{a0},{a1}")])
+        commands["coordinator"] = _mpcvit(
+            "serve", "--host", LOOPBACK, "--port", port, *where, *tls("coordinator"), *models, "--preload", self.config.model,
+        )
+        return commands
 
     def _spawn(self, role: str, argv: list[str]) -> None:
         self.procs.append(self._start_process(role, argv))

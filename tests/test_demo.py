@@ -315,3 +315,18 @@ def test_supervise_gives_up_past_the_restart_limit_and_the_logs_survive(monkeypa
     assert not (kept.parent / "certs").exists()  # keys are never left behind
     shutil.rmtree(kept.parent)
     assert wait_no_tagged(tag) == []
+
+
+def test_a_stack_with_two_pairs_starts_replicas_with_their_party_s_certificate(tmp_path: Path) -> None:
+    stack = LocalStack(StackConfig(models_dir=tmp_path, model="m", workdir=tmp_path, pairs=2, network="wan"))
+    ep = Endpoints(dealer="127.0.0.1:1", party0="127.0.0.1:2", party1="127.0.0.1:3", coordinator_url="http://127.0.0.1:4",
+                   more_pairs=(("127.0.0.1:5", "127.0.0.1:6"),))
+    commands = stack._commands(ep)
+    assert list(commands) == ["dealer", "party0", "party1", "party0-pair1", "party1-pair1", "coordinator"]
+    replica = commands["party1-pair1"]
+    assert replica[replica.index("--certs") + 1] == str(tmp_path / "certs" / "party1")  # replicas share party 1's key
+    assert replica[replica.index("--listen") + 1] == "127.0.0.1:6" and replica[replica.index("--peer") + 1] == "127.0.0.1:5"
+    assert replica[replica.index("--network") + 1] == "wan"
+    serve = commands["coordinator"]
+    assert "--party0" not in serve
+    assert [serve[i + 1] for i, a in enumerate(serve) if a == "--pair"] == ["127.0.0.1:2,127.0.0.1:3", "127.0.0.1:5,127.0.0.1:6"]

@@ -330,3 +330,15 @@ def test_a_stack_with_two_pairs_starts_replicas_with_their_party_s_certificate(t
     serve = commands["coordinator"]
     assert "--party0" not in serve
     assert [serve[i + 1] for i, a in enumerate(serve) if a == "--pair"] == ["127.0.0.1:2,127.0.0.1:3", "127.0.0.1:5,127.0.0.1:6"]
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--pairs", "0", "--pairs must be at least 1, got 0"),
+    ("--max-restarts", "-1", "--max-restarts must be 0 or more, got -1"),
+])
+def test_demo_refuses_bad_numbers_in_one_line(flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from mpcvit.cli import main
+
+    assert main(["demo", flag, value]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"mpcvit demo: error: {message}", err

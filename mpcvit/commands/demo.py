@@ -84,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --keep-running: how often a role that dies is started again within 10 minutes before the demo "
         "stops (default 3)",
     )
+    parser.add_argument(
+        "--pairs", type=int, default=1,
+        help="party pairs behind the coordinator (default 1); more run several secure forwards at once "
+        "(replicas share each party's certificate and key)",
+    )
     parser.add_argument("--insecure", action="store_true", help="plaintext gRPC between the processes (no mutual TLS)")
     parser.add_argument(
         "--models-dir", type=Path, default=None, help="checkpoint root (default: ./checkpoints, else the repository's)"
@@ -322,11 +327,12 @@ def _run_local(args: argparse.Namespace, model: str, checkpoint: Path, dataset: 
     from mpcvit.localstack import LocalStack, StackConfig
 
     cfg = StackConfig(
-        max_restarts=args.max_restarts,
+        max_restarts=args.max_restarts, pairs=args.pairs,
         models_dir=checkpoint.parent, model=model, insecure=args.insecure,
         coordinator_port=args.port, startup_timeout_s=args.timeout,
     )
-    print(f"starting dealer, party 0, party 1, coordinator on 127.0.0.1 "
+    parties = "party 0, party 1" if args.pairs == 1 else f"{args.pairs} pairs of party 0 and party 1"
+    print(f"starting dealer, {parties}, coordinator on 127.0.0.1 "
           f"({'plaintext gRPC' if args.insecure else 'mutual TLS'}) ...", flush=True)
     t0 = time.perf_counter()
     stack = LocalStack(cfg)
@@ -351,6 +357,8 @@ def _run_local(args: argparse.Namespace, model: str, checkpoint: Path, dataset: 
 def run(args: argparse.Namespace) -> int:
     if args.images < 1:
         raise ValueError(f"--images must be at least 1, got {args.images}")
+    if args.pairs < 1:
+        raise ValueError(f"--pairs must be at least 1, got {args.pairs}")
     if args.max_restarts < 0:
         raise ValueError(f"--max-restarts must be 0 or more, got {args.max_restarts}")
     models_dir = (args.models_dir or default_models_dir()).resolve()

@@ -32,7 +32,11 @@ session agrees fresh 256-bit keys for CrypTen's zero-sharing PRGs with the
 peer over the mutually authenticated channel (``install``), so a
 failed session never poisons the next. A failure (bad input, dead peer,
 deadline) aborts the session on both sides and answers a gRPC status; the
-process keeps serving.
+process keeps serving. A control call that ends before its session does (the
+coordinator cancelled it because the other party failed, or the coordinator
+itself died) aborts that session here and at the peer at once
+(:meth:`Party.call_ended`), so neither party holds its session lock until the
+deadline for a forward nobody waits for.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ KEY_FILE = "party{rank}.x25519"
 COORDINATOR_ROLE = "coordinator"
 REPLAY_WINDOW_S = 24 * 3600.0
 REPLAY_MAX_ENTRIES = 200_000
+ENDED_CALLS_KEPT = 1024  # session ids whose control call ended before their session opened
 
 
 class PartyError(Exception):
@@ -248,6 +253,9 @@ class Party:
         self.models: dict[str, LoadedModel] = {}
         self.counters = Counters()
         self._lock = threading.Lock()
+        self._calls_lock = threading.Lock()
+        self._running: dict[str, Any] = {}  # session id -> its open transport session
+        self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()  # session id -> why its call ended
 
     # -- sessions --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -261,6 +269,13 @@ class Party:
         try:
             with self.endpoint.session(session_id, deadline_unix_ms=deadline_unix_ms) as session:
                 ok = False
+                with self._calls_lock:
+                    ended = self._ended.pop(session_id, None)
+                    if ended is None:
+                        self._running[session_id] = session
+                if ended is not None:  # its caller is gone: do not start a forward nobody waits for
+                    session.abort(ended)
+                    raise PartyError(grpc.StatusCode.CANCELLED, f"session {session_id}: {ended}")
                 try:
                     with installed(GrpcCommunicator(session)) as comm:
                         ensure_counting()
@@ -271,6 +286,8 @@ class Party:
                     session.abort(f"{type(exc).__name__}")
                     raise
                 finally:
+                    with self._calls_lock:
+                        self._running.pop(session_id, None)
                     self.batches.batch_id = None
                     if not ok:
                         with contextlib.suppress(RuntimeError):
@@ -278,6 +295,22 @@ class Party:
                     self._count(ok, session)
         finally:
             self._lock.release()
+
+    def call_ended(self, session_id: str, reason: str) -> None:
+        """The control call of ``session_id`` ended before it answered: abort its session here and at the peer.
+
+        A session still waiting for the party is refused when its turn comes (the last
+        ``ENDED_CALLS_KEPT`` such ids are remembered).
+        """
+        with self._calls_lock:
+            session = self._running.get(session_id)
+            if session is None:
+                self._ended[session_id] = reason
+                while len(self._ended) > ENDED_CALLS_KEPT:
+                    self._ended.popitem(last=False)
+        if session is not None:
+            logger.warning("session %s: %s; aborting it", session_id, reason)
+            session.abort(reason)
 
     def _count(self, ok: bool, session: Any) -> None:
         if ok:
@@ -445,11 +478,26 @@ class PartyControlServicer(control_pb2_grpc.PartyControlServicer):
     def Health(self, request: control_pb2.HealthRequest, context: grpc.ServicerContext) -> control_pb2.HealthReply:
         return self._call(context, self.party.health)
 
+    def _session_call(self, context: grpc.ServicerContext, session_id: str, fn: Any, *args: Any) -> Any:
+        """``_call`` for a call that runs a session: if the call ends before it answers, the session is aborted."""
+        answered = threading.Event()
+
+        def ended() -> None:
+            if not answered.is_set():
+                self.party.call_ended(session_id, "the coordinator's call ended (cancelled, or its deadline passed)")
+
+        context.add_callback(ended)
+        try:
+            return self._call(context, fn, *args)
+        finally:
+            answered.set()
+
     def LoadModel(self, request: control_pb2.LoadModelRequest, context: grpc.ServicerContext) -> control_pb2.LoadModelReply:
-        return self._call(context, self.party.load_model, request.model, request.session_id, request.deadline_unix_ms)
+        return self._session_call(context, request.session_id, self.party.load_model, request.model, request.session_id,
+                                  request.deadline_unix_ms)
 
     def Infer(self, request: control_pb2.InferRequest, context: grpc.ServicerContext) -> control_pb2.InferReply:
-        return self._call(context, self.party.infer, request)
+        return self._session_call(context, request.session_id, self.party.infer, request)
 
     def Stats(self, request: control_pb2.StatsRequest, context: grpc.ServicerContext) -> control_pb2.StatsReply:
         return self._call(context, self.party.stats)

@@ -301,6 +301,7 @@ class LocalStack:
         if self._tmp is not None:
             if keep_logs:
                 shutil.rmtree(self._tmp / "certs", ignore_errors=True)
+                shutil.rmtree(self._tmp / "dealer-state", ignore_errors=True)
                 self.logs_kept = self._tmp / "logs"
             else:
                 shutil.rmtree(self._tmp, ignore_errors=True)
@@ -332,7 +333,9 @@ class LocalStack:
         models = ["--models", str(self.config.models_dir)]
         network = ["--network", self.config.network] if self.config.network != "none" else []
         port = ep.coordinator_url.rsplit(":", 1)[1]
-        commands = {"dealer": _mpcvit("dealer", "--listen", ep.dealer, *tls("dealer"))}
+        # the dealer's master secret in a file of its own: a restarted dealer derives the same model keys
+        state = ["--state", str(self.workdir / "dealer-state" / "master.key")]
+        commands = {"dealer": _mpcvit("dealer", "--listen", ep.dealer, *tls("dealer"), *state)}
         for k, (a0, a1) in enumerate(ep.pairs):
             for rank, (listen, peer) in enumerate(((a0, a1), (a1, a0))):
                 role = f"party{rank}" if k == 0 else f"party{rank}-pair{k}"

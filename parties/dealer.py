@@ -97,6 +97,7 @@ class DealerState:
         self.master_key = master_key if master_key is not None else new_key()  # model keys derive from it
         if len(self.master_key) != KEY_BYTES:
             raise ValueError(f"the dealer's master secret is {KEY_BYTES} bytes")
+        self.dealer_id = hashlib.sha256(b"mpcvit dealer id\0" + self.master_key).digest()[:16]
         self.ttl_s = ttl_s
         self.max_batches = max_batches
         self._batches: dict[str, _Batch] = {}
@@ -281,7 +282,7 @@ class DealerServicer(dealer_pb2_grpc.DealerServicer):
                 key = self.state.key(request.batch_id, request.rank)
         except DealerError as exc:
             context.abort(exc.code, str(exc))
-        return dealer_pb2.SeedReply(batch_id=request.batch_id, key=key)
+        return dealer_pb2.SeedReply(batch_id=request.batch_id, key=key, dealer_id=self.state.dealer_id)
 
     def GetCorrections(self, request: dealer_pb2.CorrectionsRequest, context: grpc.ServicerContext) -> Iterator[dealer_pb2.CorrectionChunk]:
         try:
@@ -351,6 +352,7 @@ class DealerClient:
         self.rank = rank
         self.timeout_s = timeout_s
         self.traffic = DealerTraffic()
+        self.dealer_id: bytes | None = None  # from the last key handed out (see SeedReply.dealer_id)
 
     def get_key(self, batch_id: str) -> bytes:
         """This party's 32-byte PRG key for the batch."""
@@ -359,6 +361,7 @@ class DealerClient:
         self._count(len(reply.key), t0)
         if len(reply.key) != KEY_BYTES:
             raise RuntimeError(f"the dealer sent a {len(reply.key)}-byte key; a batch key is {KEY_BYTES} bytes")
+        self.dealer_id = bytes(reply.dealer_id)
         return bytes(reply.key)
 
     def get_corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:

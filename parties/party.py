@@ -119,27 +119,39 @@ class Counters:
     seconds: float = 0.0
 
 
+class ModelLost(PartyError):
+    """A loaded model's weight masks can no longer be served (the dealer lost its master secret)."""
+
+
 class SessionBatches:
     """``protocols.providers.BatchSource`` over the gRPC dealer: batch id = the current session id."""
 
     def __init__(self, dealer: DealerClient) -> None:
         self.dealer = dealer
         self.batch_id: str | None = None
+        self.model_dealer: dict[int, bytes | None] = {}  # model load id -> the dealer id its weight masks came from
 
     def next_batch(self, rank: int, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
         if self.batch_id is None:
             raise RuntimeError("no session is running")
         try:
-            return self.dealer.fetch_batch(self.batch_id, requests)
+            batch = self.dealer.fetch_batch(self.batch_id, requests)
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
+        for model_id in {dict(r.kwargs)["model"] for r in requests if r.kind == "fixed"}:
+            if self.model_dealer.get(model_id) != self.dealer.dealer_id:
+                raise ModelLost(grpc.StatusCode.FAILED_PRECONDITION, "the dealer restarted without its state (--state): "
+                                "this model's weight masks are lost; it is being unloaded, load it again")
+        return batch
 
     def model_key(self, rank: int, model_id: int) -> bytes:
         """This party's key of a model load's fixed weight masks (the dealer keeps both for later batches)."""
         try:
-            return self.dealer.get_model_key(model_id)
+            key = self.dealer.get_model_key(model_id)
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
+        self.model_dealer[model_id] = self.dealer.dealer_id
+        return key
 
 
 def load_keypair(certs_dir: Path | None, rank: int) -> sealing.KeyPair:
@@ -416,7 +428,11 @@ class Party:
         dealer_before = (self.dealer.traffic.bytes_received, self.dealer.traffic.seconds)
         with self._session(request.session_id, request.deadline_unix_ms):
             x_share = self._open_inputs(list(request.items), request.model, loaded.spec)  # inside: a bad input aborts the peer too
-            logits_share, report = loaded.secure.forward_shares(x_share)
+            try:
+                logits_share, report = loaded.secure.forward_shares(x_share)
+            except ModelLost:
+                self.models.pop(request.model, None)  # the coordinator's health watch loads it again on both parties
+                raise
         costs = costs_message(report)
         costs.dealer_bytes_received = self.dealer.traffic.bytes_received - dealer_before[0]
         costs.dealer_seconds = self.dealer.traffic.seconds - dealer_before[1]

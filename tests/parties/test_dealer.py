@@ -117,3 +117,38 @@ def test_dealer_refuses_a_client_without_certificate(dealer: str) -> None:
     with pytest.raises(grpc.RpcError) as err:
         dealer_pb2_grpc.DealerStub(channel).Ping(dealer_pb2.DealerPingRequest(), timeout=3)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_dealer_that_lost_its_state_is_refused_not_used() -> None:
+    """A model's weight masks come from the dealer seen at load; after a restart without --state the party refuses."""
+    from parties.party import ModelLost, SessionBatches
+
+    class FakeDealer:
+        dealer_id = b"A" * 16
+
+        def get_model_key(self, model_id: int) -> bytes:
+            return bytes(32)
+
+        def fetch_batch(self, batch_id: str, requests: list) -> tuple:
+            return b"k" * 32, None
+
+    fake = FakeDealer()
+    batches = SessionBatches(fake)  # type: ignore[arg-type]
+    batches.batch_id = "s1"
+    batches.model_key(0, 7)
+    plan = [Request("fixed", (2, 3), (3, 4), "matmul", (("mask", 0), ("model", 7)))]
+    assert batches.next_batch(0, plan)[0] == b"k" * 32  # same dealer: fine
+    fake.dealer_id = b"B" * 16  # restarted with a new master secret
+    with pytest.raises(ModelLost, match="load it again"):
+        batches.next_batch(0, plan)
+
+
+def test_model_keys_survive_a_restart_with_state(tmp_path: Path) -> None:
+    from parties.dealer import DealerState, load_master_key
+
+    path = tmp_path / "state" / "master.key"
+    first = DealerState(master_key=load_master_key(path))
+    again = DealerState(master_key=load_master_key(path))
+    assert first.model_key(5, 0) == again.model_key(5, 0) and first.dealer_id == again.dealer_id
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert DealerState().dealer_id != first.dealer_id  # no state: a new dealer

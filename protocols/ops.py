@@ -3,10 +3,17 @@
 Every op takes and returns ``crypten.mpc.MPCTensor`` (arithmetic shares of
 fixed-point values, scale 2^f). "Rounds" below are the communicator's
 collective calls of one op on party 0, the same for any batch size; c(x) is
-the rounds of one comparison ``x < 0`` (``protocols.compare.ltz`` on a
-small ring: 6 rounds on 16 bits, 7 on 32; CrypTen's 64-bit circuit: 8) and
-r_exp, r_rec, r_isqrt the rounds of the iterative approximations configured
-in ``protocols.config``.
+the rounds of one comparison ``x < 0``: 1 with the dealer's DCF sign gate
+(``protocols.sign``, the default ``comparison = "fss"``), 6-7 with the
+small-ring circuit (``protocols.compare.ltz``: 6 rounds on 16 bits, 7 on
+32), 8 with CrypTen's 64-bit circuit; r_exp, r_rec, r_isqrt are the rounds
+of the iterative approximations configured in ``protocols.config``.
+
+Rounds per op at the defaults (fss) and with ``SecureConfig.circuits()``:
+LayerNorm 5 / 14 (15 before its last Newton step was folded), ReLU 1 / 7,
+softmax's max over N 7 levels x 1 / 7 x 7 (N = 65), the reciprocal 4 / 10,
+GeLU 4 / 6, a linear layer 1 / 1 (with its weight's mask opened once at
+model load under fss: the activation's mask only).
 """
 
 from __future__ import annotations

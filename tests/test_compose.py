@@ -137,18 +137,20 @@ def test_mutual_tls_everywhere(config: dict) -> None:
 
 
 def test_each_container_sees_only_its_own_key(config: dict) -> None:
-    """A serving container mounts one volume: its own role's (read-only, at /certs); the CA key's volume only the one-shot."""
+    """A serving container mounts its own role's keys (read-only, at /certs), the dealer also its state; the CA key's
+    volume only the one-shot."""
     services = config["services"]
     for role in ROLES:
         mounts = services[role].get("volumes") or []
+        state = [("volume", "dealer-state", "/state", False)] if role == "dealer" else []
         assert [(v["type"], v["source"], v["target"], bool(v.get("read_only"))) for v in mounts] == [
-            ("volume", f"certs-{role}", "/certs", True)
+            ("volume", f"certs-{role}", "/certs", True), *state
         ], role
     certs_mounts = {v["source"]: v["target"] for v in services["certs"]["volumes"]}
     assert certs_mounts == {"pki-ca": "/pki/ca", **{f"certs-{role}": f"/pki/{role}" for role in ROLES}}
     # what `mpcvit certs local --out /pki` writes lands in those volumes: /pki/ca (CA key) and /pki/<role>
     assert services["certs"]["command"][services["certs"]["command"].index("--out") + 1] == "/pki"
-    assert set(config["volumes"]) == {"pki-ca", *(f"certs-{role}" for role in ROLES)}
+    assert set(config["volumes"]) == {"pki-ca", "dealer-state", *(f"certs-{role}" for role in ROLES)}
 
 
 def test_compose_mounts_statically() -> None:
@@ -157,7 +159,8 @@ def test_compose_mounts_statically() -> None:
 
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     for role in ROLES:
-        assert services[role]["volumes"] == [f"certs-{role}:/certs:ro"], role
+        state = ["dealer-state:/state"] if role == "dealer" else []
+        assert services[role]["volumes"] == [f"certs-{role}:/certs:ro", *state], role
     assert "pki-ca:/pki/ca" in services["certs"]["volumes"]
     assert not any("pki-ca" in str(svc.get("volumes")) for name, svc in services.items() if name != "certs")
 

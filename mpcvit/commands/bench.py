@@ -1,4 +1,4 @@
-"""``mpcvit bench``: rounds, bytes and latency of every model family on LAN and WAN (benchmarks/bench.py)."""
+"""``mpcvit bench``: rounds, bytes and latency of every model family on LAN and WAN (benchmarks/bench.py and its bench_* modules)."""
 
 from __future__ import annotations
 

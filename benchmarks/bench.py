@@ -19,7 +19,18 @@ values) and both holding shares of a random image, and records:
   inprocess`` (CrypTen's gloo communicator) nothing is shaped and only the
   prediction is given;
 * the per-op-kind breakdown, and a check that the secure logits open to the
-  plaintext logits of the same weights.
+  plaintext logits of the same weights;
+* the offline phase of each forward: what each party receives from the dealer
+  (party 0: its key, the corrections of its triples and, with ``fss``, its DCF
+  keys; party 1: its key and, with ``fss``, its DCF keys) and the dealer's
+  seconds to make both parties' material; none of it is an online round.
+
+``--protocols fss`` (default) runs ``SecureConfig()``, the one-round DCF sign
+gates; ``circuits`` runs ``SecureConfig.circuits()``, the small-ring comparison
+circuits of the previous runtime; ``both`` runs every model under each and
+results.md puts them side by side (rounds, bytes, latency, offline bytes and
+seconds, and rounds per op kind). TFP makes no DCF keys: under ``--provider
+tfp`` every model runs the circuits, and its rows say so.
 
 Measuring protocol per model: share the weights once, ``--warmup`` forwards
 unshaped (not recorded), ``--repeats`` unshaped forwards (compute), then per
@@ -59,6 +70,7 @@ from benchmarks.bench_models import (
     DEFAULT_MUS,
     FULL_MODE_NOTE,
     PLUS_BASE_MU,
+    PROTOCOLS,
     QUICK_ARCH,
     ROOT,
     SEARCH_DIR,
@@ -73,18 +85,19 @@ from benchmarks.bench_models import (
     resolve_entries,
     scaled_attn,
     scaled_mlp,
+    secure_config,
 )
-from benchmarks.bench_render import markdown, ordering_checks, rerender, write_results
-from benchmarks.bench_run import bench_model, bench_party, code_fingerprint, environment, run_benchmark, run_entries, runs_per_entry
+from benchmarks.bench_render import markdown, ordering_checks, per_op_rounds, rerender, side_by_side, write_results
+from benchmarks.bench_run import bench_model, bench_party, cases, code_fingerprint, environment, run_benchmark, run_entries, runs_per_entry
 from benchmarks.bench_summary import add_cost_table_estimates, best_latency, fmt_seconds, rows_by, summarise_entry
 
 __all__ = [
     "ALL_MODELS", "CHECKPOINT_DIRS", "CODE_DIRS", "DATASET_OF_SHAPE", "DEFAULT_MODELS", "DEFAULT_MUS", "FULL_MODE_NOTE",
-    "PLUS_BASE_MU", "QUICK_ARCH", "ROOT", "SEARCH_DIR", "BenchSettings", "ModelEntry", "Transport",
-    "add_cost_table_estimates", "bench_model", "bench_party", "best_latency", "checkpoint_accuracy", "checkpoint_dir",
+    "PLUS_BASE_MU", "PROTOCOLS", "QUICK_ARCH", "ROOT", "SEARCH_DIR", "BenchSettings", "ModelEntry", "Transport",
+    "add_cost_table_estimates", "bench_model", "bench_party", "best_latency", "cases", "checkpoint_accuracy", "checkpoint_dir",
     "code_fingerprint", "environment", "fmt_seconds", "markdown", "mpcvit_entry", "mpcvitplus_entry", "ordering_checks",
-    "paper_ratio_attn", "rerender", "resolve_entries", "rows_by", "run_benchmark", "run_entries", "runs_per_entry",
-    "scaled_attn", "scaled_mlp", "summarise_entry", "write_results",
+    "paper_ratio_attn", "per_op_rounds", "rerender", "resolve_entries", "rows_by", "run_benchmark", "run_entries",
+    "runs_per_entry", "scaled_attn", "scaled_mlp", "secure_config", "side_by_side", "summarise_entry", "write_results",
 ]
 
 

@@ -23,6 +23,7 @@ from mpcvit.models import SHAPES, VARIANTS, ArchSpec, model_spec
 logger = logging.getLogger(__name__)
 
 Transport = Literal["grpc", "inprocess"]
+PROTOCOLS = ("fss", "circuits")  # SecureConfig() (one-round DCF sign gates) / SecureConfig.circuits() (small-ring circuits)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_DIR = ROOT / "results" / "search"
@@ -62,6 +63,7 @@ class BenchSettings:
     warmup: int = 1
     mus: tuple[float, ...] = DEFAULT_MUS
     provider: str = "dealer"
+    protocols: tuple[str, ...] = ("fss",)
     seed: int = 0
     quick: bool = False
     shaped: bool = True
@@ -89,6 +91,17 @@ class BenchSettings:
             raise ValueError("every mu must be in (0, 1]")
         if self.provider not in ("dealer", "tfp"):
             raise ValueError("provider must be dealer or tfp")
+        if not self.protocols or any(p not in PROTOCOLS for p in self.protocols) or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols must name each of {', '.join(PROTOCOLS)} at most once")
+
+    def runs_protocols(self) -> tuple[str, ...]:
+        """The protocol sets actually run, in order: TFP makes no DCF keys, so under it ``fss`` runs the circuits."""
+        out: list[str] = []
+        for p in self.protocols:
+            eff = effective_protocols(p, self.provider)
+            if eff not in out:
+                out.append(eff)
+        return tuple(out)
 
     @classmethod
     def quick_mode(cls, **overrides: Any) -> "BenchSettings":
@@ -103,6 +116,20 @@ class BenchSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def secure_config(kind: str, provider: str) -> Any:
+    """The runtime's ``SecureConfig`` for a protocol set: ``fss`` the default, ``circuits`` ``SecureConfig.circuits()``."""
+    from protocols.config import SecureConfig
+
+    if kind not in PROTOCOLS:
+        raise ValueError(f"unknown protocols {kind!r}; choose from {', '.join(PROTOCOLS)}")
+    return SecureConfig(provider=provider) if kind == "fss" else SecureConfig.circuits(provider=provider)  # type: ignore[arg-type]
+
+
+def effective_protocols(kind: str, provider: str) -> str:
+    """What ``secure_config(kind, provider)`` runs: ``fss`` only where the config kept the DCF sign gates."""
+    return "fss" if secure_config(kind, provider).comparison == "fss" else "circuits"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench_models import CODE_DIRS, ROOT, BenchSettings, ModelEntry, resolve_entries
+from benchmarks.bench_models import CODE_DIRS, ROOT, BenchSettings, ModelEntry, resolve_entries, secure_config
 from benchmarks.bench_summary import summarise_entry
 from benchmarks.published import NETWORKS, SOURCE
 from mpcvit.models import ArchSpec
@@ -64,9 +64,12 @@ def _input_share(rank: int, spec: ArchSpec, batch: int, seed: int, precision_bit
 class _Randomness:
     """This party's randomness provider; with the dealer, each forward's batch is begun before the clock starts.
 
-    The dealer's corrections are the offline phase (``InProcessDealer`` computes
-    them here, as the gRPC dealer would ahead of a request), so they are
-    prepared outside the timed forward; the online forward has no dealer round.
+    The dealer's material is the offline phase (``InProcessDealer`` computes
+    it here, as the gRPC dealer would ahead of a request), so it is prepared
+    outside the timed forward; the online forward has no dealer round.
+    ``begin`` returns what this party received from the dealer for the batch
+    (its 32-byte key, plus corrections for party 0 and DCF keys for both) and
+    the dealer's seconds spent on this party's material.
     """
 
     rank: int
@@ -82,11 +85,20 @@ class _Randomness:
         install_provider(self.provider)
         self.dealer = InProcessDealer(self.master_key) if self.kind == "dealer" else None
 
-    def begin(self, secure: Any, batch: int) -> None:
-        if self.dealer is not None:
-            plan = secure.plan(batch)  # local dry run, cached per batch size
-            key, corrections = self.dealer.next_batch(self.rank, plan)
-            self.provider.begin_batch(key, plan, corrections)
+    def begin(self, secure: Any, batch: int) -> dict[str, Any] | None:
+        if self.dealer is None:
+            return None
+        plan = secure.plan(batch)  # local dry run, cached per batch size
+        bytes0, seconds0 = self.provider.stats.bytes_received, self.dealer.dealer_seconds
+        key, corrections = self.dealer.next_batch(self.rank, plan)
+        self.provider.begin_batch(key, plan, corrections)
+        return {
+            "key_bytes": len(key),
+            "material_bytes": int(self.provider.stats.bytes_received - bytes0),  # corrections and DCF keys
+            "dealer_s": self.dealer.dealer_seconds - seconds0,
+            "requests": len(plan),
+            "dcf_requests": sum(1 for r in plan if r.kind == "dcf"),
+        }
 
     def end(self) -> None:
         if self.dealer is not None:
@@ -103,7 +115,7 @@ def _timed_forward(secure: Any, x_share: torch.Tensor, rng: _Randomness) -> tupl
     from protocols.crypten_compat import crypten
 
     comm = crypten.communicator.get()
-    rng.begin(secure, int(x_share.shape[0]))
+    offline = rng.begin(secure, int(x_share.shape[0]))
     comm.barrier()
     wire0 = _wire_bytes(comm)
     t0 = time.perf_counter()
@@ -111,7 +123,7 @@ def _timed_forward(secure: Any, x_share: torch.Tensor, rng: _Randomness) -> tupl
     wall = time.perf_counter() - t0
     wire1 = _wire_bytes(comm)
     rng.end()
-    rec: dict[str, Any] = {"wall_s": wall, "report": report.to_dict()}
+    rec: dict[str, Any] = {"wall_s": wall, "report": report.to_dict(), "offline": offline}
     if wire0 is not None and wire1 is not None:
         rec["wire_bytes_sent"] = wire1 - wire0
     return logits_share, rec
@@ -141,7 +153,6 @@ def bench_party(rank: int, jobs: list[dict[str, Any]], progress: Any = None) -> 
 
 def bench_model(rank: int, job: dict[str, Any], rng: _Randomness, progress: Any = None) -> dict[str, Any]:
     """One party's side of one model's benchmark: share once, warm up, then every (batch, network) in turn."""
-    from protocols.config import SecureConfig
     from protocols.runtime import SecureViT
 
     torch.manual_seed(job["seed"])
@@ -150,8 +161,11 @@ def bench_model(rank: int, job: dict[str, Any], rng: _Randomness, progress: Any 
     if rank == 0:
         model, meta = _owner_model(spec, job.get("checkpoint"))
     t0 = time.perf_counter()
-    secure = SecureViT.share(model, spec, meta, owner=0, config=SecureConfig(provider=job["provider"]), model_keys=rng.dealer)
-    out: dict[str, Any] = {"rank": rank, "share_s": time.perf_counter() - t0, "runs": [], "checks": []}
+    config = secure_config(job["protocols"], job["provider"])
+    secure = SecureViT.share(model, spec, meta, owner=0, config=config, model_keys=rng.dealer)
+    out: dict[str, Any] = {"rank": rank, "share_s": time.perf_counter() - t0, "runs": [], "checks": [],
+                           "config": {"comparison": config.comparison, "range_start": config.range_start,
+                                      "inv_sqrt_iters": config.inv_sqrt_iters, "provider": config.provider}}
     shaped = job["transport"] == "grpc" and job["shaped"]
     for batch in job["batches"]:
         x_share = _input_share(rank, spec, batch, job["seed"], secure.precision_bits, rng.master_key)
@@ -203,8 +217,14 @@ def _plain_input(spec: ArchSpec, batch: int, seed: int) -> torch.Tensor:
 # -- the parent side -------------------------------------------------------------------
 
 
-def _job(entry: ModelEntry, settings: BenchSettings) -> dict[str, Any]:
+def cases(entries: list[ModelEntry], settings: BenchSettings) -> list[tuple[ModelEntry, str]]:
+    """What the parties run, in order: every model under each protocol set in turn (``--protocols both``: side by side)."""
+    return [(e, p) for e in entries for p in settings.runs_protocols()]
+
+
+def _job(entry: ModelEntry, settings: BenchSettings, protocols: str = "fss") -> dict[str, Any]:
     return {
+        "protocols": protocols,
         "spec": entry.spec.to_dict(), "batches": list(settings.batches), "networks": list(settings.networks),
         "repeats": settings.repeats, "wan_repeats": settings.wan_repeats, "wan_max_batch": settings.wan_max_batch,
         "warmup": settings.warmup, "seed": settings.seed, "transport": settings.transport,
@@ -221,12 +241,12 @@ def runs_per_entry(settings: BenchSettings) -> int:
 
 
 def run_entries(entries: list[ModelEntry], settings: BenchSettings, progress: Any = None) -> list[list[dict[str, Any]]]:
-    """Both parties' raw results, per model: ``[[rank0, rank1] for each entry]`` (one local process pair)."""
+    """Both parties' raw results per case: ``[[rank0, rank1] for each of cases(entries, settings)]`` (one local process pair)."""
     from parties.pair import PairConfig, run_pair
 
     backend = "grpc" if settings.transport == "grpc" else "gloo"
     config = PairConfig(backend=backend, session_timeout_s=settings.timeout_s)  # type: ignore[arg-type]
-    jobs = [_job(e, settings) for e in entries]
+    jobs = [_job(e, settings, p) for e, p in cases(entries, settings)]
     master_key = new_key().hex()  # the simulated dealer's and client's secret, handed to both parties
     for job in jobs:
         job["master_key"] = master_key
@@ -284,7 +304,8 @@ def run_benchmark(settings: BenchSettings, show_progress: bool = True) -> dict[s
 
     entries = resolve_entries(settings)
     env = environment()  # before the parties start: the code they import is the code fingerprinted here
-    total = len(entries) * runs_per_entry(settings)
+    runs = cases(entries, settings)
+    total = len(runs) * runs_per_entry(settings)
     started = time.time()
     rows: list[dict[str, Any]] = []
     import multiprocessing as mp
@@ -292,13 +313,14 @@ def run_benchmark(settings: BenchSettings, show_progress: bool = True) -> dict[s
     progress = mp.get_context("spawn").Queue()
     with tqdm(total=total, desc="bench", unit="run", disable=not show_progress) as bar:
         raws = _run_with_progress(entries, settings, progress, bar)
-    for entry, raw in zip(entries, raws):
-        rows.extend(summarise_entry(entry, settings, raw))
+    for (entry, protocols), raw in zip(runs, raws):
+        rows.extend(summarise_entry(entry, settings, raw, protocols))
     doc: dict[str, Any] = {
         "benchmark": "mpcvit communication-cost benchmark",
         **env,
         "settings": settings.to_dict(),
         "provider": settings.provider,
+        "protocols": list(settings.runs_protocols()),
         "networks": {n: NETWORKS[n].to_dict() for n in settings.networks},
         "latency_model": "predicted = compute + rounds x RTT + 8 x bytes(busier party) / bandwidth",
         "models": [e.describe() for e in entries],
@@ -314,6 +336,7 @@ def _run_with_progress(entries: list[ModelEntry], settings: BenchSettings, progr
     """Run in a thread while this one moves the progress bar (one tick per measured forward)."""
     result: dict[str, Any] = {}
     per_entry = runs_per_entry(settings)
+    runs = cases(entries, settings)
 
     def target() -> None:
         try:
@@ -326,8 +349,8 @@ def _run_with_progress(entries: list[ModelEntry], settings: BenchSettings, progr
     while worker.is_alive():
         try:
             bar.update(progress.get(timeout=0.5))
-            done = min(len(entries) - 1, int(bar.n) // max(1, per_entry))
-            bar.set_postfix_str(f"{entries[done].label} {entries[done].arch}")
+            done = min(len(runs) - 1, int(bar.n) // max(1, per_entry))
+            bar.set_postfix_str(f"{runs[done][0].label} {runs[done][0].arch} {runs[done][1]}")
         except queue.Empty:
             pass
     worker.join()

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench_models import DEFAULT_MUS, BenchSettings, ModelEntry, resolve_entries
+from benchmarks.bench_models import DEFAULT_MUS, BenchSettings, ModelEntry, effective_protocols, resolve_entries
 from benchmarks.published import NETWORKS, SOURCE, published_for
 from mpcvit.models import ArchSpec
 
@@ -29,9 +29,14 @@ def _sent(report: dict[str, Any]) -> int:
     return int(report.get("bytes", 0)) // 2
 
 
-def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One result row per (batch, network) of one model, from both parties' raw results."""
+def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[str, Any]], protocols: str = "fss") -> list[dict[str, Any]]:
+    """One result row per (batch, network) of one model under one protocol set, from both parties' raw results."""
     rows = []
+    config = raw[0].get("config") or {}
+    requested = [p for p in settings.protocols if effective_protocols(p, settings.provider) == protocols]
+    proto_note = None
+    if settings.provider == "tfp" and "fss" in requested:
+        proto_note = "TFP makes no DCF keys: --protocols fss ran the circuits (SecureConfig.circuits())"
     for batch in settings.batches:
         runs0 = [r for r in raw[0]["runs"] if r["batch"] == batch]
         runs1 = [r for r in raw[1]["runs"] if r["batch"] == batch]
@@ -44,6 +49,7 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
         wire = [r.get("wire_bytes_sent") for r in base0[:1] + base1[:1]]
         compute = _stats(walls)
         check = _check(raw, batch)
+        offline = _offline(settings.provider, runs0, runs1)
         for net_name in settings.networks:
             net = NETWORKS[net_name]
             shaped_runs = [max(a["wall_s"], b["wall_s"]) for a, b in zip(runs0, runs1) if a["network"] == net_name]
@@ -54,10 +60,13 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
             row: dict[str, Any] = {
                 "model": entry.label, "variant": entry.variant, "arch": entry.arch, "name": f"{entry.variant}_{entry.arch}",
                 "network": net_name, "batch": batch, "transport": settings.transport,
+                "protocols": protocols, "protocols_requested": requested, "protocols_note": proto_note,
+                "comparison": config.get("comparison"), "range_start": config.get("range_start"),
                 "rounds": rounds,
                 "bytes": {"party0_sent": sent0, "party1_sent": sent1, "total": sent0 + sent1,
                           "wire_party0_sent": wire[0], "wire_party1_sent": wire[1] if len(wire) > 1 else None},
-                "dealer_bytes": rep0.get("dealer_bytes"),
+                "dealer_bytes": rep0.get("dealer_bytes"),  # party 0's corrections, from the plan (the runtime's count)
+                "offline": offline,
                 "compute_s": compute,
                 "latency_predicted_s": predicted,
                 "latency_predicted_exchange_s": exchange,
@@ -81,6 +90,36 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
                 }
             rows.append(row)
     return rows
+
+
+def _offline(provider: str, runs0: list[dict[str, Any]], runs1: list[dict[str, Any]]) -> dict[str, Any]:
+    """The offline phase of one forward: what each party receives from the dealer, and the dealer's seconds.
+
+    Bytes per party: its 32-byte batch key plus its material (party 0: the
+    corrections of every triple and its DCF keys with their mask corrections;
+    party 1: its DCF keys). Seconds: the dealer's time to make both parties'
+    material (``InProcessDealer.dealer_seconds`` of both ranks added: the gRPC
+    dealer makes each rank's list with its own ``dealer_corrections`` call,
+    as the in-process one does), per forward, over every forward run.
+    """
+    off0 = [r["offline"] for r in runs0 if r.get("offline")]
+    off1 = [r["offline"] for r in runs1 if r.get("offline")]
+    if provider != "dealer" or not off0 or not off1:
+        return {"provider": provider, "party0_bytes": 0, "party1_bytes": 0, "total_bytes": 0, "dealer_s": None,
+                "note": "no dealer: TFP draws the correlated randomness locally (no offline traffic counted)"}
+    a, b = off0[0], off1[0]
+    p0, p1 = a["key_bytes"] + a["material_bytes"], b["key_bytes"] + b["material_bytes"]
+    return {
+        "provider": provider,
+        "party0_bytes": p0, "party1_bytes": p1, "total_bytes": p0 + p1,
+        "party0_material_bytes": a["material_bytes"], "party1_material_bytes": b["material_bytes"],
+        "key_bytes": a["key_bytes"],
+        "requests": a["requests"], "dcf_requests": a["dcf_requests"],
+        "dealer_s": _stats([x["dealer_s"] + y["dealer_s"] for x, y in zip(off0, off1)]),
+        "dealer_s_party0": statistics.median(x["dealer_s"] for x in off0),
+        "dealer_s_party1": statistics.median(y["dealer_s"] for y in off1),
+        "note": "per forward, before it (no online round): each party's key + material; dealer seconds = both parties' material",
+    }
 
 
 def _measured_note(settings: BenchSettings, net: str, batch: int, measured: bool) -> str:

@@ -287,7 +287,7 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         "Offline phase (every row): what each party receives from the dealer before a forward (its 32-byte batch key; "
         "party 0 the corrections of its triples and, with fss, its DCF keys and mask corrections; party 1, with fss, its DCF keys) "
         "and the dealer's seconds to make both parties' material, per forward; it adds no online round and is not in the "
-        "online rounds, bytes or latencies.",
+        "online rounds, bytes or latencies." + _fixed_note(doc),
         "",
         f"Full mode: {FULL_MODE_NOTE}. Quick mode (`--quick`, CI): the 2_4_8 shape, one repeat, unshaped, well under a minute.",
         "",
@@ -350,6 +350,14 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
     if plot_names:
         lines += ["", "## Plots", ""] + [f"![{n}]({n})" for n in plot_names]
     return "\n".join(lines) + "\n"
+
+
+def _fixed_note(doc: dict[str, Any]) -> str:
+    fixed = sorted({r.get("protocols") or "-" for r in doc["results"] if r.get("fixed_weight_masks")})
+    if not fixed:
+        return ""
+    return (f"  \nFixed weight masks ({', '.join(fixed)}): each weight's Beaver mask is drawn from the model keys and W - b "
+            "opened once per model load (one round, weight-sized); that load-time opening is not in the per-forward figures.")
 
 
 def _protocols_text(doc: dict[str, Any]) -> str:

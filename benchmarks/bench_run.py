@@ -162,9 +162,11 @@ def bench_model(rank: int, job: dict[str, Any], rng: _Randomness, progress: Any 
         model, meta = _owner_model(spec, job.get("checkpoint"))
     t0 = time.perf_counter()
     config = secure_config(job["protocols"], job["provider"])
+    # the in-process dealer hands out the model keys: the weights' masks are opened once per load, as the parties do
     secure = SecureViT.share(model, spec, meta, owner=0, config=config, model_keys=rng.dealer)
     out: dict[str, Any] = {"rank": rank, "share_s": time.perf_counter() - t0, "runs": [], "checks": [],
                            "config": {"comparison": config.comparison, "range_start": config.range_start,
+                                      "fixed_weight_masks": bool(secure.fixed),
                                       "inv_sqrt_iters": config.inv_sqrt_iters, "provider": config.provider}}
     shaped = job["transport"] == "grpc" and job["shaped"]
     for batch in job["batches"]:

@@ -62,6 +62,7 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
                 "network": net_name, "batch": batch, "transport": settings.transport,
                 "protocols": protocols, "protocols_requested": requested, "protocols_note": proto_note,
                 "comparison": config.get("comparison"), "range_start": config.get("range_start"),
+                "fixed_weight_masks": config.get("fixed_weight_masks"),
                 "rounds": rounds,
                 "bytes": {"party0_sent": sent0, "party1_sent": sent1, "total": sent0 + sent1,
                           "wire_party0_sent": wire[0], "wire_party1_sent": wire[1] if len(wire) > 1 else None},

@@ -230,6 +230,7 @@ def test_protocols_both_puts_circuits_and_fss_side_by_side(tmp_path: Path) -> No
     assert doc["protocols"] == ["circuits", "fss"] and doc["settings"]["protocols"] == ["circuits", "fss"]
     old, new = doc["results"]
     assert (old["protocols"], old["comparison"], new["protocols"], new["comparison"]) == ("circuits", "ring", "fss", "fss")
+    assert old["fixed_weight_masks"] is False and new["fixed_weight_masks"] is True  # as the parties run them
     assert new["rounds"] < old["rounds"]
     for r in (old, new):
         assert sum(op["rounds"] for op in r["per_op"].values()) == r["rounds"]

@@ -68,11 +68,15 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
 * ``comparison = "fss"`` (default): ReLU, softmax's max and the Newton starts
   use the dealer's one-round DCF sign gate (``protocols.sign``): one opening
   of x + r, then local DCF evaluations, which also give x [x < d] (the ReLU's
-  and the max's product) and any number of thresholds of the same x. ReLU
-  and the max tree's levels on (24, 6): valid for |x| < 2^13 (32x the
-  certified bound of the scores' differences, 246), error <= 2^-10 near 0;
-  fewer DCF levels (23) than the circuits' (32, 4); the fss GeLU's gate uses
-  the same ring. A provider without DCF keys (CrypTen's TFP) runs the circuits.
+  and the max's product) and any number of thresholds of the same x. ReLU,
+  the max tree's levels and the fss GeLU's gate on (20, 6): valid for
+  |x| < 2^9 = 512 (2x the certified bound of the scores' differences, 246;
+  40x the GeLU inputs' 12.2), error <= 2^-10 near 0; 19 DCF levels, a key of
+  79 words (632 bytes) per value and party. ``fss_max_values = 300000``: a
+  call comparing more values uses the ring circuit instead (at batch 1 only
+  the first level of the 9_12_64 max tree and its ReLU attention), bounding
+  the dealer's material per forward (7_4_32 softmax ViT: about 0.1 GB per
+  party; 9_12_64: about 3 GB). A provider without DCF keys (CrypTen's TFP) runs the circuits.
   ``SecureConfig.circuits()`` is the runtime before the sign gate.
 * ``comparison = "ring"``: every sign test (ReLU, softmax's max, GeLU's range
   test, the Newton starts) runs ``protocols.compare.ltz`` on a small ring with
@@ -135,8 +139,10 @@ class SecureConfig:
     comparison: Comparison = "fss"
     range_start: RangeStart = "linear"  # the Newton starts: piecewise linear (needs fss) or bucket midpoints
     fixed_weight_masks: bool = True  # open each weight's Beaver mask once per model load (needs a dealer batch source)
+    fss_max_values: int = 300_000  # a sign test on more values per call uses the ring circuit (bounds the dealer's material)
     gelu_compare: tuple[int, int] = (16, 14)  # (ring bits, dropped low bits) of protocols.compare.ltz
-    relu_compare: tuple[int, int] = (24, 6)  # ReLU, ReLU-softmax, THE-X and softmax's max
+    relu_compare: tuple[int, int] = (20, 6)  # ReLU, ReLU-softmax, THE-X and softmax's max
+    gelu_gate: tuple[int, int] = (24, 6)  # the fss GeLU's sign gate (ReLU and clamp): valid for |x| < 8192
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
     lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)
     exp_offsets: bool = True  # softmax's exp squares v - c, not v (False: CrypTen's exp)
@@ -144,6 +150,8 @@ class SecureConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.precision_bits <= 24:
             raise ValueError(f"precision_bits must be in 8..24, got {self.precision_bits}")
+        if self.fss_max_values < 0:
+            raise ValueError(f"fss_max_values must be >= 0, got {self.fss_max_values}")
         if not 0 <= self.inv_sqrt_iters <= 32:
             raise ValueError(f"inv_sqrt_iters must be in 0..32 (0: automatic), got {self.inv_sqrt_iters}")
         for name in ("exp_iterations", "reciprocal_iters", "erf_iterations", "ln_prescale",
@@ -160,7 +168,7 @@ class SecureConfig:
             raise ValueError(f"unknown range_start {self.range_start!r}; choose linear or step")
         if not 0 <= self.lower_bits <= self.precision_bits - 4:
             raise ValueError(f"lower_bits must be in 0..precision_bits - 4, got {self.lower_bits}")
-        for name in ("gelu_compare", "relu_compare", "range_compare"):
+        for name in ("gelu_compare", "relu_compare", "range_compare", "gelu_gate"):
             check_ring(*getattr(self, name))
         if self.provider not in ("dealer", "tfp"):
             raise ValueError(f"unknown provider {self.provider!r}; choose dealer or tfp")

@@ -244,6 +244,18 @@ def effective() -> tuple[str, str, int]:
     return cfg.comparison, cfg.range_start, cfg.inv_sqrt_iters
 
 
+def fss_fits(values: int) -> bool:
+    """Whether a sign test on ``values`` values uses the DCF gate: fss is in effect and ``values <= fss_max_values``.
+
+    Each value compared costs each party a DCF key (about 0.6 KB at the
+    default rings) fetched before the forward, so the biggest tensors (the
+    first levels of a long row's max tree, ReLU attention at N = 257) fall back
+    to the ring circuits to bound the dealer's material; a shape-only rule, the
+    same on both parties.
+    """
+    return effective()[0] == "fss" and values <= current_config().fss_max_values
+
+
 def ltz(x: MPCTensor, use: str) -> MPCTensor:
     """Shares (scale 1) of [x < 0]; ``use`` ("gelu", "relu" or "range") picks the config's small ring.
 
@@ -254,7 +266,7 @@ def ltz(x: MPCTensor, use: str) -> MPCTensor:
     cfg, kind = current_config(), effective()[0]
     if kind == "crypten":
         return x._ltz()
-    if kind == "fss":
+    if kind == "fss" and fss_fits(x.nelement()):
         return sign.ltz(x, *getattr(cfg, f"{use}_compare"))
     return compare.ltz(x, *getattr(cfg, f"{use}_compare"))
 
@@ -264,7 +276,7 @@ def relu(x: MPCTensor) -> MPCTensor:
     cfg, kind = current_config(), effective()[0]
     if kind == "crypten":
         return x.relu()
-    if kind == "fss":
+    if kind == "fss" and fss_fits(x.nelement()):
         return sign.relu(x, *cfg.relu_compare)
     return compare.relu(x, *cfg.relu_compare)
 
@@ -274,9 +286,16 @@ def max_last(x: MPCTensor) -> MPCTensor:
     cfg, kind = current_config(), effective()[0]
     if kind == "crypten":
         return x.max(-1, keepdim=True)[0]
-    if kind == "fss":
-        return sign.max_rows(x, *cfg.relu_compare)
-    return compare.max_rows(x, *cfg.relu_compare)
+    if kind != "fss":
+        return compare.max_rows(x, *cfg.relu_compare)
+    while x.size(-1) > 1:  # per level: the DCF gate where the level fits ``fss_max_values``, else the circuit
+        n = x.size(-1)
+        half = n // 2
+        a, b = x[..., :half], x[..., half : 2 * half]
+        pair = sign.max_pair if fss_fits(a.nelement()) else compare.max_pair
+        m = pair(a, b, *cfg.relu_compare)
+        x = crypten.cat([m, x[..., 2 * half :]], dim=-1) if n % 2 else m
+    return x
 
 
 # -- reciprocal and inverse square root with a range-finding start ---------------------
@@ -644,7 +663,7 @@ def gelu_fss(x: MPCTensor) -> MPCTensor:
     (d(4) = 1.3e-4), and the fit P (``gelu_gap_coefficients``) has P(1) = -7e-5, so
     the clamp needs no selection afterwards. P(u) = A(u) + u^4 B(u) with cubics
     A, B: round 2 u^2, round 3 u^3 and u^4, round 4 u^4 B(u). Every power of u
-    lies in [0, 1], so the truncations are small. Ring ``relu_compare`` (24, 6):
+    lies in [0, 1], so the truncations are small. Ring ``gelu_gate`` (24, 6):
     valid for |x| < 2^13, error <= 2^-10 where x is within 2^-10 below 0 or +-T.
     Rounds: 4 (the circuits' ``gelu``: 6); ring elements opened per value and
     party: 1 (the gate) + 1 + 3 + 2 = 7 (``gelu``: about 9.3).
@@ -653,7 +672,7 @@ def gelu_fss(x: MPCTensor) -> MPCTensor:
     rank = comm.get().get_rank()
     scale = x.encoder.scale
     t_ring = int(GELU_T * scale)
-    bits, prods = run_one(sign.sign_steps(x, (0, t_ring, -t_ring), *current_config().relu_compare, product=True))
+    bits, prods = run_one(sign.sign_steps(x, (0, t_ring, -t_ring), *current_config().gelu_gate, product=True))
     xs = x._tensor.share
     relu_share = xs - prods[0]
     outside = -bits[1] + bits[2] + (1 if rank == 0 else 0)  # [|x| >= T]
@@ -679,7 +698,7 @@ def gelu_configured(x: MPCTensor) -> MPCTensor:
     provider makes no DCF keys), "poly" (``gelu``) or "erf" (``gelu_erf``)."""
     kind = current_config().gelu
     if kind == "fss":
-        return gelu_fss(x) if effective()[0] == "fss" else gelu(x)
+        return gelu_fss(x) if fss_fits(x.nelement()) else gelu(x)
     return gelu(x) if kind == "poly" else gelu_erf(x)
 
 

@@ -141,12 +141,16 @@ def max_rows(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> MPCTensor
     while x.size(-1) > 1:
         n = x.size(-1)
         half = n // 2
-        a, b = x[..., :half], x[..., half : 2 * half]
-        diff = a - b
-        _, prods = run_one(sign_steps(diff, (0,), ring_bits, drop_bits, product=True))
-        m = a - _like(prods[0], diff)
+        m = max_pair(x[..., :half], x[..., half : 2 * half], ring_bits, drop_bits)
         x = crypten.cat([m, x[..., 2 * half :]], dim=-1) if n % 2 else m
     return x
+
+
+def max_pair(a: MPCTensor, b: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> MPCTensor:
+    """One level of the max tree, a - (a - b) [a - b < 0]: one round."""
+    diff = a - b
+    _, prods = run_one(sign_steps(diff, (0,), ring_bits, drop_bits, product=True))
+    return a - _like(prods[0], diff)
 
 
 def above(x: MPCTensor, thresholds: Sequence[float], ring_bits: int = 32, drop_bits: int = 2,

@@ -38,7 +38,7 @@ def _ops_party(rank: int, mode: str, master_key: bytes) -> dict[str, float]:
         apply_config(DEFAULT_CONFIG.with_(provider="tfp"))
         install_provider(TFPProvider())
         return _ops_program()
-    apply_config(DEFAULT_CONFIG)
+    apply_config(DEFAULT_CONFIG.with_(fss_max_values=1000))  # calls on more values fall back to the ring circuit
     dealer, party = InProcessDealer(master_key), DealerProvider(rank)
     install_provider(party)
     with offline(), party.recording() as plan:
@@ -99,6 +99,16 @@ def _ops_program() -> dict[str, float]:
     err["relu_rows"] = float((ops.relu_rows(crypten.cryptensor(s, src=0), 0.01).get_plain_text() - want).abs().max())
     q = (s + 5) ** 2
     err["quad_rows"] = float((ops.quad_rows(crypten.cryptensor(s, src=0), 5.0).get_plain_text() - q / q.sum(-1, keepdim=True)).abs().max())
+    from protocols.config import current_config
+
+    cap = current_config().fss_max_values
+    for n in (900, 1100):  # below and above fss_max_values (1000 in the dealer run)
+        r = torch.randn(n)
+        comm.get().reset_communication_stats()
+        got = ops.relu(crypten.cryptensor(r, src=0))
+        err[f"relu_{n}_rounds"] = comm.get().get_communication_stats()["rounds"]
+        err[f"relu_{n}"] = float((got.get_plain_text() - r.relu()).abs().max())
+    err["cap"] = cap
     e = torch.relu(1 + s / 4) ** 4
     err["thex_rows"] = float((ops.thex_rows(crypten.cryptensor(s, src=0), 4, 0.01).get_plain_text()
                               - e / (e.sum(-1, keepdim=True) + 0.01)).abs().max())
@@ -118,8 +128,10 @@ def test_ops_match_their_math(mode: str) -> None:
     if mode == "dealer":  # one-round sign gate, linear start, the last Newton step folded into the output
         assert err["layernorm_rounds"] == 5
         assert err["gelu_configured_rounds"] == 4  # ReLU minus the clamped gap polynomial
+        assert err["relu_900_rounds"] == 1 and err["relu_1100_rounds"] == 7  # over fss_max_values: the (20, 6) circuit
     else:
         assert err["layernorm_rounds"] == 1 + 7 + 3 + 3
         assert err["gelu_configured_rounds"] == 6
+    assert err["relu_900"] < 2e-3 and err["relu_1100"] < 2e-3
     assert err["softmax"] < 1e-2 and err["relu_rows"] < 1e-2 and err["quad_rows"] < 1e-2 and err["thex_rows"] < 1e-2
     assert math.isfinite(sum(err.values()))

@@ -15,11 +15,13 @@ FOOLBOX_WHEEL_DIR := $(VENV)/foolbox-wheel
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.txt
+$(STAMP): pyproject.toml requirements.txt requirements-timm.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps crypten==0.4.1
 	$(PIP) install -r requirements.txt
+	@# timm (mpcvit import, its tests) with --no-deps, so that neither it nor torchvision can replace torch: requirements-timm.txt
+	$(PIP) install --no-deps -r requirements-timm.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
 	@# 20 real CIFAR-10 test images ship as PNGs in foolbox's data/ folder: fetch the wheel, never import it.
 	$(PIP) download --no-deps -d $(FOOLBOX_WHEEL_DIR) foolbox==3.3.4

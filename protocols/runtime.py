@@ -261,14 +261,24 @@ class SecureViT:
     def _forward(self, x: MPCTensor, tracker: CostTracker) -> MPCTensor:
         ctx = _Ctx(tracker, "embed")
         t = self._embed(x, ctx)
+        token_pool = self.spec.pool == "token"  # the head reads only the class token: the last block computes only it
         for l in range(self.spec.depth):
             ctx.layer = f"layer{l}"
-            t = self._block(t, l, ctx, cls_only=(l == self.spec.depth - 1))
+            t = self._block(t, l, ctx, cls_only=token_pool and l == self.spec.depth - 1)
         ctx.layer = "head"
         with ctx.section("norm"):
-            f = self._norm(t[:, 0])
+            f = self._norm(t[:, 0]) if token_pool else self._pool_avg(t)
         with ctx.section("head"):
             return ops.linear(f, self.params["head.w_t"], self.params["head.b"])
+
+    def _pool_avg(self, t: MPCTensor) -> MPCTensor:
+        """``pool="avg"``: the mean of the patch tokens, (B, C), with the final norm before or after it.
+
+        The mean is a local sum and a division by the public token count (local truncation, no round)."""
+        n = int(t.size(1)) - 1
+        if self.spec.norm_after_pool:
+            return self._norm(t[:, 1:].sum(dim=1).div(n))
+        return self._norm(t[:, 1:]).sum(dim=1).div(n)
 
     # -- pieces ---------------------------------------------------------------------------
     def _embed(self, x: MPCTensor, ctx: _Ctx) -> MPCTensor:

@@ -169,6 +169,7 @@ class SecureViT:
         self.precision_bits: int = config.precision_bits
         self.last_costs: CostReport | None = None
         self._plans: dict[int, list[Request]] = {}
+        self._plan_costs: dict[int, CostReport] = {}
 
     # -- construction ---------------------------------------------------------------
     @classmethod
@@ -213,14 +214,26 @@ class SecureViT:
             t0 = time.perf_counter()
             real = self.params
             self.params = {k: _zero_like(v) for k, v in real.items()}
+            tracker = CostTracker()
             try:
                 with offline(provider.party_rank), provider.recording() as requests:
-                    self._forward(ops.public_zeros(batch_size, C, S, S), CostTracker())
+                    self._forward(ops.public_zeros(batch_size, C, S, S), tracker)
+                    costs = tracker.report(provider="dealer", batch_size=batch_size)  # the stand-in's counts
             finally:
                 self.params = real
             self._plans[batch_size] = list(requests)
+            self._plan_costs[batch_size] = costs
             log.info("planned %d randomness requests for batch size %d in %.1f s", len(requests), batch_size, time.perf_counter() - t0)
         return self._plans[batch_size]
+
+    def planned_costs(self, batch_size: int) -> CostReport:
+        """The online rounds and bytes of one forward as the dry run of ``plan(batch_size)`` counted them
+        (exact: every protocol is data-oblivious), its ``seconds`` the dry run's local compute, and
+        ``dealer_bytes`` the plan's corrections. Nothing is exchanged to know them."""
+        plan = self.plan(batch_size)
+        report = self._plan_costs[batch_size]
+        report.dealer_bytes = sum(r.correction_bytes() for r in plan)
+        return report
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: MPCTensor) -> MPCTensor:

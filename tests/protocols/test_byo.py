@@ -62,3 +62,19 @@ def test_cli_import_then_eval_private_on_an_image_folder(tmp_path: Path, capsys:
     assert out["rounds"] > 0 and model.spec.img_size == 16
     assert cli.main(["eval-private", "--checkpoint", str(ckpt)]) == 1
     assert "names no dataset; pass --dataset or --images DIR" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(200)
+def test_the_plan_knows_the_forwards_rounds_and_bytes() -> None:
+    """``SecureViT.planned_costs`` (a dry run, nothing exchanged) equals the real forward's rounds and bytes, per party."""
+    from benchmarks.large_vit import _party
+    from mpcvit.prg import new_key
+    from protocols.local import run_two_party
+
+    spec = import_timm_model(_timm(1, global_pool="avg")).model.spec
+    result = run_two_party(_party, spec.to_dict(), {"normalisation": {"mean": [0.5] * 3, "std": [0.5] * 3}}, True, new_key(), timeout=180)
+    for r in result:
+        assert r["plan"]["rounds"] == r["forward"]["rounds"] > 0
+        assert r["plan"]["bytes_sent"] == r["forward"]["bytes_sent"] > 0
+        assert r["plan"]["dealer_bytes"] == result[0]["forward"]["dealer_bytes"] > 0
+        assert r["peak_mib"] > 0

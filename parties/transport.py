@@ -8,9 +8,11 @@ shape and dtype, in order, in frames of ``SEND_CHUNK_BYTES`` (1 MiB; a
 receiver accepts up to ``Limits.max_frame_bytes``, 4 MiB). Large messages are
 what a ViT-B forward moves (gigabytes), so the sending path makes each
 frame's bytes with one copy from the tensor's memory (``encode_tensor_frames``:
-protobuf serializes only the small fields), the receiving path reads a frame's
-data once, and 1 MiB frames let the receiver reassemble one while the next is
-on the wire (``benchmarks/transport_bench.py --collective``).
+protobuf serializes only the small fields), the receiving path parses a
+streamed frame without copying its data out of the received bytes
+(``parse_frame``) and copies it once into the tensor, and 1 MiB frames let
+the receiver reassemble one while the next is on the wire
+(``benchmarks/transport_bench.py --collective``).
 
 Guarantees:
 
@@ -215,6 +217,63 @@ def encode_tensor_frames(
     return out
 
 
+@dataclass(frozen=True)
+class WireFrame:
+    """A received ``Frame``: every field but ``data`` parsed by protobuf, ``data`` a view into the received bytes."""
+
+    header: transport_pb2.Frame
+    data: memoryview
+
+
+def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def parse_frame(raw: bytes) -> WireFrame:
+    """The ``Frame`` in ``raw`` without copying its data: the other fields (a few dozen bytes) go to protobuf.
+
+    Walks protobuf's wire format (key varint, then a varint, 8 or 4 bytes, or a length-prefixed run);
+    raises ``ValueError`` on anything malformed, which fails the stream (gRPC answers INTERNAL) as a
+    frame that protobuf cannot parse does."""
+    buf = memoryview(raw)
+    pos, rest, data = 0, [], buf[0:0]
+    data_field = transport_pb2.Frame.DESCRIPTOR.fields_by_name["data"].number
+    while pos < len(buf):
+        start = pos
+        key, pos = _read_varint(buf, pos)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, pos = _read_varint(buf, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            n, pos = _read_varint(buf, pos)
+            if key >> 3 == data_field:
+                if pos + n > len(buf):
+                    raise ValueError("truncated data field")
+                data = buf[pos : pos + n]
+                pos += n
+                continue
+            pos += n
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+        if pos > len(buf):
+            raise ValueError("truncated field")
+        rest.append(buf[start:pos])
+    return WireFrame(transport_pb2.Frame.FromString(b"".join(rest)), data)
+
+
 def _wire(frame: bytes | transport_pb2.Frame) -> bytes:
     """The request serializer of the link's calls: frames travel pre-serialized (bytes) or as messages."""
     return frame if isinstance(frame, bytes) else frame.SerializeToString()
@@ -282,7 +341,7 @@ class SessionInbox:
         self.failure: SessionFailed | None = None
         self.bytes_received = 0
 
-    def deliver(self, frame: transport_pb2.Frame, data: bytes | None = None) -> None:
+    def deliver(self, frame: transport_pb2.Frame, data: bytes | memoryview | None = None) -> None:
         """Accept the next frame (called on a gRPC server thread); ``data`` is ``frame.data`` if already read."""
         if data is None:
             data = frame.data
@@ -305,7 +364,7 @@ class SessionInbox:
         if message is not None:
             self._queue.put(message)
 
-    def _assemble(self, frame: transport_pb2.Frame, data: bytes) -> Message | None:
+    def _assemble(self, frame: transport_pb2.Frame, data: bytes | memoryview) -> Message | None:
         torch_dtype, np_dtype = DTYPES[frame.dtype]
         shape = tuple(frame.shape)
         if frame.chunk_count == 1:
@@ -371,8 +430,11 @@ class Inboxes:
                 inbox = self._inboxes[session_id] = SessionInbox(session_id)
             return inbox
 
-    def deliver(self, frame: transport_pb2.Frame) -> None:
-        data = frame.data  # read once: every read of a bytes field is a copy
+    def deliver(self, frame: transport_pb2.Frame | WireFrame) -> None:
+        if isinstance(frame, WireFrame):
+            frame, data = frame.header, frame.data
+        else:
+            data = frame.data  # read once: every read of a bytes field is a copy
         check_frame(frame, self.limits, len(data))
         inbox = self._get_or_create(frame.session_id)
         if inbox is None:
@@ -694,7 +756,18 @@ class Endpoint:
 
 
 def add_transport_servicer(server: grpc.Server, servicer: PeerTransportServicer) -> None:
-    transport_pb2_grpc.add_PeerTransportServicer_to_server(servicer, server)
+    """``PeerTransport`` as transport.proto defines it; its ``Stream`` frames are parsed by :func:`parse_frame`
+    (the same message, the data not copied out of the received bytes)."""
+    handlers = {
+        "Send": grpc.unary_unary_rpc_method_handler(
+            servicer.Send, request_deserializer=transport_pb2.Frame.FromString, response_serializer=transport_pb2.Ack.SerializeToString),
+        "Stream": grpc.stream_unary_rpc_method_handler(
+            servicer.Stream, request_deserializer=parse_frame, response_serializer=transport_pb2.Ack.SerializeToString),
+        "Ping": grpc.unary_unary_rpc_method_handler(
+            servicer.Ping, request_deserializer=transport_pb2.PingRequest.FromString,
+            response_serializer=transport_pb2.PingReply.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("mpcvit.transport.v1.PeerTransport", handlers),))
 
 
 def bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:

@@ -15,7 +15,9 @@ from parties.communicator import GrpcCommunicator
 from parties.pair import free_port
 from parties.proto import transport_pb2, transport_pb2_grpc
 from parties.tls import channel_credentials, server_credentials, write_certs
-from parties.transport import Endpoint, Limits, NetworkShape, SessionFailed, Shaper, encode_tensor_frames, tensor_frames
+from parties.transport import (
+    Endpoint, Limits, NetworkShape, SessionFailed, Shaper, encode_tensor_frames, parse_frame, tensor_frames,
+)
 from tests.parties.peer_worker import all_reduce_rounds, run_peer
 
 pytestmark = pytest.mark.timeout(120)
@@ -202,6 +204,20 @@ def test_encoded_frames_are_the_protobuf_messages(tensor: torch.Tensor) -> None:
                                         chunk_index=i, chunk_count=count) for i in range(count)]
         assert frames == expected
         assert [len(e) for e in encoded] == [f.ByteSize() for f in expected]
+        for e, f in zip(encoded + [f.SerializeToString() for f in expected], expected + expected):  # ours, and protobuf's order
+            parsed = parse_frame(e)
+            assert bytes(parsed.data) == f.data
+            f2 = transport_pb2.Frame()
+            f2.CopyFrom(f)
+            f2.ClearField("data")
+            assert parsed.header == f2
+
+
+def test_parse_frame_refuses_malformed_bytes() -> None:
+    good = encode_tensor_frames("s", 0, 0, "t", torch.arange(10))[0]
+    for bad in (good[:-3], good[:3] + b"\xff" * 12, b"\x0b\x00", good + b"\x42\x80"):
+        with pytest.raises(ValueError):
+            parse_frame(bad)
 
 
 def test_shaper_models_delay_and_bandwidth() -> None:

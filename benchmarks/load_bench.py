@@ -11,6 +11,15 @@ all). Every answer is also checked against the plaintext model.
 
     python benchmarks/load_bench.py                    # writes results/load_bench.json
     python benchmarks/load_bench.py --levels 1 4 --requests-per-client 2
+
+``--pairs 1 2`` measures the started stack with one party pair, then with
+two (the coordinator's pool, ``server/pool.py``), and writes both runs to one
+file with the ratio of their throughputs per level; ``--network wan`` shapes
+the parties' peer links (40 ms RTT, 400 Mbit/s) so that a forward waits for
+the network as a real deployment does:
+
+    python benchmarks/load_bench.py --pairs 1 2 --network wan --levels 8 --batch-size 2 \\
+        --out results/load_bench_pairs.json
 """
 
 from __future__ import annotations
@@ -145,6 +154,43 @@ def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any])
     }
 
 
+def run_stack(args: argparse.Namespace, pairs: int) -> dict[str, Any]:
+    """Start the local stack with ``pairs`` party pairs and measure it."""
+    from mpcvit.localstack import LocalStack, StackConfig
+
+    os.environ["MPCVIT_BATCH_SIZE"] = str(args.batch_size)
+    os.environ["MPCVIT_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
+    os.environ["MPCVIT_QUEUE_BOUND"] = "256"
+    config = StackConfig(models_dir=args.checkpoint.parent, model=args.model, insecure=args.insecure, pairs=pairs,
+                         network=args.network)
+    what = (f"local: dealer + {pairs} party pair{'s' if pairs > 1 else ''} + coordinator, loopback"
+            f"{'' if args.network == 'none' else f' shaped as {args.network}'}, {'plaintext gRPC' if args.insecure else 'mutual TLS'}")
+    log.info("starting %s", what)
+    with LocalStack(config) as stack:
+        assert stack.endpoints is not None
+        result = bench(stack.endpoints.coordinator_url, args, what, stack.client_trust())
+    result["pairs"] = pairs
+    result["network"] = args.network
+    return result
+
+
+def compare_pairs(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Runs with different numbers of pairs side by side, and each level's throughput over the first run's."""
+    base = {lvl["clients"]: lvl["requests_per_s"] for lvl in runs[0]["levels"]}
+    return {
+        "benchmark": "coordinator load with 1..N party pairs (the coordinator's pool): private classifications by concurrent clients",
+        "model": args.model,
+        "network": args.network,
+        "throughput_over_first_run": [
+            {"pairs": run["pairs"], "clients": lvl["clients"],
+             "ratio": round(lvl["requests_per_s"] / base[lvl["clients"]], 2) if base.get(lvl["clients"]) else None}
+            for run in runs[1:] for lvl in run["levels"]
+        ],
+        "runs": runs,
+        "command": runs[0]["command"],
+    }
+
+
 def _display_path(path: Path) -> str:
     """The checkpoint's path relative to the repository when it lies inside it (results name no machine's paths)."""
     try:
@@ -168,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8, help="the started coordinator's batch size")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--insecure", action="store_true", help="start the stack without TLS")
+    p.add_argument("--pairs", type=int, nargs="+", default=[1],
+                   help="party pairs of the started stack; several values: one run each, compared in one file")
+    p.add_argument("--network", choices=("none", "lan", "wan"), default="none", help="the started parties' emulated peer link")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "load_bench.json")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
@@ -178,16 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("load_bench --server: give --ca ca.pem (the deployment's CA certificate) to verify the parties' keys")
         result = bench(args.server, args, "external", {"ca": args.ca})
     else:
-        from mpcvit.localstack import LocalStack, StackConfig
-
-        os.environ["MPCVIT_BATCH_SIZE"] = str(args.batch_size)
-        os.environ["MPCVIT_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
-        os.environ["MPCVIT_QUEUE_BOUND"] = "256"
-        config = StackConfig(models_dir=args.checkpoint.parent, model=args.model, insecure=args.insecure)
-        with LocalStack(config) as stack:
-            assert stack.endpoints is not None
-            result = bench(stack.endpoints.coordinator_url, args, "local: dealer + 2 parties + coordinator, loopback, " + ("plaintext gRPC" if args.insecure else "mutual TLS"),
-                           stack.client_trust())
+        runs = [run_stack(args, pairs) for pairs in args.pairs]
+        result = runs[0] if len(runs) == 1 else compare_pairs(runs, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     log.info("wrote %s", args.out)

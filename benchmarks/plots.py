@@ -31,13 +31,19 @@ def _rows(doc: dict[str, Any], arch: str, network: str, batch: int) -> list[dict
     return [r for r in doc["results"] if r["arch"] == arch and r["network"] == network and r["batch"] == batch]
 
 
+def _names(rows: list[dict[str, Any]]) -> list[str]:
+    """Model names, with the protocol set appended where the rows hold more than one (``--protocols both``)."""
+    multi = len({r.get("protocols") for r in rows}) > 1
+    return [f"{r['model']} ({r['protocols']})" if multi and r.get("protocols") else r["model"] for r in rows]
+
+
 def plot_latency(doc: dict[str, Any], arch: str, out: Path) -> Path:
     nets = doc["settings"]["networks"]
     batch = doc["settings"]["batches"][0]
     fig, axes = plt.subplots(1, len(nets), figsize=(6.5 * len(nets), 4.6), squeeze=False)
     for ax, net in zip(axes[0], nets):
         rows = _rows(doc, arch, net, batch)
-        labels = [r["model"] for r in rows]
+        labels = _names(rows)
         x = range(len(rows))
         w = 0.27
         measured = [r["latency_measured_s"]["median"] if r.get("latency_measured_s") else 0.0 for r in rows]
@@ -72,7 +78,7 @@ def plot_costs(doc: dict[str, Any], arch: str, out: Path) -> Path:
     net = doc["settings"]["networks"][0]
     batch = doc["settings"]["batches"][0]
     rows = _rows(doc, arch, net, batch)
-    labels = [r["model"] for r in rows]
+    labels = _names(rows)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.4))
     a1.bar(labels, [r["rounds"] for r in rows], color="#2ca02c")
     a1.set_ylabel("rounds per inference")
@@ -102,7 +108,7 @@ def plot_per_op(doc: dict[str, Any], arch: str, out: Path) -> Path | None:
     kinds = sorted({k for r in rows for k in r["per_op"]})
     if not kinds:
         return None
-    labels = [r["model"] for r in rows]
+    labels = _names(rows)
     cmap = plt.get_cmap("tab20")
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     for ax, (metric, title) in zip(axes, [("rounds", "rounds"), ("mb", "MB, both parties")]):
@@ -150,12 +156,12 @@ def plot_pareto(doc: dict[str, Any], arch: str, out: Path) -> Path | None:
     net = "wan" if "wan" in doc["settings"]["networks"] else doc["settings"]["networks"][0]
     rows = _rows(doc, arch, net, 1) or _rows(doc, arch, net, doc["settings"]["batches"][0])
     pts = []
-    for r in rows:
+    for r, name in zip(rows, _names(rows)):
         acc = _accuracy(r, arch)
         if acc is None:
             continue
         m = r.get("latency_measured_s")
-        pts.append((m["median"] if m else r["latency_predicted_s"], acc[0], r["model"], acc[1]))
+        pts.append((m["median"] if m else r["latency_predicted_s"], acc[0], name, acc[1]))
     if len(pts) < 2:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.8))

@@ -18,6 +18,14 @@ itself and both parties healthy, and stops everything on exit:
 
 Each process writes its log to ``<workdir>/logs/<role>.log``; a process that
 dies while starting fails ``start()`` with the tail of its log.
+
+Supervision (``mpcvit demo --keep-running``): ``supervise()`` starts again,
+with the same command, ports and certificates, every role that has died, and
+says so; a role that dies more than ``max_restarts`` times within
+``restart_window_s`` raises :class:`RoleFailed` instead. A restarted role
+appends to its log after a separator line, so the output of the run that died
+stays. When the stack stops because of a failure, the logs stay on disk (the
+certificates, private keys among them, are removed) and ``logs_kept`` says where.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,6 +67,10 @@ class StackConfig:
     coordinator_port: int = 0  # 0: a free port
     startup_timeout_s: float = 180.0
     grace_s: float = 10.0
+    max_restarts: int = 3  # per role within restart_window_s; one more death stops the stack
+    restart_window_s: float = 600.0
+    pairs: int = 1  # party pairs; the replicas of party R (roles party<R>-pair<k>) share party R's certificate and key
+    network: str = "none"  # the parties' emulated peer link: none, lan or wan (parties/transport.py)
 
 
 @dataclass(frozen=True)
@@ -68,14 +81,25 @@ class Endpoints:
     party0: str
     party1: str
     coordinator_url: str
+    more_pairs: tuple[tuple[str, str], ...] = ()  # pairs 1.. (party 0, party 1) when the stack has several
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(self.party0, self.party1), *self.more_pairs]
 
 
 @dataclass
 class _Proc:
     role: str
+    argv: list[str]
     popen: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes] = field(repr=False)
+    restarts: list[float] = field(default_factory=list)  # monotonic times of its restarts
+
+
+class RoleFailed(RuntimeError):
+    """A supervised role died more often than its restart limit allows."""
 
 
 # -- probes -----------------------------------------------------------------------
@@ -157,7 +181,8 @@ class LocalStack:
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp: Path | None = None  # the temporary work directory this stack made (removed by stop())
+        self.logs_kept: Path | None = None  # set by a stop() that kept the logs after a failure
         self.workdir = Path(config.workdir) if config.workdir else Path()
         self.procs: list[_Proc] = []
         self.endpoints: Endpoints | None = None
@@ -166,15 +191,15 @@ class LocalStack:
     def __enter__(self) -> LocalStack:
         try:
             self.start()
-        except BaseException:
-            self.stop()
+        except BaseException as exc:
+            self.stop(keep_logs=not isinstance(exc, KeyboardInterrupt))
             raise
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop()
+        self.stop(keep_logs=exc is not None and not isinstance(exc, KeyboardInterrupt))
 
     @property
     def certs_dir(self) -> Path:
@@ -186,35 +211,79 @@ class LocalStack:
 
     def start(self) -> Endpoints:
         """Make certificates, start the four roles, wait until the coordinator is ready."""
-        if self.config.workdir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="mpcvit-demo-")
-            self.workdir = Path(self._tmp.name)
-        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self._make_workdir()
         if not self.config.insecure:
             self._make_certs()
-        dealer_p, p0, p1, coord = free_ports(4)
+        if self.config.pairs < 1:
+            raise ValueError(f"a stack needs at least one party pair, got {self.config.pairs}")
+        dealer_p, coord, *party_ports = free_ports(2 + 2 * self.config.pairs)
         if self.config.coordinator_port:
             coord = self.config.coordinator_port
+        addresses = [f"{LOOPBACK}:{p}" for p in party_ports]
+        pairs = list(zip(addresses[0::2], addresses[1::2]))
         ep = Endpoints(
             dealer=f"{LOOPBACK}:{dealer_p}",
-            party0=f"{LOOPBACK}:{p0}",
-            party1=f"{LOOPBACK}:{p1}",
+            party0=pairs[0][0],
+            party1=pairs[0][1],
             coordinator_url=f"http://{LOOPBACK}:{coord}",
+            more_pairs=tuple(pairs[1:]),
         )
         self.endpoints = ep
         deadline = time.monotonic() + self.config.startup_timeout_s
         commands = self._commands(ep)
-        for role in ("dealer", "party0", "party1"):
-            self._spawn(role, commands[role])
+        for role, argv in commands.items():
+            if role != "coordinator":
+                self._spawn(role, argv)
         # The coordinator preloads the model on the parties when it starts: start it once they listen.
-        self._wait_tcp({"dealer": ep.dealer, "party0": ep.party0, "party1": ep.party1}, deadline)
+        listening = {f"party{r}-pair{k}": a for k, pair in enumerate(ep.pairs) for r, a in enumerate(pair)}
+        self._wait_tcp({"dealer": ep.dealer, **listening}, deadline)
         self._spawn("coordinator", commands["coordinator"])
         self._wait_coordinator(ep.coordinator_url, deadline)
         log.debug("local stack ready: coordinator %s (logs in %s)", ep.coordinator_url, self.workdir / "logs")
         return ep
 
-    def stop(self) -> None:
-        """SIGTERM every process group (coordinator first), SIGKILL what is left after the grace period."""
+    def _make_workdir(self) -> None:
+        if self.config.workdir is None and self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="mpcvit-demo-"))
+            self.workdir = self._tmp
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+
+    def supervise(self) -> list[str]:
+        """Start again every role that has died; one message per restart. :class:`RoleFailed` past the limit."""
+        messages = []
+        for i, proc in enumerate(self.procs):
+            code = proc.popen.poll()
+            if code is None:
+                continue
+            now = time.monotonic()
+            proc.restarts = [t for t in proc.restarts if now - t < self.config.restart_window_s]
+            how = _describe_exit(code)
+            if len(proc.restarts) >= self.config.max_restarts:
+                raise RoleFailed(
+                    f"{proc.role} {how} again after {len(proc.restarts)} restarts within "
+                    f"{self.config.restart_window_s / 60:.0f} min; not restarting it. The tail of {proc.log_path}:\n"
+                    f"{_tail(proc.log_path)}"
+                )
+            _signal_group(proc.popen, signal.SIGKILL)  # whatever the dead role left behind in its group
+            proc.log_file.close()
+            with open(proc.log_path, "ab") as f:
+                f.write(f"\n--- {time.strftime('%H:%M:%S')} {proc.role} {how}; started again ---\n".encode())
+            restarts = [*proc.restarts, now]
+            self.procs[i] = self._start_process(proc.role, proc.argv, append=True)  # keeps the stop order
+            self.procs[i].restarts = restarts
+            messages.append(
+                f"{proc.role} {how}; started it again (restart {len(restarts)} of at most {self.config.max_restarts} "
+                f"within {self.config.restart_window_s / 60:.0f} min); log: {proc.log_path}"
+            )
+            log.warning("%s", messages[-1])
+        return messages
+
+    def stop(self, keep_logs: bool = False) -> None:
+        """SIGTERM every process group (coordinator first), SIGKILL what is left after the grace period.
+
+        ``keep_logs``: a temporary work directory keeps its ``logs/`` (its certificates are removed)
+        and ``logs_kept`` names it; otherwise it is removed.
+        """
         for proc in reversed(self.procs):
             _signal_group(proc.popen, signal.SIGTERM)
         end = time.monotonic() + self.config.grace_s
@@ -230,7 +299,12 @@ class LocalStack:
             proc.log_file.close()
         self.procs = []
         if self._tmp is not None:
-            self._tmp.cleanup()
+            if keep_logs:
+                shutil.rmtree(self._tmp / "certs", ignore_errors=True)
+                shutil.rmtree(self._tmp / "dealer-state", ignore_errors=True)
+                self.logs_kept = self._tmp / "logs"
+            else:
+                shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
     # -- internals --
@@ -257,24 +331,31 @@ class LocalStack:
             return ["--insecure"] if self.config.insecure else ["--certs", str(self.certs_dir / role)]
 
         models = ["--models", str(self.config.models_dir)]
+        network = ["--network", self.config.network] if self.config.network != "none" else []
         port = ep.coordinator_url.rsplit(":", 1)[1]
-        return {
-            "dealer": _mpcvit("dealer", "--listen", ep.dealer, *tls("dealer")),
-            "party0": _mpcvit(
-                "party", "--rank", "0", "--listen", ep.party0, "--peer", ep.party1, "--dealer", ep.dealer, *tls("party0"), *models
-            ),
-            "party1": _mpcvit(
-                "party", "--rank", "1", "--listen", ep.party1, "--peer", ep.party0, "--dealer", ep.dealer, *tls("party1"), *models
-            ),
-            "coordinator": _mpcvit(
-                "serve", "--host", LOOPBACK, "--port", port, "--party0", ep.party0, "--party1", ep.party1,
-                *tls("coordinator"), *models, "--preload", self.config.model,
-            ),
-        }
+        # the dealer's master secret in a file of its own: a restarted dealer derives the same model keys
+        state = ["--state", str(self.workdir / "dealer-state" / "master.key")]
+        commands = {"dealer": _mpcvit("dealer", "--listen", ep.dealer, *tls("dealer"), *state)}
+        for k, (a0, a1) in enumerate(ep.pairs):
+            for rank, (listen, peer) in enumerate(((a0, a1), (a1, a0))):
+                role = f"party{rank}" if k == 0 else f"party{rank}-pair{k}"
+                commands[role] = _mpcvit(
+                    "party", "--rank", str(rank), "--listen", listen, "--peer", peer, "--dealer", ep.dealer,
+                    *tls(f"party{rank}"), *models, *network,
+                )
+        where = (["--party0", ep.party0, "--party1", ep.party1] if len(ep.pairs) == 1
+                 else [arg for a0, a1 in ep.pairs for arg in ("--pair", f"{a0},{a1}")])
+        commands["coordinator"] = _mpcvit(
+            "serve", "--host", LOOPBACK, "--port", port, *where, *tls("coordinator"), *models, "--preload", self.config.model,
+        )
+        return commands
 
     def _spawn(self, role: str, argv: list[str]) -> None:
+        self.procs.append(self._start_process(role, argv))
+
+    def _start_process(self, role: str, argv: list[str], append: bool = False) -> _Proc:
         log_path = self.workdir / "logs" / f"{role}.log"
-        log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
+        log_file = open(log_path, "ab" if append else "wb")  # noqa: SIM115 (closed in stop())
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         popen = subprocess.Popen(  # noqa: S603 (our own argv)
             argv,
@@ -285,8 +366,8 @@ class LocalStack:
             start_new_session=True,  # its own process group: signals reach it and its children only
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
         )
-        self.procs.append(_Proc(role, popen, log_path, log_file))
         log.debug("started %s (pid %d): %s", role, popen.pid, " ".join(argv))
+        return _Proc(role, argv, popen, log_path, log_file)
 
     def _check_alive(self) -> None:
         for proc in self.procs:
@@ -314,6 +395,14 @@ class LocalStack:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {health} to report ready (last answer: {body})")
             time.sleep(0.5)
+
+
+def _describe_exit(code: int) -> str:
+    """``exited with code 3`` or ``was killed by SIGKILL`` (Popen's negative return code)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
 
 
 def _signal_group(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:

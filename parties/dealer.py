@@ -17,20 +17,32 @@ takes. A party calls it before the online phase of an inference: one request
 per party per batch, never inside the secure computation, so the dealer adds
 no online rounds; its bytes and seconds are counted apart (:class:`DealerTraffic`).
 
-With mutual TLS the dealer hands rank ``i``'s key only to the client whose
-certificate says ``party{i}``, and corrections only to ``party0``.
+Model loads: ``GetSeed`` with batch id ``model/<id>`` hands party ``i`` its key
+of that load's fixed weight masks (derived from the dealer's master secret,
+``--state`` keeps it across restarts); every batch's ``fixed`` requests
+(products with a weight whose mask was opened at load) are answered from
+both derived keys.
+
+With mutual TLS the dealer hands rank ``i``'s key and corrections only to the
+client whose certificate says ``party{i}``. Party 1 asks for corrections only
+when the plan has DCF keys (``protocols.sign``'s one-round comparisons),
+whose correction words both parties need; the first of the two calls makes
+both parties' material from one replay of the key streams.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import logging
+import os
 import sys
 import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import grpc
@@ -41,8 +53,8 @@ from mpcvit.pki import require_loopback
 from parties.proto import dealer_pb2, dealer_pb2_grpc
 from parties.tls import channel_credentials, peer_role, secure_channel, server_credentials
 from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
-from mpcvit.prg import KEY_BYTES, new_key
-from protocols.providers import Request, dealer_corrections
+from mpcvit.prg import KEY_BYTES, derive_key, new_key
+from protocols.providers import Request, all_corrections, needs_corrections
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +64,7 @@ MAX_CORRECTION_BYTES = 8 << 30
 MAX_BATCH_ID_LEN = 128
 DEFAULT_TTL_S = 600.0
 MAX_OPEN_BATCHES = 1024
+MODEL_PREFIX = "model/"  # GetSeed batch ids of model loads: their keys stay for every later batch's "fixed" requests
 
 
 class DealerError(ValueError):
@@ -67,22 +80,43 @@ class _Batch:
     keys: tuple[bytes, bytes]
     created: float
     keys_handed: set[int] = field(default_factory=set)
-    corrections_served: bool = False
+    corrections_served: set[int] = field(default_factory=set)
+    plan_digest: bytes | None = None  # both ranks must ask for the same plan
+    pending: list[torch.Tensor] | None = None  # the other rank's material, made with the first call's
+    ranks_needing: set[int] = field(default_factory=lambda: {0})
 
     @property
     def done(self) -> bool:
-        return self.corrections_served and self.keys_handed == {0, 1}
+        return self.ranks_needing <= self.corrections_served and self.keys_handed == {0, 1}
 
 
 class DealerState:
     """The dealer's batches: a fresh key per party, forgotten when used up or stale."""
 
-    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_batches: int = MAX_OPEN_BATCHES) -> None:
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_batches: int = MAX_OPEN_BATCHES, master_key: bytes | None = None) -> None:
+        self.master_key = master_key if master_key is not None else new_key()  # model keys derive from it
+        if len(self.master_key) != KEY_BYTES:
+            raise ValueError(f"the dealer's master secret is {KEY_BYTES} bytes")
+        self.dealer_id = hashlib.sha256(b"mpcvit dealer id\0" + self.master_key).digest()[:16]
         self.ttl_s = ttl_s
         self.max_batches = max_batches
         self._batches: dict[str, _Batch] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
+
+    def model_key(self, model_id: int, rank: int) -> bytes:
+        """Party ``rank``'s key of model load ``model_id``: HMAC-SHA256 of the dealer's master secret.
+
+        Derived, not stored, so every later batch's "fixed" requests (the
+        weights' fixed Beaver masks) find both keys again, also after a
+        restart when the master secret is kept in a file (``--state``).
+        """
+        if rank not in (0, 1) or not 0 <= model_id < 2**63:
+            raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "bad rank or model id")
+        return derive_key(self.master_key, f"model/{model_id}/rank/{rank}")
+
+    def _model_keys(self, model_id: int) -> tuple[bytes, bytes]:
+        return self.model_key(model_id, 0), self.model_key(model_id, 1)
 
     def _batch(self, batch_id: str) -> _Batch:
         if not batch_id or len(batch_id) > MAX_BATCH_ID_LEN:
@@ -118,21 +152,47 @@ class DealerState:
             self._forget_if_done(batch_id, batch)
             return batch.keys[rank]
 
-    def corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:
-        """Party 0's corrections for the batch (once per batch)."""
+    def corrections(self, batch_id: str, requests: list[Request], rank: int = 0) -> list[torch.Tensor]:
+        """Party ``rank``'s corrections for the batch (once per rank; party 1 only for plans with DCF keys).
+
+        Both ranks' material comes from one replay of the two key streams: the
+        first call makes both and keeps the other rank's until it asks (with
+        the same plan) or the batch goes stale.
+        """
+        if rank not in (0, 1):
+            raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "rank must be 0 or 1")
         if len(requests) > MAX_REQUESTS:
             raise DealerError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {MAX_REQUESTS} requests")
-        total = sum(r.correction_bytes() for r in requests)
+        total = sum(r.correction_bytes(0) + r.correction_bytes(1) for r in requests)
         if total > MAX_CORRECTION_BYTES:
             raise DealerError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{total} bytes of corrections exceed {MAX_CORRECTION_BYTES}")
+        if not needs_corrections(rank, requests):
+            raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"party {rank} gets no corrections for this plan")
+        digest = hashlib.sha256(repr(requests).encode()).digest()
         with self._lock:
             batch = self._batch(batch_id)
-            if batch.corrections_served:
-                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"corrections for batch {batch_id} were already served")
-            batch.corrections_served = True
+            if rank in batch.corrections_served:
+                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"party {rank}'s corrections for batch {batch_id} were already served")
+            if batch.plan_digest is not None and batch.plan_digest != digest:
+                raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, f"the two parties asked batch {batch_id} for different plans")
+            batch.corrections_served.add(rank)
+            if batch.pending is not None:
+                mine, batch.pending = batch.pending, None
+                self._forget_if_done(batch_id, batch)
+                return mine
+            batch.plan_digest = digest
+            batch.ranks_needing = {r for r in (0, 1) if needs_corrections(r, requests)}
             keys = batch.keys
             self._forget_if_done(batch_id, batch)
-        return dealer_corrections(keys, requests)
+        other = 1 - rank
+        made = all_corrections(keys, requests, sorted({rank} | (batch.ranks_needing & {other})), self._model_keys)
+        mine = made[rank]
+        if other in made:
+            theirs = made[other]
+            with self._lock:
+                if other not in batch.corrections_served:
+                    batch.pending = theirs
+        return mine
 
     @property
     def open_batches(self) -> int:
@@ -172,14 +232,14 @@ def correction_chunks(corrections: list[torch.Tensor], chunk_bytes: int) -> Iter
             )
 
 
-def assemble_corrections(chunks: Iterator[dealer_pb2.CorrectionChunk], requests: list[Request]) -> list[torch.Tensor]:
+def assemble_corrections(chunks: Iterator[dealer_pb2.CorrectionChunk], requests: list[Request], rank: int = 0) -> list[torch.Tensor]:
     """Rebuild the corrections from chunks, checking each against its request's shape."""
     out: list[torch.Tensor] = []
     buffer = bytearray()
     for chunk in chunks:
         if chunk.request_index != len(out):
             raise ValueError(f"dealer sent request {chunk.request_index}, expected {len(out)}")
-        expected = tuple(requests[len(out)].output_size())
+        expected = tuple(requests[len(out)].output_size(rank))
         if tuple(chunk.shape) != expected:
             raise ValueError(f"dealer correction {len(out)} has shape {tuple(chunk.shape)}, expected {expected}")
         buffer += chunk.data
@@ -212,16 +272,23 @@ class DealerServicer(dealer_pb2_grpc.DealerServicer):
     def GetSeed(self, request: dealer_pb2.SeedRequest, context: grpc.ServicerContext) -> dealer_pb2.SeedReply:
         try:
             _check_role(context, f"party{request.rank}")
-            key = self.state.key(request.batch_id, request.rank)
+            if request.batch_id.startswith(MODEL_PREFIX):
+                try:
+                    model_id = int(request.batch_id[len(MODEL_PREFIX):])
+                except ValueError:
+                    raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "a model batch id is model/<id>") from None
+                key = self.state.model_key(model_id, request.rank)
+            else:
+                key = self.state.key(request.batch_id, request.rank)
         except DealerError as exc:
             context.abort(exc.code, str(exc))
-        return dealer_pb2.SeedReply(batch_id=request.batch_id, key=key)
+        return dealer_pb2.SeedReply(batch_id=request.batch_id, key=key, dealer_id=self.state.dealer_id)
 
     def GetCorrections(self, request: dealer_pb2.CorrectionsRequest, context: grpc.ServicerContext) -> Iterator[dealer_pb2.CorrectionChunk]:
         try:
-            _check_role(context, "party0")
+            _check_role(context, f"party{request.rank}")
             requests = [request_from_wire(r) for r in request.requests]
-            corrections = self.state.corrections(request.batch_id, requests)
+            corrections = self.state.corrections(request.batch_id, requests, request.rank)
         except DealerError as exc:
             context.abort(exc.code, str(exc))
         chunk = request.max_chunk_bytes if 0 < request.max_chunk_bytes <= DEFAULT_CHUNK_BYTES else DEFAULT_CHUNK_BYTES
@@ -231,13 +298,29 @@ class DealerServicer(dealer_pb2_grpc.DealerServicer):
         return dealer_pb2.DealerPingReply(open_batches=self.state.open_batches)
 
 
-def serve(listen: str, certs_dir: str | None, ttl_s: float = DEFAULT_TTL_S) -> tuple[grpc.Server, int]:
+def load_master_key(path: str | Path | None) -> bytes | None:
+    """The dealer's master secret from ``path`` (32 bytes, made with mode 0600 on first use); None without a path."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(new_key())
+    key = p.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{p} does not hold a {KEY_BYTES}-byte dealer secret; remove it to make a new one")
+    return key
+
+
+def serve(listen: str, certs_dir: str | None, ttl_s: float = DEFAULT_TTL_S, state: str | None = None) -> tuple[grpc.Server, int]:
     """Start a dealer server on ``listen`` (mutual TLS with ``certs_dir``'s dealer certificate, or plaintext)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dealer"),
         options=SERVER_PING_OPTIONS + [("grpc.max_receive_message_length", 256 << 20), ("grpc.so_reuseport", 0)],
     )
-    dealer_pb2_grpc.add_DealerServicer_to_server(DealerServicer(DealerState(ttl_s=ttl_s)), server)
+    dealer_pb2_grpc.add_DealerServicer_to_server(DealerServicer(DealerState(ttl_s=ttl_s, master_key=load_master_key(state))), server)
     port = bind(server, listen, server_credentials(certs_dir, "dealer") if certs_dir else None)
     server.start()
     logger.info("dealer listening on port %d (%s)", port, "mutual TLS" if certs_dir else "PLAINTEXT")
@@ -269,6 +352,7 @@ class DealerClient:
         self.rank = rank
         self.timeout_s = timeout_s
         self.traffic = DealerTraffic()
+        self.dealer_id: bytes | None = None  # from the last key handed out (see SeedReply.dealer_id)
 
     def get_key(self, batch_id: str) -> bytes:
         """This party's 32-byte PRG key for the batch."""
@@ -277,19 +361,24 @@ class DealerClient:
         self._count(len(reply.key), t0)
         if len(reply.key) != KEY_BYTES:
             raise RuntimeError(f"the dealer sent a {len(reply.key)}-byte key; a batch key is {KEY_BYTES} bytes")
+        self.dealer_id = bytes(reply.dealer_id)
         return bytes(reply.key)
 
     def get_corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:
         t0 = time.perf_counter()
-        message = dealer_pb2.CorrectionsRequest(batch_id=batch_id, requests=[request_to_wire(r) for r in requests])
-        corrections = assemble_corrections(self.stub.GetCorrections(message, timeout=self.timeout_s, wait_for_ready=True), requests)
+        message = dealer_pb2.CorrectionsRequest(batch_id=batch_id, requests=[request_to_wire(r) for r in requests], rank=self.rank)
+        corrections = assemble_corrections(self.stub.GetCorrections(message, timeout=self.timeout_s, wait_for_ready=True), requests, self.rank)
         self._count(sum(int(c.nelement()) * 8 for c in corrections), t0)
         return corrections
 
+    def get_model_key(self, model_id: int) -> bytes:
+        """This party's 32-byte key of model load ``model_id`` (its fixed weight masks)."""
+        return self.get_key(f"{MODEL_PREFIX}{int(model_id)}")
+
     def fetch_batch(self, batch_id: str, requests: list[Request]) -> tuple[bytes, list[torch.Tensor] | None]:
-        """This party's key and (rank 0) corrections: what ``DealerProvider.begin_batch`` takes."""
+        """This party's key and its corrections (party 1: only for plans with DCF keys): what ``begin_batch`` takes."""
         key = self.get_key(batch_id)
-        return key, (self.get_corrections(batch_id, requests) if self.rank == 0 else None)
+        return key, (self.get_corrections(batch_id, requests) if needs_corrections(self.rank, requests) else None)
 
     def _count(self, nbytes: int, t0: float) -> None:
         self.traffic.requests += 1
@@ -315,6 +404,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--certs", help="directory made by 'mpcvit certs' (mutual TLS)")
     parser.add_argument("--insecure", action="store_true", help="serve plaintext gRPC (no TLS); loopback --listen only, for local experiments")
     parser.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, help="seconds an unfinished batch is kept")
+    parser.add_argument("--state", help="file holding the dealer's 32-byte master secret (made on first use, mode 0600); "
+                        "with it, loaded models keep working across a dealer restart, without it they must be reloaded")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -322,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give --certs DIR for mutual TLS, or --insecure for plaintext")
     if args.insecure:
         require_loopback("--insecure", {"--listen": args.listen})
-    server, _ = serve(args.listen, None if args.insecure else args.certs, args.ttl)
+    server, _ = serve(args.listen, None if args.insecure else args.certs, args.ttl, args.state)
     try:
         server.wait_for_termination()
     except KeyboardInterrupt:

@@ -32,11 +32,16 @@ session agrees fresh 256-bit keys for CrypTen's zero-sharing PRGs with the
 peer over the mutually authenticated channel (``install``), so a
 failed session never poisons the next. A failure (bad input, dead peer,
 deadline) aborts the session on both sides and answers a gRPC status; the
-process keeps serving.
+process keeps serving. A control call that ends before its session does (the
+coordinator cancelled it because the other party failed, or the coordinator
+itself died) aborts that session here and at the peer at once
+(:meth:`Party.call_ended`), so neither party holds its session lock until the
+deadline for a forward nobody waits for.
 """
 
 from __future__ import annotations
 
+import hashlib
 import argparse
 import collections
 import contextlib
@@ -74,6 +79,7 @@ KEY_FILE = "party{rank}.x25519"
 COORDINATOR_ROLE = "coordinator"
 REPLAY_WINDOW_S = 24 * 3600.0
 REPLAY_MAX_ENTRIES = 200_000
+ENDED_CALLS_KEPT = 1024  # session ids whose control call ended before their session opened
 
 
 class PartyError(Exception):
@@ -113,20 +119,39 @@ class Counters:
     seconds: float = 0.0
 
 
+class ModelLost(PartyError):
+    """A loaded model's weight masks can no longer be served (the dealer lost its master secret)."""
+
+
 class SessionBatches:
     """``protocols.providers.BatchSource`` over the gRPC dealer: batch id = the current session id."""
 
     def __init__(self, dealer: DealerClient) -> None:
         self.dealer = dealer
         self.batch_id: str | None = None
+        self.model_dealer: dict[int, bytes | None] = {}  # model load id -> the dealer id its weight masks came from
 
     def next_batch(self, rank: int, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
         if self.batch_id is None:
             raise RuntimeError("no session is running")
         try:
-            return self.dealer.fetch_batch(self.batch_id, requests)
+            batch = self.dealer.fetch_batch(self.batch_id, requests)
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
+        for model_id in {dict(r.kwargs)["model"] for r in requests if r.kind == "fixed"}:
+            if self.model_dealer.get(model_id) != self.dealer.dealer_id:
+                raise ModelLost(grpc.StatusCode.FAILED_PRECONDITION, "the dealer restarted without its state (--state): "
+                                "this model's weight masks are lost; it is being unloaded, load it again")
+        return batch
+
+    def model_key(self, rank: int, model_id: int) -> bytes:
+        """This party's key of a model load's fixed weight masks (the dealer keeps both for later batches)."""
+        try:
+            key = self.dealer.get_model_key(model_id)
+        except grpc.RpcError as exc:
+            raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
+        self.model_dealer[model_id] = self.dealer.dealer_id
+        return key
 
 
 def load_keypair(certs_dir: Path | None, rank: int) -> sealing.KeyPair:
@@ -240,6 +265,9 @@ class Party:
         self.models: dict[str, LoadedModel] = {}
         self.counters = Counters()
         self._lock = threading.Lock()
+        self._calls_lock = threading.Lock()
+        self._running: dict[str, Any] = {}  # session id -> its open transport session
+        self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()  # session id -> why its call ended
 
     # -- sessions --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -253,6 +281,13 @@ class Party:
         try:
             with self.endpoint.session(session_id, deadline_unix_ms=deadline_unix_ms) as session:
                 ok = False
+                with self._calls_lock:
+                    ended = self._ended.pop(session_id, None)
+                    if ended is None:
+                        self._running[session_id] = session
+                if ended is not None:  # its caller is gone: do not start a forward nobody waits for
+                    session.abort(ended)
+                    raise PartyError(grpc.StatusCode.CANCELLED, f"session {session_id}: {ended}")
                 try:
                     with installed(GrpcCommunicator(session)) as comm:
                         ensure_counting()
@@ -263,6 +298,8 @@ class Party:
                     session.abort(f"{type(exc).__name__}")
                     raise
                 finally:
+                    with self._calls_lock:
+                        self._running.pop(session_id, None)
                     self.batches.batch_id = None
                     if not ok:
                         with contextlib.suppress(RuntimeError):
@@ -270,6 +307,22 @@ class Party:
                     self._count(ok, session)
         finally:
             self._lock.release()
+
+    def call_ended(self, session_id: str, reason: str) -> None:
+        """The control call of ``session_id`` ended before it answered: abort its session here and at the peer.
+
+        A session still waiting for the party is refused when its turn comes (the last
+        ``ENDED_CALLS_KEPT`` such ids are remembered).
+        """
+        with self._calls_lock:
+            session = self._running.get(session_id)
+            if session is None:
+                self._ended[session_id] = reason
+                while len(self._ended) > ENDED_CALLS_KEPT:
+                    self._ended.popitem(last=False)
+        if session is not None:
+            logger.warning("session %s: %s; aborting it", session_id, reason)
+            session.abort(reason)
 
     def _count(self, ok: bool, session: Any) -> None:
         if ok:
@@ -309,7 +362,9 @@ class Party:
             spec = ArchSpec.from_json(spec_json) if self.rank == 1 else model.spec
             t0 = time.perf_counter()
             rounds0 = comm.get_communication_stats()["rounds"]
-            secure = SecureViT.share(model, spec, meta, owner=0, config=DEFAULT_CONFIG, batch_source=self.batches)
+            model_id = int.from_bytes(hashlib.sha256(session_id.encode()).digest()[:8], "big") >> 1  # both parties' load id
+            secure = SecureViT.share(model, spec, meta, owner=0, config=DEFAULT_CONFIG, batch_source=self.batches,
+                                     model_id=model_id)
             rounds = int(comm.get_communication_stats()["rounds"] - rounds0)
             wire = comm.wire_stats()
         self.models[name] = LoadedModel(name, spec, secure)
@@ -373,7 +428,11 @@ class Party:
         dealer_before = (self.dealer.traffic.bytes_received, self.dealer.traffic.seconds)
         with self._session(request.session_id, request.deadline_unix_ms):
             x_share = self._open_inputs(list(request.items), request.model, loaded.spec)  # inside: a bad input aborts the peer too
-            logits_share, report = loaded.secure.forward_shares(x_share)
+            try:
+                logits_share, report = loaded.secure.forward_shares(x_share)
+            except ModelLost:
+                self.models.pop(request.model, None)  # the coordinator's health watch loads it again on both parties
+                raise
         costs = costs_message(report)
         costs.dealer_bytes_received = self.dealer.traffic.bytes_received - dealer_before[0]
         costs.dealer_seconds = self.dealer.traffic.seconds - dealer_before[1]
@@ -435,11 +494,26 @@ class PartyControlServicer(control_pb2_grpc.PartyControlServicer):
     def Health(self, request: control_pb2.HealthRequest, context: grpc.ServicerContext) -> control_pb2.HealthReply:
         return self._call(context, self.party.health)
 
+    def _session_call(self, context: grpc.ServicerContext, session_id: str, fn: Any, *args: Any) -> Any:
+        """``_call`` for a call that runs a session: if the call ends before it answers, the session is aborted."""
+        answered = threading.Event()
+
+        def ended() -> None:
+            if not answered.is_set():
+                self.party.call_ended(session_id, "the coordinator's call ended (cancelled, or its deadline passed)")
+
+        context.add_callback(ended)
+        try:
+            return self._call(context, fn, *args)
+        finally:
+            answered.set()
+
     def LoadModel(self, request: control_pb2.LoadModelRequest, context: grpc.ServicerContext) -> control_pb2.LoadModelReply:
-        return self._call(context, self.party.load_model, request.model, request.session_id, request.deadline_unix_ms)
+        return self._session_call(context, request.session_id, self.party.load_model, request.model, request.session_id,
+                                  request.deadline_unix_ms)
 
     def Infer(self, request: control_pb2.InferRequest, context: grpc.ServicerContext) -> control_pb2.InferReply:
-        return self._call(context, self.party.infer, request)
+        return self._session_call(context, request.session_id, self.party.infer, request)
 
     def Stats(self, request: control_pb2.StatsRequest, context: grpc.ServicerContext) -> control_pb2.StatsReply:
         return self._call(context, self.party.stats)

@@ -246,15 +246,21 @@ def max_rows(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> MPCTensor
     the maximum (a near tie may pick the smaller), which is all softmax's shift needs.
     """
 
-    def level(a: MPCTensor, b: MPCTensor) -> Steps:
+    while x.size(-1) > 1:
+        n = x.size(-1)
+        half = n // 2
+        m = max_pair(x[..., :half], x[..., half : 2 * half], ring_bits, drop_bits)
+        x = crypten.cat([m, x[..., 2 * half :]], dim=-1) if n % 2 else m
+    return x
+
+
+def max_pair(a: MPCTensor, b: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> MPCTensor:
+    """One level of the max tree: a - [a < b] (a - b), the rounds of ``ltz``."""
+
+    def level() -> Steps:
         d = a - b
         bits = yield from msb_steps(d, ring_bits, drop_bits)
         sel = yield from bitmul_steps(bits, d)
         return a - sel
 
-    while x.size(-1) > 1:
-        n = x.size(-1)
-        half = n // 2
-        m = run_one(level(x[..., :half], x[..., half : 2 * half]))
-        x = crypten.cat([m, x[..., 2 * half :]], dim=-1) if n % 2 else m
-    return x
+    return run_one(level())

@@ -38,7 +38,9 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   with ``range_per_octave = 2`` thresholds per octave on ``reciprocal_range``
   = [2^-14, 2^16] (one batched comparison, start within 2^(1/4)): relative
   error < 1.5e-3 over [1e-3, 1e2] (above, 1/x is a few ulps of 2^-16 and so is
-  the error), 10 rounds. Outside the domain the start is wrong: below, the
+  the error): 1 + 1 + 2 = 4 rounds with the fss sign gate (10 with the ring
+  circuit; the linear start of ``range_start = "linear"`` is within 2.2 %,
+  so 2 steps leave < 1e-6 from the start itself). Outside the domain the start is wrong: below, the
   steps converge only partly (1/x too small), above, Goldschmidt diverges
   (e_0 < -1: x (1/x) = -9.4 at x = 10270). The domain was [2^-12, 2^12] until
   THE-X's (sum + eps) / N reached 19850 (fashion-mnist thex_4_4_28) and 10270
@@ -47,15 +49,35 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   ``results/numeric_safety.md``. CrypTen's default (3 exp(1 - 2x) + 0.003 and
   10 Newton steps, 28 rounds) diverges above x ~ 600. One threshold per octave
   needed 3 steps for the same error.
-* ``inv_sqrt_iters = 2`` Newton steps (3 rounds each) from a range start on
-  [2^-14, 2^14] (within 2^(1/8)) with the centred values pre-scaled by
-  ``ln_prescale = 4``: relative error < 1e-3 over [1e-3, 1e3]. CrypTen's default start (3 Newton steps) is off by 40 % at
+* ``inv_sqrt_iters = 0`` (automatic): 1 Newton step after the linear start
+  (within 0.9 % above var' = 2^-10, the start's error 0.6 % -> 5e-5 after
+  the step), 2 after the midpoint start of the circuits (within 2^(1/8)), on
+  [2^-14, 2^14] with the centred values pre-scaled by ``ln_prescale = 4``:
+  relative error < 1e-3 over [1e-3, 1e3]; ``ops.layernorm`` folds the last
+  step into its output product (5 rounds with fss, 14 with the circuits). CrypTen's default start (3 Newton steps) is off by 40 % at
   var = 0.01, which broke LayerNorm on the class token of trained digits models
   (logit error 2.6 -> 0.025 with the range start).
+* ``gelu = "fss"`` (default): ReLU(x) minus the gap x Phi(-x) as a degree-7
+  polynomial of min(|x|, 4) / 4, the ReLU and the clamp from ONE sign gate
+  with three shifts (``ops.gelu_fss``): 4 rounds, 7 ring elements per value;
+  max error about 1e-3 on [-8, 8]. Without DCF keys (TFP) it is "poly".
 * ``gelu = "poly"``: x/2 + a degree-7 polynomial in x^2 on |x| <= 4 (+ one
   comparison): max error 1.2e-3 on [-8, 8]. CrypTen's Taylor erf (``"erf"``)
   is off by 1.9 at x = -2 and by 700 at x = -3, and its large powers make the
   local truncation fail (a logit error of 4e9 on a trained digits model).
+* ``comparison = "fss"`` (default): ReLU, softmax's max and the Newton starts
+  use the dealer's one-round DCF sign gate (``protocols.sign``): one opening
+  of x + r, then local DCF evaluations, which also give x [x < d] (the ReLU's
+  and the max's product) and any number of thresholds of the same x. ReLU,
+  the max tree's levels and the fss GeLU's gate on (20, 6): valid for
+  |x| < 2^9 = 512 (2x the certified bound of the scores' differences, 246;
+  40x the GeLU inputs' 12.2), error <= 2^-10 near 0; 19 DCF levels, a key of
+  79 words (632 bytes) per value and party. ``fss_max_values = 300000``: a
+  call comparing more values uses the ring circuit instead (at batch 1 only
+  the first level of the 9_12_64 max tree and its ReLU attention), bounding
+  the dealer's material per forward (7_4_32 softmax ViT: about 0.1 GB per
+  party; 9_12_64: about 3 GB). A provider without DCF keys (CrypTen's TFP) runs the circuits.
+  ``SecureConfig.circuits()`` is the runtime before the sign gate.
 * ``comparison = "ring"``: every sign test (ReLU, softmax's max, GeLU's range
   test, the Newton starts) runs ``protocols.compare.ltz`` on a small ring with
   packed lanes instead of CrypTen's 64-bit circuit (``"crypten"``): 6-7 rounds
@@ -67,9 +89,16 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   outer branch x/2 + |x|/2, which differs from GeLU by x Phi(-x) <= 3.3e-4
   there (the polynomial's own error is 5e-4); for models with LayerNorm the
   GeLU input is bounded for every image by sqrt(C) |W'_j| + |b'_j| (10.5 on
-  the worst committed checkpoint; ``results/numeric_safety.md``). ReLU and max (32, 4):
-  |x| < 2^19, error <= 2^-12. Newton starts (32, 2): |x| < 2^17, thresholds
+  the worst committed checkpoint; ``results/numeric_safety.md``). ReLU and max
+  of the circuits (32, 4): |x| < 2^19, error <= 2^-12. Newton starts (32, 2): |x| < 2^17, thresholds
   from 2^-14 at step 2^-14 (a start one bucket off is still within factor 2).
+* ``fixed_weight_masks = True``: every weight's Beaver mask b is drawn once
+  per model load from the parties' model keys and D = W - b opened then
+  (``ops.open_weight_masks``: one round, weight-sized, at load); each
+  inference's linear layers open only x - a (``ops.fixed_linear_steps``),
+  which removes the weights' size from every request's traffic. Needs the
+  dealer and a batch source that hands out model keys (the gRPC dealer,
+  ``InProcessDealer``); otherwise every product is a fresh Beaver triple.
 * ``matmul_backend = "int64"``: torch 2.13's int64 matmul on this CPU takes
   ~0.9 ms for 65x256 @ 256x768 (one thread), the three float64 limb products
   of "limbs" ~1.6-3.2 ms; both are exact mod 2^64 (test_ops compares them).
@@ -86,7 +115,8 @@ from protocols.crypten_compat import crypten
 
 ProviderKind = Literal["dealer", "tfp"]
 MatmulBackend = Literal["int64", "limbs"]
-Comparison = Literal["ring", "crypten"]
+Comparison = Literal["fss", "ring", "crypten"]
+RangeStart = Literal["linear", "step"]
 
 
 @dataclass(frozen=True)
@@ -97,18 +127,22 @@ class SecureConfig:
     exp_iterations: int = 8
     reciprocal_iters: int = 2
     reciprocal_range: tuple[int, int] = (-14, 16)  # log2 of the domain of the range start (ReLU, 2Quad, THE-X)
-    inv_sqrt_iters: int = 2
+    inv_sqrt_iters: int = 0  # 0: 1 Newton step after a linear start, 2 after a midpoint start
     inv_sqrt_range: tuple[int, int] = (-14, 14)
     range_per_octave: int = 2  # thresholds per octave of the Newton starts
     ln_prescale: int = 4  # centred LayerNorm inputs are multiplied by this integer before squaring
-    gelu: Literal["poly", "erf"] = "poly"
+    gelu: Literal["fss", "poly", "erf"] = "fss"
     erf_iterations: int = 8  # only for gelu = "erf"
     layernorm_eps: float = 1e-5  # torch.nn.LayerNorm's default
     matmul_backend: MatmulBackend = "int64"
     provider: ProviderKind = "dealer"
-    comparison: Comparison = "ring"
+    comparison: Comparison = "fss"
+    range_start: RangeStart = "linear"  # the Newton starts: piecewise linear (needs fss) or bucket midpoints
+    fixed_weight_masks: bool = True  # open each weight's Beaver mask once per model load (needs a dealer batch source)
+    fss_max_values: int = 300_000  # a sign test on more values per call uses the ring circuit (bounds the dealer's material)
     gelu_compare: tuple[int, int] = (16, 14)  # (ring bits, dropped low bits) of protocols.compare.ltz
-    relu_compare: tuple[int, int] = (32, 4)  # ReLU, ReLU-softmax, THE-X and softmax's max
+    relu_compare: tuple[int, int] = (20, 6)  # ReLU, ReLU-softmax, THE-X and softmax's max
+    gelu_gate: tuple[int, int] = (24, 6)  # the fss GeLU's sign gate (ReLU and clamp): valid for |x| < 8192
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
     lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)
     exp_offsets: bool = True  # softmax's exp squares v - c, not v (False: CrypTen's exp)
@@ -116,25 +150,49 @@ class SecureConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.precision_bits <= 24:
             raise ValueError(f"precision_bits must be in 8..24, got {self.precision_bits}")
-        for name in ("exp_iterations", "reciprocal_iters", "inv_sqrt_iters", "erf_iterations", "ln_prescale",
+        if self.fss_max_values < 0:
+            raise ValueError(f"fss_max_values must be >= 0, got {self.fss_max_values}")
+        if not 0 <= self.inv_sqrt_iters <= 32:
+            raise ValueError(f"inv_sqrt_iters must be in 0..32 (0: automatic), got {self.inv_sqrt_iters}")
+        for name in ("exp_iterations", "reciprocal_iters", "erf_iterations", "ln_prescale",
                      "range_per_octave"):
             if not 1 <= getattr(self, name) <= 32:
                 raise ValueError(f"{name} must be in 1..32, got {getattr(self, name)}")
         if self.matmul_backend not in ("int64", "limbs"):
             raise ValueError(f"unknown matmul_backend {self.matmul_backend!r}")
-        if self.gelu not in ("poly", "erf"):
-            raise ValueError(f"unknown gelu {self.gelu!r}; choose poly or erf")
-        if self.comparison not in ("ring", "crypten"):
-            raise ValueError(f"unknown comparison {self.comparison!r}; choose ring or crypten")
+        if self.gelu not in ("fss", "poly", "erf"):
+            raise ValueError(f"unknown gelu {self.gelu!r}; choose fss, poly or erf")
+        if self.comparison not in ("fss", "ring", "crypten"):
+            raise ValueError(f"unknown comparison {self.comparison!r}; choose fss, ring or crypten")
+        if self.range_start not in ("linear", "step"):
+            raise ValueError(f"unknown range_start {self.range_start!r}; choose linear or step")
         if not 0 <= self.lower_bits <= self.precision_bits - 4:
             raise ValueError(f"lower_bits must be in 0..precision_bits - 4, got {self.lower_bits}")
-        for name in ("gelu_compare", "relu_compare", "range_compare"):
+        for name in ("gelu_compare", "relu_compare", "range_compare", "gelu_gate"):
             check_ring(*getattr(self, name))
         if self.provider not in ("dealer", "tfp"):
             raise ValueError(f"unknown provider {self.provider!r}; choose dealer or tfp")
+        if self.provider == "tfp" and self.comparison == "fss":  # TFP makes no DCF keys: the ring circuits
+            object.__setattr__(self, "comparison", "ring")
+        if self.comparison != "fss" and self.range_start == "linear":  # a linear start needs x [x >= t] for free
+            object.__setattr__(self, "range_start", "step")
+        if self.inv_sqrt_iters == 0:
+            object.__setattr__(self, "inv_sqrt_iters", 1 if self.range_start == "linear" else 2)
 
     def with_(self, **changes: Any) -> "SecureConfig":
+        """A copy with ``changes``; an automatic ``inv_sqrt_iters`` is re-chosen for the new start."""
+        if "inv_sqrt_iters" not in changes and self.inv_sqrt_iters == (1 if self.range_start == "linear" else 2):
+            changes["inv_sqrt_iters"] = 0
         return replace(self, **changes)
+
+    @classmethod
+    def circuits(cls, **changes: Any) -> "SecureConfig":
+        """The runtime before DCF sign gates: small-ring comparison circuits, midpoint starts, 2 Newton steps.
+
+        Kept selectable so that benchmarks can show both (``mpcvit bench --protocols circuits``).
+        """
+        return cls(**{"comparison": "ring", "range_start": "step", "relu_compare": (32, 4), "fixed_weight_masks": False,
+                      "gelu": "poly", **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,21 +3,29 @@
 Every op takes and returns ``crypten.mpc.MPCTensor`` (arithmetic shares of
 fixed-point values, scale 2^f). "Rounds" below are the communicator's
 collective calls of one op on party 0, the same for any batch size; c(x) is
-the rounds of one comparison ``x < 0`` (``protocols.compare.ltz`` on a
-small ring: 6 rounds on 16 bits, 7 on 32; CrypTen's 64-bit circuit: 8) and
-r_exp, r_rec, r_isqrt the rounds of the iterative approximations configured
-in ``protocols.config``.
+the rounds of one comparison ``x < 0``: 1 with the dealer's DCF sign gate
+(``protocols.sign``, the default ``comparison = "fss"``), 6-7 with the
+small-ring circuit (``protocols.compare.ltz``: 6 rounds on 16 bits, 7 on
+32), 8 with CrypTen's 64-bit circuit; r_exp, r_rec, r_isqrt are the rounds
+of the iterative approximations configured in ``protocols.config``.
+
+Rounds per op at the defaults (fss) and with ``SecureConfig.circuits()``:
+LayerNorm 5 / 14 (15 before its last Newton step was folded), ReLU 1 / 7,
+softmax's max over N 7 levels x 1 / 7 x 7 (N = 65), the reciprocal 4 / 10,
+GeLU 4 / 6, a linear layer 1 / 1 (with its weight's mask opened once at
+model load under fss: the activation's mask only).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
-from protocols import compare
+from protocols import compare, sign
 from protocols.config import current_config
 from protocols.lockstep import SUM, Steps, parallel, run, run_one
 from protocols.crypten_compat import crypten
@@ -151,17 +159,74 @@ def matmul(x: MPCTensor, y: MPCTensor) -> MPCTensor:
     return beaver_products([("matmul", x, y)])[0]
 
 
-def linear(x: MPCTensor, weight_t: MPCTensor, bias: MPCTensor | None) -> MPCTensor:
+def linear(x: MPCTensor, weight_t: "MPCTensor | FixedWeight", bias: MPCTensor | None) -> MPCTensor:
     """[x] @ [W^T] + [b] on the last dimension (shared weight, shared bias). Rounds: 1.
 
     The activation x is lowered by ``lower_bits`` first (``lower``; the weights keep
     their 2^-f resolution, which matters more for them than for the activations).
+    A ``FixedWeight`` (mask opened at model load) opens only the activation's mask.
     """
     *lead, cin = x.size()
-    y = matmul(lower(x.reshape(-1, cin), current_config().lower_bits), weight_t)
+    xl = lower(x.reshape(-1, cin), current_config().lower_bits)
+    if isinstance(weight_t, FixedWeight):
+        y = run_one(fixed_linear_steps(xl, weight_t))
+    else:
+        y = matmul(xl, weight_t)
     if bias is not None:
         y = y + bias
     return y.reshape(*lead, y.size(-1))
+
+
+@dataclass
+class FixedWeight:
+    """A shared weight W (in, out) whose Beaver mask b is fixed for the model's lifetime (``linear``).
+
+    ``mask``: this party's share b_i (from its model key, ``DealerProvider.weight_mask``);
+    ``opened``: D = W - b, opened once at model load (``open_weight_masks``), public to both parties.
+    """
+
+    weight: MPCTensor
+    model_id: int
+    index: int
+    mask: torch.Tensor
+    opened: torch.Tensor
+
+
+def open_weight_masks(weights: Sequence[tuple[MPCTensor, int, int]]) -> list[FixedWeight]:
+    """At model load: for each (W, model id, index) open D = W - b with this party's fixed mask b_i: ONE round.
+
+    What each party receives: the other's W_j - b_j, with b_j the other
+    party's PRG output under its own model key (known to the dealer, never to
+    the receiver): uniform, whatever W is. b is a one-time pad of W used
+    exactly once (only D is ever revealed); every later product with W opens
+    only x - a with a fresh a from the batch PRG (``linear``).
+    """
+    provider = crypten.mpc.get_default_provider()
+    masks = [provider.weight_mask(model, index, tuple(w.size())) for w, model, index in weights]
+    opened = run_one(_open_steps([w._tensor.share - b for (w, _, _), b in zip(weights, masks)]))
+    return [FixedWeight(w, model, index, b, d) for (w, model, index), b, d in zip(weights, masks, opened)]
+
+
+def _open_steps(values: Sequence[torch.Tensor]) -> Steps:
+    opened = yield [(SUM, v) for v in values]
+    return opened
+
+
+def fixed_linear_steps(x: MPCTensor, fw: FixedWeight) -> Steps:
+    """Step protocol: [x] @ W for a ``FixedWeight`` (2-d x): open only eps = x - a (fresh a), 1 round.
+
+    Math: with the dealer's [a], [c = a b] for the fixed b (``fixed_triple``),
+    x W = (eps + a)(D + b) = eps D + eps b + a D + a b, so party i's share is
+    c_i + eps b_i + (a_i + eps) D (party 0) or c_i + eps b_i + a_i D (party 1):
+    2 ring matmuls each, as a Beaver matmul, and |x| ring elements opened per
+    party instead of |x| + |W|.
+    """
+    provider = crypten.mpc.get_default_provider()
+    a, c = provider.fixed_triple(tuple(x.size()), tuple(fw.mask.shape), fw.model_id, fw.index)
+    (eps,) = yield [(SUM, x._tensor.share - a)]
+    left = a + eps if comm.get().get_rank() == 0 else a
+    z = c + ring_matmul(eps, fw.mask) + ring_matmul(left, fw.opened)
+    return _rescale(z, x, fw.weight)
 
 
 def public_zeros(*size: int) -> MPCTensor:
@@ -170,56 +235,160 @@ def public_zeros(*size: int) -> MPCTensor:
 
 
 # -- comparisons -------------------------------------------------------------------
+def effective() -> tuple[str, str, int]:
+    """(comparison, range_start, inv_sqrt_iters) as run: with a provider that makes no DCF keys (CrypTen's TFP)
+    "fss" runs the ring circuits, and a linear start a midpoint start with one more Newton step."""
+    cfg = current_config()
+    if cfg.comparison == "fss" and not hasattr(crypten.mpc.get_default_provider(), "dcf_rng"):
+        return "ring", "step", cfg.inv_sqrt_iters + (cfg.range_start == "linear")
+    return cfg.comparison, cfg.range_start, cfg.inv_sqrt_iters
+
+
+def fss_fits(values: int) -> bool:
+    """Whether a sign test on ``values`` values uses the DCF gate: fss is in effect and ``values <= fss_max_values``.
+
+    Each value compared costs each party a DCF key (about 0.6 KB at the
+    default rings) fetched before the forward, so the biggest tensors (the
+    first levels of a long row's max tree, ReLU attention at N = 257) fall back
+    to the ring circuits to bound the dealer's material; a shape-only rule, the
+    same on both parties.
+    """
+    return effective()[0] == "fss" and values <= current_config().fss_max_values
+
+
 def ltz(x: MPCTensor, use: str) -> MPCTensor:
     """Shares (scale 1) of [x < 0]; ``use`` ("gelu", "relu" or "range") picks the config's small ring.
 
-    With ``SecureConfig.comparison = "crypten"``, CrypTen's 64-bit circuit instead. Rounds: c(x).
+    ``SecureConfig.comparison``: "fss" the dealer's one-round DCF sign gate
+    (``protocols.sign``), "ring" the small-ring circuit (``protocols.compare``),
+    "crypten" CrypTen's 64-bit circuit. Rounds: c(x).
     """
-    cfg = current_config()
-    if cfg.comparison == "crypten":
+    cfg, kind = current_config(), effective()[0]
+    if kind == "crypten":
         return x._ltz()
+    if kind == "fss" and fss_fits(x.nelement()):
+        return sign.ltz(x, *getattr(cfg, f"{use}_compare"))
     return compare.ltz(x, *getattr(cfg, f"{use}_compare"))
 
 
 def relu(x: MPCTensor) -> MPCTensor:
-    """ReLU(x) = x - [x < 0] x. Rounds: c(x) (the product rides in the bit conversion's round; CrypTen's: c(x) + 1)."""
-    cfg = current_config()
-    if cfg.comparison == "crypten":
+    """ReLU(x) = x - [x < 0] x. Rounds: 1 with "fss" (the product comes out of the sign gate), c(x) with "ring"."""
+    cfg, kind = current_config(), effective()[0]
+    if kind == "crypten":
         return x.relu()
+    if kind == "fss" and fss_fits(x.nelement()):
+        return sign.relu(x, *cfg.relu_compare)
     return compare.relu(x, *cfg.relu_compare)
 
 
 def max_last(x: MPCTensor) -> MPCTensor:
-    """max over the last dim (keepdim) by a pairwise tree. Rounds: ceil(log2 N) c(x)."""
-    cfg = current_config()
-    if cfg.comparison == "crypten":
+    """max over the last dim (keepdim) by a pairwise tree. Rounds: ceil(log2 N) (fss), ceil(log2 N) c(x) (ring)."""
+    cfg, kind = current_config(), effective()[0]
+    if kind == "crypten":
         return x.max(-1, keepdim=True)[0]
-    return compare.max_rows(x, *cfg.relu_compare)
+    if kind != "fss":
+        return compare.max_rows(x, *cfg.relu_compare)
+    while x.size(-1) > 1:  # per level: the DCF gate where the level fits ``fss_max_values``, else the circuit
+        n = x.size(-1)
+        half = n // 2
+        a, b = x[..., :half], x[..., half : 2 * half]
+        pair = sign.max_pair if fss_fits(a.nelement()) else compare.max_pair
+        m = pair(a, b, *cfg.relu_compare)
+        x = crypten.cat([m, x[..., 2 * half :]], dim=-1) if n % 2 else m
+    return x
 
 
 # -- reciprocal and inverse square root with a range-finding start ---------------------
-def range_start(x: MPCTensor, lo: int, hi: int, f) -> MPCTensor:  # noqa: ANN001 - f: float -> float
-    """A start y0 ~ f(x) for x in [2^lo, 2^hi], f(x) within f(2^(1/(2p))) of the truth: one comparison, then local.
+START_FUNCTIONS = {"reciprocal": lambda t: 1.0 / t, "inv_sqrt": lambda t: t**-0.5}
+SLOPE_BITS = 11  # significant bits of each bucket's slope multiplier
+LINEAR_QUANTISATION = 2.0**-6  # a bucket is linear only where x's resolution costs < this relative error
 
-    Math: p = ``range_per_octave`` thresholds per octave, t_j = 2^(lo + j/p) for
-    j = 0 .. (hi - lo) p - 1; b_j = [x > t_j] (all in ONE stacked comparison);
-    y0 = f(m_0) + sum_j b_j (f(m_{j+1}) - f(m_j)) with m_j = 2^(lo + (j - 1/2)/p)
-    the geometric middle of the bucket (t_{j-1}, t_j]. The b_j are shares of
-    bits (scale 1), so y0 is a public linear combination of them: no further round.
-    Rounds: c(x) (one comparison).
+
+@lru_cache(maxsize=None)
+def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int) -> tuple[list[int], list[int], list[int]]:
+    """Per bucket k = 0 .. K (K = (hi - lo) per thresholds t_j = 2^(lo + j / per)): (A_k, M_k, S_k) of y = A + (M x) / 2^S.
+
+    Bucket 0 is x < t_0 and bucket K is x >= t_(K-1) (to 2^hi); bucket k in
+    between is [t_(k-1), t_k). Each bucket's line is the chord of f scaled by
+    2 / (2 + delta), delta the chord's largest relative excess over the
+    bucket (f convex), so its relative error is within +-delta / (2 + delta);
+    A_k is its intercept at scale 2^f, M_k / 2^S_k its slope with
+    ``SLOPE_BITS`` significant bits. Where x's own resolution 2^-f times the
+    slope would exceed ``LINEAR_QUANTISATION`` of f (the lowest octaves of
+    1/x and 1/sqrt(x)), the bucket is a step at f of its geometric middle (M = 0).
     """
-    per = current_config().range_per_octave
+    f = START_FUNCTIONS[name]
+    k_count = (hi - lo) * per
+    edges = [2.0 ** (lo + j / per) for j in range(k_count)] + [2.0**hi]
+    scale = 2**frac_bits
+    amps, mults, shifts = [int(round(f(2.0 ** (lo - 0.5 / per)) * scale))], [0], [0]
+    for k in range(1, k_count + 1):
+        a, b = edges[k - 1], edges[k]
+        slope = (f(b) - f(a)) / (b - a)
+        if abs(slope) / scale > LINEAR_QUANTISATION * min(abs(f(a)), abs(f(b))):
+            amps.append(int(round(f(math.sqrt(a * b)) * scale)))
+            mults.append(0)
+            shifts.append(0)
+            continue
+        grid = torch.linspace(a, b, 257, dtype=torch.float64)
+        chord = f(a) + slope * (grid - a)
+        delta = float((chord / f(grid) - 1).abs().max())
+        shrink = 2.0 / (2.0 + delta)
+        intercept, slope = (f(a) - slope * a) * shrink, slope * shrink
+        shift = max(0, SLOPE_BITS - 1 - math.floor(math.log2(abs(slope))))
+        amps.append(int(round(intercept * scale)))
+        mults.append(int(round(slope * 2**shift)))
+        shifts.append(shift)
+    return amps, mults, shifts
+
+
+def range_start(x: MPCTensor, lo: int, hi: int, name: str) -> MPCTensor:
+    """A start y0 ~ f(x) (f = 1/x or 1/sqrt(x), ``name``) for x in [2^lo, 2^hi] from ONE batched comparison.
+
+    Thresholds t_j = 2^(lo + j/p), p = ``range_per_octave``, j = 0 .. (hi - lo) p - 1.
+
+    * ``range_start = "linear"`` (needs ``comparison = "fss"``): the sign gate
+      gives [x >= t_j] and x [x >= t_j] in its one round, so the bucket
+      indicators e_k = [x >= t_(k-1)] - [x >= t_k] and x e_k are local, and
+      y0 = sum_k e_k A_k + sum_k trunc((x e_k) M_k / 2^S_k) is the piecewise-
+      linear start of ``start_table``: with p = 2 within 1.6 % of 1/sqrt(x)
+      (1/x: 2.2 %) where x's resolution allows (above about 2^-10), within f(2^(1/(2p)))
+      below. Only the bucket holding x has a non-zero x e_k, so the other
+      terms truncate shares of zero, which is exact; the one that does not
+      carries the usual local-truncation risk of its value, |x M_k| 2^f / 2^64.
+    * ``"step"``: y0 = f(m_0) + sum_j [x > t_j] (f(m_(j+1)) - f(m_j)), m_j the
+      geometric middle of bucket j: within f(2^(1/(2p))) of the truth, with any comparison.
+
+    Rounds: c(x) (one comparison; 1 with fss).
+    """
+    cfg = current_config()
+    kind, start, _ = effective()
+    per = cfg.range_per_octave
+    scale_bits = crypten.cfg.encoder.precision_bits
     exps = [lo + j / per for j in range((hi - lo) * per)]
-    bits = ltz(crypten.stack([float(2.0**k) - x for k in exps]), "range")  # (K, ...) 1 where x > t_j
+    rank = comm.get().get_rank()
+    view = (-1, *([1] * x.dim()))
+    if kind == "fss" and start == "linear":
+        amps, mults, shifts = (torch.tensor(v, dtype=torch.long).view(view) for v in start_table(name, lo, hi, per, scale_bits))
+        ge, ge_x = sign.above(x, [2.0**e for e in exps], *cfg.range_compare, product=True)
+        first = torch.full_like(ge[:1], 1 if rank == 0 else 0)
+        ge = torch.cat([first, ge, torch.zeros_like(first)])
+        ge_x = torch.cat([x._tensor.share.unsqueeze(0), ge_x, torch.zeros_like(first)])
+        e, ex = ge[:-1] - ge[1:], ge_x[:-1] - ge_x[1:]
+        share = (e * amps).sum(0) + (ex * mults).div(2**shifts, rounding_mode="trunc").sum(0)
+        return MPCTensor.from_shares(share, precision=scale_bits)
+    f = START_FUNCTIONS[name]
+    if kind == "fss":
+        ge, _ = sign.above(x, [2.0**e for e in exps], *cfg.range_compare)
+    else:
+        ge = ltz(crypten.stack([float(2.0**k) - x for k in exps]), "range")._tensor.share  # (K, ...) 1 where x > t_j
     mids = [f(2.0 ** (lo + (j - 0.5) / per)) for j in range(len(exps) + 1)]
-    steps = torch.tensor([mids[i + 1] - mids[i] for i in range(len(exps))], dtype=torch.float64)
-    steps = steps.view(-1, *([1] * x.dim()))
-    scale = 2 ** crypten.cfg.encoder.precision_bits
-    y0 = bits._tensor.share * torch.round(steps * scale).long()  # local: public integers times bit shares
-    share = y0.sum(0)
-    if comm.get().get_rank() == 0:
+    steps = torch.tensor([mids[i + 1] - mids[i] for i in range(len(exps))], dtype=torch.float64).view(view)
+    scale = 2**scale_bits
+    share = (ge * torch.round(steps * scale).long()).sum(0)  # local: public integers times bit shares
+    if rank == 0:
         share = share + int(round(mids[0] * scale))
-    return MPCTensor.from_shares(share, precision=crypten.cfg.encoder.precision_bits)
+    return MPCTensor.from_shares(share, precision=scale_bits)
 
 
 def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 2) -> MPCTensor:
@@ -231,7 +400,7 @@ def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 2) -> 
     per step instead of 2. With 2 thresholds per octave |e_0| <= 2^(1/4) - 1 = 0.19:
     0.19 -> 0.036 -> 1.3e-3 -> 1.7e-6. Rounds: c(x) + 1 + iters.
     """
-    y = range_start(x, lo, hi, lambda t: 1.0 / t)
+    y = range_start(x, lo, hi, "reciprocal")
     e = 1.0 - x * y
     for i in range(iters):
         if i == iters - 1:
@@ -244,10 +413,11 @@ def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 2) -> 
 def inv_sqrt_nr(x: MPCTensor, lo: int = -14, hi: int = 14, iters: int = 2) -> MPCTensor:
     """1 / sqrt(x) for x in [2^lo, 2^hi]: range start, then Newton y <- y (3 - x y^2) / 2.
 
-    With 2 thresholds per octave the start is within 2^(1/8): e <= 0.09; relative
-    error e -> 3 e^2 / 2: 0.09 -> 0.012 -> 2.2e-4 -> 7e-8. Rounds: c(x) + 3 iters.
+    Starts (``range_start``): linear within 1.6 % (p = 2), or midpoints within
+    2^(1/8) (e = 0.09). Relative error e -> 3 e^2 / 2: 0.016 -> 3.9e-4 -> 2e-7;
+    0.09 -> 0.012 -> 2.2e-4. Rounds: c(x) + 3 iters (``layernorm`` folds the last step into its product).
     """
-    y = range_start(x, lo, hi, lambda t: t**-0.5)
+    y = range_start(x, lo, hi, "inv_sqrt")
     for _ in range(iters):
         y = y * (3.0 - (x * y) * y) * 0.5  # (x y) y keeps more bits than x (y^2) for small y
     return y
@@ -353,17 +523,23 @@ def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
 
     mean and centring are local; the centred values are multiplied by the public
     integer k = ``ln_prescale`` (exact, local) before squaring, so var' = k^2 var keeps 4 more
-    bits; LN = k xc / sqrt(var' + k^2 eps) with ``inv_sqrt_nr`` (range start over
-    [2^-14, 2^14] and 2 Newton steps). The square and the final product take xk
-    lowered by ``lower_bits`` (``lower``). Rounds: 1 (square) + c(x) + 3 iters + 1.
+    bits; LN = k xc / sqrt(var' + k^2 eps) with the range start of ``inv_sqrt_nr`` over
+    ``inv_sqrt_range`` and ``inv_sqrt_iters`` Newton steps, the last folded into the output:
+    with a = v y, b = (xk) y (round A, one batched product), c = a y (round B),
+    LN = b (3 - c) / 2 (round C), which is xk times Newton's y (3 - v y^2) / 2
+    without its own product. The square and b take xk lowered by ``lower_bits`` (``lower``).
+    Rounds: 1 (square) + c(x) + 3 (iters - 1) + 3: 5 with the fss sign gate and 1 step (was 15).
     """
     cfg = current_config()
     c, k = x.size(-1), cfg.ln_prescale
     xc = x - _divide(x.sum(-1, keepdim=True), c)
     xk = xc * k  # integer multiple of a share: exact, no truncation
     var = _divide(square(xk).sum(-1, keepdim=True), c)
-    y = inv_sqrt_nr(var + eps * k**2, *cfg.inv_sqrt_range, iters=cfg.inv_sqrt_iters)
-    return beaver_products([("mul", lower(xk, cfg.lower_bits), y)])[0]
+    v = var + eps * k**2
+    y = inv_sqrt_nr(v, *cfg.inv_sqrt_range, iters=effective()[2] - 1)
+    a, b = beaver_products([("mul", v, y), ("mul", lower(xk, cfg.lower_bits), y)])
+    (c3,) = beaver_products([("mul", a, y)])
+    return beaver_products([("mul", b, (3.0 - c3).div(2))])[0]
 
 
 def gelu_erf(x: MPCTensor) -> MPCTensor:
@@ -454,9 +630,76 @@ def gelu(x: MPCTensor) -> MPCTensor:
     return half + p + sel[0] + sel[1]
 
 
+@lru_cache(maxsize=None)
+def gelu_gap_coefficients(t: float = GELU_T, degree: int = GELU_DEGREE, grid: int = GELU_GRID) -> tuple[float, ...]:
+    """Least-squares fit of the gap d(w) = relu(w) - gelu(w) = w Phi(-w) on w in [0, t], as a polynomial in u = w / t.
+
+    c_1 .. c_degree on the grid 2^-grid (c_degree rounded first, the lower ones
+    refitted each time; see ``gelu_coefficients``). Max error on [0, 4]: 5.2e-4;
+    P(1) = -7e-5, and d(4) = 1.3e-4, so clamping w at t costs at most 2e-4 beyond.
+    """
+    w = torch.linspace(0.0, t, 4001, dtype=torch.float64)
+    d = w * 0.5 * (1 - torch.special.erf(w / math.sqrt(2.0)))
+    u = w / t
+    A = torch.stack([u**k for k in range(degree + 1)], dim=1)
+    fixed: dict[int, float] = {}
+    for top in range(degree, -1, -1):
+        free = [k for k in range(degree + 1) if k not in fixed]
+        rhs = d - sum((c * u**k for k, c in fixed.items()), torch.zeros_like(d))
+        sol = dict(zip(free, torch.linalg.lstsq(A[:, free], rhs.unsqueeze(1)).solution.squeeze(1).tolist()))
+        fixed[top] = sol[top] if top == 0 else round(sol[top] * 2**grid) / 2**grid
+    return tuple(fixed[k] for k in range(degree + 1))
+
+
+def gelu_fss(x: MPCTensor) -> MPCTensor:
+    """GeLU(x) = ReLU(x) - d(min(|x|, T)) with d(w) = w Phi(-w) a degree-7 polynomial in u = w / T: 4 rounds.
+
+    Math: ONE sign gate on x with the shifts 0, T, -T (``sign.sign_steps``,
+    payload 2) gives b_0 = [x < 0], b_+ = [x < T], b_- = [x < -T] and x times
+    each; then, locally, ReLU(x) = x - x b_0 and the clamped magnitude
+    w = min(|x|, T) = -2 x b_0 + x b_+ + x b_- + T (1 - b_+ + b_-) (for x > T all
+    bits are 0 and w = T; for 0 <= x < T, w = x; for -T <= x < 0, w = -x; below
+    -T, w = T). GeLU = ReLU(x) - d(|x|) exactly (d is even in x), d(w) -> 0 fast
+    (d(4) = 1.3e-4), and the fit P (``gelu_gap_coefficients``) has P(1) = -7e-5, so
+    the clamp needs no selection afterwards. P(u) = A(u) + u^4 B(u) with cubics
+    A, B: round 2 u^2, round 3 u^3 and u^4, round 4 u^4 B(u). Every power of u
+    lies in [0, 1], so the truncations are small. Ring ``gelu_gate`` (24, 6):
+    valid for |x| < 2^13, error <= 2^-10 where x is within 2^-10 below 0 or +-T.
+    Rounds: 4 (the circuits' ``gelu``: 6); ring elements opened per value and
+    party: 1 (the gate) + 1 + 3 + 2 = 7 (``gelu``: about 9.3).
+    Measured against torch's erf GeLU on [-8, 8]: ``tests/protocols/test_ops.py``.
+    """
+    rank = comm.get().get_rank()
+    scale = x.encoder.scale
+    t_ring = int(GELU_T * scale)
+    bits, prods = run_one(sign.sign_steps(x, (0, t_ring, -t_ring), *current_config().gelu_gate, product=True))
+    xs = x._tensor.share
+    relu_share = xs - prods[0]
+    outside = -bits[1] + bits[2] + (1 if rank == 0 else 0)  # [|x| >= T]
+    w_share = -2 * prods[0] + prods[1] + prods[2] + outside * t_ring
+    prec = int(round(math.log2(scale)))
+    u = MPCTensor.from_shares(w_share, precision=prec).div(int(GELU_T))  # in [0, 1]
+    c = gelu_gap_coefficients()
+    t = times_public
+    (u2,) = run_one(square_steps([u]))
+    (u3,), (u4,) = run(beaver_steps([("mul", u, u2)]), square_steps([u2]))
+    (hi,) = beaver_products([("mul", u4, t(u, c[5]) + t(u2, c[6]) + t(u3, c[7]) + c[4])])
+    gap = t(u, c[1]) + t(u2, c[2]) + t(u3, c[3]) + c[0] + hi
+    return MPCTensor.from_shares(relu_share, precision=prec) - gap
+
+
 def quad(x: MPCTensor) -> MPCTensor:
     """MPCFormer's Quad GeLU 0.125 x^2 + 0.25 x + 0.5. Rounds: 1."""
     return square(x).div(8) + x.div(4) + 0.5
 
 
-ACTIVATIONS = {"gelu": lambda x: gelu(x) if current_config().gelu == "poly" else gelu_erf(x), "gelu_erf": gelu_erf, "quad": quad, "relu": relu, "identity": lambda x: x}
+def gelu_configured(x: MPCTensor) -> MPCTensor:
+    """GeLU as ``SecureConfig.gelu`` says: "fss" (``gelu_fss``; the polynomial ``gelu`` where the
+    provider makes no DCF keys), "poly" (``gelu``) or "erf" (``gelu_erf``)."""
+    kind = current_config().gelu
+    if kind == "fss":
+        return gelu_fss(x) if fss_fits(x.nelement()) else gelu(x)
+    return gelu(x) if kind == "poly" else gelu_erf(x)
+
+
+ACTIVATIONS = {"gelu": gelu_configured, "gelu_erf": gelu_erf, "quad": quad, "relu": relu, "identity": lambda x: x}

@@ -88,9 +88,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
-from mpcvit.prg import PRG, derive_key
+from mpcvit.prg import NONCE_BYTES, PRG, derive_key
+from protocols import dcf
 from protocols.crypten_compat import crypten, generate_kbit_random_tensor, generate_random_ring_element
 
 from crypten.common.util import count_wraps  # noqa: E402
@@ -100,7 +102,9 @@ from crypten.mpc.provider.tfp_provider import TrustedFirstParty  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A", "bitmul")
+REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A", "bitmul", "dcf", "fixed")
+BOTH_RANKS_KINDS = ("dcf",)  # kinds whose dealer material goes to party 1 as well (DCF correction words)
+DCF_PARAMS = ("bits", "drop", "payload")
 TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
 PROVIDER_NAME = "MPCVIT_DEALER"
 BYTES_PER_ELEMENT = 8
@@ -128,8 +132,28 @@ class Request:
             raise ValueError(f"unknown randomness kind {self.kind!r}; choose from {REQUEST_KINDS}")
         if self.kind == "additive" and self.op not in TRIPLE_OPS:
             raise ValueError(f"unknown triple op {self.op!r}; choose from {TRIPLE_OPS}")
+        if self.kind == "fixed":
+            params = dict(self.kwargs)
+            if self.op != "matmul" or sorted(params) != ["mask", "model"] or len(self.size1) != 2:
+                raise ValueError("a fixed request is a matmul with a 2-d weight and kwargs mask and model")
+            if not all(isinstance(params[k], int) and 0 <= params[k] < 2**63 for k in ("mask", "model")):
+                raise ValueError("a fixed request's mask and model are non-negative 63-bit integers")
         if any(s < 0 for s in (*self.size0, *self.size1)):
             raise ValueError("negative dimension in a randomness request")
+        if self.kind == "dcf":
+            params = dict(self.kwargs)
+            if sorted(params) != sorted(DCF_PARAMS) or len(self.size0) != 1 or self.size1:
+                raise ValueError(f"a dcf request has a 1-d size0 and kwargs {DCF_PARAMS}")
+            bits, drop, payload = (params[k] for k in DCF_PARAMS)
+            if not (isinstance(bits, int) and 2 <= bits <= dcf.MAX_BITS + 1 and isinstance(drop, int)
+                    and 0 <= drop <= 64 - bits and payload in (1, 2)):
+                raise ValueError(f"bad dcf parameters {params}: bits in 2..{dcf.MAX_BITS + 1}, drop in 0..64-bits, payload 1 or 2")
+
+    @property
+    def dcf_params(self) -> tuple[int, int, int]:
+        """(ring bits n, dropped bits t, payload P) of a dcf request."""
+        params = dict(self.kwargs)
+        return params["bits"], params["drop"], params["payload"]
 
     @property
     def kwargs_json(self) -> str:
@@ -146,19 +170,27 @@ class Request:
             raise ValueError("kwargs_json must be a JSON object")
         return cls(kind, tuple(int(s) for s in size0), tuple(int(s) for s in size1), op, _freeze_kwargs(kw))
 
-    def output_size(self) -> tuple[int, ...]:
-        """Shape of the correction tensor that answers this request."""
+    def output_size(self, rank: int = 0) -> tuple[int, ...]:
+        """Shape of the correction tensor that answers this request for party ``rank`` ((0,) where it gets none)."""
+        if self.kind == "dcf":
+            bits, _, payload = self.dcf_params
+            extra = (1 + (payload == 2)) if rank == 0 else 0  # party 0: corrections of [m] and [m r]
+            return (extra + dcf.key_words(bits - 1, payload), self.size0[0])  # one column per value
+        if rank != 0:
+            return (0,)
         if self.kind in ("square", "wraps", "B2A"):
             return self.size0
         if self.kind == "bitmul":
             return (2, *self.size0)
         if self.kind == "binary":
             return tuple(torch.broadcast_shapes(self.size0, self.size1))
+        if self.kind == "fixed":
+            return (*self.size0[:-1], self.size1[-1])
         return tuple(_triple_op(self.op, torch.zeros(self.size0), torch.zeros(self.size1), dict(self.kwargs)).shape)
 
-    def correction_bytes(self) -> int:
+    def correction_bytes(self, rank: int = 0) -> int:
         n = 1
-        for s in self.output_size():
+        for s in self.output_size(rank):
             n *= s
         return n * BYTES_PER_ELEMENT
 
@@ -202,52 +234,154 @@ def _generator(key: bytes) -> PRG:
     return PRG(bytes(key))
 
 
-def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request]) -> list[torch.Tensor]:
-    """Party 0's corrections for ``requests``, from both parties' batch keys (the dealer's whole job).
+def fixed_mask(model_key: bytes | None, index: int, size: Sequence[int]) -> torch.Tensor:
+    """A party's share of the fixed mask of weight ``index`` of a loaded model: its own model key's PRG, nonce = index.
 
-    Replays each party's PRG stream in request order (see the module table),
+    Zeros for a dry run (``model_key`` None).
+    """
+    if model_key is None:
+        return torch.zeros(tuple(size), dtype=torch.int64)
+    return PRG(bytes(model_key), int(index).to_bytes(NONCE_BYTES, "little")).ring(tuple(size))
+
+
+ModelKeys = Callable[[int], tuple[bytes, bytes]]
+"""The dealer's lookup: model id -> both parties' model keys (for ``fixed`` requests)."""
+
+
+def needs_corrections(rank: int, requests: Sequence[Request]) -> bool:
+    """Whether party ``rank`` receives dealer material for ``requests`` (party 0 always; party 1 for DCF keys)."""
+    return rank == 0 or any(r.kind in BOTH_RANKS_KINDS for r in requests)
+
+
+def dealer_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank: int = 0,
+                       model_keys: ModelKeys | None = None) -> list[torch.Tensor]:
+    """Party ``rank``'s corrections (``all_corrections`` for one rank)."""
+    if rank not in (0, 1):
+        raise ValueError(f"rank must be 0 or 1, got {rank}")
+    return all_corrections(keys, requests, (rank,), model_keys)[rank]
+
+
+def all_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], ranks: Sequence[int] = (0, 1),
+                    model_keys: ModelKeys | None = None) -> dict[int, list[torch.Tensor]]:
+    """Each of ``ranks``' corrections for ``requests``, from both parties' batch keys (the dealer's whole job).
+
+    One replay serves both parties (a DCF key pair is made once). Replays each party's PRG stream in request order (see the module table),
     reconstructs the plaintext randomness and returns, per request, party 0's
-    share of the correlated value; party 1's share of it is its own PRG draw.
-    Pure: the same keys and requests give the same corrections.
+    share of the correlated value (its other shares are its own PRG draws);
+    for ``dcf`` requests both parties also get the keys' correction words
+    (``dcf_material``). Party 1's list has an empty tensor for every other
+    kind. ``fixed`` requests (a weight's Beaver triple whose weight mask b is
+    fixed for the model's lifetime: ``SecureViT``'s weight masks) read b from
+    both parties' model keys (``model_keys``). Pure: the same keys and
+    requests give the same corrections.
     """
     if keys[0] == keys[1]:
         raise ValueError("the two parties' batch keys must differ")
     g0, g1 = _generator(keys[0]), _generator(keys[1])
     out: list[torch.Tensor] = []
+    ones: list[torch.Tensor] = []  # party 1's list
+    empty = torch.zeros(0, dtype=torch.int64)
+    rank = 0 if 0 in ranks else 1
     for req in requests:
-        if req.kind == "additive":
+        if req.kind == "dcf":
+            both = dcf_material(req, g0, g1)
+            out.append(both[rank])
+            ones.append(both[1])
+            continue
+        ones.append(empty)
+        if req.kind == "fixed":
+            a = _ring(req.size0, g0) + _ring(req.size0, g1)
+            c1 = _ring(req.output_size(), g1)
+            if rank == 0:
+                if model_keys is None:
+                    raise ValueError("a fixed request needs the model's keys")
+                params = dict(req.kwargs)
+                mk = model_keys(params["model"])
+                b = fixed_mask(mk[0], params["mask"], req.size1) + fixed_mask(mk[1], params["mask"], req.size1)
+                out.append(_triple_op("matmul", a, b, {}) - c1)
+            else:
+                out.append(empty)
+        elif req.kind == "additive":
             a = _ring(req.size0, g0) + _ring(req.size0, g1)
             b = _ring(req.size1, g0) + _ring(req.size1, g1)
-            c = _triple_op(req.op, a, b, dict(req.kwargs))
-            out.append(c - _ring(c.shape, g1))
+            if rank == 0:
+                c = _triple_op(req.op, a, b, dict(req.kwargs))
+                out.append(c - _ring(c.shape, g1))
+            else:
+                _ring(req.output_size(), g1)
+                out.append(empty)
         elif req.kind == "square":
             r = _ring(req.size0, g0) + _ring(req.size0, g1)
-            out.append(r * r - _ring(req.size0, g1))
+            s1 = _ring(req.size0, g1)
+            out.append(r * r - s1 if rank == 0 else empty)
         elif req.kind == "binary":
             a = _bits(req.size0, g0) ^ _bits(req.size0, g1)
             b = _bits(req.size1, g0) ^ _bits(req.size1, g1)
             c = a & b
-            out.append(c ^ _bits(c.shape, g1))
+            c1 = _bits(c.shape, g1)
+            out.append(c ^ c1 if rank == 0 else empty)
         elif req.kind == "wraps":
             r0, r1 = _ring(req.size0, g0), _ring(req.size0, g1)
-            out.append(count_wraps([r0, r1]) - _ring(req.size0, g1))
+            t1 = _ring(req.size0, g1)
+            out.append(count_wraps([r0, r1]) - t1 if rank == 0 else empty)
         elif req.kind == "B2A":
             rb = _bits(req.size0, g0, 1) ^ _bits(req.size0, g1, 1)
-            out.append(rb - _ring(req.size0, g1))
+            ra1 = _ring(req.size0, g1)
+            out.append(rb - ra1 if rank == 0 else empty)
         else:  # bitmul
             r = _bits(req.size0, g0, 1) ^ _bits(req.size0, g1, 1)
             s0 = _ring(req.size0, g0)
             s = s0 + _ring(req.size0, g1)
             ra1, g_1 = _ring(req.size0, g1), _ring(req.size0, g1)
-            out.append(torch.stack([r - ra1, r * s - g_1]))
-    return out
+            out.append(torch.stack([r - ra1, r * s - g_1]) if rank == 0 else empty)
+    result = {rank: out}
+    if 1 in ranks:
+        result[1] = ones
+    return result
+
+
+def dcf_material(req: Request, g0: PRG | None, g1: PRG | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both parties' dealer material for one ``dcf`` request (the sign gate of ``protocols.sign``).
+
+    Draws, in this order, party 0: its mask share r_0 (E ring elements) and
+    root seeds (E x 2 words); party 1: r_1, root seeds, [m]_1 and, for
+    payload 2, [m r]_1. With r = r_0 + r_1 (mod 2^64), r' = floor(r / 2^t)
+    mod 2^n, m = the top bit of r' and alpha = r' mod 2^(n-1), the DCF keys
+    share f(y) = [y < alpha] (1 - 2m) (payload 1) or [y < alpha] ((1 - 2m),
+    (1 - 2m) r) (payload 2) on n-1 bits. Party 0 receives the rows m - m_1,
+    m r - (m r)_1 and then the correction words (one column per value, level-
+    major rows: ``dcf.pack``); party 1 the correction words.
+    """
+    bits, drop, payload = req.dcf_params
+    n = req.size0[0]
+    r0, seed0 = _ring(req.size0, g0), _ring((n, 2), g0)
+    r1, seed1 = _ring(req.size0, g1), _ring((n, 2), g1)
+    m1 = _ring(req.size0, g1)
+    rm1 = _ring(req.size0, g1) if payload == 2 else None
+    r = (r0 + r1).numpy().view(np.uint64)
+    reduced = (r >> np.uint64(drop)) & np.uint64((1 << bits) - 1)
+    m = reduced >> np.uint64(bits - 1)
+    alpha = reduced & np.uint64((1 << (bits - 1)) - 1)
+    sign = np.uint64(1) - np.uint64(2) * m
+    beta = sign[:, None] if payload == 1 else np.stack([sign, sign * r], 1)
+    words = torch.from_numpy(dcf.keygen(alpha, beta, bits - 1, seed0.numpy().view(np.uint64),
+                                        seed1.numpy().view(np.uint64)).view(np.int64))
+    m_t = torch.from_numpy(m.view(np.int64))
+    extra = [m_t - m1]
+    if payload == 2:
+        extra.append(torch.from_numpy((m * r).view(np.int64)) - rm1)
+    return torch.cat([torch.stack(extra), words]), words
 
 
 class BatchSource(Protocol):
-    """Where a party gets the key (and, on rank 0, the corrections) of its next batch."""
+    """Where a party gets the key (and its corrections) of its next batch."""
 
     def next_batch(self, rank: int, requests: list[Request]) -> tuple[bytes, list[torch.Tensor] | None]:
-        """This party's batch key and, for rank 0, the corrections of ``requests`` (None on rank 1)."""
+        """This party's batch key and its corrections of ``requests`` (None where ``needs_corrections`` is false)."""
+        ...
+
+    def model_key(self, rank: int, model_id: int) -> bytes:
+        """This party's key of the fixed weight masks of model load ``model_id`` (32 bytes, one per load)."""
         ...
 
 
@@ -281,12 +415,29 @@ class InProcessDealer:
 
         keys = self.keys(self.batch)
         self.batch += 1
-        if rank != 0:
-            return keys[1], None
+        if not needs_corrections(rank, requests):
+            return keys[rank], None
         t0 = time.perf_counter()
-        corrections = dealer_corrections(keys, requests)
+        corrections = dealer_corrections(keys, requests, rank, self.model_keys)
         self.dealer_seconds += time.perf_counter() - t0
-        return keys[0], corrections
+        return keys[rank], corrections
+
+    def model_keys(self, model_id: int) -> tuple[bytes, bytes]:
+        """Both parties' keys of the fixed weight masks of model load ``model_id``."""
+        return tuple(derive_key(self.master_key, f"model/{model_id}/rank/{rank}") for rank in (0, 1))  # type: ignore[return-value]
+
+    def model_key(self, rank: int, model_id: int) -> bytes:
+        return self.model_keys(model_id)[rank]
+
+
+@dataclass
+class SignMaterial:
+    """One party's correlated randomness for a sign gate: int64 shares of the mask r, of m and m r, and DCF keys."""
+
+    r: torch.Tensor
+    m: torch.Tensor
+    rm: torch.Tensor | None
+    keys: dcf.DCFKeys
 
 
 @dataclass
@@ -333,6 +484,7 @@ class DealerProvider(TupleProvider):
         self._batch: _Batch | None = None
         self._recording: list[Request] | None = None
         self._used_keys: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # SHA-256 of recent keys
+        self._model_keys: dict[int, bytes] = {}
 
     # -- batches -----------------------------------------------------------
     def begin_batch(self, key: bytes, requests: list[Request] | None = None, corrections: list[torch.Tensor] | None = None) -> None:
@@ -349,10 +501,11 @@ class DealerProvider(TupleProvider):
         self._used_keys[digest] = None
         while len(self._used_keys) > USED_KEYS_KEPT:  # bounded: the dealer never repeats a batch id anyway
             self._used_keys.popitem(last=False)
-        if self.party_rank == 0:
+        needed = requests is None and self.party_rank == 0 or requests is not None and needs_corrections(self.party_rank, requests)
+        if needed:
             if corrections is None:
                 if self.fetch is None or requests is None:
-                    raise RuntimeError("rank 0 needs corrections: pass them, or a fetch callable and the request plan")
+                    raise RuntimeError(f"rank {self.party_rank} needs corrections: pass them, or a fetch callable and the request plan")
                 t0 = time.perf_counter()
                 corrections = self.fetch(list(requests))
                 self.stats.seconds += time.perf_counter() - t0
@@ -360,6 +513,8 @@ class DealerProvider(TupleProvider):
                 raise RuntimeError(f"dealer sent {len(corrections)} corrections for {len(requests)} requests")
             batch.corrections = list(corrections)
             self.stats.bytes_received += sum(int(c.nelement()) * BYTES_PER_ELEMENT for c in corrections)
+        elif corrections is not None:
+            batch.corrections = list(corrections)
         self.stats.batches += 1
         self._batch = batch
 
@@ -393,7 +548,9 @@ class DealerProvider(TupleProvider):
         """This party's PRG (None in a dry run), and on rank 0 the correction answering ``req``."""
         if self._recording is not None:
             self._recording.append(req)
-            return None, (None if self.party_rank else torch.zeros(req.output_size(), dtype=torch.long))
+            if self.party_rank == 0 or req.kind in BOTH_RANKS_KINDS:
+                return None, torch.zeros(req.output_size(self.party_rank), dtype=torch.long)
+            return None, None
         batch = self._batch
         if batch is None:
             raise RuntimeError("randomness requested outside a batch: call begin_batch(key, plan) first")
@@ -403,11 +560,12 @@ class DealerProvider(TupleProvider):
                 raise RuntimeError(f"request {batch.position} is {req}, the plan says {planned}")
         self.stats.requests += 1
         correction = None
-        if self.party_rank == 0:
-            assert batch.corrections is not None
-            if batch.position >= len(batch.corrections):
+        if self.party_rank == 0 or req.kind in BOTH_RANKS_KINDS:
+            if batch.corrections is None or batch.position >= len(batch.corrections):
                 raise RuntimeError("ran out of dealer corrections for this batch")
             correction = batch.corrections[batch.position]
+            if tuple(correction.shape) != req.output_size(self.party_rank):
+                raise RuntimeError(f"dealer material {batch.position} has shape {tuple(correction.shape)}, expected {req.output_size(self.party_rank)}")
         batch.position += 1
         return batch.generator, correction
 
@@ -460,6 +618,50 @@ class DealerProvider(TupleProvider):
             ra, prod = _ring(size, g), _ring(size, g)
         return (ArithmeticSharedTensor.from_shares(ra, precision=0), BinarySharedTensor.from_shares(rb),
                 ArithmeticSharedTensor.from_shares(s, precision=0), ArithmeticSharedTensor.from_shares(prod, precision=0))
+
+    # -- fixed weight masks ---------------------------------------------------
+    def begin_model(self, model_id: int, key: bytes) -> None:
+        """Hold this party's key of the fixed weight masks of model load ``model_id`` (from the dealer, once per load)."""
+        if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
+            raise ValueError("a model key is 32 bytes")
+        self._model_keys[int(model_id)] = bytes(key)
+
+    def end_model(self, model_id: int) -> None:
+        self._model_keys.pop(int(model_id), None)
+
+    def weight_mask(self, model_id: int, index: int, size: Sequence[int]) -> torch.Tensor:
+        """This party's share b_i of the fixed mask of weight ``index`` (zeros in a dry run)."""
+        if self._recording is not None:
+            return torch.zeros(tuple(size), dtype=torch.int64)
+        key = self._model_keys.get(int(model_id))
+        if key is None:
+            raise RuntimeError(f"no model key for model load {model_id}: call begin_model first")
+        return fixed_mask(key, index, size)
+
+    def fixed_triple(self, size0: Sequence[int], size1: Sequence[int], model_id: int, index: int):  # noqa: ANN201
+        """[a] (fresh) and [c = a @ b] for the fixed weight mask b of weight ``index`` (``weight_mask``)."""
+        req = Request("fixed", tuple(size0), tuple(size1), "matmul", (("mask", int(index)), ("model", int(model_id))))
+        g, corr = self._next(req)
+        a = _ring(size0, g)
+        c = corr if corr is not None else _ring(req.output_size(), g)
+        return a, c
+
+    def dcf_rng(self, n: int, bits: int, drop: int, payload: int) -> "SignMaterial":
+        """A sign gate's material for n values (see ``dcf_material``): mask shares, [m], [m r], this party's DCF keys."""
+        req = Request("dcf", (n,), kwargs=(("bits", bits), ("drop", drop), ("payload", payload)))
+        g, corr = self._next(req)
+        r, seed = _ring((n,), g), _ring((n, 2), g)
+        assert corr is not None
+        if self.party_rank == 0:
+            m = corr[0]
+            rm = corr[1] if payload == 2 else None
+            words = corr[1 + (payload == 2):]
+        else:
+            m = _ring((n,), g)
+            rm = _ring((n,), g) if payload == 2 else None
+            words = corr
+        keys = dcf.unpack(seed.numpy().view(np.uint64), words.numpy().view(np.uint64), bits - 1, payload)
+        return SignMaterial(r=r, m=m, rm=rm, keys=keys)
 
 
 class TFPProvider(TrustedFirstParty):
@@ -522,8 +724,10 @@ __all__ = [
     "InProcessDealer",
     "Request",
     "TFPProvider",
+    "all_corrections",
     "dealer_corrections",
     "install_provider",
     "make_provider",
+    "needs_corrections",
     "current_provider",
 ]

@@ -28,6 +28,7 @@ MLP and final norm are computed (the head reads only the class token).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -42,12 +43,13 @@ from protocols.accounting import CostReport, CostTracker, OpCost
 from protocols.config import DEFAULT_CONFIG, SecureConfig, apply_config
 from protocols.crypten_compat import crypten
 from protocols.planning import offline
-from protocols.providers import BatchSource, DealerProvider, Request, TFPProvider, current_provider
+from protocols.providers import BatchSource, DealerProvider, Request, TFPProvider, current_provider, needs_corrections
 
 import crypten.communicator as comm  # noqa: E402
 from crypten.mpc import MPCTensor  # noqa: E402
 
 log = logging.getLogger(__name__)
+_LOADS = itertools.count(1)  # in-process model loads, in the order both parties make them (the default model id)
 
 __all__ = ["SecureViT", "CostReport", "OpCost", "prepare_weights"]
 
@@ -170,11 +172,14 @@ class SecureViT:
         self.last_costs: CostReport | None = None
         self._plans: dict[int, list[Request]] = {}
         self._plan_costs: dict[int, CostReport] = {}
+        self.fixed: dict[str, ops.FixedWeight] = {}  # weights whose Beaver mask was opened at load
+        self.model_id: int | None = None
 
     # -- construction ---------------------------------------------------------------
     @classmethod
     def share(cls, model: VisionTransformer | None, spec: ArchSpec, meta: dict | None = None, owner: int = 0,
-              config: SecureConfig = DEFAULT_CONFIG, batch_source: BatchSource | None = None) -> "SecureViT":
+              config: SecureConfig = DEFAULT_CONFIG, batch_source: BatchSource | None = None,
+              model_id: int | None = None, model_keys: Any = None) -> "SecureViT":
         """Called by BOTH parties at model load, in the same order: party ``owner`` passes the plaintext model
         (and meta), the other passes None + the spec. Weights are secret-shared once and cached as shares.
         The input normalisation (meta["normalisation"]) is folded into the patch-embedding weights, so the
@@ -192,9 +197,33 @@ class SecureViT:
                 plain = {k: torch.zeros_like(v) for k, v in prepare_weights(VisionTransformer(spec), spec, None).items()}
         shared = {name: crypten.cryptensor(t.float(), src=owner) for name, t in plain.items()}
         secure = cls(spec, shared, config, owner, batch_source)
-        if isinstance(current_provider(), DealerProvider):
+        provider = current_provider()
+        keys = model_keys if model_keys is not None else batch_source  # whatever hands out model keys
+        if config.fixed_weight_masks and isinstance(provider, DealerProvider) and hasattr(keys, "model_key"):
+            secure._open_weight_masks(next(_LOADS) if model_id is None else model_id, keys)
+        if isinstance(provider, DealerProvider):
             secure.plan(1)
         return secure
+
+    def _open_weight_masks(self, model_id: int, keys: Any) -> None:
+        """Draw every weight's fixed Beaver mask from this load's model key and open W - b (one round, at load).
+
+        ``model_id`` is the same on both parties (the load's session id on the
+        gRPC parties, the load's ordinal in-process); the dealer derives the
+        same masks from both parties' model keys for every later batch.
+        """
+        rank = comm.get().get_rank()
+        provider = current_provider()
+        provider.begin_model(model_id, keys.model_key(rank, model_id))
+        names = [k for k in sorted(self.params) if k.endswith(".w_t") and self.params[k].dim() == 2]
+        opened = ops.open_weight_masks([(self.params[k], model_id, i) for i, k in enumerate(names)])
+        self.fixed = dict(zip(names, opened))
+        self.model_id = model_id
+        log.info("opened the fixed masks of %d weights for model load %d", len(names), model_id)
+
+    def _w(self, name: str) -> "MPCTensor | ops.FixedWeight":
+        """A weight for ``ops.linear``: its fixed-mask form when the mask was opened at load."""
+        return self.fixed.get(name) or self.params[name]
 
     # -- planning (dealer) ------------------------------------------------------------
     def plan(self, batch_size: int) -> list[Request]:
@@ -214,9 +243,9 @@ class SecureViT:
             t0 = time.perf_counter()
             real = self.params
             self.params = {k: _zero_like(v) for k, v in real.items()}
-            tracker = CostTracker()
             try:
                 with offline(provider.party_rank), provider.recording() as requests:
+                    tracker = CostTracker()  # inside: it reads the stand-in's counters, at the start and at the end
                     self._forward(ops.public_zeros(batch_size, C, S, S), tracker)
                     costs = tracker.report(provider="dealer", batch_size=batch_size)  # the stand-in's counts
             finally:
@@ -257,8 +286,8 @@ class SecureViT:
         dealer_bytes = 0
         if isinstance(provider, DealerProvider):
             plan = self.plan(B)
-            if comm.get().get_rank() == 0:
-                dealer_bytes = sum(r.correction_bytes() for r in plan)
+            rank = comm.get().get_rank()
+            dealer_bytes = sum(r.correction_bytes(rank) for r in plan) if needs_corrections(rank, plan) else 0
             if own_batch:
                 assert self.batch_source is not None
                 seed, corrections = self.batch_source.next_batch(comm.get().get_rank(), plan)
@@ -282,7 +311,7 @@ class SecureViT:
         with ctx.section("norm"):
             f = self._norm(t[:, 0]) if token_pool else self._pool_avg(t)
         with ctx.section("head"):
-            return ops.linear(f, self.params["head.w_t"], self.params["head.b"])
+            return ops.linear(f, self._w("head.w_t"), self.params["head.b"])
 
     def _pool_avg(self, t: MPCTensor) -> MPCTensor:
         """``pool="avg"``: the mean of the patch tokens, (B, C), with the final norm before or after it.
@@ -299,7 +328,7 @@ class SecureViT:
         B, C, G, p = int(x.size(0)), s.in_chans, s.grid, s.patch_size
         with ctx.section("embed"):
             patches = x.reshape(B, C, G, p, G, p).permute(0, 2, 4, 1, 3, 5).reshape(B, G * G, C * p * p)
-            emb = ops.linear(patches, self.params["embed.w_t"], None)  # (B, N-1, E)
+            emb = ops.linear(patches, self._w("embed.w_t"), None)  # (B, N-1, E)
             t = crypten.cat([ops.public_zeros(B, 1, s.embed_dim), emb], dim=1)  # (B, N, E)
             return t + self.params["embed.pos"]
 
@@ -313,12 +342,12 @@ class SecureViT:
         with ctx.section("norm"):
             h = self._norm(x)
         with ctx.section("linear"):
-            qkv = ops.linear(h, p[f"b{l}.qkv.w_t"], p[f"b{l}.qkv.b"])  # (B, N, 3C)
+            qkv = ops.linear(h, self._w(f"b{l}.qkv.w_t"), p[f"b{l}.qkv.b"])  # (B, N, 3C)
         o = self._attention(qkv, l, ctx, cls_only)  # (B, Nq, C)
         if cls_only:
             x = x[:, :1]
         with ctx.section("linear"):
-            x = x + ops.linear(o, p[f"b{l}.proj.w_t"], p[f"b{l}.proj.b"])
+            x = x + ops.linear(o, self._w(f"b{l}.proj.w_t"), p[f"b{l}.proj.b"])
         with ctx.section("norm"):
             h = self._norm(x)
         return x + self._mlp(h, l, ctx, cls_only)
@@ -366,9 +395,9 @@ class SecureViT:
         p, s = self.params, self.spec
         if s.mlp_is_linear(l):
             with ctx.section("linear"):
-                return ops.linear(h, p[f"b{l}.fused.w_t"], p[f"b{l}.fused.b"])
+                return ops.linear(h, self._w(f"b{l}.fused.w_t"), p[f"b{l}.fused.b"])
         with ctx.section("linear"):
-            u = ops.linear(h, p[f"b{l}.fc1.w_t"], p[f"b{l}.fc1.b"])  # (B, n, M)
+            u = ops.linear(h, self._w(f"b{l}.fc1.w_t"), p[f"b{l}.fc1.b"])  # (B, n, M)
         kind = s.act[l]
         toks = s.tokens_with_act(l)
         n = int(u.size(1))
@@ -377,7 +406,7 @@ class SecureViT:
         with ctx.section(f"activation-{kind}"):
             u = _apply_on_tokens(ops.ACTIVATIONS[kind], u, toks)
         with ctx.section("linear"):
-            return ops.linear(u, p[f"b{l}.fc2.w_t"], p[f"b{l}.fc2.b"])
+            return ops.linear(u, self._w(f"b{l}.fc2.w_t"), p[f"b{l}.fc2.b"])
 
 
 def _apply_on_tokens(act: Any, u: MPCTensor, toks: tuple[int, ...] | None) -> MPCTensor:

@@ -2,18 +2,29 @@
 
 A request (already checked by its route) becomes a ``PendingItem``. Each model
 has a FIFO and one worker task. The worker takes the first waiting item, waits
-for a session slot (``max_sessions`` secure forwards at once over all models),
-then takes every other item of that model already waiting and, if the batch is
-still short of ``batch_size``, waits up to ``batch_wait_ms`` for more. So
-requests that arrive while a forward runs go together into the next one.
+for a session slot on a party pair (``server.pool``: the least-loaded pair in
+rotation, ``max_sessions`` sessions at once per pair), then takes every other
+item of that model already waiting and, if the batch is still short of
+``batch_size``, waits up to ``batch_wait_ms`` for more. So requests that arrive
+while every pair is busy go together into the next forward.
 
-For a batch the coordinator sends ``Infer`` to party 0 and party 1 at the same
-time, with the same fresh session id, the items in the same order (each party
-gets its own sealed share of each item) and the earliest deadline of the batch.
-Each party answers one sealed logit share per item and its costs. The first
-party failure cancels the other call; a batch that a party rejects as
-INVALID_ARGUMENT is retried item by item so that one bad share fails only its
-own request. A party that lost the model (restart) gets LoadModel again once.
+For a batch the coordinator sends ``Infer`` to the pair's party 0 and party 1
+at the same time, with the same fresh session id, the items in the same order
+(each party gets its own sealed share of each item) and the earliest deadline
+of the batch. Each party answers one sealed logit share per item and its
+costs. The first party failure cancels the other call; a batch that a party
+rejects as INVALID_ARGUMENT is retried item by item so that one bad share fails
+only its own request. A party that lost the model (restart) gets LoadModel
+again once. A pair that is unavailable leaves the rotation and its batch goes
+once to another pair in rotation, if there is one and time is left.
+
+Models are loaded on every pair (preloads at start, others on first use per
+pair). Every ``health_interval_s`` a watch asks every party for Health: a pair
+whose party, peer link or dealer fails leaves the rotation, a pair that
+answers well comes back, and on it every model a restarted party lacks is
+loaded again on both (a restarted party holds no shares, and its peer's old
+shares do not match new ones), so a party that comes back is ready before the
+next request; preloads that failed because a pair was down are retried.
 
 The queue is bounded: with ``queue_bound`` items waiting, a new request is
 refused at once (503 + Retry-After), never left to hang. Every request has a
@@ -46,6 +57,7 @@ from server.errors import (
 )
 from server.metrics import Metrics
 from server.parties import PartyClient, both, channel_credentials
+from server.pool import PairPool, PartyPair
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,30 +153,59 @@ def _unix_ms(t: float) -> int:
     return int(t * 1000)
 
 
+def _pair_trouble(report: list[dict[str, Any]]) -> str:
+    """Why a pair's Health report rules it out ('' when both parties answer, reach their peer and the dealer,
+    and hold the sealing keys clients seal to)."""
+    for r in report:
+        party = f"party {r['rank']} at {r['address']}"
+        if not r["reachable"]:
+            return f"{party} does not answer Health: {r.get('error', '')}"
+        if not r["peer_reachable"]:
+            return f"{party} cannot reach its peer"
+        if not r["dealer_reachable"]:
+            return f"{party} cannot reach the dealer"
+        if not r["key_matches"]:
+            return f"{party} has another sealing key than the one clients seal to (replicas of a party share its key)"
+    return ""
+
+
 class Coordinator:
-    """Queue, batch and run secure forwards on the two parties; keep their keys and loaded models."""
+    """Queue, batch and run secure forwards on the pool of party pairs; keep the parties' keys and loaded models."""
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.catalog = Catalog(settings.model_dir)
         creds = None if settings.insecure else channel_credentials(settings.cert_dir)  # type: ignore[arg-type]
-        self.parties = [PartyClient(i, addr, creds, settings.retry_after_s, settings.connect_timeout_s) for i, addr in enumerate(settings.party_addresses)]
+
+        def client(rank: int, address: str) -> PartyClient:
+            return PartyClient(rank, address, creds, settings.retry_after_s, settings.connect_timeout_s)
+
+        self.pool = PairPool(
+            [PartyPair(i, (client(0, a0), client(1, a1))) for i, (a0, a1) in enumerate(settings.pair_addresses)],
+            settings.max_sessions,
+        )
         self.public_keys: list[bytes | None] = [None, None]
         # each party's TLS certificate and its signature over its key, relayed as they came (clients verify them)
         self.key_proofs: list[tuple[bytes, bytes]] = [(b"", b""), (b"", b"")]
         self._queues: dict[str, asyncio.Queue[PendingItem]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._forwards_running: set[asyncio.Task[None]] = set()
         self._waiting = 0
         self._in_flight_ids: set[str] = set()
-        self._sessions: asyncio.Semaphore | None = None
-        self._load_locks: dict[str, asyncio.Lock] = {}
+        self._load_locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._load_generation: dict[tuple[int, str], int] = {}  # LoadModel rounds completed per (pair, model)
+        self._watch_task: asyncio.Task[None] | None = None
         self.forwards = 0  # secure forwards run (tests and /metrics)
+
+    @property
+    def parties(self) -> tuple[PartyClient, PartyClient]:
+        """The first pair's two parties."""
+        return self.pool.pairs[0].parties
 
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        self._sessions = asyncio.Semaphore(self.settings.max_sessions)
         try:
             await self.refresh_keys()
         except CoordinatorError as exc:
@@ -173,17 +214,25 @@ class Coordinator:
             try:
                 await self.ensure_loaded(self.model(name))
             except CoordinatorError as exc:
-                log.warning("could not preload %s: %s", name, exc)
+                log.warning("could not preload %s: %s; the party watch retries", name, exc)
+        self._record_pool()
+        if self.settings.health_interval_s > 0:
+            self._watch_task = asyncio.create_task(self._watch(), name="party-watch")
 
     async def stop(self) -> None:
-        for task in self._workers.values():
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+        tasks = [*self._workers.values(), *self._forwards_running]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for q in self._queues.values():
             while not q.empty():
                 q.get_nowait().fail(Unavailable("the coordinator is shutting down"))
-        for p in self.parties:
-            await p.close()
+        for pair in self.pool.pairs:
+            for p in pair.parties:
+                await p.close()
 
     @property
     def queue_length(self) -> int:
@@ -192,33 +241,45 @@ class Coordinator:
     # -- parties ---------------------------------------------------------------
 
     async def health(self) -> list[dict[str, Any]]:
-        """Ask both parties for Health now; a party that does not answer is reported, not raised."""
+        """Ask every party of every pair for Health now; a party that does not answer is reported, not raised."""
 
-        async def one(p: PartyClient) -> dict[str, Any]:
+        async def one(pair: PartyPair, p: PartyClient) -> dict[str, Any]:
             try:
                 h = await p.health(self.settings.health_timeout_s)
             except CoordinatorError as exc:
-                return {"rank": p.rank, "address": p.address, "reachable": False, "error": str(exc)}
-            if len(h.public_key) == 32:
-                self._remember_key(p.rank, h)
+                return {"pair": pair.index, "rank": p.rank, "address": p.address, "reachable": False, "error": str(exc)}
+            if len(h.public_key) == 32 and (self.public_keys[p.rank] is None or len(self.pool.pairs) == 1):
+                self._remember_key(p.rank, h)  # one pair: its parties' keys are the keys, even a restarted one's new key
             return {
-                "rank": p.rank, "address": p.address, "reachable": True, "reported_rank": int(h.rank),
+                "pair": pair.index, "rank": p.rank, "address": p.address, "reachable": True, "reported_rank": int(h.rank),
                 "peer_reachable": bool(h.peer_reachable), "dealer_reachable": bool(h.dealer_reachable),
-                "models": list(h.models),
+                "models": list(h.models), "key_matches": self._key_matches(p.rank, h),
             }
 
-        return list(await asyncio.gather(*(one(p) for p in self.parties)))
+        return list(await asyncio.gather(*(one(pair, p) for pair in self.pool.pairs for p in pair.parties)))
+
+    def _key_matches(self, rank: int, h: control_pb2.HealthReply) -> bool:
+        """Whether a party's sealing key is the one clients seal to (replicas of a party share it)."""
+        return self.public_keys[rank] is None or bytes(h.public_key) == self.public_keys[rank]
 
     async def refresh_keys(self) -> list[bytes]:
-        """Both parties' public keys from their Health replies."""
-        replies = await both([p.health(self.settings.health_timeout_s) for p in self.parties])
-        for p, h in zip(self.parties, replies):
-            if int(h.rank) != p.rank:
-                raise PartyFailed(f"the party at {p.address} says it is rank {h.rank}, configured as rank {p.rank}")
-            if len(h.public_key) != 32:
-                raise PartyFailed(f"party {p.rank} sent a {len(h.public_key)}-byte public key, expected 32")
-            self._remember_key(p.rank, h)
-        return [k for k in self.public_keys if k is not None]
+        """The parties' public keys, from the Health replies of the first pair that answers both."""
+        failure: CoordinatorError | None = None
+        for pair in sorted(self.pool.pairs, key=lambda p: not p.in_rotation):
+            try:
+                replies = await both([p.health(self.settings.health_timeout_s) for p in pair.parties])
+            except CoordinatorError as exc:
+                failure = failure or exc
+                continue
+            for p, h in zip(pair.parties, replies):
+                if int(h.rank) != p.rank:
+                    raise PartyFailed(f"the party at {p.address} says it is rank {h.rank}, configured as rank {p.rank}")
+                if len(h.public_key) != 32:
+                    raise PartyFailed(f"party {p.rank} sent a {len(h.public_key)}-byte public key, expected 32")
+                self._remember_key(p.rank, h)
+            return [k for k in self.public_keys if k is not None]
+        assert failure is not None
+        raise failure
 
     def _remember_key(self, rank: int, h: control_pb2.HealthReply) -> None:
         self.public_keys[rank] = bytes(h.public_key)
@@ -228,6 +289,60 @@ class Coordinator:
         if any(k is None for k in self.public_keys):
             return await self.refresh_keys()
         return [k for k in self.public_keys if k is not None]
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_interval_s)
+            try:
+                await self.readmit()
+            except Exception:  # noqa: BLE001 - the watch must outlive any one failure
+                log.exception("party watch failed")
+
+    async def readmit(self) -> list[str]:
+        """Check every pair's Health: take a failing pair out of rotation, put a good one back, load what it lacks.
+
+        A pair is good when both parties answer, each reaches its peer and the
+        dealer, and their sealing keys are the ones clients seal to. On a good
+        pair every wanted model (every model loaded so far, every preload)
+        that one of its parties lacks (it restarted) is loaded again on both.
+        A load that finished while Health was asked is not repeated. Returns
+        ``"<pair>:<model>"`` for each load.
+        """
+        wanted = sorted({n for n, e in self.catalog.entries.items() if e.loaded} | set(self.settings.preload_models))
+        generations = dict(self._load_generation)
+        report = await self.health()
+        loaded: list[str] = []
+        for pair in self.pool.pairs:
+            mine = [r for r in report if r["pair"] == pair.index]
+            trouble = _pair_trouble(mine)
+            if trouble:
+                if pair.in_rotation:
+                    await self.pool.take_out(pair, trouble)
+                continue
+            await self.pool.put_back(pair)
+            for name in wanted:
+                missing = [r["rank"] for r in mine if name not in r["models"]]
+                key = (pair.index, name)
+                if not missing or self._load_generation.get(key, 0) != generations.get(key, 0):
+                    continue
+                entry = self.catalog.get(name)
+                if entry is None:
+                    continue
+                log.info("%s: party %s has no %s (restarted?): loading it again on both", pair,
+                         " and ".join(map(str, missing)), name)
+                pair.loaded.discard(name)
+                try:
+                    async with self.pool.session_on(pair):
+                        await self._load(entry, pair)
+                except CoordinatorError as exc:
+                    log.warning("%s: could not load %s again: %s", pair, name, exc)
+                    continue
+                loaded.append(f"{pair.index}:{name}")
+        self._record_pool()
+        return loaded
+
+    def _record_pool(self) -> None:
+        self.metrics.pairs_in_rotation.set(self.pool.in_rotation)
 
     # -- models ----------------------------------------------------------------
 
@@ -241,33 +356,48 @@ class Coordinator:
         return entry
 
     async def ensure_loaded(self, entry: ModelEntry) -> None:
-        """LoadModel on both parties if not done yet, as a session of its own (it takes a session slot).
+        """LoadModel on every pair in rotation that lacks it, each as a session of its own on that pair.
 
         Parties run one session at a time and must see sessions in the same
-        order, so a load never overlaps a forward.
+        order, so a load never overlaps a forward on its pair. A pair where the
+        load fails as unavailable leaves the rotation; the error is raised only
+        when no pair has the model.
         """
-        if entry.loaded:
-            return
-        assert self._sessions is not None, "Coordinator.start() was not awaited"
-        async with self._sessions:
-            await self._load(entry)
+        failure: CoordinatorError | None = None
+        pairs = [p for p in self.pool.pairs if p.in_rotation] or self.pool.pairs
+        for pair in pairs:
+            if entry.name in pair.loaded:
+                continue
+            try:
+                async with self.pool.session_on(pair):
+                    await self._load(entry, pair)
+            except PartyUnavailable as exc:
+                await self.pool.take_out(pair, str(exc))
+                failure = failure or exc
+            except CoordinatorError as exc:
+                failure = failure or exc
+        if failure is not None and not any(entry.name in p.loaded for p in self.pool.pairs):
+            raise failure
 
-    async def _load(self, entry: ModelEntry, force: bool = False) -> None:
-        """LoadModel on both parties (the caller holds a session slot); again with ``force`` after a party lost it."""
-        lock = self._load_locks.setdefault(entry.name, asyncio.Lock())
+    async def _load(self, entry: ModelEntry, pair: PartyPair, force: bool = False) -> None:
+        """LoadModel on both parties of ``pair`` (the caller holds a session slot on it); again with ``force``."""
+        lock = self._load_locks.setdefault((pair.index, entry.name), asyncio.Lock())
         async with lock:
-            if entry.loaded and not force:
+            if entry.name in pair.loaded and not force:
                 return
             deadline = time.time() + self.settings.load_timeout_s
             req = control_pb2.LoadModelRequest(model=entry.name, session_id=uuid.uuid4().hex, deadline_unix_ms=_unix_ms(deadline))
-            entry.loaded = False
-            replies = await both([p.load_model(req, self.settings.load_timeout_s) for p in self.parties])
+            pair.loaded.discard(entry.name)
+            replies = await both([p.load_model(req, self.settings.load_timeout_s) for p in pair.parties])
             shape = tuple(int(s) for s in replies[0].input_shape)
             if shape and shape != entry.input_shape:
                 raise PartyFailed(f"party 0 loaded {entry.name} with input shape {shape}, arch.json says {entry.input_shape}")
             entry.precision_bits = int(replies[0].precision_bits) or 16
             entry.loaded = True
-            log.info("model %s loaded on both parties (precision %d bits)", entry.name, entry.precision_bits)
+            pair.loaded.add(entry.name)
+            key = (pair.index, entry.name)
+            self._load_generation[key] = self._load_generation.get(key, 0) + 1
+            log.info("model %s loaded on %s (precision %d bits)", entry.name, pair, entry.precision_bits)
 
     # -- requests --------------------------------------------------------------
 
@@ -320,32 +450,48 @@ class Coordinator:
         return batch
 
     async def _worker(self, model: str) -> None:
+        """Form batches of ``model``: each waits for a session slot on a pair, then runs as a task of its own,
+        so that with several pairs (or sessions per pair) the next batch forms while this one runs."""
         q = self._queues[model]
-        assert self._sessions is not None, "Coordinator.start() was not awaited"
         while True:
             first = await q.get()
-            async with self._sessions:
+            pair = await self.pool.acquire()
+            try:
                 batch = await self._collect(q, first)
-                for _ in batch:
-                    self._dequeued()
-                live = [it for it in batch if not it.future.done()]
-                now = time.time()
-                for it in live:
-                    if it.deadline <= now:
-                        it.fail(DeadlineExceeded("the deadline passed while the request was queued"))
-                live = [it for it in live if not it.future.done()]
-                if live:
-                    try:
-                        await self._run(model, live)
-                    except Exception as exc:  # noqa: BLE001 - every failure goes to its requests, the worker lives on
-                        log.exception("secure forward of %s failed unexpectedly", model)
-                        for it in live:
-                            it.fail(exc if isinstance(exc, CoordinatorError) else PartyFailed(f"secure forward failed: {exc}"))
+            except BaseException:
+                await self.pool.release(pair)
+                raise
+            for _ in batch:
+                self._dequeued()
+            live = [it for it in batch if not it.future.done()]
+            now = time.time()
+            for it in live:
+                if it.deadline <= now:
+                    it.fail(DeadlineExceeded("the deadline passed while the request was queued"))
+            live = [it for it in live if not it.future.done()]
+            if not live:
+                await self.pool.release(pair)
+                continue
+            task = asyncio.create_task(self._run_on(model, live, pair), name=f"forward-{model}-pair{pair.index}")
+            self._forwards_running.add(task)
+            task.add_done_callback(self._forwards_running.discard)
 
-    async def _run(self, model: str, batch: list[PendingItem]) -> None:
-        """One secure forward; on INVALID_ARGUMENT for a batch, each item alone so one bad share fails only itself."""
+    async def _run_on(self, model: str, batch: list[PendingItem], pair: PartyPair) -> None:
+        """Run one batch on ``pair`` (whose slot the caller took) and give the slot back."""
         try:
-            await self._forward_with_reload(model, batch)
+            await self._run(model, batch, pair)
+        except Exception as exc:  # noqa: BLE001 - every failure goes to its requests
+            log.exception("secure forward of %s failed unexpectedly", model)
+            for it in batch:
+                it.fail(exc if isinstance(exc, CoordinatorError) else PartyFailed(f"secure forward failed: {exc}"))
+        finally:
+            await self.pool.release(pair)
+
+    async def _run(self, model: str, batch: list[PendingItem], pair: PartyPair) -> None:
+        """One secure forward on ``pair``; on INVALID_ARGUMENT for a batch, each item alone so one bad share fails
+        only itself; when the pair is unavailable, it leaves the rotation and the batch goes once to another pair."""
+        try:
+            await self._forward_with_reload(model, batch, pair)
         except BadRequest as exc:
             if len(batch) == 1:
                 batch[0].fail(exc)
@@ -353,26 +499,39 @@ class Coordinator:
             log.info("party rejected a batch of %d as invalid; retrying item by item", len(batch))
             for it in batch:
                 try:
-                    await self._forward_with_reload(model, [it])
+                    await self._forward_with_reload(model, [it], pair)
                 except CoordinatorError as item_exc:
                     it.fail(item_exc)
-        except CoordinatorError as exc:
-            if isinstance(exc, PartyUnavailable):
+        except PartyUnavailable as exc:
+            await self.pool.take_out(pair, str(exc))
+            self._record_pool()
+            if self.pool.has_other(pair) and min(it.deadline for it in batch) > time.time():
+                log.info("%s is unavailable; the batch of %d goes to another pair", pair, len(batch))
+                try:
+                    async with self.pool.session(exclude=[pair]) as other:
+                        await self._forward_with_reload(model, batch, other)
+                    return
+                except CoordinatorError as retry_exc:
+                    exc = retry_exc  # type: ignore[assignment]
+            if isinstance(exc, PartyUnavailable) and not self.pool.has_other(pair):
                 self.public_keys = [None, None]  # a restarted party may bring a new key
             for it in batch:
                 it.fail(exc)
+        except CoordinatorError as exc:
+            for it in batch:
+                it.fail(exc)
 
-    async def _forward_with_reload(self, model: str, batch: list[PendingItem]) -> None:
+    async def _forward_with_reload(self, model: str, batch: list[PendingItem], pair: PartyPair) -> None:
         entry = self.model(model)
-        await self._load(entry)
+        await self._load(entry, pair)
         try:
-            await self._forward(entry, batch)
+            await self._forward(entry, batch, pair)
         except ModelNotLoaded:
-            log.info("a party lost model %s; loading it again", model)
-            await self._load(entry, force=True)
-            await self._forward(entry, batch)
+            log.info("a party of %s lost model %s; loading it again", pair, model)
+            await self._load(entry, pair, force=True)
+            await self._forward(entry, batch, pair)
 
-    async def _forward(self, entry: ModelEntry, batch: list[PendingItem]) -> None:
+    async def _forward(self, entry: ModelEntry, batch: list[PendingItem], pair: PartyPair) -> None:
         deadline = min(it.deadline for it in batch)
         session_id = uuid.uuid4().hex
         requests = [
@@ -384,7 +543,7 @@ class Coordinator:
         ]
         started = time.monotonic()
         timeout = deadline - time.time()
-        replies = await both([p.infer(r, timeout) for p, r in zip(self.parties, requests)])
+        replies = await both([p.infer(r, timeout) for p, r in zip(pair.parties, requests)])
         seconds = time.monotonic() - started
         for rank, reply in enumerate(replies):
             if len(reply.output_shares) != len(batch):

@@ -34,6 +34,7 @@ class Metrics:
         self.forward_seconds = Histogram("mpcvit_secure_forward_seconds", "wall time of one secure forward", ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.errors = Counter("mpcvit_errors", "failed requests by kind", ["kind"], registry=r)
         self.queue_length = Gauge("mpcvit_queue_length", "requests waiting for a secure forward", registry=r)
+        self.pairs_in_rotation = Gauge("mpcvit_party_pairs_in_rotation", "party pairs that take sessions now", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -284,6 +284,7 @@ class PartyKeysResponse(BaseModel):
 
 
 class PartyHealth(BaseModel):
+    pair: int = 0
     rank: int
     address: str
     reachable: bool
@@ -291,13 +292,24 @@ class PartyHealth(BaseModel):
     peer_reachable: bool | None = None
     dealer_reachable: bool | None = None
     models: list[str] = []
+    key_matches: bool | None = None  # its sealing key is the one clients seal to
     error: str | None = None
 
 
+class PairHealth(BaseModel):
+    index: int
+    ok: bool  # both parties answer, reach their peer and the dealer, and hold the sealing keys clients use
+    in_rotation: bool  # takes sessions now (a failure takes it out, a good Health puts it back)
+    in_flight: int  # sessions running on it
+    loaded: list[str]  # models loaded on both of its parties
+    why_out: str | None = None
+
+
 class HealthResponse(BaseModel):
-    ok: bool
-    parties: list[PartyHealth]
-    dealer_reachable: bool
+    ok: bool  # at least one pair is ok
+    parties: list[PartyHealth]  # every party of every pair
+    pairs: list[PairHealth]
+    dealer_reachable: bool  # every party that answers reaches its dealer
     queue_length: int
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +22,11 @@ class Settings(BaseSettings):
 
     party0: str = Field("127.0.0.1:50051", description="host:port of party 0's PartyControl service (model owner)")
     party1: str = Field("127.0.0.1:50052", description="host:port of party 1's PartyControl service (compute peer)")
+    pairs: list[str] = Field(
+        default_factory=list,
+        description="a pool of party pairs, each 'PARTY0_HOST:PORT,PARTY1_HOST:PORT' (replicas share each party's sealing key); "
+        "unset: the one pair party0, party1",
+    )
     cert_dir: Path | None = Field(None, description="directory made by 'mpcvit certs' (CA + coordinator cert for mutual TLS)")
     insecure: bool = Field(False, description="talk to the parties without TLS (refused unless both party addresses are loopback)")
     model_dir: Path = Field(Path("checkpoints/digits"), description="checkpoint directories (arch.json + meta.json) the parties serve")
@@ -29,11 +34,14 @@ class Settings(BaseSettings):
     batch_size: int = Field(8, ge=1, le=64, description="most requests in one secure forward (a party takes at most 64)")
     batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long a batch waits for more requests")
     queue_bound: int = Field(64, ge=1, description="most requests waiting; more get 503 + Retry-After")
-    max_sessions: int = Field(1, ge=1, le=64, description="secure forwards in flight at once, over all models (real parties run one at a time: keep 1)")
+    max_sessions: int = Field(1, ge=1, le=64, description="sessions in flight at once per party pair, over all models (real parties run one at a time: keep 1)")
     request_timeout_s: float = Field(60.0, gt=0, description="deadline of a request that brings none")
     load_timeout_s: float = Field(120.0, gt=0, description="deadline of LoadModel on the parties")
     connect_timeout_s: float = Field(2.0, gt=0, description="how long a call waits for a party's channel to connect")
     health_timeout_s: float = Field(5.0, gt=0, description="deadline of a Health call (a party probes its peer and the dealer, 2 s each)")
+    health_interval_s: float = Field(
+        5.0, ge=0, description="how often a watch asks the parties for Health and loads again what a restarted party lost (0: never)"
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body; more get 413")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest decoded image (width x height)")
@@ -43,15 +51,37 @@ class Settings(BaseSettings):
     def _tls_or_insecure(self) -> "Settings":
         if not self.insecure and self.cert_dir is None:
             raise ValueError("set cert_dir (MPCVIT_CERT_DIR, from 'mpcvit certs') or insecure=true explicitly")
+        if self.pairs and {"party0", "party1"} & self.model_fields_set:
+            raise ValueError("give either party0 and party1 (one pair) or pairs (a pool), not both")
         if self.insecure:
             from mpcvit.pki import require_loopback
 
-            require_loopback("insecure (plaintext gRPC)", {"party0": self.party0, "party1": self.party1})
+            require_loopback("insecure (plaintext gRPC)", {
+                (f"party{r}" if len(self.pair_addresses) == 1 else f"pair {i} party{r}"): address
+                for i, pair in enumerate(self.pair_addresses) for r, address in enumerate(pair)
+            })
         return self
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_are_two_addresses(cls, pairs: list[str]) -> list[str]:
+        for pair in pairs:
+            parts = [p.strip() for p in pair.split(",")]
+            if len(parts) != 2 or not all(p.rpartition(":")[0] and p.rpartition(":")[2].isdigit() for p in parts):
+                raise ValueError(f"a pair is 'PARTY0_HOST:PORT,PARTY1_HOST:PORT', got {pair!r}")
+        return pairs
+
+    @property
+    def pair_addresses(self) -> list[tuple[str, str]]:
+        """Every pair's (party 0, party 1) address: ``pairs``, else the one pair ``party0``, ``party1``."""
+        if not self.pairs:
+            return [(self.party0, self.party1)]
+        return [tuple(p.strip() for p in pair.split(",")) for pair in self.pairs]  # type: ignore[misc]
 
     @property
     def party_addresses(self) -> tuple[str, str]:
-        return (self.party0, self.party1)
+        """The first pair's addresses."""
+        return self.pair_addresses[0]
 
 
 @lru_cache

@@ -137,18 +137,20 @@ def test_mutual_tls_everywhere(config: dict) -> None:
 
 
 def test_each_container_sees_only_its_own_key(config: dict) -> None:
-    """A serving container mounts one volume: its own role's (read-only, at /certs); the CA key's volume only the one-shot."""
+    """A serving container mounts its own role's keys (read-only, at /certs), the dealer also its state; the CA key's
+    volume only the one-shot."""
     services = config["services"]
     for role in ROLES:
         mounts = services[role].get("volumes") or []
+        state = [("volume", "dealer-state", "/state", False)] if role == "dealer" else []
         assert [(v["type"], v["source"], v["target"], bool(v.get("read_only"))) for v in mounts] == [
-            ("volume", f"certs-{role}", "/certs", True)
+            ("volume", f"certs-{role}", "/certs", True), *state
         ], role
     certs_mounts = {v["source"]: v["target"] for v in services["certs"]["volumes"]}
     assert certs_mounts == {"pki-ca": "/pki/ca", **{f"certs-{role}": f"/pki/{role}" for role in ROLES}}
     # what `mpcvit certs local --out /pki` writes lands in those volumes: /pki/ca (CA key) and /pki/<role>
     assert services["certs"]["command"][services["certs"]["command"].index("--out") + 1] == "/pki"
-    assert set(config["volumes"]) == {"pki-ca", *(f"certs-{role}" for role in ROLES)}
+    assert set(config["volumes"]) == {"pki-ca", "dealer-state", *(f"certs-{role}" for role in ROLES)}
 
 
 def test_compose_mounts_statically() -> None:
@@ -157,7 +159,8 @@ def test_compose_mounts_statically() -> None:
 
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     for role in ROLES:
-        assert services[role]["volumes"] == [f"certs-{role}:/certs:ro"], role
+        state = ["dealer-state:/state"] if role == "dealer" else []
+        assert services[role]["volumes"] == [f"certs-{role}:/certs:ro", *state], role
     assert "pki-ca:/pki/ca" in services["certs"]["volumes"]
     assert not any("pki-ca" in str(svc.get("volumes")) for name, svc in services.items() if name != "certs")
 
@@ -214,3 +217,56 @@ def test_dockerfile_base_and_cpu_torch() -> None:
     assert "download.pytorch.org/whl/cpu" in text and "+cpu-" in text
     assert "--no-deps crypten==0.4.1" in text
     assert "COPY checkpoints/" in text
+
+
+# -- the second party pair (docker-compose.pairs.yml) ---------------------------------------
+
+PAIRS = ROOT / "docker-compose.pairs.yml"
+REPLICAS = {"party0-b": "party0", "party1-b": "party1"}
+
+
+@pytest.fixture(scope="module")
+def pairs_config(compose_env: dict[str, str]) -> dict:
+    done = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "-f", str(PAIRS), "config", "--format", "json"],
+        env=compose_env, capture_output=True, timeout=60, text=True, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_second_pair_replicas_share_their_party_s_key_and_the_dealer(pairs_config: dict) -> None:
+    services = pairs_config["services"]
+    assert set(services) == {"certs", *ROLES, *REPLICAS}
+    for replica, party in REPLICAS.items():
+        svc = services[replica]
+        assert [(v["source"], v["target"], bool(v.get("read_only"))) for v in svc["volumes"]] == [(f"certs-{party}", "/certs", True)]
+        args = _parse(svc["command"])
+        assert args.rank == int(party[-1]) and args.dealer == "dealer:50050" and args.peer.split(":")[0] in REPLICAS
+        assert svc["restart"] == "unless-stopped" and svc["image"] == services["certs"]["image"]
+        assert svc["depends_on"]["dealer"]["condition"] == "service_healthy"
+    coordinator = services["coordinator"]
+    args = _parse(coordinator["command"])
+    assert args.pairs == ["party0:50051,party1:50052", "party0-b:50051,party1-b:50052"]
+    assert args.party0 is None and args.party1 is None
+    assert set(coordinator["depends_on"]) == {"party0", "party1", *REPLICAS}
+    assert coordinator["ports"] == _config_ports(pairs_config)  # still published on loopback only
+
+
+def _config_ports(config: dict) -> list:
+    ports = config["services"]["coordinator"]["ports"]
+    assert all(p.get("host_ip") == "127.0.0.1" for p in ports), ports
+    return ports
+
+
+def test_second_pair_commands_parse_statically() -> None:
+    """Without the docker CLI: the override's commands are valid mpcvit invocations and name both pairs."""
+    import yaml
+
+    services = yaml.safe_load(PAIRS.read_text())["services"]
+    for replica, party in REPLICAS.items():
+        assert services[replica]["volumes"] == [f"certs-{party}:/certs:ro"]
+        _parse([a.replace("${MPCVIT_DATASET:-fashion-mnist}", "fashion-mnist") for a in services[replica]["command"]])
+    serve = [a.replace("${MPCVIT_DATASET:-fashion-mnist}", "fashion-mnist").replace("${MPCVIT_MODEL:-mpcvit_4_4_28_mu0.1}", "m")
+             for a in services["coordinator"]["command"]]
+    assert len(_parse(serve).pairs) == 2

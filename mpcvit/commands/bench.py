@@ -1,4 +1,4 @@
-"""``mpcvit bench``: rounds, bytes and latency of every model family on LAN and WAN (benchmarks/bench.py)."""
+"""``mpcvit bench``: rounds, bytes and latency of every model family on LAN and WAN (benchmarks/bench.py and its bench_* modules)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ took 6 minutes on a quiet 2-core machine (WAN: 250-850 rounds x 20 ms one-way pe
 and batch 8 (measured on LAN, predicted on WAN with --wan-max-batch 1) is a separate run:
   mpcvit bench --models vit,mpcformer,thex,mpcvit,mpcvitplus --arch 7_4_32 --network lan,wan --batch 8 \\
       --wan-max-batch 1 --transport grpc --repeats 2 --out results/bench/batch8
+
+Old and new protocols side by side (offline dealer bytes and seconds in every row):
+  mpcvit bench --models vit,mpcformer,thex,mpcvit --arch 7_4_32 --network lan,wan --batch 1 \\
+      --protocols both --out results/bench
 
 Latency is measured over the gRPC transport with its sender-side shaper (one-way delay = RTT/2 plus
 bandwidth) and predicted as compute + rounds x RTT + bytes / bandwidth. The inprocess transport
@@ -55,7 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wan-max-batch", type=int, default=None, help="largest batch measured on WAN; larger ones are predicted (default 1)")
     parser.add_argument("--warmup", type=int, default=None, help="unrecorded forwards before measuring (default 1)")
     parser.add_argument("--mu", type=_csv(float), default=None, help="MPCViT ReLU-softmax head ratios (default 0.7,0.1)")
-    parser.add_argument("--provider", choices=["dealer", "tfp"], default="dealer", help="correlated randomness (tfp only to compare with published numbers)")
+    parser.add_argument("--provider", choices=["dealer", "tfp"], default="dealer",
+                        help="correlated randomness (tfp only to compare with published numbers; tfp makes no DCF keys, so it runs the circuits)")
+    parser.add_argument("--protocols", choices=["fss", "circuits", "both"], default="fss",
+                        help="fss: one-round DCF sign gates, SecureConfig() (default); circuits: the small-ring comparison "
+                        "circuits, SecureConfig.circuits(); both: every model under each, side by side (old = circuits, new = fss)")
     parser.add_argument("--no-shaping", action="store_true", help="grpc transport without the shaper (predictions only)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed for the whole run (default 10800; quick 300)")
     parser.add_argument("--quick", action="store_true", help="CI mode: 2_4_8, every model, one repeat, inprocess, no shaping")
@@ -73,6 +81,7 @@ def settings_from_args(args: argparse.Namespace) -> "BenchSettings":  # type: ig
     }
     fields = {k: v for k, v in given.items() if v is not None}
     fields["provider"] = args.provider
+    fields["protocols"] = ("circuits", "fss") if args.protocols == "both" else (args.protocols,)
     if args.no_shaping:
         fields["shaped"] = False
     return BenchSettings.quick_mode(**fields) if args.quick else BenchSettings(**fields)

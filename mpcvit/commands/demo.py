@@ -9,6 +9,12 @@ side, the coordinator relays sealed boxes only), and prints for each image the
 secure class, the plaintext model's class, whether they agree, and the costs
 (rounds, bytes, seconds). Everything is stopped on exit or Ctrl-C.
 
+With ``--keep-running`` the demo supervises the four processes: a role that
+dies (dealer, a party, the coordinator) is started again with the same ports
+and certificates, and the coordinator loads the model again on a party that
+came back without it; past ``--max-restarts`` deaths of one role within 10
+minutes the demo stops and says where the logs are kept.
+
 ``--server URL`` skips the local processes and runs the same check against a
 coordinator that is already up (``docker/e2e.sh`` uses it on the compose demo).
 
@@ -72,6 +78,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=4, help="how many test images to classify (default 4)")
     parser.add_argument(
         "--keep-running", action="store_true", help="after the images, keep serving until Ctrl-C (prints the page URL)"
+    )
+    parser.add_argument(
+        "--max-restarts", type=int, default=3,
+        help="with --keep-running: how often a role that dies is started again within 10 minutes before the demo "
+        "stops (default 3)",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=1,
+        help="party pairs behind the coordinator (default 1); more run several secure forwards at once "
+        "(replicas share each party's certificate and key)",
     )
     parser.add_argument("--insecure", action="store_true", help="plaintext gRPC between the processes (no mutual TLS)")
     parser.add_argument(
@@ -292,13 +308,15 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _serve_until_interrupted(stack: LocalStack, url: str) -> None:
-    """Wait for Ctrl-C (or SIGTERM); fail if one of the processes dies meanwhile."""
+    """Wait for Ctrl-C (or SIGTERM), starting again any role that dies (``LocalStack.supervise``).
+
+    A role that dies past its restart limit raises ``RoleFailed``: the stack stops and keeps its logs.
+    """
     try:  # print inside the try: a Ctrl-C right after the line must still stop cleanly
         print(f"serving: open {url}/ in a browser (API {url}/v1/health); Ctrl-C to stop", flush=True)
         while True:
-            for proc in stack.procs:
-                if proc.popen.poll() is not None:
-                    raise RuntimeError(f"{proc.role} exited with code {proc.popen.returncode}; see {proc.log_path}")
+            for message in stack.supervise():
+                print(f"restart: {message}", flush=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nCtrl-C: stopping", flush=True)
@@ -309,29 +327,40 @@ def _run_local(args: argparse.Namespace, model: str, checkpoint: Path, dataset: 
     from mpcvit.localstack import LocalStack, StackConfig
 
     cfg = StackConfig(
+        max_restarts=args.max_restarts, pairs=args.pairs,
         models_dir=checkpoint.parent, model=model, insecure=args.insecure,
         coordinator_port=args.port, startup_timeout_s=args.timeout,
     )
-    print(f"starting dealer, party 0, party 1, coordinator on 127.0.0.1 "
+    parties = "party 0, party 1" if args.pairs == 1 else f"{args.pairs} pairs of party 0 and party 1"
+    print(f"starting dealer, {parties}, coordinator on 127.0.0.1 "
           f"({'plaintext gRPC' if args.insecure else 'mutual TLS'}) ...", flush=True)
     t0 = time.perf_counter()
-    with LocalStack(cfg) as stack:
-        assert stack.endpoints is not None
-        url = stack.endpoints.coordinator_url
-        print(f"ready in {time.perf_counter() - t0:.1f} s: coordinator {url} (logs in {stack.workdir / 'logs'})",
-              flush=True)
-        print_header(model, dataset, f"{url} (private REST path)")
-        rows = classify_images(url, model, checkpoint, args.images, args.timeout, args.save_images, stack.client_trust())
-        print_summary(rows)
-        if args.keep_running:
-            _serve_until_interrupted(stack, url)
-    print("stopped dealer, parties and coordinator", flush=True)
+    stack = LocalStack(cfg)
+    try:
+        with stack:
+            assert stack.endpoints is not None
+            url = stack.endpoints.coordinator_url
+            print(f"ready in {time.perf_counter() - t0:.1f} s: coordinator {url} (logs in {stack.workdir / 'logs'})",
+                  flush=True)
+            print_header(model, dataset, f"{url} (private REST path)")
+            rows = classify_images(url, model, checkpoint, args.images, args.timeout, args.save_images, stack.client_trust())
+            print_summary(rows)
+            if args.keep_running:
+                _serve_until_interrupted(stack, url)
+    finally:
+        print("stopped dealer, parties and coordinator", flush=True)
+        if stack.logs_kept is not None:
+            print(f"the processes' logs are kept in {stack.logs_kept}", flush=True)
     return rows
 
 
 def run(args: argparse.Namespace) -> int:
     if args.images < 1:
         raise ValueError(f"--images must be at least 1, got {args.images}")
+    if args.pairs < 1:
+        raise ValueError(f"--pairs must be at least 1, got {args.pairs}")
+    if args.max_restarts < 0:
+        raise ValueError(f"--max-restarts must be 0 or more, got {args.max_restarts}")
     models_dir = (args.models_dir or default_models_dir()).resolve()
     model = args.model or default_model(models_dir)
     checkpoint = find_checkpoint(models_dir, model)

@@ -27,6 +27,7 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--request-timeout": ("request_timeout_s", float, "default deadline of a request, seconds"),
     "--load-timeout": ("load_timeout_s", float, "deadline of LoadModel, seconds"),
     "--connect-timeout": ("connect_timeout_s", float, "how long a call waits for a party to connect, seconds"),
+    "--health-interval": ("health_interval_s", float, "seconds between the watch's Health calls that re-admit a restarted party (0: off)"),
     "--max-body-bytes": ("max_body_bytes", int, "largest request body"),
 }
 
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     for flag, (field, typ, help_text) in _OPTIONS.items():
         parser.add_argument(flag, dest=field, type=typ, default=None, help=f"{help_text} (env MPCVIT_{field.upper()})")
+    parser.add_argument("--pair", dest="pairs", action="append", default=None, metavar="P0_HOST:PORT,P1_HOST:PORT",
+                        help="a party pair of the pool (repeatable; replaces --party0/--party1; "
+                        "env MPCVIT_PAIRS as a JSON list)")
     parser.add_argument("--preload", dest="preload_models", action="append", default=None, metavar="MODEL",
                         help="load this model on the parties at start (repeatable; env MPCVIT_PRELOAD_MODELS as a JSON list)")
     parser.add_argument("--insecure", action="store_true", default=None, help="plaintext gRPC to the parties (loopback tests only)")
@@ -52,6 +56,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     overrides = {field: getattr(args, field) for field, _, _ in _OPTIONS.values() if getattr(args, field, None) is not None}
     if args.preload_models:
         overrides["preload_models"] = args.preload_models
+    if args.pairs:
+        overrides["pairs"] = args.pairs
     if args.insecure:
         overrides["insecure"] = True
     if args.token_env:

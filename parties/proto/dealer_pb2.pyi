@@ -15,12 +15,14 @@ class SeedRequest(_message.Message):
     def __init__(self, batch_id: _Optional[str] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class SeedReply(_message.Message):
-    __slots__ = ("batch_id", "key")
+    __slots__ = ("batch_id", "key", "dealer_id")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    DEALER_ID_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     key: bytes
-    def __init__(self, batch_id: _Optional[str] = ..., key: _Optional[bytes] = ...) -> None: ...
+    dealer_id: bytes
+    def __init__(self, batch_id: _Optional[str] = ..., key: _Optional[bytes] = ..., dealer_id: _Optional[bytes] = ...) -> None: ...
 
 class RandomnessRequest(_message.Message):
     __slots__ = ("kind", "size0", "size1", "op", "kwargs_json")
@@ -37,14 +39,16 @@ class RandomnessRequest(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., size0: _Optional[_Iterable[int]] = ..., size1: _Optional[_Iterable[int]] = ..., op: _Optional[str] = ..., kwargs_json: _Optional[str] = ...) -> None: ...
 
 class CorrectionsRequest(_message.Message):
-    __slots__ = ("batch_id", "requests", "max_chunk_bytes")
+    __slots__ = ("batch_id", "requests", "max_chunk_bytes", "rank")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     requests: _containers.RepeatedCompositeFieldContainer[RandomnessRequest]
     max_chunk_bytes: int
-    def __init__(self, batch_id: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[RandomnessRequest, _Mapping]]] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+    rank: int
+    def __init__(self, batch_id: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[RandomnessRequest, _Mapping]]] = ..., max_chunk_bytes: _Optional[int] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class CorrectionChunk(_message.Message):
     __slots__ = ("request_index", "shape", "data", "chunk_index", "chunk_count")

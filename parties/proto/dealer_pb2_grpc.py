@@ -65,8 +65,9 @@ class DealerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCorrections(self, request, context):
-        """Party 0's corrections for a batch, in request order, as a stream of
-        chunks (a large forward pass needs hundreds of MB).
+        """A party's corrections for a batch, in request order, as a stream of
+        chunks (a large forward pass needs hundreds of MB). Party 0 always
+        asks; party 1 only for plans with "dcf" requests.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from server.deps import AuthDep, CoordinatorDep
 from server.routes.classify import ERRORS
-from server.schemas import HealthResponse, PartyHealth, PartyKey, PartyKeysResponse
+from server.schemas import HealthResponse, PairHealth, PartyHealth, PartyKey, PartyKeysResponse
 
 router = APIRouter(prefix="/v1", tags=["parties"])
 
@@ -27,11 +27,17 @@ async def party_keys(coordinator: CoordinatorDep, _auth: AuthDep) -> PartyKeysRe
     ])
 
 
-@router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}}, summary="parties and dealer reachable")
+@router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}}, summary="party pairs and dealers reachable")
 async def health(coordinator: CoordinatorDep) -> JSONResponse:
-    """200 when both parties answer Health and say that their peer and the dealer answer; 503 otherwise."""
+    """200 when at least one party pair is ok: both parties answer Health, reach their peer and the dealer; 503 otherwise."""
     parties = [PartyHealth(**p) for p in await coordinator.health()]
-    dealer = all(p.dealer_reachable for p in parties)
-    ok = all(p.reachable and p.peer_reachable for p in parties) and dealer
-    body = HealthResponse(ok=ok, parties=parties, dealer_reachable=dealer, queue_length=coordinator.queue_length)
+    pairs = []
+    for pair in coordinator.pool.pairs:
+        mine = [p for p in parties if p.pair == pair.index]
+        ok = all(p.reachable and p.peer_reachable and p.dealer_reachable and p.key_matches is not False for p in mine)
+        pairs.append(PairHealth(index=pair.index, ok=ok, in_rotation=pair.in_rotation, in_flight=pair.in_flight,
+                                loaded=sorted(pair.loaded), why_out=pair.why_out or None))
+    dealer = all(p.dealer_reachable for p in parties if p.reachable)
+    ok = any(p.ok for p in pairs)
+    body = HealthResponse(ok=ok, parties=parties, pairs=pairs, dealer_reachable=dealer, queue_length=coordinator.queue_length)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

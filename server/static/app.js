@@ -151,7 +151,8 @@ function svg(tag, attrs) {
   return el;
 }
 
-// One horizontal bar chart: a bar per model, its length proportional to the value.
+// One horizontal bar chart: a bar per model, its length proportional to the value. Each model's label is a
+// line of its own above its bar, so a long label never runs into a bar, a value or another label.
 function barChart(title, rows, fmt, id) {
   const wrap = document.createElement("div");
   wrap.className = "chart";
@@ -159,21 +160,23 @@ function barChart(title, rows, fmt, id) {
   const h = document.createElement("h3");
   h.textContent = title;
   wrap.append(h);
-  const W = 320, barH = 18, gap = 6, labelW = 120, valueW = 70;
-  const H = rows.length * (barH + gap) + gap;
-  const root = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title });
+  const W = 320, labelH = 14, barH = 14, gap = 8, valueW = 72;
+  const rowH = labelH + barH + gap;
+  const H = rows.length * rowH;
+  const root = svg("svg", { width: "100%", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title });
+  root.style.maxWidth = W + "px";
   const max = Math.max(...rows.map((r) => r.value), 1e-12);
   rows.forEach((r, i) => {
-    const y = gap + i * (barH + gap);
-    const len = Math.max(1, ((W - labelW - valueW) * r.value) / max);
-    const label = svg("text", { x: 0, y: y + barH - 5 });
+    const y = i * rowH;
+    const len = Math.max(1, ((W - valueW) * r.value) / max);
+    const label = svg("text", { x: 2, y: y + labelH - 3, class: "label" });
     label.textContent = r.label;
-    const bar = svg("rect", { x: labelW, y, width: len, height: barH, fill: COLORS[r.variant] || "#9467bd", class: "bar" });
+    const bar = svg("rect", { x: 0, y: y + labelH, width: len, height: barH, fill: COLORS[r.variant] || "#9467bd", class: "bar" });
     bar.dataset.value = r.value;
     const title = svg("title", {});
     title.textContent = `${r.label}: ${fmt(r.value)}`;
     bar.append(title);
-    const value = svg("text", { x: labelW + len + 4, y: y + barH - 5 });
+    const value = svg("text", { x: len + 4, y: y + labelH + barH - 3, class: "value" });
     value.textContent = fmt(r.value);
     root.append(label, bar, value);
   });

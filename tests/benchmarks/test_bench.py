@@ -43,6 +43,7 @@ def test_quick_mode_has_every_model_and_field(quick: tuple[dict[str, Any], Path]
     assert set(doc["versions"]) >= {"torch", "crypten", "python"}
     assert len(doc["git"]["commit"]) == 40
     assert doc["provider"] == "dealer" and doc["settings"]["quick"] is True
+    assert doc["protocols"] == ["fss"] and doc["settings"]["protocols"] == ["fss"]
     assert doc["settings"]["archs"] == ["2_4_8"]
     rows = doc["results"]
     for net in ("lan", "wan"):
@@ -55,6 +56,13 @@ def test_quick_mode_has_every_model_and_field(quick: tuple[dict[str, Any], Path]
         assert r["latency_measured_s"] is None and "not shaped" in r["latency_measured_note"]
         assert r["per_op"] and sum(op["rounds"] for op in r["per_op"].values()) == r["rounds"]
         assert r["arch_source"]
+        assert r["protocols"] == "fss" and r["comparison"] == "fss" and r["protocols_note"] is None
+        off = r["offline"]  # the offline phase: both parties' dealer material and the dealer's seconds, per forward
+        assert off["dcf_requests"] > 0 and off["party1_material_bytes"] > 0  # party 1 receives DCF keys
+        assert off["party0_material_bytes"] == r["dealer_bytes"]  # the runtime's plan-based count agrees
+        assert off["party0_bytes"] == off["key_bytes"] + off["party0_material_bytes"] and off["key_bytes"] == 32
+        assert off["total_bytes"] == off["party0_bytes"] + off["party1_bytes"]
+        assert off["dealer_s"]["median"] > 0 and off["dealer_s"]["n"] == 1
         net = NETWORKS[r["network"]]
         busier = max(r["bytes"]["party0_sent"], r["bytes"]["party1_sent"])
         assert r["latency_predicted_s"] == pytest.approx(r["compute_s"]["median"] + r["rounds"] * net.rtt_s + 8 * busier / net.bandwidth_bps)
@@ -132,7 +140,8 @@ def test_resolve_expands_mpcvit_per_mu_and_keeps_order() -> None:
 @pytest.mark.parametrize(
     "bad",
     [dict(models=("gpt",)), dict(archs=("3_3_3",)), dict(networks=("moon",)), dict(batches=(0,)),
-     dict(transport="carrier-pigeon"), dict(repeats=0), dict(mus=(1.5,)), dict(provider="oracle")],
+     dict(transport="carrier-pigeon"), dict(repeats=0), dict(mus=(1.5,)), dict(provider="oracle"),
+     dict(protocols=()), dict(protocols=("quantum",)), dict(protocols=("fss", "fss"))],
 )
 def test_settings_refuse_bad_input(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -211,6 +220,45 @@ def test_rows_are_priced_from_the_cost_table(quick: tuple[dict[str, Any], Path],
     assert all(r["cost_table_estimate"]["bytes_sent"] == 1e6 for r in doc["results"])
     assert len(seen) == len(doc["results"]) and "mpcvitplus_2_4_8" in seen
     assert "the cost table's estimate vs this measurement" in markdown(doc, [])
+
+
+@pytest.mark.timeout(240)
+def test_protocols_both_puts_circuits_and_fss_side_by_side(tmp_path: Path) -> None:
+    """``--protocols both``: each model under the circuits and under fss, recorded per row, rendered side by side."""
+    assert main(["bench", "--quick", "--models", "relu", "--network", "lan", "--protocols", "both", "--no-plots", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["protocols"] == ["circuits", "fss"] and doc["settings"]["protocols"] == ["circuits", "fss"]
+    old, new = doc["results"]
+    assert (old["protocols"], old["comparison"], new["protocols"], new["comparison"]) == ("circuits", "ring", "fss", "fss")
+    assert old["fixed_weight_masks"] is False and new["fixed_weight_masks"] is True  # as the parties run them
+    assert new["rounds"] < old["rounds"]
+    for r in (old, new):
+        assert sum(op["rounds"] for op in r["per_op"].values()) == r["rounds"]
+        assert r["check"]["max_abs_logit_error"] < 0.5
+    assert old["offline"]["party1_material_bytes"] == 0 and old["offline"]["dcf_requests"] == 0  # circuits: party 1 gets its key only
+    assert new["offline"]["party1_material_bytes"] > 0 and new["offline"]["dcf_requests"] > 0
+    md = (tmp_path / "results.md").read_text()
+    assert "Old (circuits" in md and "rounds per op kind, circuits vs fss" in md
+    assert f"**{old['rounds']} -> {new['rounds']}**" in md
+    assert "offline MB from the dealer p0 / p1" in md
+
+
+def test_tfp_runs_the_circuits_and_says_so() -> None:
+    """TFP makes no DCF keys: ``fss`` under TFP runs the circuits, once even when both are asked for."""
+    assert BenchSettings(provider="tfp", protocols=("circuits", "fss")).runs_protocols() == ("circuits",)
+    assert BenchSettings(provider="tfp", protocols=("fss",)).runs_protocols() == ("circuits",)
+    assert BenchSettings(protocols=("circuits", "fss")).runs_protocols() == ("circuits", "fss")
+
+
+@pytest.mark.timeout(240)
+def test_tfp_row_names_the_protocols_it_ran(tmp_path: Path) -> None:
+    assert main(["bench", "--quick", "--models", "relu", "--network", "lan", "--provider", "tfp", "--no-plots", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    (row,) = doc["results"]
+    assert row["protocols"] == "circuits" and row["protocols_requested"] == ["fss"] and "TFP makes no DCF keys" in row["protocols_note"]
+    assert row["offline"]["dealer_s"] is None and row["offline"]["total_bytes"] == 0
+    md = (tmp_path / "results.md").read_text()
+    assert "TFP makes no DCF keys" in md and "no dealer" in md
 
 
 @pytest.mark.timeout(240)

@@ -58,6 +58,44 @@ def test_corrections_make_valid_triples(dealer: str, certs: Path) -> None:
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def test_dcf_keys_reach_both_parties_and_compare(dealer: str, certs: Path) -> None:
+    """A plan with a sign gate: party 1 fetches too, both get the same correction words, and the keys compare."""
+    import numpy as np
+
+    from protocols import dcf
+
+    plan = [Request("square", (3,)), Request("dcf", (50,), kwargs=(("bits", 16), ("drop", 0), ("payload", 2)))]
+    c0, c1 = DealerClient(dealer, 0, str(certs)), DealerClient(dealer, 1, str(certs))
+    key1, mat1 = c1.fetch_batch("dcf-batch", plan)  # party 1 first: the dealer keeps party 0's for it
+    key0, mat0 = c0.fetch_batch("dcf-batch", plan)
+    assert mat0 is not None and mat1 is not None
+    assert mat1[0].numel() == 0 and tuple(mat1[1].shape) == plan[1].output_size(1)
+    assert torch.equal(mat0[1][2:], mat1[1])  # the same correction words, after party 0's [m], [m r]
+    g0, g1 = _generator(key0), _generator(key1)
+    for g in (g0, g1):
+        _ring((3,), g)
+    _ring((3,), g1)  # party 1's r^2 share
+    r0, seed0 = _ring((50,), g0), _ring((50, 2), g0)
+    r1, seed1 = _ring((50,), g1), _ring((50, 2), g1)
+    m1 = _ring((50,), g1)
+    r = (r0 + r1).numpy().view(np.uint64)
+    m = (mat0[1][0] + m1).numpy().view(np.uint64)
+    assert np.array_equal(m, (r >> np.uint64(15)) & np.uint64(1))
+    alpha = r & np.uint64((1 << 15) - 1)
+    k0 = dcf.unpack(seed0.numpy().view(np.uint64), mat0[1][2:].numpy().view(np.uint64), 15, 2)
+    k1 = dcf.unpack(seed1.numpy().view(np.uint64), mat1[1].numpy().view(np.uint64), 15, 2)
+    points = np.stack([alpha, (alpha + np.uint64(1)) & np.uint64(0x7FFF), (alpha - np.uint64(1)) & np.uint64(0x7FFF)])
+    got = (dcf.evaluate(0, k0, points) + dcf.evaluate(1, k1, points))[..., 0]
+    sign = np.uint64(1) - np.uint64(2) * m
+    assert np.array_equal(got, sign[None] * (points < alpha[None]).astype(np.uint64))
+    with pytest.raises(grpc.RpcError) as err:  # once per rank
+        c1.get_corrections("dcf-batch", plan)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as err:  # party 1 gets nothing for a plan without DCF keys
+        c1.get_corrections("other-batch", REQUESTS)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
 def test_dealer_refuses_wrong_role_and_bad_requests(dealer: str, certs: Path) -> None:
     party1 = DealerClient(dealer, 1, str(certs))
     # party 1 pretending to be party 0
@@ -79,3 +117,38 @@ def test_dealer_refuses_a_client_without_certificate(dealer: str) -> None:
     with pytest.raises(grpc.RpcError) as err:
         dealer_pb2_grpc.DealerStub(channel).Ping(dealer_pb2.DealerPingRequest(), timeout=3)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_dealer_that_lost_its_state_is_refused_not_used() -> None:
+    """A model's weight masks come from the dealer seen at load; after a restart without --state the party refuses."""
+    from parties.party import ModelLost, SessionBatches
+
+    class FakeDealer:
+        dealer_id = b"A" * 16
+
+        def get_model_key(self, model_id: int) -> bytes:
+            return bytes(32)
+
+        def fetch_batch(self, batch_id: str, requests: list) -> tuple:
+            return b"k" * 32, None
+
+    fake = FakeDealer()
+    batches = SessionBatches(fake)  # type: ignore[arg-type]
+    batches.batch_id = "s1"
+    batches.model_key(0, 7)
+    plan = [Request("fixed", (2, 3), (3, 4), "matmul", (("mask", 0), ("model", 7)))]
+    assert batches.next_batch(0, plan)[0] == b"k" * 32  # same dealer: fine
+    fake.dealer_id = b"B" * 16  # restarted with a new master secret
+    with pytest.raises(ModelLost, match="load it again"):
+        batches.next_batch(0, plan)
+
+
+def test_model_keys_survive_a_restart_with_state(tmp_path: Path) -> None:
+    from parties.dealer import DealerState, load_master_key
+
+    path = tmp_path / "state" / "master.key"
+    first = DealerState(master_key=load_master_key(path))
+    again = DealerState(master_key=load_master_key(path))
+    assert first.model_key(5, 0) == again.model_key(5, 0) and first.dealer_id == again.dealer_id
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert DealerState().dealer_id != first.dealer_id  # no state: a new dealer

@@ -66,7 +66,8 @@ def test_cli_import_then_eval_private_on_an_image_folder(tmp_path: Path, capsys:
 
 @pytest.mark.timeout(200)
 def test_the_plan_knows_the_forwards_rounds_and_bytes() -> None:
-    """``SecureViT.planned_costs`` (a dry run, nothing exchanged) equals the real forward's rounds and bytes, per party."""
+    """``SecureViT.planned_costs`` (a dry run, nothing exchanged) equals a real forward's rounds and bytes, per party
+    (a forward after the first: the first also opens the weights' masks, once per load)."""
     from benchmarks.large_vit import _party
     from mpcvit.prg import new_key
     from protocols.local import run_two_party

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from mpcvit.prg import new_key
 from protocols.local import run_two_party
 from protocols.ring import LIMB_BITS, ring_matmul, split_limbs
 
@@ -26,14 +28,34 @@ def test_limbs_reassemble() -> None:
     assert torch.equal(back, x)
 
 
-def _ops_party(rank: int) -> dict[str, float]:
+def _ops_party(rank: int, mode: str, master_key: bytes) -> dict[str, float]:
+    """``mode`` "tfp": the ring circuits with CrypTen's TFP; "dealer": the default runtime (DCF sign gates)."""
+    from protocols.config import DEFAULT_CONFIG, apply_config
+    from protocols.planning import offline
+    from protocols.providers import DealerProvider, InProcessDealer, TFPProvider, install_provider
+
+    if mode == "tfp":
+        apply_config(DEFAULT_CONFIG.with_(provider="tfp"))
+        install_provider(TFPProvider())
+        return _ops_program()
+    apply_config(DEFAULT_CONFIG.with_(fss_max_values=1000))  # calls on more values fall back to the ring circuit
+    dealer, party = InProcessDealer(master_key), DealerProvider(rank)
+    install_provider(party)
+    with offline(), party.recording() as plan:
+        _ops_program()
+    key, corrections = dealer.next_batch(rank, plan)
+    party.begin_batch(key, plan, corrections)
+    out = _ops_program()
+    party.end_batch()
+    return out
+
+
+def _ops_program() -> dict[str, float]:
     from protocols import ops
     from protocols.crypten_compat import crypten
-    from protocols.providers import TFPProvider, install_provider
 
     import crypten.communicator as comm
 
-    install_provider(TFPProvider())
     crypten.cfg.communicator.verbose = True
     torch.manual_seed(0)
     err: dict[str, float] = {}
@@ -50,14 +72,26 @@ def _ops_party(rank: int) -> dict[str, float]:
     err["mul"] = float((mu.get_plain_text() - c * d).abs().max())
     x = torch.linspace(-8, 8, 801)
     err["gelu"] = float((ops.gelu(crypten.cryptensor(x, src=0)).get_plain_text() - torch.nn.functional.gelu(x)).abs().max())
+    xg = torch.cat([x, torch.tensor([-3000.0, -4.0, -1e-3, 0.0, 1e-3, 4.0, 3000.0])])
+    comm.get().reset_communication_stats()
+    exg = crypten.cryptensor(xg, src=0)
+    comm.get().reset_communication_stats()
+    g = ops.ACTIVATIONS["gelu"](exg)
+    err["gelu_configured_rounds"] = comm.get().get_communication_stats()["rounds"]
+    g = g.get_plain_text()
+    err["gelu_configured"] = float((g - torch.nn.functional.gelu(xg)).abs().max())
     v = torch.logspace(-3, 3, 25)
     rec = ops.reciprocal_nr(crypten.cryptensor(v, src=0)).get_plain_text()
     err["reciprocal_rel"] = float((rec * v - 1)[v <= 100].abs().max())  # above, 1/v is a few ulps (2^-16)
     err["reciprocal_abs"] = float((rec - 1 / v)[v > 100].abs().max())
     err["inv_sqrt_rel"] = float((ops.inv_sqrt_nr(crypten.cryptensor(v, src=0)).get_plain_text() * v.sqrt() - 1).abs().max())
     h = torch.randn(2, 9, 32) * 2
-    err["layernorm"] = float((ops.layernorm(crypten.cryptensor(h, src=0), 1e-5).get_plain_text()
-                              - torch.nn.functional.layer_norm(h, (32,))).abs().max())
+    h[0, 0] *= 1e-2  # a nearly constant token
+    h[1, 0] *= 10  # var = 400: (4^2) var is near the top of inv_sqrt_range
+    comm.get().reset_communication_stats()
+    ln = ops.layernorm(crypten.cryptensor(h, src=0), 1e-5)
+    err["layernorm_rounds"] = comm.get().get_communication_stats()["rounds"]
+    err["layernorm"] = float((ln.get_plain_text() - torch.nn.functional.layer_norm(h, (32,))).abs().max())
     s = torch.randn(2, 3, 9, 9) * 3
     err["softmax"] = float((ops.softmax_rows(crypten.cryptensor(s, src=0)).get_plain_text() - s.softmax(-1)).abs().max())
     r = torch.relu(s)
@@ -65,19 +99,39 @@ def _ops_party(rank: int) -> dict[str, float]:
     err["relu_rows"] = float((ops.relu_rows(crypten.cryptensor(s, src=0), 0.01).get_plain_text() - want).abs().max())
     q = (s + 5) ** 2
     err["quad_rows"] = float((ops.quad_rows(crypten.cryptensor(s, src=0), 5.0).get_plain_text() - q / q.sum(-1, keepdim=True)).abs().max())
+    from protocols.config import current_config
+
+    cap = current_config().fss_max_values
+    for n in (900, 1100):  # below and above fss_max_values (1000 in the dealer run)
+        r = torch.randn(n)
+        comm.get().reset_communication_stats()
+        got = ops.relu(crypten.cryptensor(r, src=0))
+        err[f"relu_{n}_rounds"] = comm.get().get_communication_stats()["rounds"]
+        err[f"relu_{n}"] = float((got.get_plain_text() - r.relu()).abs().max())
+    err["cap"] = cap
     e = torch.relu(1 + s / 4) ** 4
     err["thex_rows"] = float((ops.thex_rows(crypten.cryptensor(s, src=0), 4, 0.01).get_plain_text()
                               - e / (e.sum(-1, keepdim=True) + 0.01)).abs().max())
     return err
 
 
-def test_ops_match_their_math() -> None:
-    err, _ = run_two_party(_ops_party, timeout=240)
+@pytest.mark.parametrize("mode", ["tfp", "dealer"])
+def test_ops_match_their_math(mode: str) -> None:
+    err, _ = run_two_party(_ops_party, mode, new_key(), timeout=240)
     assert err["beaver_rounds"] == 1  # a matmul and a mul opened together
     assert err["matmul"] < err["matmul_bound"] and err["mul"] < 1e-3
     assert err["gelu"] < 3e-3  # poly GeLU on [-8, 8]
     assert err["reciprocal_rel"] < 1e-2 and err["inv_sqrt_rel"] < 1e-2
     assert err["reciprocal_abs"] < 1e-4  # a few ulps of 2^-16
     assert err["layernorm"] < 1e-2
+    assert err["gelu_configured"] < 3e-3  # also far out (+-3000) and at the gate's thresholds 0, +-4
+    if mode == "dealer":  # one-round sign gate, linear start, the last Newton step folded into the output
+        assert err["layernorm_rounds"] == 5
+        assert err["gelu_configured_rounds"] == 4  # ReLU minus the clamped gap polynomial
+        assert err["relu_900_rounds"] == 1 and err["relu_1100_rounds"] == 7  # over fss_max_values: the (20, 6) circuit
+    else:
+        assert err["layernorm_rounds"] == 1 + 7 + 3 + 3
+        assert err["gelu_configured_rounds"] == 6
+    assert err["relu_900"] < 2e-3 and err["relu_1100"] < 2e-3
     assert err["softmax"] < 1e-2 and err["relu_rows"] < 1e-2 and err["quad_rows"] < 1e-2 and err["thex_rows"] < 1e-2
     assert math.isfinite(sum(err.values()))

@@ -2,6 +2,8 @@
 
 1. Load-time plan: party 1 recomputed party 0's Beaver mask from the dry run's
    public seed (0x5EED) and read the weights off party 0's opening W_0 - b_0.
+   (The runtime now opens each weight's mask once, at model load, with b from
+   the parties' model keys: the attack is mounted on that opening.)
 2. Generator cloning: raw generator words reach the peer (party 0 computes
    b_1 = W_1 - (W_1 - b_1); party 1 receives b_0 unmasked in a comparison's
    first AND); 624 MT19937 outputs give the whole stream, hence the other
@@ -20,7 +22,7 @@ import pytest
 import torch
 
 from mpcvit.models.registry import create_model, model_spec
-from mpcvit.prg import PRG, new_key
+from mpcvit.prg import new_key
 from mpcvit.sealing import share_fixed_point
 from protocols.local import run_two_party
 from tests.security import views
@@ -49,9 +51,14 @@ def _weight_openings(view: list, shape: tuple[int, ...]) -> list[torch.Tensor]:
 
 
 # -- 1. the load-time plan ----------------------------------------------------------------------
-def test_model_load_sends_nothing_to_the_peer(recorded: dict) -> None:
-    """Sharing the weights is pseudo-random zero sharing and the plan a local dry run: the load view is empty."""
-    assert recorded["p0"]["load_view"] == [] and recorded["p1"]["load_view"] == []
+def test_model_load_sends_only_the_masked_weights(recorded: dict) -> None:
+    """Sharing the weights is pseudo-random zero sharing and the plan a local dry run; the only message at load
+    is each weight's W_i - b_i (its fixed Beaver mask, opened once), and no inference opens a weight again."""
+    for party in ("p0", "p1"):
+        shapes = sorted(tuple(_tensor(t).shape) for _, t in recorded[party]["load_view"])
+        assert shapes and all(len(s) == 2 for s in shapes)
+        weight = tuple(_tensor(recorded["p0"]["weights"]["embed.w_t"]).shape)
+        assert weight in shapes and not _weight_openings(recorded[party]["infer_view"], weight)
     assert recorded["p0"]["plan"] == recorded["p1"]["plan"] > 0  # both planned the same requests, each alone
 
 
@@ -60,7 +67,7 @@ def test_public_seed_mask_no_longer_opens_the_weights(recorded: dict) -> None:
     p0, p1 = recorded["p0"], recorded["p1"]
     truth = _tensor(p0["weights"]["embed.w_t"])
     w1 = _tensor(p1["weight_shares"]["embed.w_t"])
-    openings = _weight_openings(p1["infer_view"], tuple(truth.shape))
+    openings = _weight_openings(p1["load_view"], tuple(truth.shape))
     assert openings, "party 0's opening of the embedding weight is in party 1's view"
     # the old dry run drew a_0 then b_0 from torch.Generator().manual_seed(0x5EED) (CrypTen's randint)
     g = torch.Generator().manual_seed(0x5EED)
@@ -96,7 +103,7 @@ def test_party0_cannot_clone_party1_stream(recorded: dict) -> None:
         enc = _tensor(p0["weights"][name])
         w1 = enc - _tensor(p0["weight_shares"][name])  # party 0's knowledge of party 1's share
         assert torch.equal(w1, _tensor(p1["weight_shares"][name]))
-        openings = _weight_openings(p0["infer_view"], tuple(enc.shape))
+        openings = _weight_openings(p0["load_view"], tuple(enc.shape))
         assert openings
         b1 = (w1 - openings[0]).reshape(-1).tolist()  # raw words of party 1's randomness
         assert len(b1) >= 512
@@ -106,17 +113,15 @@ def test_party0_cannot_clone_party1_stream(recorded: dict) -> None:
 
 
 def test_embedding_mask_words_are_party1_prg_output(recorded: dict) -> None:
-    """The words party 0 computes are exactly party 1's PRG stream (so the clone attack above had real input)."""
-    from protocols.providers import InProcessDealer
+    """The words party 0 computes are exactly party 1's model-key PRG output (so the clone attack above had real input)."""
+    from protocols.providers import InProcessDealer, fixed_mask
 
     p0 = recorded["p0"]
     enc = _tensor(p0["weights"]["embed.w_t"])
     w1 = enc - _tensor(p0["weight_shares"]["embed.w_t"])
-    b1 = w1 - _weight_openings(p0["infer_view"], tuple(enc.shape))[0]
-    stream = PRG(InProcessDealer(recorded["key"]).keys(0)[1])  # party 1's first batch key
-    spec = model_spec(MODEL)
-    stream.ring((spec.grid**2, enc.shape[0]))  # a_1 of the embedding product comes first
-    assert torch.equal(stream.ring(tuple(enc.shape)), b1)
+    b1 = w1 - _weight_openings(p0["load_view"], tuple(enc.shape))[0]
+    key1 = InProcessDealer(recorded["key"]).model_key(1, p0["model_id"])  # party 1's key of this model load
+    assert torch.equal(fixed_mask(key1, p0["fixed_index"]["embed.w_t"], tuple(enc.shape)), b1)
 
 
 def test_no_received_tensor_is_a_clonable_stream(recorded: dict) -> None:

@@ -81,6 +81,8 @@ def load_and_infer(rank: int, name: str, master_key: bytes, image_share: torch.T
         "weight_shares": {k: secure.params[k]._tensor.share.tolist() for k in ("embed.w_t", "b0.qkv.w_t")},
         "logits": logits.tolist(),
         "plan": len(secure.plan(1)),
+        "model_id": secure.model_id,
+        "fixed_index": {k: secure.fixed[k].index for k in ("embed.w_t", "b0.qkv.w_t")},
     }
     if rank == 0:
         plain = prepare_weights(model, model.spec, None)  # party 0's own fixed-point weights, as CrypTen encoded them
@@ -138,8 +140,8 @@ def forward_without_torch_rng(rank: int, names: list[str], master_key: bytes, sh
 
 
 # -- openings of each kind, for the statistical tests ------------------------------------------------------
-OPENING_KINDS = ("arithmetic", "and", "b2a", "bitmul")
-SIZES = {"arithmetic": 100_000, "and": 100_000, "b2a": 64 * 100_000, "bitmul": 1 << 20}
+OPENING_KINDS = ("arithmetic", "and", "b2a", "bitmul", "sign", "weight")
+SIZES = {"arithmetic": 100_000, "and": 100_000, "b2a": 64 * 100_000, "bitmul": 1 << 20, "sign": 100_000, "weight": 100_000}
 
 
 def _secret(rank: int, owner: int, n: int, pattern: bool) -> torch.Tensor:
@@ -150,10 +152,13 @@ def _secret(rank: int, owner: int, n: int, pattern: bool) -> torch.Tensor:
     return (i * 7919) % 65537  # like fixed-point pixels: high bytes zero, far from uniform
 
 
+_MODEL_LOAD = [0]  # the "weight" kind's model load id: a fresh load (fresh masks) per setting
+
+
 def _program(kind: str, rank: int, owner: int | None, pattern: bool) -> None:
     from crypten.mpc import MPCTensor
 
-    from protocols import compare, ops
+    from protocols import compare, ops, sign
     from protocols.lockstep import run_one
 
     n = SIZES[kind]
@@ -166,6 +171,12 @@ def _program(kind: str, rank: int, owner: int | None, pattern: bool) -> None:
         run_one(compare.and_steps(x, zero if rank == 0 else x))  # party 0's second operand zero, as in ltz's first AND
     elif kind == "b2a":
         run_one(compare.bits_to_arithmetic_steps(x & 1))
+    elif kind == "weight":  # a weight's fixed mask opened at model load (W - b), then a product with it (x - a)
+        w = MPCTensor.from_shares(x.view(1000, 100), precision=16)
+        (fw,) = ops.open_weight_masks([(w, _MODEL_LOAD[0], 0)])
+        run_one(ops.fixed_linear_steps(MPCTensor.from_shares(x[:1000].view(1, 1000), precision=16), fw))
+    elif kind == "sign":  # the DCF sign gate's c = x + r, with two shifts and the product (payload 2)
+        run_one(sign.sign_steps(MPCTensor.from_shares(x, precision=16), (0, 12345), 32, 4, product=True))
     else:
         y = MPCTensor.from_shares(x, precision=16)
         run_one(compare.bitmul_steps(x & 1, y))
@@ -194,9 +205,11 @@ def opening_statistics(rank: int, master_key: bytes) -> dict[str, dict[str, Any]
     dealer = InProcessDealer(master_key)
     out: dict[str, dict[str, Any]] = {}
     for kind in OPENING_KINDS:
-        with offline(), provider.recording() as plan:
-            _program(kind, rank, None, False)
-        for setting, owner in (("none", None), ("p0", 0), ("p1", 1)):
+        for i, (setting, owner) in enumerate((("none", None), ("p0", 0), ("p1", 1))):
+            _MODEL_LOAD[0] = 100 + i
+            provider.begin_model(_MODEL_LOAD[0], dealer.model_key(rank, _MODEL_LOAD[0]))
+            with offline(), provider.recording() as plan:
+                _program(kind, rank, None, False)
             key, corrections = dealer.next_batch(rank, plan)
             provider.begin_batch(key, plan, corrections)
             with record_view() as view:

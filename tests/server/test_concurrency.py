@@ -118,3 +118,43 @@ def test_one_bad_share_in_a_batch_fails_only_its_own_request(
     assert codes[2] == 400, codes
     assert sorted([codes[0], codes[4]]) == [200, 409], codes
     assert codes[1] == codes[3] == 200, codes
+
+
+def _wait_for(condition: Callable[[], bool], limit_s: float = 30.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``limit_s`` passes (False); a bound, not a measurement."""
+    end = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_restarted_party_is_readmitted_before_any_request(
+    live: Callable[..., LiveServer], parties: FakeParties, model_dir: Path
+) -> None:
+    """The watch sees party 1 back without the model and loads it on both parties; no request is needed for that."""
+    with live(health_interval_s=0.1, preload_models=["vit_2_4_8"]) as server, \
+            PrivateClient(server.url, trust_coordinator=True) as client:
+        assert _wait_for(lambda: all("vit_2_4_8" in loaded for loaded in parties.runtime.loaded))
+        x = torch.rand(1, 8, 8)
+        before = client.classify(x, model="vit_2_4_8")
+        parties.stop(1)  # party 1 dies and forgets the model, as a restarted process would
+        parties.start(1)
+        assert _wait_for(lambda: "vit_2_4_8" in parties.runtime.loaded[1]), "the watch did not load the model again"
+        infers = [len(r) for r in parties.runtime.received]
+        after = client.classify(x, model="vit_2_4_8")
+        assert [len(r) for r in parties.runtime.received] == [n + 1 for n in infers]  # one Infer each, no refusal first
+    assert after.logits == pytest.approx(before.logits, abs=2e-3)
+    assert torch.allclose(torch.tensor(after.logits, dtype=torch.float64), plaintext(model_dir, [x])[0], atol=2e-3)
+
+
+def test_a_preload_that_failed_at_start_is_retried_by_the_watch(
+    live: Callable[..., LiveServer], parties: FakeParties
+) -> None:
+    parties.stop()  # both parties down when the coordinator starts
+    with live(health_interval_s=0.1, preload_models=["mpcvit_2_4_8"]) as server:
+        assert httpx.get(f"{server.url}/v1/health").status_code == 503
+        parties.start()
+        assert _wait_for(lambda: all("mpcvit_2_4_8" in loaded for loaded in parties.runtime.loaded))
+        assert httpx.get(f"{server.url}/v1/health").status_code == 200

@@ -1,0 +1,376 @@
+"""Rendering the benchmark: results.json, results.md (the tables a person reads) and the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_models import FULL_MODE_NOTE
+from benchmarks.bench_summary import add_cost_table_estimates, best_latency, fmt_seconds, rows_by
+from benchmarks.published import published_for
+from mpcvit.models import ArchSpec
+
+
+def write_results(doc: dict[str, Any], out: Path, plots: bool = True) -> list[Path]:
+    """results.json, results.md and (optionally) the PNG plots into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for row in doc["results"]:
+        if row["batch"] != 1:
+            row["published"] = None  # the published figures are batch 1 (older results compared every batch)
+    if "cost_table" not in doc or not doc["cost_table"].get("available"):
+        add_cost_table_estimates(doc)
+    paths = [out / "results.json", out / "results.md"]
+    text = json.dumps(doc, indent=2) + "\n"
+    if not paths[0].is_file() or paths[0].read_text() != text:
+        paths[0].write_text(text)
+    if plots:
+        from benchmarks.plots import make_plots
+
+        paths += make_plots(doc, out)
+    paths[1].write_text(markdown(doc, [p.name for p in paths[2:]]))
+    return paths
+
+
+# -- results.md -----------------------------------------------------------------------
+
+
+def _dirty(git: dict[str, Any]) -> str:
+    code = git.get("uncommitted_code")
+    if code:
+        return f" + uncommitted changes to {', '.join(code)} (results.json holds the SHA-256 of every source file run)"
+    return " (the code that ran is committed; other paths had uncommitted changes)" if git.get("dirty_paths") else ""
+
+
+def _token_note(model: dict[str, Any]) -> str:
+    """MPCViT+'s per-token GeLU: on how many tokens each layer keeps it."""
+    toks = model.get("spec", {}).get("act_tokens")
+    if not toks:
+        return ""
+    spec = ArchSpec.from_dict(model["spec"])
+    counts = [("all" if t is None else str(len(t))) if not spec.mlp_is_linear(l) else "0" for l, t in enumerate(toks)]
+    return f" (GeLU on {', '.join(counts)} of {spec.num_tokens} tokens per layer, identity on the rest)"
+
+
+def _load(avg: list[float] | None) -> str:
+    return f"{avg[0]:.1f}" if avg else "not recorded"
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f}"
+
+
+def _measured_cell(row: dict[str, Any]) -> str:
+    m = row.get("latency_measured_s")
+    if not m:
+        return "-"
+    return f"{fmt_seconds(m['median'])} [{fmt_seconds(m['min'])}-{fmt_seconds(m['max'])}] n={m['n']}"
+
+
+def _check_cell(row: dict[str, Any]) -> str:
+    c = row.get("check")
+    return "-" if not c else f"{c['max_abs_logit_error']:.2g}"
+
+
+def _acc_cell(row: dict[str, Any]) -> str:
+    acc = row.get("accuracy")
+    if acc:
+        return f"{acc['value']:.2f} ({acc['dataset']})"
+    pub = published_for(row["model"], row["arch"])
+    return f"paper: {pub.accuracy:.2f} ({pub.dataset})" if pub else "-"
+
+
+def label(row: dict[str, Any], multi: bool = False) -> str:
+    """A row's model name; with the protocol set appended when the run has more than one (``vit (fss)``)."""
+    return f"{row['model']} ({row['protocols']})" if multi and row.get("protocols") else str(row["model"])
+
+
+def protocol_sets(doc: dict[str, Any]) -> list[str]:
+    """The protocol sets of a run's rows, in run order (empty for results made before the switch existed)."""
+    out: list[str] = []
+    for r in doc["results"]:
+        p = r.get("protocols")
+        if p and p not in out:
+            out.append(p)
+    return out
+
+
+def _offline_cells(row: dict[str, Any]) -> tuple[str, str]:
+    """'party 0 / party 1' MB from the dealer, and the dealer's seconds, of one forward ('-' where not recorded)."""
+    off = row.get("offline")
+    if not off:
+        return "-", "-"
+    if off.get("dealer_s") is None:
+        return "0 / 0 (no dealer)", "-"
+    return f"{_mb(off['party0_bytes'])} / {_mb(off['party1_bytes'])}", fmt_seconds(off["dealer_s"]["median"])
+
+
+def _cost_table(rows: list[dict[str, Any]], multi: bool = False) -> list[str]:
+    with_protocols = any(r.get("protocols") for r in rows)
+    proto_head, proto_rule = ("| protocols ", "|---") if with_protocols else ("", "")
+    lines = [
+        f"| model {proto_head}| rounds | online MB sent p0 / p1 / total | offline MB from the dealer p0 / p1 | dealer s "
+        "| compute s | predicted s (rounds x RTT) | predicted s (rounds x RTT/2) "
+        "| measured s, median [min-max] | accuracy % | max abs logit error vs plaintext |",
+        f"|---{proto_rule}|---:|---|---|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for r in rows:
+        b = r["bytes"]
+        dealer_mb, dealer_s = _offline_cells(r)
+        proto = f"| {r.get('protocols') or '-'}{' *' if r.get('protocols_note') else ''} " if with_protocols else ""
+        lines.append(
+            f"| {r['model']} {proto}| {r['rounds']} | {_mb(b['party0_sent'])} / {_mb(b['party1_sent'])} / {_mb(b['total'])} | "
+            f"{dealer_mb} | {dealer_s} | "
+            f"{fmt_seconds(r['compute_s']['median'])} | {fmt_seconds(r['latency_predicted_s'])} | {fmt_seconds(r['latency_predicted_exchange_s'])} | "
+            f"{_measured_cell(r)} | {_acc_cell(r)} | {_check_cell(r)} |"
+        )
+    notes = sorted({r["protocols_note"] for r in rows if r.get("protocols_note")})
+    if notes:
+        lines += [""] + [f"\\* {n}." for n in notes]
+    return lines
+
+
+def _ratio(new: float, old: float) -> str:
+    return f"{new / old:.2f}x" if old else "-"
+
+
+def side_by_side(rows: list[dict[str, Any]], old: str = "circuits", new: str = "fss") -> list[str]:
+    """Old (circuits) and new (fss) protocols per model: online rounds, bytes and latency, offline bytes and seconds."""
+    pairs = _pairs(rows, old, new)
+    if not pairs:
+        return []
+    lines = [
+        f"| model | rounds {old} / {new} | online MB total {old} / {new} | offline MB p0 + p1 {old} / {new} "
+        f"| dealer s {old} / {new} | latency s {old} / {new} | latency {new} / {old} |",
+        "|---|---|---|---|---|---|---:|",
+    ]
+    for model, a, b in pairs:
+        offs = [r.get("offline") or {} for r in (a, b)]
+        off_mb = " / ".join(_mb(o["total_bytes"]) if "total_bytes" in o else "-" for o in offs)
+        off_s = " / ".join(fmt_seconds(o["dealer_s"]["median"]) if o.get("dealer_s") else "-" for o in offs)
+        la, lb = best_latency(a), best_latency(b)
+        src = "measured" if a.get("latency_measured_s") and b.get("latency_measured_s") else "predicted"
+        lines.append(
+            f"| {model} | {a['rounds']} / {b['rounds']} | {_mb(a['bytes']['total'])} / {_mb(b['bytes']['total'])} | {off_mb} | {off_s} | "
+            f"{fmt_seconds(la)} / {fmt_seconds(lb)} ({src}) | {_ratio(lb, la)} |"
+        )
+    return lines
+
+
+def _pairs(rows: list[dict[str, Any]], old: str, new: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(model, old row, new row) for every model that has both, in row order."""
+    by: dict[tuple[str, str], dict[str, Any]] = {(r["model"], r.get("protocols") or ""): r for r in rows}
+    out, seen = [], set()
+    for r in rows:
+        m = r["model"]
+        if m not in seen and (m, old) in by and (m, new) in by:
+            seen.add(m)
+            out.append((m, by[(m, old)], by[(m, new)]))
+    return out
+
+
+def per_op_rounds(rows: list[dict[str, Any]], old: str = "circuits", new: str = "fss") -> list[str]:
+    """Rounds per op kind, old -> new, one column per model (the CostReport's per-op breakdown)."""
+    pairs = _pairs(rows, old, new)
+    if not pairs:
+        return []
+    kinds = sorted({k for _, a, b in pairs for k in (*a.get("per_op", {}), *b.get("per_op", {}))})
+    if not kinds:
+        return ["(the runtime's CostReport carried no per-op breakdown)"]
+
+    def cell(a: dict[str, Any], b: dict[str, Any], kind: str) -> str:
+        oa, ob = a.get("per_op", {}).get(kind), b.get("per_op", {}).get(kind)
+        if not oa and not ob:
+            return "-"
+        return f"{int(oa['rounds']) if oa else 0} -> {int(ob['rounds']) if ob else 0}"
+
+    lines = [f"| op kind ({old} -> {new}) | " + " | ".join(m for m, _, _ in pairs) + " |", "|---|" + "---:|" * len(pairs)]
+    for k in kinds:
+        lines.append(f"| {k} | " + " | ".join(cell(a, b, k) for _, a, b in pairs) + " |")
+    lines.append("| **all** | " + " | ".join(f"**{a['rounds']} -> {b['rounds']}**" for _, a, b in pairs) + " |")
+    return lines
+
+
+def _published_table(rows: list[dict[str, Any]], multi: bool = False) -> list[str]:
+    lines = [
+        "| model | published acc % | published WAN s (SPU) | ours measured s | ours predicted s | ours / published | at or below? |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        pub = r.get("published")
+        if not pub:
+            continue
+        m = r.get("latency_measured_s")
+        ratio = pub["ratio_ours_over_published"]
+        suffix = f" ({r['protocols']})" if multi and r.get("protocols") else ""
+        lines.append(
+            f"| {pub['label']}{suffix} | {pub['accuracy']:.2f} | {pub['wan_seconds']:.2f} | {fmt_seconds(m['median']) if m else '-'} | "
+            f"{fmt_seconds(r['latency_predicted_s'])} | {ratio:.2f}x ({pub['ours_from']}) | {'yes' if ratio <= 1.0 else 'NO'} |"
+        )
+    return lines
+
+
+def ordering_checks(rows: list[dict[str, Any]]) -> list[str]:
+    """The paper's ordering, checked on one network x batch: softmax ViT the most expensive; MPCViT below MPCFormer."""
+    by = {r["model"]: r for r in rows}
+    out = []
+    if "vit" in by:
+        costliest = max(rows, key=best_latency)
+        out.append(f"- softmax ViT the most expensive: {'yes' if costliest['model'] == 'vit' else 'NO, ' + costliest['model'] + ' is'} "
+                   f"(ViT {fmt_seconds(best_latency(by['vit']))} s, {by['vit']['rounds']} rounds)")
+    if "mpcformer" in by:
+        for label in sorted(k for k in by if k.startswith("mpcvit")):
+            a, b = best_latency(by[label]), best_latency(by["mpcformer"])
+            out.append(f"- {label} cheaper than MPCFormer: {'yes' if a < b else 'NO'} ({fmt_seconds(a)} s vs {fmt_seconds(b)} s; "
+                       f"{by[label]['rounds']} vs {by['mpcformer']['rounds']} rounds; attention ops alone "
+                       f"{_part(by[label], 'attention')} vs {_part(by['mpcformer'], 'attention')}, MLP activations alone "
+                       f"{_part(by[label], 'activation')} vs {_part(by['mpcformer'], 'activation')})")
+    return out
+
+
+def _part(row: dict[str, Any], prefix: str) -> str:
+    """Rounds and MB (both parties) of the op kinds whose name starts with ``prefix``."""
+    ops = [v for k, v in row.get("per_op", {}).items() if k.startswith(prefix)]
+    rounds = int(sum(o["rounds"] for o in ops))
+    mb = sum(o["bytes_party0"] + o["bytes_party1"] for o in ops) / 1e6
+    return f"{rounds} rounds / {mb:.0f} MB"
+
+
+def _estimate_table(rows: list[dict[str, Any]], multi: bool = False) -> list[str]:
+    lines = ["| model | rounds: table / measured | MB sent per party: table / measured | latency s: table estimate / measured |",
+             "|---|---|---|---|"]
+    for r in rows:
+        e = r["cost_table_estimate"]
+        lines.append(f"| {label(r, multi)} | {e['rounds']:.0f} / {r['rounds']} | {_mb(e['bytes_sent'])} / {_mb(r['bytes']['party0_sent'])} | "
+                     f"{fmt_seconds(e['latency_s'])} / {fmt_seconds(best_latency(r))} |")
+    return lines
+
+
+def _per_op_table(rows: list[dict[str, Any]], multi: bool = False) -> list[str]:
+    kinds = sorted({k for r in rows for k in r["per_op"]})
+    if not kinds:
+        return ["(the runtime's CostReport carried no per-op breakdown)"]
+    lines = ["| model | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for r in rows:
+        cells = []
+        for k in kinds:
+            op = r["per_op"].get(k)
+            cells.append("-" if not op else f"{int(op['rounds'])} r / {_mb(op['bytes_party0'] + op['bytes_party1'])} MB / {op['seconds']:.2f} s")
+        lines.append(f"| {label(r, multi)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
+    """results.md: the tables a person reads."""
+    s = doc["settings"]
+    env = doc["machine"]
+    lines = [
+        "# Communication-cost benchmark",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Machine: {env['cpu_count']} CPUs, {env['cpu_model']}; torch {doc['versions']['torch']}, crypten {doc['versions']['crypten']}, "
+        f"python {doc['versions']['python']}; git {doc['git']['commit'][:12]}{_dirty(doc['git'])}  ",
+        f"Transport: {s['transport']}{' (shaped: one-way delay RTT/2 and bandwidth in the sender)' if s['shaped'] and s['transport'] == 'grpc' else ' (not shaped: predictions only)'}; "
+        f"randomness provider: {doc['provider']}; protocols: {_protocols_text(doc)}; repeats {s['repeats']} (WAN {s['wan_repeats']}), warm-up {s['warmup']}; "
+        f"this run took {doc['wall_seconds'] / 60:.1f} min.  ",
+        f"Machine load (1-min load average) at start {_load(env.get('load_average_1_5_15'))}, at end "
+        f"{_load(doc.get('load_average_at_end'))} on {env['cpu_count']} CPUs: other work shared the CPUs, so compute "
+        "seconds (and the latencies that include them) are upper bounds; rounds and bytes are exact.  ",
+        f"Networks: " + "; ".join(f"{n.upper()} {v['bandwidth_mbit_s']:g} Mbit/s, {v['rtt_ms']:g} ms RTT" for n, v in doc["networks"].items()) + ".  ",
+        f"Predicted latency = {doc['latency_model'].removeprefix('predicted = ')}. Compute = the forward's wall-clock time over the unshaped "
+        "transport (loopback). Rounds and bytes are the runtime's own counts (CrypTen's communicator counters) for one forward; "
+        "weights are random (costs do not depend on values) unless a trained checkpoint exists at that shape.  ",
+        "Every CrypTen round between two parties is a simultaneous exchange (both send, both wait for the other's message), "
+        "so on the shaped link a round costs one one-way delay, RTT/2, not a full RTT: the measured latency follows "
+        "compute + rounds x RTT/2 + bytes / bandwidth (the second prediction column), and DESIGN.md's rounds x RTT formula "
+        "is an upper bound.  ",
+        "Offline phase (every row): what each party receives from the dealer before a forward (its 32-byte batch key; "
+        "party 0 the corrections of its triples and, with fss, its DCF keys and mask corrections; party 1, with fss, its DCF keys) "
+        "and the dealer's seconds to make both parties' material, per forward; it adds no online round and is not in the "
+        "online rounds, bytes or latencies." + _fixed_note(doc),
+        "",
+        f"Full mode: {FULL_MODE_NOTE}. Quick mode (`--quick`, CI): the 2_4_8 shape, one repeat, unshaped, well under a minute.",
+        "",
+        "## Architectures",
+        "",
+        "| model | shape | heads | MLP activations | where the architecture comes from |",
+        "|---|---|---|---|---|",
+    ]
+    for m in doc["models"]:
+        heads = ", ".join(f"{k} {v}" for k, v in sorted(m["heads"].items()))
+        acts = ", ".join(f"{k} {v}" for k, v in m["activations"].items()) + _token_note(m)
+        lines.append(f"| {m['label']} | {m['arch']} | {heads} | {acts} | {m['arch_source']} |")
+    sets = protocol_sets(doc)
+    multi = len(sets) > 1
+    for arch in s["archs"]:
+        for batch in s["batches"]:
+            for net in s["networks"]:
+                rows = rows_by(doc, net, batch, arch)
+                if not rows:
+                    continue
+                lines += ["", f"## {arch}, {net.upper()}, batch {batch}", ""] + _cost_table(rows, multi)
+                pair = side_by_side(rows)
+                if pair:
+                    lines += ["", f"Old (circuits: `SecureConfig.circuits()`) vs new (fss: `SecureConfig()`, one-round DCF sign gates), "
+                              f"{net.upper()}, batch {batch}:", ""] + pair
+                for proto in sets or [None]:
+                    checks = ordering_checks([r for r in rows if proto is None or r.get("protocols") == proto])
+                    if checks:
+                        under = f", {proto}" if multi else ""
+                        lines += ["", f"Ordering{under} (measured latency where measured, else predicted):", ""] + checks
+        wan1 = rows_by(doc, "wan", 1, arch)
+        if any(r.get("published") for r in wan1):
+            lines += ["", f"## {arch}: ours vs published (WAN, batch 1)", "", f"Published: {doc['published_source']}.", ""]
+            lines += _published_table(wan1, multi)
+        est_rows = [r for r in rows_by(doc, "wan" if "wan" in s["networks"] else s["networks"][0], 1, arch) if r.get("cost_table_estimate")]
+        if est_rows:
+            lines += ["", f"## {arch}: the cost table's estimate vs this measurement (batch 1, {est_rows[0]['network'].upper()})", "",
+                      f"The search prices architectures from `{doc['cost_table']['path']}` (`{doc['cost_table']['command']}`); "
+                      "its estimate prices every layer as a full layer.", ""] + _estimate_table(est_rows, multi)
+        first_net = "wan" if "wan" in s["networks"] else s["networks"][0]
+        op_rows = rows_by(doc, first_net, s["batches"][0], arch)
+        if op_rows:
+            lines += ["", f"## {arch}: per-op breakdown (batch {s['batches'][0]}; rounds / MB both parties / compute s)", ""] + _per_op_table(op_rows, multi)
+            rounds_table = per_op_rounds(op_rows)
+            if rounds_table:
+                lines += ["", f"## {arch}: rounds per op kind, circuits vs fss (batch {s['batches'][0]}, {first_net.upper()}; "
+                          "old -> new per model)", ""] + rounds_table
+    wire = [(r["bytes"].get("wire_party0_sent"), r["bytes"]["party0_sent"]) for r in doc["results"] if r["bytes"].get("wire_party0_sent")]
+    if wire:
+        ratios = [w / c for w, c in wire if c]
+        lines += ["", f"Bytes cross-check: the payload bytes party 0 really put on the gRPC wire per forward are "
+                  f"{min(ratios):.3f}-{max(ratios):.3f}x the runtime's count."]
+    checks = [r["check"] for r in doc["results"] if r.get("check")]
+    if checks:
+        worst = max(c["max_abs_logit_error"] for c in checks)
+        lines += ["", f"Correctness: the secure logits of the first measured forward of every model, opened, are within {worst:.3g} "
+                  "of the plaintext logits of the same weights and image (last column of the cost tables). With random, untrained "
+                  "weights the logits are all close to each other, so a top-1 comparison means little there; the logit error is "
+                  "the check. With trained checkpoints (the quick mode's digits models) it is the runtime's usual accuracy."]
+    if plot_names:
+        lines += ["", "## Plots", ""] + [f"![{n}]({n})" for n in plot_names]
+    return "\n".join(lines) + "\n"
+
+
+def _fixed_note(doc: dict[str, Any]) -> str:
+    fixed = sorted({r.get("protocols") or "-" for r in doc["results"] if r.get("fixed_weight_masks")})
+    if not fixed:
+        return ""
+    return (f"  \nFixed weight masks ({', '.join(fixed)}): each weight's Beaver mask is drawn from the model keys and W - b "
+            "opened once per model load (one round, weight-sized); that load-time opening is not in the per-forward figures.")
+
+
+def _protocols_text(doc: dict[str, Any]) -> str:
+    sets = protocol_sets(doc)
+    if not sets:
+        return "not recorded (results made before the protocol switch)"
+    text = " and ".join(sets) + (" (old = circuits, new = fss)" if len(sets) > 1 else "")
+    if doc.get("provider") == "tfp" and "fss" in doc.get("settings", {}).get("protocols", []):
+        text += "; TFP makes no DCF keys, so fss ran the circuits"
+    return text
+
+
+def rerender(out: Path) -> list[Path]:
+    """Redraw results.md and the PNGs of a finished run from its results.json."""
+    doc = json.loads((out / "results.json").read_text())
+    return write_results(doc, out)

@@ -1,0 +1,154 @@
+"""The DCF and the one-round sign gates against their math: every point of small domains, the edges, rounds and bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mpcvit.prg import PRG, new_key
+from protocols import dcf, sign
+from protocols.local import run_two_party
+
+
+def _seeds(g: PRG, n: int) -> np.ndarray:
+    return g.ring((n, 2)).numpy().view(np.uint64)
+
+
+@pytest.mark.parametrize("bits,payload", [(1, 1), (4, 1), (6, 2), (31, 2)])
+def test_dcf_shares_the_comparison_at_every_point(bits: int, payload: int) -> None:
+    g = PRG(new_key())
+    n = 64
+    alpha = g.ring((n,)).numpy().view(np.uint64) & np.uint64((1 << bits) - 1)
+    alpha[:2] = [0, (1 << bits) - 1]  # the edges of the domain
+    beta = g.ring((n, payload)).numpy().view(np.uint64)
+    s0, s1 = _seeds(g, n), _seeds(g, n)
+    words = dcf.keygen(alpha, beta, bits, s0, s1)
+    assert words.shape == (dcf.key_words(bits, payload), n)
+    k0, k1 = dcf.unpack(s0, words, bits, payload), dcf.unpack(s1, words, bits, payload)
+    if bits <= 6:  # every point of the domain
+        points = np.tile(np.arange(1 << bits, dtype=np.uint64)[:, None], (1, n))
+    else:
+        near = [alpha - np.uint64(1), alpha, alpha + np.uint64(1)]
+        points = np.stack([p & np.uint64((1 << bits) - 1) for p in near] + [g.ring((n,)).numpy().view(np.uint64) >> np.uint64(64 - bits)])
+    got = dcf.evaluate(0, k0, points) + dcf.evaluate(1, k1, points)
+    want = beta[None] * (points < alpha[None]).astype(np.uint64)[..., None]
+    assert np.array_equal(got, want)
+
+
+def test_a_single_key_looks_random() -> None:
+    """One party's correction words are the same whatever alpha is: their bits are balanced for alpha = 0 and max."""
+    g = PRG(new_key())
+    n, bits = 4000, 16
+    for a in (0, (1 << bits) - 1):
+        words = dcf.keygen(np.full(n, a, dtype=np.uint64), np.ones((n, 1), dtype=np.uint64), bits, _seeds(g, n), _seeds(g, n))
+        seeds = np.ascontiguousarray(words[: bits * 3].reshape(bits, 3, n)[:, :2])  # the seed corrections
+        ones = np.unpackbits(seeds.view(np.uint8)).mean()
+        assert abs(ones - 0.5) < 0.01, (a, ones)
+
+
+def test_bad_dcf_parameters_are_refused() -> None:
+    g = PRG(new_key())
+    with pytest.raises(ValueError, match="bits"):
+        dcf.keygen(np.zeros(2, dtype=np.uint64), np.ones((2, 1), dtype=np.uint64), 40, _seeds(g, 2), _seeds(g, 2))
+    with pytest.raises(ValueError, match="words"):
+        dcf.unpack(_seeds(g, 2), np.zeros((5, 2), dtype=np.uint64), 4, 1)
+    with pytest.raises(ValueError, match="ring_bits"):
+        sign.check_ring(40, 0)
+
+
+def _sign_party(rank: int, master_key: bytes) -> dict:
+    from protocols.config import DEFAULT_CONFIG, apply_config
+    from protocols.planning import offline
+    from protocols.providers import DealerProvider, InProcessDealer, install_provider
+
+    apply_config(DEFAULT_CONFIG)
+    dealer, party = InProcessDealer(master_key), DealerProvider(rank)
+    install_provider(party)
+    with offline(), party.recording() as plan:
+        _sign_program()
+    key, corrections = dealer.next_batch(rank, plan)
+    party.begin_batch(key, plan, corrections)
+    out = _sign_program()
+    party.end_batch()
+    out["plan_kinds"] = sorted({r.kind for r in plan})
+    return out
+
+
+def _sign_program() -> dict:
+    from protocols.crypten_compat import crypten
+
+    import crypten.communicator as comm
+
+    torch.manual_seed(0)
+    out: dict = {}
+    edge = [0.0, 1 / 65536, -1 / 65536, -2 / 65536, 3.0, 4.0, -4.0, 2000.0, -2000.0, 32000.0, -32000.0, 0.5]
+    x = torch.cat([torch.randn(3000) * 3, torch.randn(3000) * 1000, torch.tensor(edge)]).view(2, -1)
+    ex = crypten.cryptensor(x, src=0)
+    out["x"] = x.tolist()
+    for k, t in ((16, 12), (32, 0), (32, 4), (24, 8)):
+        comm.get().reset_communication_stats()
+        bit = sign.ltz(ex, k, t)
+        stats = comm.get().get_communication_stats()
+        out[f"ltz {k},{t}"] = {"bits": bit.get_plain_text().tolist(), "rounds": stats["rounds"],
+                               "bytes": stats["bytes"] / x.numel()}
+    s = torch.randn(2, 3, 9, 13) * 4
+    es = crypten.cryptensor(s, src=0)
+    comm.get().reset_communication_stats()
+    m = sign.max_rows(es, 32, 4)
+    out["max_rounds"] = comm.get().get_communication_stats()["rounds"]
+    out["max_err"] = float((m.get_plain_text() - s.max(-1, keepdim=True)[0]).abs().max())
+    comm.get().reset_communication_stats()
+    r = sign.relu(es, 32, 4)
+    out["relu_rounds"] = comm.get().get_communication_stats()["rounds"]
+    out["relu_err"] = float((r.get_plain_text() - s.relu()).abs().max())
+    v = torch.rand(500) * 100
+    ev = crypten.cryptensor(v, src=0)
+    thresholds = [0.5, 1.0, 10.0, 50.0, 99.0]
+    comm.get().reset_communication_stats()
+    ge, ge_x = sign.above(ev, thresholds, 32, 2, product=True)
+    out["above_rounds"] = comm.get().get_communication_stats()["rounds"]
+    rank = comm.get().get_rank()
+    both = [comm.get().all_reduce(t) for t in (ge, ge_x)]
+    out["above_bits"] = both[0].tolist()
+    out["above_prod"] = (both[1].double() / 65536).tolist()
+    out["above_want"] = [(v >= t).double().tolist() for t in thresholds]
+    out["v"] = v.tolist()
+    del rank
+    return out
+
+
+@pytest.fixture(scope="module")
+def signed() -> dict:
+    out, _ = run_two_party(_sign_party, new_key(), timeout=240)
+    return out
+
+
+def test_one_round_ltz_is_exact_inside_its_documented_range(signed: dict) -> None:
+    x = torch.tensor(signed["x"])
+    for k, t in ((16, 12), (32, 0), (32, 4), (24, 8)):
+        got = signed[f"ltz {k},{t}"]
+        bits = torch.tensor(got["bits"])
+        assert set(bits.unique().tolist()) <= {0.0, 1.0}
+        valid = (x.abs() < 2.0 ** (k - 2 + t - 16)) & ((x >= 0) | (x < -(2.0 ** (t - 16))))
+        assert int(valid.sum()) > 500
+        assert torch.equal(bits[valid], (x[valid] < 0).float()), (k, t)
+        assert got["rounds"] == 1
+        assert got["bytes"] / 16 == 1  # one 64-bit word per value and party (the counter adds sent and received)
+
+
+def test_one_round_max_and_relu_match_torch(signed: dict) -> None:
+    assert signed["relu_rounds"] == 1 and signed["relu_err"] < 2e-3
+    assert signed["max_rounds"] == 4 and signed["max_err"] < 2e-3  # ceil(log2 13) levels, one round each
+    assert signed["plan_kinds"] == ["dcf"]
+
+
+def test_many_thresholds_share_one_opening(signed: dict) -> None:
+    assert signed["above_rounds"] == 1
+    v = torch.tensor(signed["v"], dtype=torch.float64)
+    bits = torch.tensor(signed["above_bits"], dtype=torch.float64)
+    want = torch.tensor(signed["above_want"], dtype=torch.float64)
+    far = torch.stack([(v - t).abs() > 1e-3 for t in (0.5, 1.0, 10.0, 50.0, 99.0)])
+    assert torch.equal(bits[far], want[far])
+    prod = torch.tensor(signed["above_prod"], dtype=torch.float64)
+    assert torch.allclose(prod[far], (want * v)[far], atol=1e-3)

@@ -214,9 +214,9 @@ class SecureViT:
             t0 = time.perf_counter()
             real = self.params
             self.params = {k: _zero_like(v) for k, v in real.items()}
-            tracker = CostTracker()
             try:
                 with offline(provider.party_rank), provider.recording() as requests:
+                    tracker = CostTracker()  # inside: it reads the stand-in's counters, at the start and at the end
                     self._forward(ops.public_zeros(batch_size, C, S, S), tracker)
                     costs = tracker.report(provider="dealer", batch_size=batch_size)  # the stand-in's counts
             finally:

@@ -28,7 +28,7 @@ FOOLBOX_WHEEL_DIR := $(VENV)/foolbox-wheel
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.txt
+$(STAMP): pyproject.toml requirements.txt requirements-timm.txt
 	@test -x $(PY) || test -n "$(PYTHON)" || { echo "make: needs Python 3.11, 3.12 or 3.13 to make $(VENV); found none of \
 	python3.11, python3.12, python3.13, python3 on PATH that runs one. Install one, or name it: make PYTHON=/path/to/python3.12"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 13) else \
@@ -42,8 +42,10 @@ $(STAMP): pyproject.toml requirements.txt
 	@# `pip check` still lists them (future, pandas, sklearn, tensorboard, torchvision): expected too.
 	$(PIP) install --no-deps --no-warn-conflicts crypten==0.4.1
 	$(PIP) install --no-warn-conflicts -r requirements.txt
+	@# timm (mpcvit import, its tests) with --no-deps, so that neither it nor torchvision can replace torch: requirements-timm.txt
+	$(PIP) install --no-deps -r requirements-timm.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
-	@$(PY) -m pip check 2>&1 | grep -Ev '^(crypten 0\.4\.1 requires|No broken requirements)' | sed 's/^/make: note: pip check: /' || true
+	@$(PY) -m pip check 2>&1 | grep -Ev '^(crypten 0\.4\.1 requires|timm 1\.0\.31 requires huggingface|No broken requirements)' | sed 's/^/make: note: pip check: /' || true
 	@# 20 real CIFAR-10 test images ship as PNGs in foolbox's data/ folder: fetch the wheel, never import it.
 	$(PIP) download --no-deps -d $(FOOLBOX_WHEEL_DIR) foolbox==3.3.4
 	touch $@

@@ -74,8 +74,8 @@ class BenchSettings:
             if m not in ALL_MODELS:
                 raise ValueError(f"unknown model {m!r}; choose from {', '.join(ALL_MODELS)}")
         for a in self.archs:
-            if a not in SHAPES:
-                raise ValueError(f"unknown architecture {a!r}; choose from {', '.join(SHAPES)}")
+            if a not in SHAPES and not is_checkpoint_arch(a):
+                raise ValueError(f"unknown architecture {a!r}; choose from {', '.join(SHAPES)} or give a checkpoint directory")
         for n in self.networks:
             if n not in NETWORKS:
                 raise ValueError(f"unknown network {n!r}; choose from {', '.join(NETWORKS)}")
@@ -152,8 +152,16 @@ class ModelEntry:
             "label": self.label, "variant": self.variant, "arch": self.arch, "mu": self.mu,
             "arch_source": self.arch_source, "heads": heads, "activations": acts, "norm": self.spec.norm,
             "summary": self.spec.summary(), "accuracy": self.accuracy,
-            "weights": self.checkpoint or "random (seeded)", "spec": self.spec.to_dict(),
+            "weights": _public_path(self.checkpoint) if self.checkpoint else "random (seeded)", "spec": self.spec.to_dict(),
         }
+
+
+def _public_path(path: str) -> str:
+    """A checkpoint path as results.json shows it: relative to the repository, else only its name."""
+    p = Path(path)
+    if not p.is_absolute():
+        return path
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else p.name
 
 
 def _label_mu(mu: float) -> str:
@@ -350,10 +358,35 @@ def _percent(x: float) -> float:
     return float(x) * 100.0 if x <= 1.0 else float(x)
 
 
+def is_checkpoint_arch(arch: str) -> bool:
+    """An ``--arch`` entry that names a checkpoint directory (e.g. one ``mpcvit import`` wrote) instead of a shape."""
+    return arch not in SHAPES and (Path(arch) / "arch.json").is_file()
+
+
+def checkpoint_entry(path: str) -> ModelEntry:
+    """A checkpoint given as ``--arch``: its own architecture and weights, whatever ``--models`` says.
+
+    Stored relative to the repository when it lies inside it (results.json names no path of this machine)."""
+    from mpcvit.checkpoint import load_meta, load_spec
+
+    d = Path(path).resolve()
+    spec, meta = load_spec(d), load_meta(d)
+    where = str(d.relative_to(ROOT)) if d.is_relative_to(ROOT) else d.name
+    variant = spec.name.partition("_")[0] if spec.name.partition("_")[0] in VARIANTS else "imported"
+    source = f"checkpoint {where}" + (f" (imported from timm's {meta['imported'].get('name')})" if isinstance(meta.get("imported"), dict) else "")
+    acc = _find_accuracy(meta)
+    accuracy = None if acc is None else {"value": acc, "dataset": meta.get("dataset"), "source": where}
+    return ModelEntry(d.name, variant, d.name, spec, source, accuracy, None, str(d))
+
+
 def resolve_entries(settings: BenchSettings) -> list[ModelEntry]:
-    """The model entries of a run, in the order of ``settings.models`` (``mpcvit`` gives one per mu)."""
+    """The model entries of a run, in the order of ``settings.models`` (``mpcvit`` gives one per mu);
+    an arch that is a checkpoint directory gives one entry, that checkpoint."""
     entries: list[ModelEntry] = []
     for arch in settings.archs:
+        if is_checkpoint_arch(arch):
+            entries.append(checkpoint_entry(arch))
+            continue
         for m in settings.models:
             if m == "mpcvit":
                 made = [mpcvit_entry(arch, mu) for mu in settings.mus]

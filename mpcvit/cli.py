@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mpcvit.commands.evaluate", "plaintext accuracy of a checkpoint"),
     "eval-private": ("mpcvit.commands.eval_private", "secure 2PC inference in-process: accuracy, agreement, costs"),
     "models": ("mpcvit.commands.models", "list the registered model presets"),
+    "import": ("mpcvit.commands.import_timm", "import a timm Vision Transformer (weights file or random init) as a checkpoint"),
     "certs": ("mpcvit.commands.certs", "make a CA and per-role mutual-TLS certificates"),
     "dealer": ("mpcvit.commands.dealer", "run the dealer (correlated randomness) process"),
     "party": ("mpcvit.commands.party", "run a party process (rank 0 = model owner, rank 1 = compute peer)"),

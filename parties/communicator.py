@@ -229,16 +229,19 @@ class GrpcCommunicator(Communicator):
 
     @_logging
     def gather(self, tensor: torch.Tensor, dst: int) -> list[torch.Tensor | None]:
+        """``dst`` gets both parties' tensors in rank order, each a fresh tensor (its own is a copy, as
+        torch.distributed's are: a caller may change the list's entries without touching ``tensor``)."""
         if self.rank != dst:
             self._send("gather", tensor)
             return [None]
         other = self._recv("gather", tensor)
-        return [tensor, other] if self.rank == 0 else [other, tensor]
+        return [tensor.clone(), other] if self.rank == 0 else [other, tensor.clone()]
 
     @_logging
     def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Both parties' tensors in rank order, each fresh (the caller's own is copied, never returned)."""
         other = self._exchange("all_gather", tensor)
-        return [tensor, other] if self.rank == 0 else [other, tensor]
+        return [tensor.clone(), other] if self.rank == 0 else [other, tensor.clone()]
 
     @_logging
     def broadcast(self, input: Any, src: int, group: Any = None, batched: bool = False) -> Any:

@@ -4,7 +4,15 @@ Each party runs one :class:`Endpoint`: a gRPC server for ``PeerTransport``
 (its inbox side) and a client link to the peer's server (its outbox side).
 A :class:`Session` is one secure computation (one session id, one deadline):
 ``send_tensor`` / ``recv_tensor`` move tensors as raw little-endian bytes plus
-shape and dtype, in order, chunked at ``chunk_bytes`` (4 MiB).
+shape and dtype, in order, in frames of ``SEND_CHUNK_BYTES`` (1 MiB; a
+receiver accepts up to ``Limits.max_frame_bytes``, 4 MiB). Large messages are
+what a ViT-B forward moves (gigabytes), so the sending path makes each
+frame's bytes with one copy from the tensor's memory (``encode_tensor_frames``:
+protobuf serializes only the small fields), the receiving path parses a
+streamed frame without copying its data out of the received bytes
+(``parse_frame``) and copies it once into the tensor, and 1 MiB frames let
+the receiver reassemble one while the next is on the wire
+(``benchmarks/transport_bench.py --collective``).
 
 Guarantees:
 
@@ -50,11 +58,14 @@ logger = logging.getLogger(__name__)
 
 Mode = Literal["stream", "unary"]
 
-DEFAULT_CHUNK_BYTES = 4 << 20
+DEFAULT_CHUNK_BYTES = 4 << 20  # the largest frame a receiver accepts (Limits.max_frame_bytes)
+SEND_CHUNK_BYTES = 1 << 20  # frames a sender makes: the peer parses one while the next is on the wire
 MAX_MESSAGE_BYTES = 1 << 30
 MAX_SESSION_ID_LEN = 128
 MAX_OPEN_SESSIONS = 64
 GRPC_FRAME_OVERHEAD = 64 << 10
+SEND_METHOD = "/mpcvit.transport.v1.PeerTransport/Send"  # transport.proto's two frame-carrying methods
+STREAM_METHOD = "/mpcvit.transport.v1.PeerTransport/Stream"
 
 # dtype name on the wire -> (torch dtype, little-endian numpy dtype)
 DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
@@ -161,27 +172,111 @@ def dtype_name(dtype: torch.dtype) -> str:
 def tensor_frames(
     session_id: str, first_seq: int, src_rank: int, tag: str, tensor: torch.Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> list[transport_pb2.Frame]:
-    """Split a tensor into frames of at most ``chunk_bytes`` of raw little-endian data."""
+    """Split a tensor into frames of at most ``chunk_bytes`` of raw little-endian data (as messages; what
+    :func:`encode_tensor_frames` sends, parsed back)."""
+    encoded = encode_tensor_frames(session_id, first_seq, src_rank, tag, tensor, chunk_bytes)
+    return [transport_pb2.Frame.FromString(data) for data in encoded]
+
+
+_DATA_KEY = bytes([(transport_pb2.Frame.DESCRIPTOR.fields_by_name["data"].number << 3) | 2])  # field 8, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
+
+
+def encode_tensor_frames(
+    session_id: str, first_seq: int, src_rank: int, tag: str, tensor: torch.Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> list[bytes]:
+    """The serialized ``Frame`` messages of :func:`tensor_frames`, made with one copy of the data per frame.
+
+    Building a ``Frame`` with an 8 MB ``data`` field and serializing it copies the payload into the message
+    and again out of it (15 ms for 8.4 MB here, more than the loopback transfer itself). Instead each
+    frame's other fields are serialized by protobuf (a few dozen bytes) and the ``data`` field is appended
+    in protobuf's own encoding (key, length, bytes: fields may come in any order, so this parses to the
+    same message, which ``tests/parties/test_transport.py`` checks), joined straight from the tensor's memory.
+    """
     name = dtype_name(tensor.dtype)
-    data = tensor.detach().cpu().contiguous().numpy().astype(DTYPES[name][1], copy=False).tobytes()
-    count = max(1, math.ceil(len(data) / chunk_bytes))
-    view = memoryview(data)
+    raw = tensor.detach().cpu().contiguous().numpy().astype(DTYPES[name][1], copy=False).reshape(-1).view(np.uint8)
+    count = max(1, math.ceil(raw.nbytes / chunk_bytes))
     shape = list(tensor.shape)
-    return [
-        transport_pb2.Frame(
-            session_id=session_id,
-            seq=first_seq + i,
-            src_rank=src_rank,
-            kind=transport_pb2.FRAME_KIND_TENSOR,
-            tag=tag,
-            dtype=name,
-            shape=shape,
-            data=data if count == 1 else bytes(view[i * chunk_bytes : (i + 1) * chunk_bytes]),
-            chunk_index=i,
-            chunk_count=count,
-        )
-        for i in range(count)
-    ]
+    out = []
+    for i in range(count):
+        chunk = memoryview(raw[i * chunk_bytes : (i + 1) * chunk_bytes])
+        header = transport_pb2.Frame(
+            session_id=session_id, seq=first_seq + i, src_rank=src_rank, kind=transport_pb2.FRAME_KIND_TENSOR,
+            tag=tag, dtype=name, shape=shape, chunk_index=i, chunk_count=count,
+        ).SerializeToString()
+        out.append(b"".join((header, _DATA_KEY, _varint(chunk.nbytes), chunk)) if chunk.nbytes else header)
+    return out
+
+
+@dataclass(frozen=True)
+class WireFrame:
+    """A received ``Frame``: every field but ``data`` parsed by protobuf, ``data`` a view into the received bytes."""
+
+    header: transport_pb2.Frame
+    data: memoryview
+
+
+def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def parse_frame(raw: bytes) -> WireFrame:
+    """The ``Frame`` in ``raw`` without copying its data: the other fields (a few dozen bytes) go to protobuf.
+
+    Walks protobuf's wire format (key varint, then a varint, 8 or 4 bytes, or a length-prefixed run);
+    raises ``ValueError`` on anything malformed, which fails the stream (gRPC answers INTERNAL) as a
+    frame that protobuf cannot parse does."""
+    buf = memoryview(raw)
+    pos, rest, data = 0, [], buf[0:0]
+    data_field = transport_pb2.Frame.DESCRIPTOR.fields_by_name["data"].number
+    while pos < len(buf):
+        start = pos
+        key, pos = _read_varint(buf, pos)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, pos = _read_varint(buf, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            n, pos = _read_varint(buf, pos)
+            if key >> 3 == data_field:
+                if pos + n > len(buf):
+                    raise ValueError("truncated data field")
+                data = buf[pos : pos + n]
+                pos += n
+                continue
+            pos += n
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+        if pos > len(buf):
+            raise ValueError("truncated field")
+        rest.append(buf[start:pos])
+    return WireFrame(transport_pb2.Frame.FromString(b"".join(rest)), data)
+
+
+def _wire(frame: bytes | transport_pb2.Frame) -> bytes:
+    """The request serializer of the link's calls: frames travel pre-serialized (bytes) or as messages."""
+    return frame if isinstance(frame, bytes) else frame.SerializeToString()
 
 
 def tensor_nbytes(dtype: str, shape: list[int] | tuple[int, ...]) -> int:
@@ -197,8 +292,10 @@ class Limits:
     max_open_sessions: int = MAX_OPEN_SESSIONS
 
 
-def check_frame(frame: transport_pb2.Frame, limits: Limits) -> None:
-    """Refuse a malformed or oversized frame with a :class:`TransportError` (never a crash)."""
+def check_frame(frame: transport_pb2.Frame, limits: Limits, data_len: int | None = None) -> None:
+    """Refuse a malformed or oversized frame with a :class:`TransportError` (never a crash).
+
+    ``data_len`` is ``len(frame.data)`` when the caller has read the data already (each read copies it)."""
     bad = grpc.StatusCode.INVALID_ARGUMENT
     if not frame.session_id or len(frame.session_id) > MAX_SESSION_ID_LEN:
         raise TransportError(bad, f"session_id must be 1..{MAX_SESSION_ID_LEN} characters")
@@ -212,13 +309,14 @@ def check_frame(frame: transport_pb2.Frame, limits: Limits) -> None:
         raise TransportError(bad, "negative dimension in shape")
     if frame.chunk_count < 1 or frame.chunk_index >= frame.chunk_count:
         raise TransportError(bad, f"chunk {frame.chunk_index} of {frame.chunk_count} is out of range")
-    if len(frame.data) > limits.max_frame_bytes:
-        raise TransportError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"frame of {len(frame.data)} bytes exceeds {limits.max_frame_bytes}")
+    n = len(frame.data) if data_len is None else data_len
+    if n > limits.max_frame_bytes:
+        raise TransportError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"frame of {n} bytes exceeds {limits.max_frame_bytes}")
     total = tensor_nbytes(frame.dtype, list(frame.shape))
     if total > limits.max_message_bytes:
         raise TransportError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"tensor of {total} bytes exceeds {limits.max_message_bytes}")
-    if frame.chunk_count == 1 and len(frame.data) != total:
-        raise TransportError(bad, f"{len(frame.data)} data bytes for shape {list(frame.shape)} of {frame.dtype} ({total} expected)")
+    if frame.chunk_count == 1 and n != total:
+        raise TransportError(bad, f"{n} data bytes for shape {list(frame.shape)} of {frame.dtype} ({total} expected)")
 
 
 # -- receiving ---------------------------------------------------------------
@@ -243,8 +341,10 @@ class SessionInbox:
         self.failure: SessionFailed | None = None
         self.bytes_received = 0
 
-    def deliver(self, frame: transport_pb2.Frame) -> None:
-        """Accept the next frame (called on a gRPC server thread)."""
+    def deliver(self, frame: transport_pb2.Frame, data: bytes | memoryview | None = None) -> None:
+        """Accept the next frame (called on a gRPC server thread); ``data`` is ``frame.data`` if already read."""
+        if data is None:
+            data = frame.data
         with self._lock:
             if self.failure is not None:
                 return
@@ -259,25 +359,25 @@ class SessionInbox:
                 self._fail_locked(error)
                 raise error
             self._next_seq += 1
-            self.bytes_received += len(frame.data)
-            message = self._assemble(frame)
+            self.bytes_received += len(data)
+            message = self._assemble(frame, data)
         if message is not None:
             self._queue.put(message)
 
-    def _assemble(self, frame: transport_pb2.Frame) -> Message | None:
+    def _assemble(self, frame: transport_pb2.Frame, data: bytes | memoryview) -> Message | None:
         torch_dtype, np_dtype = DTYPES[frame.dtype]
         shape = tuple(frame.shape)
         if frame.chunk_count == 1:
-            array = np.frombuffer(frame.data, dtype=np_dtype).copy()
+            array = np.frombuffer(bytearray(data), dtype=np_dtype)  # a writable copy, as torch wants
         else:
             if frame.chunk_index == 0:
                 self._partial = bytearray(tensor_nbytes(frame.dtype, shape))
                 self._partial_filled = 0
             assert self._partial is not None
-            end = self._partial_filled + len(frame.data)
+            end = self._partial_filled + len(data)
             if end > len(self._partial):
                 raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks overflow the declared tensor size")
-            self._partial[self._partial_filled : end] = frame.data
+            self._partial[self._partial_filled : end] = data
             self._partial_filled = end
             if frame.chunk_index + 1 < frame.chunk_count:
                 return None
@@ -330,13 +430,17 @@ class Inboxes:
                 inbox = self._inboxes[session_id] = SessionInbox(session_id)
             return inbox
 
-    def deliver(self, frame: transport_pb2.Frame) -> None:
-        check_frame(frame, self.limits)
+    def deliver(self, frame: transport_pb2.Frame | WireFrame) -> None:
+        if isinstance(frame, WireFrame):
+            frame, data = frame.header, frame.data
+        else:
+            data = frame.data  # read once: every read of a bytes field is a copy
+        check_frame(frame, self.limits, len(data))
         inbox = self._get_or_create(frame.session_id)
         if inbox is None:
             logger.debug("dropping a late frame of closed session %s", frame.session_id)
             return
-        inbox.deliver(frame)
+        inbox.deliver(frame, data)
 
     def open(self, session_id: str) -> SessionInbox:
         inbox = self._get_or_create(session_id)
@@ -432,6 +536,9 @@ class PeerLink:
         else:
             self.channel = secure_channel(target, credentials, expected_role, options=options)
         self.stub = transport_pb2_grpc.PeerTransportStub(self.channel)
+        # the same two methods, taking frames pre-serialized by encode_tensor_frames (or as messages)
+        self._send_call = self.channel.unary_unary(SEND_METHOD, request_serializer=_wire, response_deserializer=transport_pb2.Ack.FromString)
+        self._stream_call = self.channel.stream_unary(STREAM_METHOD, request_serializer=_wire, response_deserializer=transport_pb2.Ack.FromString)
         self.mode = mode
         self.shaper = Shaper(shape)
         self.on_broken = on_broken
@@ -440,31 +547,33 @@ class PeerLink:
         self._call: grpc.Future | None = None
         self._closing = False
 
-    def send(self, frames: list[transport_pb2.Frame], deadline: float) -> None:
-        """Send frames in order; in stream mode this returns before they arrive."""
+    def send(self, frames: list[bytes | transport_pb2.Frame], deadline: float) -> None:
+        """Send frames (serialized, or messages) in order; in stream mode this returns before they arrive.
+
+        The shaper charges each frame its serialized size."""
         if self.mode == "unary":
             self._send_unary(frames, deadline)
             return
         with self._lock:
             q = self._stream_queue()
             for frame in frames:
-                q.put((frame, self.shaper.release_time(len(frame.data))))
+                q.put((frame, self.shaper.release_time(_size(frame))))
 
-    def _send_unary(self, frames: list[transport_pb2.Frame], deadline: float) -> None:
+    def _send_unary(self, frames: list[bytes | transport_pb2.Frame], deadline: float) -> None:
         for frame in frames:
-            sleep_until(self.shaper.release_time(len(frame.data)))
+            sleep_until(self.shaper.release_time(_size(frame)))
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 raise SessionFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while sending to the peer")
             try:
-                self.stub.Send(frame, timeout=timeout, wait_for_ready=True)
+                self._send_call(frame, timeout=timeout, wait_for_ready=True)
             except grpc.RpcError as exc:
                 raise SessionFailed(exc.code(), f"sending to the peer failed: {exc.details()}") from exc
 
     def _stream_queue(self) -> queue.SimpleQueue:
         if self._queue is None:
             q: queue.SimpleQueue = queue.SimpleQueue()
-            call = self.stub.Stream.future(_drain(q), wait_for_ready=True)
+            call = self._stream_call.future(_drain(q), wait_for_ready=True)
             call.add_done_callback(lambda f, q=q: self._stream_done(f, q))
             self._queue, self._call = q, call
         return self._queue
@@ -512,7 +621,11 @@ class PeerLink:
         self.channel.close()
 
 
-def _drain(q: queue.SimpleQueue) -> Iterator[transport_pb2.Frame]:
+def _size(frame: bytes | transport_pb2.Frame) -> int:
+    return len(frame) if isinstance(frame, bytes) else frame.ByteSize()
+
+
+def _drain(q: queue.SimpleQueue) -> Iterator[bytes | transport_pb2.Frame]:
     """The request iterator of a stream: frames in order, each held until its release time."""
     while True:
         item = q.get()
@@ -549,10 +662,11 @@ class Session:
         if self.inbox.failure is not None:
             raise self.inbox.failure
         with self._lock:
-            frames = tensor_frames(self.session_id, self._seq, self.rank, tag, tensor, self.endpoint.limits.max_frame_bytes)
+            chunk = min(SEND_CHUNK_BYTES, self.endpoint.limits.max_frame_bytes)
+            frames = encode_tensor_frames(self.session_id, self._seq, self.rank, tag, tensor, chunk)
             self._seq += len(frames)
             self.endpoint.link.send(frames, self.deadline)
-        self.bytes_sent += sum(len(f.data) for f in frames)
+        self.bytes_sent += tensor.numel() * tensor.element_size()
         self.messages_sent += 1
 
     def recv_tensor(self, tag: str) -> torch.Tensor:
@@ -642,7 +756,18 @@ class Endpoint:
 
 
 def add_transport_servicer(server: grpc.Server, servicer: PeerTransportServicer) -> None:
-    transport_pb2_grpc.add_PeerTransportServicer_to_server(servicer, server)
+    """``PeerTransport`` as transport.proto defines it; its ``Stream`` frames are parsed by :func:`parse_frame`
+    (the same message, the data not copied out of the received bytes)."""
+    handlers = {
+        "Send": grpc.unary_unary_rpc_method_handler(
+            servicer.Send, request_deserializer=transport_pb2.Frame.FromString, response_serializer=transport_pb2.Ack.SerializeToString),
+        "Stream": grpc.stream_unary_rpc_method_handler(
+            servicer.Stream, request_deserializer=parse_frame, response_serializer=transport_pb2.Ack.SerializeToString),
+        "Ping": grpc.unary_unary_rpc_method_handler(
+            servicer.Ping, request_deserializer=transport_pb2.PingRequest.FromString,
+            response_serializer=transport_pb2.PingReply.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("mpcvit.transport.v1.PeerTransport", handlers),))
 
 
 def bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:

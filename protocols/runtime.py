@@ -171,6 +171,7 @@ class SecureViT:
         self.precision_bits: int = config.precision_bits
         self.last_costs: CostReport | None = None
         self._plans: dict[int, list[Request]] = {}
+        self._plan_costs: dict[int, CostReport] = {}
         self.fixed: dict[str, ops.FixedWeight] = {}  # weights whose Beaver mask was opened at load
         self.model_id: int | None = None
 
@@ -244,12 +245,24 @@ class SecureViT:
             self.params = {k: _zero_like(v) for k, v in real.items()}
             try:
                 with offline(provider.party_rank), provider.recording() as requests:
-                    self._forward(ops.public_zeros(batch_size, C, S, S), CostTracker())
+                    tracker = CostTracker()  # inside: it reads the stand-in's counters, at the start and at the end
+                    self._forward(ops.public_zeros(batch_size, C, S, S), tracker)
+                    costs = tracker.report(provider="dealer", batch_size=batch_size)  # the stand-in's counts
             finally:
                 self.params = real
             self._plans[batch_size] = list(requests)
+            self._plan_costs[batch_size] = costs
             log.info("planned %d randomness requests for batch size %d in %.1f s", len(requests), batch_size, time.perf_counter() - t0)
         return self._plans[batch_size]
+
+    def planned_costs(self, batch_size: int) -> CostReport:
+        """The online rounds and bytes of one forward as the dry run of ``plan(batch_size)`` counted them
+        (exact: every protocol is data-oblivious), its ``seconds`` the dry run's local compute, and
+        ``dealer_bytes`` the plan's corrections. Nothing is exchanged to know them."""
+        plan = self.plan(batch_size)
+        report = self._plan_costs[batch_size]
+        report.dealer_bytes = sum(r.correction_bytes() for r in plan)
+        return report
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: MPCTensor) -> MPCTensor:
@@ -290,14 +303,24 @@ class SecureViT:
     def _forward(self, x: MPCTensor, tracker: CostTracker) -> MPCTensor:
         ctx = _Ctx(tracker, "embed")
         t = self._embed(x, ctx)
+        token_pool = self.spec.pool == "token"  # the head reads only the class token: the last block computes only it
         for l in range(self.spec.depth):
             ctx.layer = f"layer{l}"
-            t = self._block(t, l, ctx, cls_only=(l == self.spec.depth - 1))
+            t = self._block(t, l, ctx, cls_only=token_pool and l == self.spec.depth - 1)
         ctx.layer = "head"
         with ctx.section("norm"):
-            f = self._norm(t[:, 0])
+            f = self._norm(t[:, 0]) if token_pool else self._pool_avg(t)
         with ctx.section("head"):
             return ops.linear(f, self._w("head.w_t"), self.params["head.b"])
+
+    def _pool_avg(self, t: MPCTensor) -> MPCTensor:
+        """``pool="avg"``: the mean of the patch tokens, (B, C), with the final norm before or after it.
+
+        The mean is a local sum and a division by the public token count (local truncation, no round)."""
+        n = int(t.size(1)) - 1
+        if self.spec.norm_after_pool:
+            return self._norm(t[:, 1:].sum(dim=1).div(n))
+        return self._norm(t[:, 1:]).sum(dim=1).div(n)
 
     # -- pieces ---------------------------------------------------------------------------
     def _embed(self, x: MPCTensor, ctx: _Ctx) -> MPCTensor:

@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("--models", type=_csv(), default=None,
                         help="comma list of vit,mpcformer,thex,relu,scale,mpcvit,mpcvitplus (default: vit,mpcformer,thex,mpcvit,mpcvitplus)")
-    parser.add_argument("--arch", type=_csv(), default=None, help="comma list of shapes: 7_4_32,9_12_64,4_4_28,2_4_8 (default 7_4_32)")
+    parser.add_argument("--arch", type=_csv(), default=None,
+                        help="comma list of shapes: 7_4_32,9_12_64,4_4_28,2_4_8 (default 7_4_32), or checkpoint directories "
+                             "(e.g. from mpcvit import: each is benchmarked as it is, whatever --models says)")
     parser.add_argument("--network", type=_csv(), default=None, help="comma list of lan,wan (default both)")
     parser.add_argument("--batch", type=_csv(int), default=None, help="comma list of batch sizes (default 1)")
     parser.add_argument("--transport", choices=["grpc", "inprocess"], default=None,

@@ -15,10 +15,12 @@ from typing import Any, Literal, get_args
 AttnKind = Literal["softmax", "relu", "scale", "2quad", "thex"]
 ActKind = Literal["gelu", "quad", "relu", "identity"]
 NormKind = Literal["layernorm", "affine"]
+PoolKind = Literal["token", "avg"]
 
 ATTN_KINDS: tuple[str, ...] = get_args(AttnKind)
 ACT_KINDS: tuple[str, ...] = get_args(ActKind)
 NORM_KINDS: tuple[str, ...] = get_args(NormKind)
+POOL_KINDS: tuple[str, ...] = get_args(PoolKind)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,13 @@ class ArchSpec:
     applies ``act[l]``; every other token passes through unchanged (identity):
     MPCViT+'s per-token GeLU linearisation. A layer whose activation is
     ``identity`` on every token has its two linear layers fused at export.
+
+    ``pool`` says what the head reads: the class token's feature (``token``)
+    or the mean of the patch tokens' features (``avg``, the class token left
+    out, as timm's ``global_pool="avg"``). The final norm runs on every token
+    before pooling, or on the pooled feature when ``norm_after_pool`` (timm's
+    ``fc_norm``). ``norm_eps`` is the LayerNorm epsilon of the plaintext model
+    (timm's ViTs use 1e-6).
     """
 
     img_size: int
@@ -45,6 +54,9 @@ class ArchSpec:
     act: tuple[str, ...]
     act_tokens: tuple[tuple[int, ...] | None, ...] | None = None
     norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    pool: str = "token"
+    norm_after_pool: bool = False
     relu_eps: float = 1e-2
     quad_c: float = 5.0
     thex_order: int = 4
@@ -97,6 +109,9 @@ class ArchSpec:
                 need(all(0 <= t < self.num_tokens for t in toks), f"act_tokens[{l}] has a token outside 0..{self.num_tokens - 1}")
                 need(len(set(toks)) == len(toks), f"act_tokens[{l}] repeats a token")
         need(self.norm in NORM_KINDS, f"unknown norm {self.norm!r}; choose from {NORM_KINDS}")
+        need(self.norm_eps > 0, "norm_eps must be positive")
+        need(self.pool in POOL_KINDS, f"unknown pool {self.pool!r}; choose from {POOL_KINDS}")
+        need(isinstance(self.norm_after_pool, bool), "norm_after_pool must be true or false")
         need(self.relu_eps > 0, "relu_eps must be positive")
         need(self.thex_order in (2, 4, 8), "thex_order must be 2, 4 or 8")
 
@@ -125,6 +140,7 @@ class ArchSpec:
         return (
             f"{self.depth}x{self.num_heads} heads, dim {self.embed_dim}, mlp {self.mlp_dim}, "
             f"{self.img_size}x{self.img_size}x{self.in_chans}/{self.patch_size}; heads: {heads}; act: {acts}; norm: {self.norm}"
+            + ("" if self.pool == "token" else f"; pool: {self.pool}" + (" then norm" if self.norm_after_pool else ""))
         )
 
     def with_(self, **changes: Any) -> "ArchSpec":

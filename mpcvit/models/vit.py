@@ -1,7 +1,8 @@
 """ViT-Lite with per-head attention choices and per-layer (or per-token) activation choices.
 
 Conv patch embedding, class token, learnable positions, pre-norm blocks; the
-class token's final feature feeds a linear head. Let A = Q K^T / sqrt(d_head)
+class token's final feature (or the patch tokens' mean, ``pool="avg"``) feeds
+a linear head. Let A = Q K^T / sqrt(d_head)
 and N the number of tokens. Per head, the attention is one of:
 
 - ``softmax``: softmax(A) V
@@ -101,7 +102,20 @@ class AffineNorm(nn.Module):
 
 
 def make_norm(spec: ArchSpec) -> nn.Module:
-    return nn.LayerNorm(spec.embed_dim) if spec.norm == "layernorm" else AffineNorm(spec.embed_dim)
+    return nn.LayerNorm(spec.embed_dim, eps=spec.norm_eps) if spec.norm == "layernorm" else AffineNorm(spec.embed_dim)
+
+
+def pool_token(features: torch.Tensor) -> torch.Tensor:
+    """The class token's feature, (B, C)."""
+    return features[:, 0]
+
+
+def pool_avg(features: torch.Tensor) -> torch.Tensor:
+    """The mean feature of the patch tokens (the class token left out), (B, C)."""
+    return features[:, 1:].mean(dim=1)
+
+
+POOL_FUNCS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"token": pool_token, "avg": pool_avg}
 
 
 def head_groups(kinds: tuple[str, ...]) -> dict[str, list[int]]:
@@ -202,6 +216,7 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, spec.num_tokens, C) * 0.02)
         self.blocks = nn.ModuleList(Block(spec, l) for l in range(spec.depth))
         self.norm = make_norm(spec)
+        self.pool = POOL_FUNCS[spec.pool]
         self.head = nn.Linear(C, spec.num_classes)
         self.apply(_init_weights)
 
@@ -214,14 +229,15 @@ class VisionTransformer(nn.Module):
         return t + self.pos_embed
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """All token features after the final norm, (B, N, C)."""
+        """All token features after the final norm (before it when the norm follows pooling), (B, N, C)."""
         t = self.embed(x)
         for block in self.blocks:
             t = block(t)
-        return self.norm(t)
+        return t if self.spec.norm_after_pool else self.norm(t)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features[:, 0])
+        f = self.pool(features)  # (B, C)
+        return self.head(self.norm(f) if self.spec.norm_after_pool else f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

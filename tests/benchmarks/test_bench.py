@@ -259,3 +259,31 @@ def test_tfp_row_names_the_protocols_it_ran(tmp_path: Path) -> None:
     assert row["offline"]["dealer_s"] is None and row["offline"]["total_bytes"] == 0
     md = (tmp_path / "results.md").read_text()
     assert "TFP makes no DCF keys" in md and "no dealer" in md
+
+
+@pytest.mark.timeout(240)
+def test_an_imported_checkpoint_is_benchmarked_as_an_arch(tmp_path: Path) -> None:
+    """``--arch <checkpoint dir>``: the imported model itself (its weights, its pooling), secure logits open to its own."""
+    import torch
+
+    from mpcvit.checkpoint import save_checkpoint
+    from mpcvit.timm_import import build_timm, import_timm_model
+
+    torch.manual_seed(0)
+    t = build_timm("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=4, num_classes=10,
+                   global_pool="avg")
+    imported = import_timm_model(t, "vit_tiny_patch16_224")
+    save_checkpoint(tmp_path / "byo", imported.model, imported.meta)
+    assert resolve_entries(BenchSettings(archs=(str(tmp_path / "byo"),)))[0].spec == imported.model.spec
+    with pytest.raises(ValueError, match="or give a checkpoint directory"):
+        BenchSettings(archs=(str(tmp_path / "nothing"),))
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--arch", str(tmp_path / "byo"), "--no-plots", "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    rows = doc["results"]
+    assert {r["model"] for r in rows} == {"byo"} and {r["network"] for r in rows} == {"lan", "wan"}
+    row = rows[0]
+    assert row["rounds"] > 0 and row["bytes"]["total"] > 0 and row["dealer_bytes"] > 0
+    assert row["check"]["top1_agreement"] == 1.0 and row["check"]["max_abs_logit_error"] < 0.05
+    assert "imported from timm's vit_tiny_patch16_224" in row["arch_source"]
+    assert doc["models"][0]["weights"] == "byo"  # a path outside the repository shows only its name

@@ -62,3 +62,16 @@ def test_object_codec_round_trips_plain_values_and_refuses_others() -> None:
         encode_obj(object())
     with pytest.raises(ValueError):
         encode_obj({1: "non-string key"})
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["grpc", "gloo"])
+def test_gather_and_all_gather_return_fresh_tensors(backend: str) -> None:
+    """CrypTen's upstream test_mutation: what a collective returns never aliases the caller's tensor (gloo as the yardstick)."""
+    result = run_pair(workers.collectives_are_fresh, config=PairConfig(backend=backend), timeout_s=100)
+    for rank in (0, 1):
+        r = result[rank]
+        assert r["own_unchanged"], rank
+        assert not any(r["all_gather_shares_memory"]) and not any(r["gather_shares_memory"]), rank
+        assert torch.equal(r["all_gather"][0], torch.arange(5)) and torch.equal(r["all_gather"][1], torch.arange(5) + 10)
+        assert r["all_reduce_big"], rank

@@ -15,7 +15,9 @@ from parties.communicator import GrpcCommunicator
 from parties.pair import free_port
 from parties.proto import transport_pb2, transport_pb2_grpc
 from parties.tls import channel_credentials, server_credentials, write_certs
-from parties.transport import Endpoint, Limits, NetworkShape, SessionFailed, Shaper, tensor_frames
+from parties.transport import (
+    Endpoint, Limits, NetworkShape, SessionFailed, Shaper, encode_tensor_frames, parse_frame, tensor_frames,
+)
 from tests.parties.peer_worker import all_reduce_rounds, run_peer
 
 pytestmark = pytest.mark.timeout(120)
@@ -184,6 +186,38 @@ def test_large_tensors_are_chunked_and_reassembled() -> None:
     frames = tensor_frames("c", 0, 0, "x", torch.arange(3 * (1 << 19)), chunk_bytes=4 << 20)
     assert [f.chunk_index for f in frames] == [0, 1, 2] and all(f.chunk_count == 3 for f in frames)
     assert [f.seq for f in frames] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("tensor", [
+    torch.arange(3 * (1 << 17)).reshape(3, -1), torch.tensor(7), torch.empty(0, 4), torch.rand(1000) < 0.5,
+    torch.randn(5, 7).double(), torch.randint(-100, 100, (4097,), dtype=torch.int8),
+], ids=["int64-3-chunks", "scalar", "empty", "bool", "float64", "int8-odd"])
+def test_encoded_frames_are_the_protobuf_messages(tensor: torch.Tensor) -> None:
+    """The data field appended to a serialized header parses to exactly the message protobuf would make."""
+    for chunk in (1 << 20, 4096):
+        encoded = encode_tensor_frames("s", 5, 1, "t", tensor, chunk_bytes=chunk)
+        frames = [transport_pb2.Frame.FromString(e) for e in encoded]
+        data = tensor.contiguous().numpy().tobytes()
+        count = max(1, -(-len(data) // chunk))
+        expected = [transport_pb2.Frame(session_id="s", seq=5 + i, src_rank=1, kind=transport_pb2.FRAME_KIND_TENSOR, tag="t",
+                                        dtype=frames[0].dtype, shape=list(tensor.shape), data=data[i * chunk : (i + 1) * chunk],
+                                        chunk_index=i, chunk_count=count) for i in range(count)]
+        assert frames == expected
+        assert [len(e) for e in encoded] == [f.ByteSize() for f in expected]
+        for e, f in zip(encoded + [f.SerializeToString() for f in expected], expected + expected):  # ours, and protobuf's order
+            parsed = parse_frame(e)
+            assert bytes(parsed.data) == f.data
+            f2 = transport_pb2.Frame()
+            f2.CopyFrom(f)
+            f2.ClearField("data")
+            assert parsed.header == f2
+
+
+def test_parse_frame_refuses_malformed_bytes() -> None:
+    good = encode_tensor_frames("s", 0, 0, "t", torch.arange(10))[0]
+    for bad in (good[:-3], good[:3] + b"\xff" * 12, b"\x0b\x00", good + b"\x42\x80"):
+        with pytest.raises(ValueError):
+            parse_frame(bad)
 
 
 def test_shaper_models_delay_and_bandwidth() -> None:

@@ -84,3 +84,25 @@ def exchange(rank: int, n: int) -> list[int]:
 
     return [int(comm.get().all_reduce(torch.tensor([rank * 1000 + i])).item()) for i in range(n)]
 
+
+
+def collectives_are_fresh(rank: int) -> dict[str, Any]:
+    """gather / all_gather return fresh tensors (never the caller's own), and a multi-frame all_reduce adds up."""
+    import crypten.communicator as comm
+
+    c = comm.get()
+    own = torch.arange(5) + 10 * rank
+    before = own.clone()
+    gathered = c.all_gather(own)
+    at_root = c.gather(own, 0)
+    out: dict[str, Any] = {
+        "all_gather": [t.clone() for t in gathered],
+        "all_gather_shares_memory": [t.data_ptr() == own.data_ptr() for t in gathered],
+        "gather_shares_memory": [t is not None and t.data_ptr() == own.data_ptr() for t in at_root],
+    }
+    for t in gathered + [t for t in at_root if t is not None]:
+        t.add_(1000)  # a caller mutating what it got back (as CrypTen's test_mutation does)
+    out["own_unchanged"] = bool(torch.equal(own, before))
+    big = torch.full((3 << 18,), rank + 1, dtype=torch.int64)  # 6 MiB: several 1 MiB frames each way
+    out["all_reduce_big"] = bool(torch.equal(c.all_reduce(big), torch.full((3 << 18,), 3, dtype=torch.int64)))
+    return out

@@ -59,3 +59,26 @@ def test_mpcvit_classify_through_real_parties_gives_the_plaintext_class(tmp_path
             with torch.no_grad():
                 ref = net(normalise_input(preprocess(images[0], net.spec.input_shape)[None], meta))[0].double()
             assert torch.allclose(torch.tensor(r.logits, dtype=torch.float64), ref, atol=0.1), (r.logits, ref.tolist())
+
+
+def test_an_imported_timm_vit_is_served_by_real_parties(tmp_path: Path) -> None:
+    """``mpcvit import`` -> a models folder -> dealer, parties, coordinator: the private class is timm's."""
+    from mpcvit.checkpoint import save_checkpoint
+    from mpcvit.localstack import LocalStack, StackConfig
+    from mpcvit.timm_import import build_timm, import_timm_model
+
+    torch.manual_seed(5)
+    timm_model = build_timm("deit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=4, num_classes=10)
+    with torch.no_grad():
+        for p in timm_model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    imported = import_timm_model(timm_model, "deit_tiny_patch16_224")
+    save_checkpoint(tmp_path / "models" / "byo_deit", imported.model, imported.meta)
+    image = sorted(SAMPLES.glob("fashion-mnist_*.png"))[0]
+    with torch.no_grad():
+        want = int(timm_model(normalise_input(preprocess(image, (3, 16, 16))[None], imported.meta)).argmax())
+    with LocalStack(StackConfig(models_dir=tmp_path / "models", model="byo_deit", workdir=tmp_path / "stack")) as stack:
+        assert stack.endpoints is not None
+        with PrivateClient(stack.endpoints.coordinator_url, **stack.client_trust()) as client:
+            r = client.classify(image, model="byo_deit")
+    assert r.class_index == want, r.logits

@@ -43,7 +43,7 @@ draw of party 1's.
 
 Costs: 1 round; 8 bytes per value and party online, whatever the number of
 shifts; offline ``dcf.key_words(n - 1, P)`` + 2 words per value to party 0
-and ``key_words`` to party 1 (n = 32, P = 2: 127 words, about 1 KB); local
+and ``key_words`` to party 1 (the default ReLU / max ring n = 20 with P = 2: 79 words, 632 bytes); local
 work: (n - 1) levels of 3 (P = 1) or 4 (P = 2) AES blocks per value and shift.
 """
 

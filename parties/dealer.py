@@ -354,31 +354,35 @@ class DealerClient:
         self.traffic = DealerTraffic()
         self.dealer_id: bytes | None = None  # from the last key handed out (see SeedReply.dealer_id)
 
-    def get_key(self, batch_id: str) -> bytes:
-        """This party's 32-byte PRG key for the batch."""
+    def get_key(self, batch_id: str, timeout: float | None = None) -> bytes:
+        """This party's 32-byte PRG key for the batch (``timeout``: seconds, default the client's)."""
         t0 = time.perf_counter()
-        reply = self.stub.GetSeed(dealer_pb2.SeedRequest(batch_id=batch_id, rank=self.rank), timeout=self.timeout_s, wait_for_ready=True)
+        reply = self.stub.GetSeed(dealer_pb2.SeedRequest(batch_id=batch_id, rank=self.rank), timeout=timeout or self.timeout_s,
+                                  wait_for_ready=True)
         self._count(len(reply.key), t0)
         if len(reply.key) != KEY_BYTES:
             raise RuntimeError(f"the dealer sent a {len(reply.key)}-byte key; a batch key is {KEY_BYTES} bytes")
         self.dealer_id = bytes(reply.dealer_id)
         return bytes(reply.key)
 
-    def get_corrections(self, batch_id: str, requests: list[Request]) -> list[torch.Tensor]:
+    def get_corrections(self, batch_id: str, requests: list[Request], timeout: float | None = None) -> list[torch.Tensor]:
         t0 = time.perf_counter()
         message = dealer_pb2.CorrectionsRequest(batch_id=batch_id, requests=[request_to_wire(r) for r in requests], rank=self.rank)
-        corrections = assemble_corrections(self.stub.GetCorrections(message, timeout=self.timeout_s, wait_for_ready=True), requests, self.rank)
+        corrections = assemble_corrections(self.stub.GetCorrections(message, timeout=timeout or self.timeout_s, wait_for_ready=True),
+                                           requests, self.rank)
         self._count(sum(int(c.nelement()) * 8 for c in corrections), t0)
         return corrections
 
-    def get_model_key(self, model_id: int) -> bytes:
+    def get_model_key(self, model_id: int, timeout: float | None = None) -> bytes:
         """This party's 32-byte key of model load ``model_id`` (its fixed weight masks)."""
-        return self.get_key(f"{MODEL_PREFIX}{int(model_id)}")
+        return self.get_key(f"{MODEL_PREFIX}{int(model_id)}", timeout)
 
-    def fetch_batch(self, batch_id: str, requests: list[Request]) -> tuple[bytes, list[torch.Tensor] | None]:
-        """This party's key and its corrections (party 1: only for plans with DCF keys): what ``begin_batch`` takes."""
-        key = self.get_key(batch_id)
-        return key, (self.get_corrections(batch_id, requests) if needs_corrections(self.rank, requests) else None)
+    def fetch_batch(self, batch_id: str, requests: list[Request], timeout: float | None = None) -> tuple[bytes, list[torch.Tensor] | None]:
+        """This party's key and its corrections (party 1: only for plans with DCF keys): what ``begin_batch`` takes.
+
+        ``timeout`` bounds each of the two calls (the party passes its session's time left)."""
+        key = self.get_key(batch_id, timeout)
+        return key, (self.get_corrections(batch_id, requests, timeout) if needs_corrections(self.rank, requests) else None)
 
     def _count(self, nbytes: int, t0: float) -> None:
         self.traffic.requests += 1

@@ -41,10 +41,10 @@ deadline for a forward nobody waits for.
 
 from __future__ import annotations
 
-import hashlib
 import argparse
 import collections
 import contextlib
+import hashlib
 import logging
 import re
 import threading
@@ -129,13 +129,23 @@ class SessionBatches:
     def __init__(self, dealer: DealerClient) -> None:
         self.dealer = dealer
         self.batch_id: str | None = None
+        self.deadline_s: float | None = None  # the session's deadline (unix seconds): dealer calls wait no longer
         self.model_dealer: dict[int, bytes | None] = {}  # model load id -> the dealer id its weight masks came from
+
+    def _timeout(self) -> float:
+        """Seconds a dealer call may take: the session's time left (at most the client's own timeout)."""
+        if self.deadline_s is None:
+            return self.dealer.timeout_s
+        left = self.deadline_s - time.time()
+        if left <= 0:
+            raise PartyError(grpc.StatusCode.DEADLINE_EXCEEDED, "the session's deadline passed before the dealer answered")
+        return min(left, self.dealer.timeout_s)
 
     def next_batch(self, rank: int, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
         if self.batch_id is None:
             raise RuntimeError("no session is running")
         try:
-            batch = self.dealer.fetch_batch(self.batch_id, requests)
+            batch = self.dealer.fetch_batch(self.batch_id, requests, timeout=self._timeout())
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
         for model_id in {dict(r.kwargs)["model"] for r in requests if r.kind == "fixed"}:
@@ -147,7 +157,7 @@ class SessionBatches:
     def model_key(self, rank: int, model_id: int) -> bytes:
         """This party's key of a model load's fixed weight masks (the dealer keeps both for later batches)."""
         try:
-            key = self.dealer.get_model_key(model_id)
+            key = self.dealer.get_model_key(model_id, timeout=self._timeout())
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
         self.model_dealer[model_id] = self.dealer.dealer_id
@@ -292,6 +302,7 @@ class Party:
                     with installed(GrpcCommunicator(session)) as comm:
                         ensure_counting()
                         self.batches.batch_id = session_id
+                        self.batches.deadline_s = deadline_unix_ms / 1000.0
                         yield comm
                     ok = True
                 except BaseException as exc:

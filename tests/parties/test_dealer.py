@@ -125,21 +125,29 @@ def test_a_dealer_that_lost_its_state_is_refused_not_used() -> None:
 
     class FakeDealer:
         dealer_id = b"A" * 16
+        timeout_s = 5.0
 
-        def get_model_key(self, model_id: int) -> bytes:
+        def get_model_key(self, model_id: int, timeout: float | None = None) -> bytes:
             return bytes(32)
 
-        def fetch_batch(self, batch_id: str, requests: list) -> tuple:
+        def fetch_batch(self, batch_id: str, requests: list, timeout: float | None = None) -> tuple:
+            assert timeout is not None and 0 < timeout <= 5.0  # the session's time left, at most the client's
             return b"k" * 32, None
 
     fake = FakeDealer()
     batches = SessionBatches(fake)  # type: ignore[arg-type]
     batches.batch_id = "s1"
+    import time
+
+    batches.deadline_s = time.time() + 3.0
     batches.model_key(0, 7)
     plan = [Request("fixed", (2, 3), (3, 4), "matmul", (("mask", 0), ("model", 7)))]
     assert batches.next_batch(0, plan)[0] == b"k" * 32  # same dealer: fine
     fake.dealer_id = b"B" * 16  # restarted with a new master secret
     with pytest.raises(ModelLost, match="load it again"):
+        batches.next_batch(0, plan)
+    batches.deadline_s = time.time() - 1.0  # a session past its deadline does not wait for the dealer
+    with pytest.raises(Exception, match="deadline"):
         batches.next_batch(0, plan)
 
 

@@ -63,6 +63,7 @@ SEND_CHUNK_BYTES = 1 << 20  # frames a sender makes: the peer parses one while t
 MAX_MESSAGE_BYTES = 1 << 30
 MAX_SESSION_ID_LEN = 128
 MAX_OPEN_SESSIONS = 64
+UNOPENED_TTL_S = 600.0  # a frame-made inbox no local session opened is forgotten after this (or once aborted)
 GRPC_FRAME_OVERHEAD = 64 << 10
 SEND_METHOD = "/mpcvit.transport.v1.PeerTransport/Send"  # transport.proto's two frame-carrying methods
 STREAM_METHOD = "/mpcvit.transport.v1.PeerTransport/Stream"
@@ -340,6 +341,8 @@ class SessionInbox:
         self._partial_filled = 0
         self.failure: SessionFailed | None = None
         self.bytes_received = 0
+        self.opened = False  # set by ``Inboxes.open``: a frame-made inbox nobody opened may be evicted
+        self.created = time.monotonic()
 
     def deliver(self, frame: transport_pb2.Frame, data: bytes | memoryview | None = None) -> None:
         """Accept the next frame (called on a gRPC server thread); ``data`` is ``frame.data`` if already read."""
@@ -426,9 +429,25 @@ class Inboxes:
             inbox = self._inboxes.get(session_id)
             if inbox is None:
                 if len(self._inboxes) >= self.limits.max_open_sessions:
+                    self._evict_unopened_locked()
+                if len(self._inboxes) >= self.limits.max_open_sessions:
                     raise TransportError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {self.limits.max_open_sessions} open sessions")
                 inbox = self._inboxes[session_id] = SessionInbox(session_id)
             return inbox
+
+    def _evict_unopened_locked(self) -> None:
+        """Forget inboxes that frames made but no local session opened, once aborted or older than ``UNOPENED_TTL_S``.
+
+        A peer that refuses a call before this side opens its session sends one
+        ABORT frame; the inbox it makes waits for the local open (which then
+        fails at once). If the local side never opens it (its own refusal came
+        first), such inboxes would otherwise fill the session limit for good.
+        """
+        now = time.monotonic()
+        for sid, box in list(self._inboxes.items()):
+            if not box.opened and (box.failure is not None or now - box.created > UNOPENED_TTL_S):
+                del self._inboxes[sid]
+                self._closed[sid] = None
 
     def deliver(self, frame: transport_pb2.Frame | WireFrame) -> None:
         if isinstance(frame, WireFrame):
@@ -446,6 +465,7 @@ class Inboxes:
         inbox = self._get_or_create(session_id)
         if inbox is None:
             raise ValueError(f"session {session_id} was already used; session ids are never reused")
+        inbox.opened = True
         return inbox
 
     def close(self, session_id: str) -> None:

@@ -229,3 +229,17 @@ def test_shaper_models_delay_and_bandwidth() -> None:
     assert second - first == pytest.approx(0.1, abs=0.01)
     with pytest.raises(ValueError):
         NetworkShape(delay_ms=-1)
+
+
+def test_aborts_of_sessions_never_opened_do_not_fill_the_session_limit() -> None:
+    """A peer's ABORT for a session this side never opens leaves an inbox; those are evicted, not kept for good."""
+    from parties.proto import transport_pb2
+    from parties.transport import Inboxes, Limits
+
+    inboxes = Inboxes(Limits(max_open_sessions=4))
+    for i in range(20):
+        inboxes.deliver(transport_pb2.Frame(session_id=f"refused-{i}", src_rank=1, kind=transport_pb2.FRAME_KIND_ABORT, reason="refused"))
+    box = inboxes.open("next")  # would raise RESOURCE_EXHAUSTED if the aborted inboxes were kept
+    assert box.opened and box.failure is None
+    inboxes.deliver(transport_pb2.Frame(session_id="early", src_rank=1, kind=transport_pb2.FRAME_KIND_ABORT, reason="refused"))
+    assert inboxes.open("early").failure is not None  # an abort that arrives before the open still fails the session

@@ -156,33 +156,37 @@ def keygen(alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, se
     if not 1 <= beta.shape[1] <= MAX_PAYLOAD:
         raise ValueError(f"DCF payload must be 1..{MAX_PAYLOAD} words, got {beta.shape[1]}")
     n, payload = alpha.shape[0], beta.shape[1]
-    s0, s1 = np.array(seed0, dtype=U64), np.array(seed1, dtype=U64)
-    t0, t1 = np.zeros(n, dtype=U64), np.ones(n, dtype=U64)
+    width = 2 + payload
+    out = np.empty((key_words(bits, payload), n), dtype=U64)  # filled level by level: the packed layout of ``pack``
+    seeds = np.stack([np.asarray(seed0, dtype=U64), np.asarray(seed1, dtype=U64)])  # (2, n, 2): both parties at once
+    t = np.stack([np.zeros(n, dtype=U64), np.ones(n, dtype=U64)])
     v_alpha = np.zeros((n, payload), dtype=U64)
-    cw_seed = np.empty((bits, n, 2), dtype=U64)
-    cw_value = np.empty((bits, n, payload), dtype=U64)
     cw_bits = np.zeros(n, dtype=U64)
     for i in range(bits):
         a = (alpha >> U64(bits - 1 - i)) & U64(1)
-        go_right = a.astype(bool)[:, None]  # alpha's path goes right: keep R, lose L
-        l0, tl0, r0, tr0, vl0, vr0 = _expand(s0, payload)
-        l1, tl1, r1, tr1, vl1, vr1 = _expand(s1, payload)
-        s_cw = np.where(go_right, l0, r0) ^ np.where(go_right, l1, r1)
-        sign = _sign(t1)
-        v_cw = sign * (np.where(go_right, vl1, vr1) - np.where(go_right, vl0, vr0) - v_alpha)
+        right = a.astype(bool)
+        go_right = right[:, None]  # alpha's path goes right: keep R, lose L
+        left_s, t_left, right_s, t_right, v_left, v_right = _expand(seeds, payload)  # each (2, n, ...)
+        lose = np.where(go_right, left_s, right_s)
+        s_cw = lose[0] ^ lose[1]
+        sign = _sign(t[1])
+        v_lose = np.where(go_right, v_left, v_right)
+        v_keep = np.where(go_right, v_right, v_left)
+        v_cw = sign * (v_lose[1] - v_lose[0] - v_alpha)
         v_cw += sign * beta * a[:, None]  # leaving alpha's path to the left: x < alpha
-        v_alpha = v_alpha - np.where(go_right, vr1, vl1) + np.where(go_right, vr0, vl0) + sign * v_cw
-        t_cw_l = tl0 ^ tl1 ^ a ^ U64(1)
-        t_cw_r = tr0 ^ tr1 ^ a
+        v_alpha = v_alpha - v_keep[1] + v_keep[0] + sign * v_cw
+        t_cw_l = t_left[0] ^ t_left[1] ^ a ^ U64(1)
+        t_cw_r = t_right[0] ^ t_right[1] ^ a
         cw_bits |= (t_cw_l << U64(2 * i)) | (t_cw_r << U64(2 * i + 1))
-        t_cw_keep = np.where(a.astype(bool), t_cw_r, t_cw_l)
-        s0 = np.where(go_right, r0, l0) ^ (s_cw * t0[:, None])
-        s1 = np.where(go_right, r1, l1) ^ (s_cw * t1[:, None])
-        t0 = np.where(a.astype(bool), tr0, tl0) ^ (t0 & t_cw_keep)
-        t1 = np.where(a.astype(bool), tr1, tl1) ^ (t1 & t_cw_keep)
-        cw_seed[i], cw_value[i] = s_cw, v_cw
-    cw_last = _sign(t1) * (_convert(s1, payload) - _convert(s0, payload) - v_alpha)
-    return pack(cw_seed, cw_value, cw_bits, cw_last)
+        t_cw_keep = np.where(right, t_cw_r, t_cw_l)
+        seeds = np.where(go_right, right_s, left_s) ^ (s_cw * t[..., None])
+        t = np.where(right, t_right, t_left) ^ (t & t_cw_keep)
+        out[i * width : i * width + 2] = s_cw.T
+        out[i * width + 2 : (i + 1) * width] = v_cw.T
+    cw_last = _sign(t[1]) * (_convert(seeds[1], payload) - _convert(seeds[0], payload) - v_alpha)
+    out[bits * width] = cw_bits
+    out[bits * width + 1 :] = cw_last.T
+    return out
 
 
 def pack(cw_seed: np.ndarray, cw_value: np.ndarray, cw_bits: np.ndarray, cw_last: np.ndarray) -> np.ndarray:

@@ -39,13 +39,7 @@ forward is repeated (``--repeats`` on LAN, ``--wan-repeats`` on WAN, for batch
 sizes up to ``--wan-max-batch``; larger batches get the prediction only).
 Medians are reported with min / max.
 
-The architectures: ``vit``, ``mpcformer``, ``thex``, ``relu``, ``scale`` are the
-registry's presets. ``mpcvit`` (one entry per ``--mu``) and ``mpcvitplus``
-come, in this order of preference, from a searched arch JSON of the same shape
-in ``results/search/``; from a searched arch of another shape, its per-layer
-ReLU-softmax head counts scaled to this shape; or from the paper's head ratio
-mu (``round(mu x L x H)`` ReLU-softmax heads, the rest scaling, the ReLU-softmax
-heads filling the first layers). Each result says which (``arch_source``).
+Where each model's architecture comes from: ``benchmarks.bench_models``.
 
 The code is split in three steps, each its own module; this module is the
 entry point that ``mpcvit bench`` and older imports use, and re-exports them:

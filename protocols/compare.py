@@ -51,6 +51,7 @@ little more, the Newton start thresholds (2^-14 ... 2^14) the most.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -246,10 +247,15 @@ def max_rows(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> MPCTensor
     the maximum (a near tie may pick the smaller), which is all softmax's shift needs.
     """
 
+    return max_tree(x, lambda a, b: max_pair(a, b, ring_bits, drop_bits))
+
+
+def max_tree(x: MPCTensor, pair: Callable[[MPCTensor, MPCTensor], MPCTensor]) -> MPCTensor:
+    """max over the last dim (keepdim): ceil(log2 N) levels of ``pair`` on the two halves; an odd one out waits."""
     while x.size(-1) > 1:
         n = x.size(-1)
         half = n // 2
-        m = max_pair(x[..., :half], x[..., half : 2 * half], ring_bits, drop_bits)
+        m = pair(x[..., :half], x[..., half : 2 * half])
         x = crypten.cat([m, x[..., 2 * half :]], dim=-1) if n % 2 else m
     return x
 

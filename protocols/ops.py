@@ -288,14 +288,12 @@ def max_last(x: MPCTensor) -> MPCTensor:
         return x.max(-1, keepdim=True)[0]
     if kind != "fss":
         return compare.max_rows(x, *cfg.relu_compare)
-    while x.size(-1) > 1:  # per level: the DCF gate where the level fits ``fss_max_values``, else the circuit
-        n = x.size(-1)
-        half = n // 2
-        a, b = x[..., :half], x[..., half : 2 * half]
+
+    def level(a: MPCTensor, b: MPCTensor) -> MPCTensor:  # the DCF gate where the level fits, else the circuit
         pair = sign.max_pair if fss_fits(a.nelement()) else compare.max_pair
-        m = pair(a, b, *cfg.relu_compare)
-        x = crypten.cat([m, x[..., 2 * half :]], dim=-1) if n % 2 else m
-    return x
+        return pair(a, b, *cfg.relu_compare)
+
+    return compare.max_tree(x, level)
 
 
 # -- reciprocal and inverse square root with a range-finding start ---------------------
@@ -562,13 +560,19 @@ def gelu_coefficients(t: float = GELU_T, degree: int = GELU_DEGREE, grid: int = 
     less often. Max error on [0, 4]: 5.0e-4 (unconstrained: 5.0e-4). c_0 is added, not multiplied.
     """
     x = torch.linspace(0.0, t, 4001, dtype=torch.float64)
-    q = x / 2 * torch.special.erf(x / math.sqrt(2.0))
-    v = (x / t) ** 2
+    return _grid_fit((x / t) ** 2, x / 2 * torch.special.erf(x / math.sqrt(2.0)), degree, grid)
+
+
+def _grid_fit(v: torch.Tensor, target: torch.Tensor, degree: int, grid: int) -> tuple[float, ...]:
+    """Least squares of ``target`` as a polynomial in ``v`` with c_1 .. c_degree on the grid 2^-grid.
+
+    c_degree is rounded first, the lower ones refitted each time (c_0 stays free: it is added, not multiplied).
+    """
     A = torch.stack([v**k for k in range(degree + 1)], dim=1)
     fixed: dict[int, float] = {}
     for top in range(degree, -1, -1):
         free = [k for k in range(degree + 1) if k not in fixed]
-        rhs = q - sum((c * v**k for k, c in fixed.items()), torch.zeros_like(q))
+        rhs = target - sum((c * v**k for k, c in fixed.items()), torch.zeros_like(target))
         sol = dict(zip(free, torch.linalg.lstsq(A[:, free], rhs.unsqueeze(1)).solution.squeeze(1).tolist()))
         fixed[top] = sol[top] if top == 0 else round(sol[top] * 2**grid) / 2**grid
     return tuple(fixed[k] for k in range(degree + 1))
@@ -639,16 +643,7 @@ def gelu_gap_coefficients(t: float = GELU_T, degree: int = GELU_DEGREE, grid: in
     P(1) = -7e-5, and d(4) = 1.3e-4, so clamping w at t costs at most 2e-4 beyond.
     """
     w = torch.linspace(0.0, t, 4001, dtype=torch.float64)
-    d = w * 0.5 * (1 - torch.special.erf(w / math.sqrt(2.0)))
-    u = w / t
-    A = torch.stack([u**k for k in range(degree + 1)], dim=1)
-    fixed: dict[int, float] = {}
-    for top in range(degree, -1, -1):
-        free = [k for k in range(degree + 1) if k not in fixed]
-        rhs = d - sum((c * u**k for k, c in fixed.items()), torch.zeros_like(d))
-        sol = dict(zip(free, torch.linalg.lstsq(A[:, free], rhs.unsqueeze(1)).solution.squeeze(1).tolist()))
-        fixed[top] = sol[top] if top == 0 else round(sol[top] * 2**grid) / 2**grid
-    return tuple(fixed[k] for k in range(degree + 1))
+    return _grid_fit(w / t, w * 0.5 * (1 - torch.special.erf(w / math.sqrt(2.0))), degree, grid)
 
 
 def gelu_fss(x: MPCTensor) -> MPCTensor:

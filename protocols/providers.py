@@ -80,6 +80,7 @@ compare with published numbers; every result made with it says
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -186,7 +187,7 @@ class Request:
             return tuple(torch.broadcast_shapes(self.size0, self.size1))
         if self.kind == "fixed":
             return (*self.size0[:-1], self.size1[-1])
-        return tuple(_triple_op(self.op, torch.zeros(self.size0), torch.zeros(self.size1), dict(self.kwargs)).shape)
+        return _triple_shape(self.op, self.size0, self.size1, self.kwargs)
 
     def correction_bytes(self, rank: int = 0) -> int:
         n = 1
@@ -208,6 +209,12 @@ def _freeze_kwargs(kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         return int(v)
 
     return tuple(sorted((str(k), freeze(v)) for k, v in kwargs.items()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _triple_shape(op: str, size0: tuple[int, ...], size1: tuple[int, ...], kwargs: tuple[tuple[str, Any], ...]) -> tuple[int, ...]:
+    """The output shape of a triple's op (cached: every forward checks each planned request's shape)."""
+    return tuple(_triple_op(op, torch.zeros(size0), torch.zeros(size1), dict(kwargs)).shape)
 
 
 def _triple_op(op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
@@ -278,21 +285,21 @@ def all_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank
     if keys[0] == keys[1]:
         raise ValueError("the two parties' batch keys must differ")
     g0, g1 = _generator(keys[0]), _generator(keys[1])
-    out: list[torch.Tensor] = []
+    out: list[torch.Tensor] = []  # party 0's list (empties unless asked for: its triple ops are the costly part)
     ones: list[torch.Tensor] = []  # party 1's list
     empty = torch.zeros(0, dtype=torch.int64)
-    rank = 0 if 0 in ranks else 1
+    need0 = 0 in ranks
     for req in requests:
         if req.kind == "dcf":
             both = dcf_material(req, g0, g1)
-            out.append(both[rank])
+            out.append(both[0])
             ones.append(both[1])
             continue
         ones.append(empty)
         if req.kind == "fixed":
             a = _ring(req.size0, g0) + _ring(req.size0, g1)
             c1 = _ring(req.output_size(), g1)
-            if rank == 0:
+            if need0:
                 if model_keys is None:
                     raise ValueError("a fixed request needs the model's keys")
                 params = dict(req.kwargs)
@@ -304,7 +311,7 @@ def all_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank
         elif req.kind == "additive":
             a = _ring(req.size0, g0) + _ring(req.size0, g1)
             b = _ring(req.size1, g0) + _ring(req.size1, g1)
-            if rank == 0:
+            if need0:
                 c = _triple_op(req.op, a, b, dict(req.kwargs))
                 out.append(c - _ring(c.shape, g1))
             else:
@@ -313,31 +320,28 @@ def all_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank
         elif req.kind == "square":
             r = _ring(req.size0, g0) + _ring(req.size0, g1)
             s1 = _ring(req.size0, g1)
-            out.append(r * r - s1 if rank == 0 else empty)
+            out.append(r * r - s1 if need0 else empty)
         elif req.kind == "binary":
             a = _bits(req.size0, g0) ^ _bits(req.size0, g1)
             b = _bits(req.size1, g0) ^ _bits(req.size1, g1)
             c = a & b
             c1 = _bits(c.shape, g1)
-            out.append(c ^ c1 if rank == 0 else empty)
+            out.append(c ^ c1 if need0 else empty)
         elif req.kind == "wraps":
             r0, r1 = _ring(req.size0, g0), _ring(req.size0, g1)
             t1 = _ring(req.size0, g1)
-            out.append(count_wraps([r0, r1]) - t1 if rank == 0 else empty)
+            out.append(count_wraps([r0, r1]) - t1 if need0 else empty)
         elif req.kind == "B2A":
             rb = _bits(req.size0, g0, 1) ^ _bits(req.size0, g1, 1)
             ra1 = _ring(req.size0, g1)
-            out.append(rb - ra1 if rank == 0 else empty)
+            out.append(rb - ra1 if need0 else empty)
         else:  # bitmul
             r = _bits(req.size0, g0, 1) ^ _bits(req.size0, g1, 1)
             s0 = _ring(req.size0, g0)
             s = s0 + _ring(req.size0, g1)
             ra1, g_1 = _ring(req.size0, g1), _ring(req.size0, g1)
-            out.append(torch.stack([r - ra1, r * s - g_1]) if rank == 0 else empty)
-    result = {rank: out}
-    if 1 in ranks:
-        result[1] = ones
-    return result
+            out.append(torch.stack([r - ra1, r * s - g_1]) if need0 else empty)
+    return {r: (out, ones)[r] for r in ranks}
 
 
 def dcf_material(req: Request, g0: PRG | None, g1: PRG | None) -> tuple[torch.Tensor, torch.Tensor]:

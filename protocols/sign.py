@@ -56,8 +56,10 @@ import numpy as np
 import torch
 
 from protocols import dcf
+from protocols.compare import max_tree
 from protocols.crypten_compat import crypten
 from protocols.lockstep import SUM, Steps, run_one
+from protocols.planning import is_offline
 
 import crypten.communicator as comm  # noqa: E402  (after the compat shim)
 from crypten.mpc import MPCTensor  # noqa: E402
@@ -79,8 +81,6 @@ def sign_steps(x: MPCTensor, shifts: Sequence[int] = (0,), ring_bits: int = 32, 
 
     ``shifts`` d_j are public ring-unit offsets. ONE round. Returns (bits, products or None).
     """
-    from protocols.planning import is_offline
-
     provider = crypten.mpc.get_default_provider()
     if not hasattr(provider, "dcf_rng"):
         raise RuntimeError(f"the {type(provider).__name__} provider has no DCF keys; use comparison='ring'")
@@ -138,12 +138,7 @@ def max_rows(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> MPCTensor
     ceil(log2 N) rounds. The result is one of the row's values, within 2^t ring
     units of the maximum (a near tie may pick the smaller).
     """
-    while x.size(-1) > 1:
-        n = x.size(-1)
-        half = n // 2
-        m = max_pair(x[..., :half], x[..., half : 2 * half], ring_bits, drop_bits)
-        x = crypten.cat([m, x[..., 2 * half :]], dim=-1) if n % 2 else m
-    return x
+    return max_tree(x, lambda a, b: max_pair(a, b, ring_bits, drop_bits))
 
 
 def max_pair(a: MPCTensor, b: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> MPCTensor:

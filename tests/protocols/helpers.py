@@ -89,3 +89,23 @@ def plain_logits(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
 
 def meta() -> dict[str, Any]:
     return {"normalisation": NORMALISATION}
+
+
+def run_with_dealer(rank: int, master_key: bytes, program: Any) -> tuple[Any, list]:
+    """``program()`` on this party with the dealer provider, as the runtime does it: a local dry run records the
+    randomness plan (nothing sent to the peer), an ``InProcessDealer`` makes this rank's batch, then the real run.
+
+    Returns (the real run's result, the plan).
+    """
+    from protocols.planning import offline
+    from protocols.providers import DealerProvider, InProcessDealer, install_provider
+
+    dealer, party = InProcessDealer(master_key), DealerProvider(rank)
+    install_provider(party)
+    with offline(), party.recording() as plan:
+        program()
+    key, corrections = dealer.next_batch(rank, plan)
+    party.begin_batch(key, plan, corrections)
+    out = program()
+    party.end_batch()
+    return out, plan

@@ -8,28 +8,20 @@ import torch
 from mpcvit.prg import new_key
 from protocols import compare
 from protocols.local import run_two_party
+from tests.protocols.helpers import run_with_dealer
 
 
 def _compare_party(rank: int, provider: str, master_key: bytes) -> dict:
     from protocols.config import DEFAULT_CONFIG, apply_config
     from protocols.crypten_compat import crypten
-    from protocols.planning import offline
-    from protocols.providers import DealerProvider, InProcessDealer, TFPProvider, install_provider
+    from protocols.providers import TFPProvider, install_provider
 
     apply_config(DEFAULT_CONFIG)
     crypten.cfg.communicator.verbose = True
     if provider == "tfp":
         install_provider(TFPProvider())
         return _compare_program()
-    dealer, party = InProcessDealer(master_key), DealerProvider(rank)
-    install_provider(party)
-    with offline(), party.recording() as plan:  # the local dry run that records the requests, as at model load
-        _compare_program()
-    key, corrections = dealer.next_batch(rank, plan)
-    party.begin_batch(key, plan, corrections)
-    out = _compare_program()
-    party.end_batch()
-    return out
+    return run_with_dealer(rank, master_key, _compare_program)[0]
 
 
 def _compare_program() -> dict:

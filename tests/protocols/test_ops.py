@@ -9,6 +9,7 @@ import torch
 
 from mpcvit.prg import new_key
 from protocols.local import run_two_party
+from tests.protocols.helpers import run_with_dealer
 from protocols.ring import LIMB_BITS, ring_matmul, split_limbs
 
 
@@ -31,23 +32,14 @@ def test_limbs_reassemble() -> None:
 def _ops_party(rank: int, mode: str, master_key: bytes) -> dict[str, float]:
     """``mode`` "tfp": the ring circuits with CrypTen's TFP; "dealer": the default runtime (DCF sign gates)."""
     from protocols.config import DEFAULT_CONFIG, apply_config
-    from protocols.planning import offline
-    from protocols.providers import DealerProvider, InProcessDealer, TFPProvider, install_provider
+    from protocols.providers import TFPProvider, install_provider
 
     if mode == "tfp":
         apply_config(DEFAULT_CONFIG.with_(provider="tfp"))
         install_provider(TFPProvider())
         return _ops_program()
     apply_config(DEFAULT_CONFIG.with_(fss_max_values=1000))  # calls on more values fall back to the ring circuit
-    dealer, party = InProcessDealer(master_key), DealerProvider(rank)
-    install_provider(party)
-    with offline(), party.recording() as plan:
-        _ops_program()
-    key, corrections = dealer.next_batch(rank, plan)
-    party.begin_batch(key, plan, corrections)
-    out = _ops_program()
-    party.end_batch()
-    return out
+    return run_with_dealer(rank, master_key, _ops_program)[0]
 
 
 def _ops_program() -> dict[str, float]:

@@ -9,6 +9,7 @@ import torch
 from mpcvit.prg import PRG, new_key
 from protocols import dcf, sign
 from protocols.local import run_two_party
+from tests.protocols.helpers import run_with_dealer
 
 
 def _seeds(g: PRG, n: int) -> np.ndarray:
@@ -59,18 +60,9 @@ def test_bad_dcf_parameters_are_refused() -> None:
 
 def _sign_party(rank: int, master_key: bytes) -> dict:
     from protocols.config import DEFAULT_CONFIG, apply_config
-    from protocols.planning import offline
-    from protocols.providers import DealerProvider, InProcessDealer, install_provider
 
     apply_config(DEFAULT_CONFIG)
-    dealer, party = InProcessDealer(master_key), DealerProvider(rank)
-    install_provider(party)
-    with offline(), party.recording() as plan:
-        _sign_program()
-    key, corrections = dealer.next_batch(rank, plan)
-    party.begin_batch(key, plan, corrections)
-    out = _sign_program()
-    party.end_batch()
+    out, plan = run_with_dealer(rank, master_key, _sign_program)
     out["plan_kinds"] = sorted({r.kind for r in plan})
     return out
 

@@ -3,8 +3,7 @@ both pairs, a failed pair leaves the rotation and comes back when Health answers
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,10 @@ from server.main import create_app
 from server.settings import Settings
 from tests.server.conftest import LiveServer
 from tests.server.fake_party import FakeParties
-from tests.server.test_concurrency import plaintext
+from tests.server.test_concurrency import _wait_for as wait_for, plaintext
 
 pytestmark = pytest.mark.timeout(120)
 MODEL = "vit_2_4_8"
-
-
-def wait_for(condition: Callable[[], bool], limit_s: float = 30.0) -> bool:
-    """Poll ``condition`` until it holds (True) or ``limit_s`` passes (False); a bound, not a measurement."""
-    end = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture

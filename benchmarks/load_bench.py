@@ -20,6 +20,19 @@ the network as a real deployment does:
 
     python benchmarks/load_bench.py --pairs 1 2 --network wan --levels 8 --batch-size 2 \\
         --out results/load_bench_pairs.json
+
+``--shape 7_4_32 --mu 0.1`` serves the benchmark's MPCViT at that shape
+(``benchmarks/bench_models.mpcvit_entry``) with seeded random weights, on
+seeded random images (no data set has that shape here); the answers are
+still checked against the plaintext model:
+
+    python benchmarks/load_bench.py --shape 7_4_32 --mu 0.1 --network wan --sessions 1 4 --levels 1 16 \\
+        --requests-per-client 1 --batch-size 4
+
+``--sessions 1 4`` does the same with the sessions each party runs at once
+(``mpcvit party --sessions``): one session per pair, then four. Every answer
+reports the dealer phase apart (bytes, the forward's wait, the fetch's own
+time, fetched ahead or not); each level sums it up under ``dealer``.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +76,7 @@ def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor
     """``clients`` threads, ``per_client`` private classifications each; latency per request, throughput overall."""
     latencies: list[float] = []
     batch_sizes: list[int] = []
+    dealer: list[dict[str, Any]] = []  # party 0's dealer phase of each answer's forward
     errors: list[str] = []
     agree = 0
     lock = threading.Lock()
@@ -86,6 +101,7 @@ def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor
                 with lock:
                     latencies.append(dt)
                     batch_sizes.append(r.batch_size)
+                    dealer.append(r.costs.get("parties", [{}])[0].get("dealer", {}))
                     agree += int(r.class_index == int(expected[i]))
 
     started = time.perf_counter()
@@ -107,6 +123,12 @@ def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor
         },
         "batch_size": {"mean": round(statistics.fmean(batch_sizes), 2) if batch_sizes else None, "max": max(batch_sizes, default=None)},
         "agree_with_plaintext": f"{agree}/{n}",
+        "dealer": {  # party 0, per answer (answers of one batch count its forward once each)
+            "prefetched": sum(bool(d.get("prefetched")) for d in dealer),
+            "wait_s_mean": round(statistics.fmean(d.get("wait_seconds", 0.0) for d in dealer), 3) if dealer else None,
+            "fetch_s_mean": round(statistics.fmean(d.get("fetch_seconds", 0.0) for d in dealer), 3) if dealer else None,
+            "megabytes_mean": round(statistics.fmean(d.get("bytes", 0) for d in dealer) / 1e6, 2) if dealer else None,
+        },
     }
 
 
@@ -117,11 +139,31 @@ def _git_commit() -> str | None:
         return None
 
 
+def random_weights_checkpoint(shape: str, mu: float, out_dir: Path) -> Path:
+    """The benchmark's MPCViT at ``shape`` with ratio ``mu``, seeded random weights, saved as a checkpoint."""
+    from benchmarks.bench_models import mpcvit_entry
+    from mpcvit.checkpoint import save_checkpoint
+    from mpcvit.models.vit import VisionTransformer
+
+    entry = mpcvit_entry(shape, mu)
+    torch.manual_seed(0)
+    model = VisionTransformer(entry.spec).eval()
+    meta = {"normalisation": {"mean": [0.5] * entry.spec.in_chans, "std": [0.25] * entry.spec.in_chans},
+            "dataset": None, "note": f"random weights for the load benchmark; {entry.arch_source}"}
+    return save_checkpoint(out_dir / f"mpcvit_{shape}_mu{mu:g}", model, meta)
+
+
+def bench_images(args: argparse.Namespace, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Digits test images when the model takes them, else seeded uniform random images of its input shape."""
+    if tuple(input_shape) == (1, 8, 8):
+        return load_dataset("digits", "test").tensors[0][: args.images]
+    return torch.rand(args.images, *input_shape, generator=torch.Generator().manual_seed(0))
+
+
 def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any]) -> dict[str, Any]:
     """``trust``: how the clients check the parties' keys (``PrivateClient``'s ``ca`` / ``pins`` / ``trust_coordinator``)."""
     net, meta = load_checkpoint(args.checkpoint)
-    images, labels = load_dataset("digits", "test").tensors
-    images, labels = images[: args.images], labels[: args.images]
+    images = bench_images(args, tuple(net.spec.input_shape))
     with torch.no_grad():
         expected = net(normalise_input(images, meta)).argmax(-1)
     with PrivateClient(url, timeout=600, **trust) as c:  # warm-up: loads the model and the parties' plans
@@ -138,7 +180,7 @@ def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any])
     return {
         "benchmark": "coordinator load: private classifications (share, seal, 2PC forward, open) by concurrent clients",
         "model": args.model,
-        "checkpoint": _display_path(args.checkpoint),
+        "checkpoint": _display_path(args.checkpoint) if args.shape is None else f"random weights: {args.model}",
         "model_info": {k: server_models[args.model].get(k) for k in ("arch", "input_shape", "precision_bits", "measured_cost")},
         "stack": stack,
         "coordinator": {"batch_size": args.batch_size, "batch_wait_ms": args.batch_wait_ms} if stack != "external" else None,
@@ -154,36 +196,43 @@ def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any])
     }
 
 
-def run_stack(args: argparse.Namespace, pairs: int) -> dict[str, Any]:
-    """Start the local stack with ``pairs`` party pairs and measure it."""
+def run_stack(args: argparse.Namespace, pairs: int, sessions: int | None) -> dict[str, Any]:
+    """Start the local stack with ``pairs`` party pairs, each party running ``sessions`` at once, and measure it."""
     from mpcvit.localstack import LocalStack, StackConfig
 
     os.environ["MPCVIT_BATCH_SIZE"] = str(args.batch_size)
     os.environ["MPCVIT_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
     os.environ["MPCVIT_QUEUE_BOUND"] = "256"
     config = StackConfig(models_dir=args.checkpoint.parent, model=args.model, insecure=args.insecure, pairs=pairs,
-                         network=args.network)
-    what = (f"local: dealer + {pairs} party pair{'s' if pairs > 1 else ''} + coordinator, loopback"
+                         network=args.network, sessions=sessions)
+    what = (f"local: dealer + {pairs} party pair{'s' if pairs > 1 else ''}"
+            f"{'' if sessions is None else f' ({sessions} session(s) at once per party)'} + coordinator, loopback"
             f"{'' if args.network == 'none' else f' shaped as {args.network}'}, {'plaintext gRPC' if args.insecure else 'mutual TLS'}")
     log.info("starting %s", what)
     with LocalStack(config) as stack:
         assert stack.endpoints is not None
         result = bench(stack.endpoints.coordinator_url, args, what, stack.client_trust())
     result["pairs"] = pairs
+    result["sessions"] = sessions
     result["network"] = args.network
     return result
 
 
-def compare_pairs(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """Runs with different numbers of pairs side by side, and each level's throughput over the first run's."""
-    base = {lvl["clients"]: lvl["requests_per_s"] for lvl in runs[0]["levels"]}
+def compare_runs(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Runs with different numbers of pairs or sessions side by side, and each level's throughput and p50 latency
+    over the first run's (and the p50 over the first run's single-client p50)."""
+    base = {lvl["clients"]: lvl for lvl in runs[0]["levels"]}
+    single = base.get(1, {}).get("latency_s", {}).get("p50")
     return {
-        "benchmark": "coordinator load with 1..N party pairs (the coordinator's pool): private classifications by concurrent clients",
+        "benchmark": "coordinator load with 1..N party pairs (the coordinator's pool) and 1..N sessions per party: "
+                     "private classifications by concurrent clients",
         "model": args.model,
         "network": args.network,
         "throughput_over_first_run": [
-            {"pairs": run["pairs"], "clients": lvl["clients"],
-             "ratio": round(lvl["requests_per_s"] / base[lvl["clients"]], 2) if base.get(lvl["clients"]) else None}
+            {"pairs": run["pairs"], "sessions": run.get("sessions"), "clients": lvl["clients"],
+             "ratio": round(lvl["requests_per_s"] / base[lvl["clients"]]["requests_per_s"], 2)
+             if base.get(lvl["clients"], {}).get("requests_per_s") else None,
+             "p50_over_single_request": round(lvl["latency_s"]["p50"] / single, 2) if single else None}
             for run in runs[1:] for lvl in run["levels"]
         ],
         "runs": runs,
@@ -217,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, nargs="+", default=[1],
                    help="party pairs of the started stack; several values: one run each, compared in one file")
     p.add_argument("--network", choices=("none", "lan", "wan"), default="none", help="the started parties' emulated peer link")
+    p.add_argument("--shape", default=None, help="serve the benchmark's MPCViT at this shape (e.g. 7_4_32), random weights")
+    p.add_argument("--mu", type=float, default=0.1, help="with --shape: its ReLU-softmax head ratio")
+    p.add_argument("--sessions", type=int, nargs="+", default=[None],
+                   help="sessions each started party runs at once; several values: one run each (default: the party's own default)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "load_bench.json")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
@@ -227,8 +280,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("load_bench --server: give --ca ca.pem (the deployment's CA certificate) to verify the parties' keys")
         result = bench(args.server, args, "external", {"ca": args.ca})
     else:
-        runs = [run_stack(args, pairs) for pairs in args.pairs]
-        result = runs[0] if len(runs) == 1 else compare_pairs(runs, args)
+        with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
+            if args.shape is not None:
+                args.checkpoint = random_weights_checkpoint(args.shape, args.mu, Path(tmp))
+                args.model = args.checkpoint.name
+            runs = [run_stack(args, pairs, sessions) for pairs in args.pairs for sessions in args.sessions]
+        result = runs[0] if len(runs) == 1 else compare_runs(runs, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     log.info("wrote %s", args.out)

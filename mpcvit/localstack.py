@@ -71,6 +71,7 @@ class StackConfig:
     restart_window_s: float = 600.0
     pairs: int = 1  # party pairs; the replicas of party R (roles party<R>-pair<k>) share party R's certificate and key
     network: str = "none"  # the parties' emulated peer link: none, lan or wan (parties/transport.py)
+    sessions: int | None = None  # sessions each party runs at once (None: the party's default)
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,7 @@ class LocalStack:
 
         models = ["--models", str(self.config.models_dir)]
         network = ["--network", self.config.network] if self.config.network != "none" else []
+        sessions = ["--sessions", str(self.config.sessions)] if self.config.sessions is not None else []
         port = ep.coordinator_url.rsplit(":", 1)[1]
         # the dealer's master secret in a file of its own: a restarted dealer derives the same model keys
         state = ["--state", str(self.workdir / "dealer-state" / "master.key")]
@@ -341,7 +343,7 @@ class LocalStack:
                 role = f"party{rank}" if k == 0 else f"party{rank}-pair{k}"
                 commands[role] = _mpcvit(
                     "party", "--rank", str(rank), "--listen", listen, "--peer", peer, "--dealer", ep.dealer,
-                    *tls(f"party{rank}"), *models, *network,
+                    *tls(f"party{rank}"), *models, *network, *sessions,
                 )
         where = (["--party0", ep.party0, "--party1", ep.party1] if len(ep.pairs) == 1
                  else [arg for a0, a1 in ep.pairs for arg in ("--pair", f"{a0},{a1}")])

@@ -20,15 +20,14 @@ names, so rounds, bytes and time are counted exactly as
 ``DistributedCommunicator`` counts them (when ``cfg.communicator.verbose``).
 Wire bytes sent and received are counted on the session regardless.
 
-Installing: :func:`install` is the ONE place where CrypTen is made to use it.
-``crypten.communicator.get()`` picks ``DistributedCommunicator`` or
-``InProcessCommunicator`` from module globals; rather than swap those classes,
-``install`` replaces the module functions ``get``, ``is_initialized`` and
-``uninit`` of ``crypten.communicator`` (every CrypTen call site goes through
-``crypten.communicator.get()``), then syncs CrypTen's PRNG seeds with the peer
-over this communicator (``crypten._setup_prng``: one isend/irecv exchange and
-one broadcast). :func:`uninstall` puts CrypTen's own functions back.
-:func:`installed` does both around a ``with`` block.
+Installing: :func:`installed` is the ONE place where CrypTen is made to use
+it. Every CrypTen call site goes through ``crypten.communicator.get()``,
+which the compat shim answers per thread
+(``protocols.crypten_compat.thread_communicator``): inside the ``with``
+block, the calling thread's CrypTen talks over this communicator, with its
+own PRNG slots keyed with the peer over it (``crypten._setup_prng``: one
+isend/irecv exchange and one broadcast), while other threads run other
+sessions.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ import torch
 from torch.distributed import ReduceOp
 
 from parties.transport import DTYPES, Session, SessionFailed, dtype_name
-from protocols.crypten_compat import crypten
+from protocols.crypten_compat import crypten, current_communicator, thread_communicator
 
 from crypten.communicator.communicator import Communicator, _logging  # noqa: E402  (after the compat shim)
 
@@ -286,13 +285,14 @@ class GrpcCommunicator(Communicator):
     # -- lifecycle -----------------------------------------------------------
     @classmethod
     def is_initialized(cls) -> bool:
-        return _installed is not None
+        return isinstance(current_communicator(), GrpcCommunicator)
 
     @classmethod
     def get(cls) -> "GrpcCommunicator":
-        if _installed is None:
-            raise RuntimeError("no gRPC communicator installed; call parties.communicator.install(comm)")
-        return _installed
+        comm = current_communicator()
+        if not isinstance(comm, GrpcCommunicator):
+            raise RuntimeError("no gRPC communicator in this thread; run inside parties.communicator.installed(comm)")
+        return comm
 
     def wire_stats(self) -> dict[str, int]:
         """Payload bytes and messages that really crossed the wire in this session."""
@@ -358,44 +358,18 @@ def decode_obj(tensor: torch.Tensor) -> Any:
 
 # -- the one place CrypTen is pointed at it -------------------------------------
 
-_installed: GrpcCommunicator | None = None
-_originals: dict[str, Callable[..., Any]] = {}
-
-
-def install(comm: GrpcCommunicator, setup_prng: bool = True) -> None:
-    """Make ``crypten.communicator.get()`` return ``comm`` (and ``is_initialized()`` true).
-
-    With ``setup_prng`` (default) CrypTen's shared PRNG seeds are then agreed
-    with the peer over ``comm``, as ``crypten.init()`` does over torch.distributed.
-    Call :func:`uninstall` to restore CrypTen's own functions.
-    """
-    global _installed
-    module = crypten.communicator
-    if not _originals:
-        _originals.update(get=module.get, is_initialized=module.is_initialized, uninit=module.uninit)
-    _installed = comm
-    module.get = GrpcCommunicator.get
-    module.is_initialized = GrpcCommunicator.is_initialized
-    module.uninit = uninstall
-    if setup_prng:
-        crypten._setup_prng()
-
-
-def uninstall() -> None:
-    """Restore CrypTen's own ``get``/``is_initialized``/``uninit``; idempotent."""
-    global _installed
-    _installed = None
-    module = crypten.communicator
-    for name, fn in _originals.items():
-        setattr(module, name, fn)
-    _originals.clear()
-
 
 @contextlib.contextmanager
 def installed(comm: GrpcCommunicator, setup_prng: bool = True) -> Iterator[GrpcCommunicator]:
-    """``with installed(comm):`` CrypTen computes over ``comm`` inside the block."""
-    install(comm, setup_prng=setup_prng)
-    try:
+    """``with installed(comm):`` CrypTen computes over ``comm`` inside the block, in the calling thread only.
+
+    With ``setup_prng`` (default) the thread gets its own CrypTen generator
+    slots, keyed with fresh keys agreed with the peer over ``comm``, as
+    ``crypten.init()`` does over torch.distributed; they are dropped at the
+    end. Other threads may run other sessions meanwhile
+    (``protocols.crypten_compat.thread_communicator``).
+    """
+    with thread_communicator(comm, own_generators=setup_prng):
+        if setup_prng:
+            crypten._setup_prng()
         yield comm
-    finally:
-        uninstall()

@@ -84,6 +84,7 @@ class _Batch:
     plan_digest: bytes | None = None  # both ranks must ask for the same plan
     pending: list[torch.Tensor] | None = None  # the other rank's material, made with the first call's
     ranks_needing: set[int] = field(default_factory=lambda: {0})
+    making: threading.Event | None = None  # set when the first call's replay is done (the other rank waits for it)
 
     @property
     def done(self) -> bool:
@@ -157,7 +158,9 @@ class DealerState:
 
         Both ranks' material comes from one replay of the two key streams: the
         first call makes both and keeps the other rank's until it asks (with
-        the same plan) or the batch goes stale.
+        the same plan) or the batch goes stale; a call that comes while the
+        first is still making them waits for it instead of making them again
+        (parties that fetch ahead ask at the same moment).
         """
         if rank not in (0, 1):
             raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "rank must be 0 or 1")
@@ -180,19 +183,33 @@ class DealerState:
                 mine, batch.pending = batch.pending, None
                 self._forget_if_done(batch_id, batch)
                 return mine
-            batch.plan_digest = digest
-            batch.ranks_needing = {r for r in (0, 1) if needs_corrections(r, requests)}
-            keys = batch.keys
-            self._forget_if_done(batch_id, batch)
-        other = 1 - rank
-        made = all_corrections(keys, requests, sorted({rank} | (batch.ranks_needing & {other})), self._model_keys)
-        mine = made[rank]
-        if other in made:
-            theirs = made[other]
+            if batch.making is not None:  # the other rank's call is making both right now: wait for it
+                made_by_other = batch.making
+            else:
+                made_by_other = None
+                batch.making = threading.Event()
+                batch.plan_digest = digest
+                batch.ranks_needing = {r for r in (0, 1) if needs_corrections(r, requests)}
+                keys = batch.keys
+                self._forget_if_done(batch_id, batch)
+        if made_by_other is not None:
+            made_by_other.wait(self.ttl_s)
             with self._lock:
-                if other not in batch.corrections_served:
-                    batch.pending = theirs
-        return mine
+                mine, batch.pending = batch.pending, None
+                self._forget_if_done(batch_id, batch)
+            if mine is None:
+                raise DealerError(grpc.StatusCode.UNAVAILABLE, f"making batch {batch_id} failed or took too long; ask for a new batch")
+            return mine
+        other = 1 - rank
+        try:
+            made = all_corrections(keys, requests, sorted({rank} | (batch.ranks_needing & {other})), self._model_keys)
+            with self._lock:
+                if other in made:
+                    batch.pending = made[other]
+                self._forget_if_done(batch_id, batch)
+        finally:
+            batch.making.set()
+        return made[rank]
 
     @property
     def open_batches(self) -> int:
@@ -352,18 +369,18 @@ class DealerClient:
         self.rank = rank
         self.timeout_s = timeout_s
         self.traffic = DealerTraffic()
-        self.dealer_id: bytes | None = None  # from the last key handed out (see SeedReply.dealer_id)
+        self._traffic_lock = threading.Lock()  # sessions and prefetches call at once
 
-    def get_key(self, batch_id: str, timeout: float | None = None) -> bytes:
-        """This party's 32-byte PRG key for the batch (``timeout``: seconds, default the client's)."""
+    def get_key(self, batch_id: str, timeout: float | None = None) -> tuple[bytes, bytes]:
+        """This party's 32-byte PRG key for the batch and the id of the dealer that made it (``timeout``: seconds,
+        default the client's)."""
         t0 = time.perf_counter()
         reply = self.stub.GetSeed(dealer_pb2.SeedRequest(batch_id=batch_id, rank=self.rank), timeout=timeout or self.timeout_s,
                                   wait_for_ready=True)
         self._count(len(reply.key), t0)
         if len(reply.key) != KEY_BYTES:
             raise RuntimeError(f"the dealer sent a {len(reply.key)}-byte key; a batch key is {KEY_BYTES} bytes")
-        self.dealer_id = bytes(reply.dealer_id)
-        return bytes(reply.key)
+        return bytes(reply.key), bytes(reply.dealer_id)
 
     def get_corrections(self, batch_id: str, requests: list[Request], timeout: float | None = None) -> list[torch.Tensor]:
         t0 = time.perf_counter()
@@ -373,21 +390,24 @@ class DealerClient:
         self._count(sum(int(c.nelement()) * 8 for c in corrections), t0)
         return corrections
 
-    def get_model_key(self, model_id: int, timeout: float | None = None) -> bytes:
-        """This party's 32-byte key of model load ``model_id`` (its fixed weight masks)."""
+    def get_model_key(self, model_id: int, timeout: float | None = None) -> tuple[bytes, bytes]:
+        """This party's 32-byte key of model load ``model_id`` (its fixed weight masks) and the dealer's id."""
         return self.get_key(f"{MODEL_PREFIX}{int(model_id)}", timeout)
 
-    def fetch_batch(self, batch_id: str, requests: list[Request], timeout: float | None = None) -> tuple[bytes, list[torch.Tensor] | None]:
-        """This party's key and its corrections (party 1: only for plans with DCF keys): what ``begin_batch`` takes.
+    def fetch_batch(self, batch_id: str, requests: list[Request],
+                    timeout: float | None = None) -> tuple[bytes, list[torch.Tensor] | None, bytes]:
+        """This party's key and its corrections (party 1: only for plans with DCF keys): what ``begin_batch``
+        takes; and the dealer's id.
 
         ``timeout`` bounds each of the two calls (the party passes its session's time left)."""
-        key = self.get_key(batch_id, timeout)
-        return key, (self.get_corrections(batch_id, requests, timeout) if needs_corrections(self.rank, requests) else None)
+        key, dealer_id = self.get_key(batch_id, timeout)
+        return key, (self.get_corrections(batch_id, requests, timeout) if needs_corrections(self.rank, requests) else None), dealer_id
 
     def _count(self, nbytes: int, t0: float) -> None:
-        self.traffic.requests += 1
-        self.traffic.bytes_received += nbytes
-        self.traffic.seconds += time.perf_counter() - t0
+        with self._traffic_lock:
+            self.traffic.requests += 1
+            self.traffic.bytes_received += nbytes
+            self.traffic.seconds += time.perf_counter() - t0
 
     def reachable(self, timeout: float = 1.0) -> bool:
         try:

@@ -15,19 +15,25 @@ Per control call (the coordinator calls both parties with the same session id):
 * ``Infer``: each party refuses a request id or client key it has seen
   within the replay window (:class:`ReplayGuard`), opens its sealed input
   shares (``mpcvit.sealing.open_tensor``, bound to request id, model, its rank
-  and the input direction), fetches the batch's
-  256-bit key (and on party 0 the corrections) from the dealer with the session id as
-  the batch id -- the offline phase, one request, before any online round --
-  runs ``SecureViT.forward_shares`` over the gRPC communicator and seals its
+  and the input direction), takes the batch's 256-bit key and its dealer
+  material (corrections on party 0, DCF keys on both) -- the offline phase --
+  fetched ahead of time under the coordinator's ticket when it could be
+  (:class:`SessionBatches`), else from the dealer now with the session id as
+  the batch id; runs ``SecureViT.forward_shares`` over the gRPC communicator and seals its
   logit share for each client (``seal_tensor``, bound to the output direction).
 * ``Health`` also answers the party's sealing public key with its TLS
   certificate and its signature over the key (``mpcvit.pki.sign_party_key``),
   so that clients can check the key against the CA instead of trusting the
   coordinator that relays it.
 
-The secure computation uses CrypTen's global state, so a party runs one
-session at a time (a lock, waited on at most until the call's deadline); the
-coordinator must hand sessions to both parties in the same order. Every
+A party runs up to ``--sessions N`` sessions at once, one thread each: each
+thread's CrypTen has its own communicator (the session's channel) and its own
+zero-sharing PRGs (``parties.communicator.installed``), and draws from its
+own dealer batch (the provider keeps batches per thread); the models' shares
+are only read. N defaults to what the host affords (:func:`default_sessions`:
+cores and memory) and is reported in Health, so the coordinator sends a pair
+no more than the smaller of its two parties' N. A session waits for a free
+slot at most until the call's deadline. Every
 session agrees fresh 256-bit keys for CrypTen's zero-sharing PRGs with the
 peer over the mutually authenticated channel (``install``), so a
 failed session never poisons the next. A failure (bad input, dead peer,
@@ -46,9 +52,11 @@ import collections
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -80,6 +88,22 @@ COORDINATOR_ROLE = "coordinator"
 REPLAY_WINDOW_S = 24 * 3600.0
 REPLAY_MAX_ENTRIES = 200_000
 ENDED_CALLS_KEPT = 1024  # session ids whose control call ended before their session opened
+PREFETCH_DEPTH = 2  # dealer batches fetched ahead per series (model and batch size)
+PREFETCH_KEPT = 8  # most batches held ahead in all
+MAX_SESSIONS = 16  # the most sessions a party runs at once (the transport keeps 64 sessions open at most)
+SESSION_MEMORY_BYTES = 2 << 30  # a session's budget: activations and one batch's dealer material at ViT-Lite scale
+
+
+def default_sessions(cpus: int | None = None, memory_bytes: int | None = None) -> int:
+    """Sessions a party runs at once by default: two per core (a WAN forward mostly waits for the network),
+    at most one per ``SESSION_MEMORY_BYTES`` of physical memory, 1 to 8."""
+    cpus = cpus if cpus is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if memory_bytes is None:
+        try:
+            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            memory_bytes = SESSION_MEMORY_BYTES
+    return max(1, min(8, 2 * cpus, memory_bytes // SESSION_MEMORY_BYTES))
 
 
 class PartyError(Exception):
@@ -100,6 +124,7 @@ class PartyConfig:
     certs_dir: Path | None  # None: plaintext gRPC everywhere (--insecure)
     mode: Mode = "stream"
     shape: NetworkShape = field(default_factory=NetworkShape)
+    max_sessions: int = 1  # sessions run at once (threads); the command line defaults to default_sessions()
 
 
 @dataclass
@@ -123,14 +148,80 @@ class ModelLost(PartyError):
     """A loaded model's weight masks can no longer be served (the dealer lost its master secret)."""
 
 
-class SessionBatches:
-    """``protocols.providers.BatchSource`` over the gRPC dealer: batch id = the current session id."""
+@dataclass
+class Fetched:
+    """One dealer batch as a party holds it: its key, its corrections (or None), and what fetching it cost."""
 
-    def __init__(self, dealer: DealerClient) -> None:
+    key: bytes
+    corrections: list[torch.Tensor] | None
+    dealer_id: bytes | None  # the dealer that handed it out (its weight masks must be the model's)
+    nbytes: int
+    seconds: float  # how long the fetch took, wherever it ran
+
+
+@dataclass
+class FetchReport:
+    """What a session's dealer batch cost: bytes, the wait within the session, the fetch's own time, ahead or not."""
+
+    nbytes: int = 0
+    waited_s: float = 0.0
+    fetch_s: float = 0.0
+    prefetched: bool = False
+
+
+def _plan_digest(requests: list[Request]) -> str:
+    """Both parties plan the same forward (data-oblivious), so they name the same batch with this digest."""
+    return hashlib.sha256(repr(requests).encode()).hexdigest()[:16]
+
+
+class SessionBatches:
+    """``protocols.providers.BatchSource`` over the gRPC dealer, keeping the next batches of a series ready.
+
+    A session's dealer batch is named by the coordinator's ticket (series,
+    number) and the digest of the forward's plan: ``"<series hash>#<number>/<plan
+    digest>"``; both parties compute the same name without a message. Without
+    a ticket it is the session id, fetched when the forward needs it. With
+    one, the first forward of a series fetches its batch itself, and every
+    forward then queues fetches of the next ``depth`` numbers of its series
+    with its plan, in a background thread (one fetch at a time, at most
+    ``kept`` batches held in all, oldest dropped first), so that the next
+    forward of that model and batch size finds its material ready. A held
+    batch whose plan no longer matches (the model was loaded again) is
+    dropped, and its session fetches under its own plan's name, which the
+    dealer has not handed out. The dealer hands each party's key out once per
+    name, so a ticket used twice fails its session instead of reusing
+    randomness.
+
+    Per-session state (the batch name, the deadline, the fetch report) belongs
+    to the calling thread, so concurrent sessions each use their own batch.
+    """
+
+    def __init__(self, dealer: DealerClient, depth: int = PREFETCH_DEPTH, kept: int = PREFETCH_KEPT) -> None:
         self.dealer = dealer
-        self.batch_id: str | None = None
-        self.deadline_s: float | None = None  # the session's deadline (unix seconds): dealer calls wait no longer
+        self.depth = depth
+        self.kept = kept
+        self._local = threading.local()  # ticket, session id, deadline and fetch report of this thread's session
         self.model_dealer: dict[int, bytes | None] = {}  # model load id -> the dealer id its weight masks came from
+        self._lock = threading.Lock()
+        self._ahead: collections.OrderedDict[str, futures.Future[Fetched]] = collections.OrderedDict()
+        self._scheduled: collections.OrderedDict[str, int] = collections.OrderedDict()  # series -> highest number queued
+        self._pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") if depth > 0 else None
+
+    # -- the calling thread's session -----------------------------------------------------
+    def begin(self, session_id: str, deadline_s: float, series: str = "", number: int = 0) -> None:
+        self._local.session = (session_id, deadline_s, series, number)
+        self._local.report = FetchReport()
+
+    def end(self) -> FetchReport:
+        report = getattr(self._local, "report", None) or FetchReport()
+        self._local.session = None
+        self._local.report = None
+        return report
+
+    @property
+    def deadline_s(self) -> float | None:
+        session = getattr(self._local, "session", None)
+        return session[1] if session else None
 
     def _timeout(self) -> float:
         """Seconds a dealer call may take: the session's time left (at most the client's own timeout)."""
@@ -141,27 +232,91 @@ class SessionBatches:
             raise PartyError(grpc.StatusCode.DEADLINE_EXCEEDED, "the session's deadline passed before the dealer answered")
         return min(left, self.dealer.timeout_s)
 
-    def next_batch(self, rank: int, requests: list[Request]) -> tuple[int, list[torch.Tensor] | None]:
-        if self.batch_id is None:
-            raise RuntimeError("no session is running")
+    @staticmethod
+    def _name(series: str, number: int, digest: str) -> str:
+        return f"{hashlib.sha256(series.encode()).hexdigest()[:24]}#{number}/{digest}"
+
+    # -- fetching ---------------------------------------------------------------------------
+    def _fetch(self, batch_id: str, requests: list[Request], timeout: float) -> Fetched:
+        t0 = time.perf_counter()
         try:
-            batch = self.dealer.fetch_batch(self.batch_id, requests, timeout=self._timeout())
+            key, corrections, dealer_id = self.dealer.fetch_batch(batch_id, requests, timeout=timeout)
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
+        nbytes = len(key) + sum(int(c.nelement()) * 8 for c in corrections or ())
+        return Fetched(key, corrections, dealer_id, nbytes, time.perf_counter() - t0)
+
+    def _take(self, batch_id: str) -> futures.Future[Fetched] | None:
+        with self._lock:
+            return self._ahead.pop(batch_id, None)
+
+    def _prefetch(self, series: str, number: int, requests: list[Request]) -> None:
+        """Queue fetches of the next ``depth`` numbers of ``series`` under ``requests``' plan."""
+        if self._pool is None:
+            return
+        digest = _plan_digest(requests)
+        with self._lock:
+            first = max(number + 1, self._scheduled.get(series, -1) + 1)
+            last = number + self.depth
+            if first > last:
+                return
+            self._scheduled[series] = last
+            self._scheduled.move_to_end(series)
+            while len(self._scheduled) > 4 * self.kept:
+                self._scheduled.popitem(last=False)
+            for n in range(first, last + 1):
+                name = self._name(series, n, digest)
+                self._ahead[name] = self._pool.submit(self._fetch, name, list(requests), self.dealer.timeout_s)
+            while len(self._ahead) > self.kept:
+                _, dropped = self._ahead.popitem(last=False)
+                dropped.cancel()
+
+    def next_batch(self, rank: int, requests: list[Request]) -> tuple[bytes, list[torch.Tensor] | None]:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            raise RuntimeError("no session is running")
+        session_id, _, series, number = session
+        t0 = time.perf_counter()
+        fetched = None
+        if series:
+            batch_id = self._name(series, number, _plan_digest(requests))
+            ahead = self._take(batch_id)
+            if ahead is not None:
+                try:
+                    fetched = ahead.result(timeout=self._timeout())
+                except futures.CancelledError:
+                    fetched = None
+                except futures.TimeoutError:
+                    raise PartyError(grpc.StatusCode.DEADLINE_EXCEEDED, "the session's deadline passed while its dealer batch was fetched") from None
+                except PartyError as exc:
+                    logger.warning("fetching a batch ahead failed (%s); the session fetches it now", exc)
+        else:
+            batch_id = session_id
+        report = self._local.report
+        report.prefetched = fetched is not None
+        if fetched is None:
+            fetched = self._fetch(batch_id, requests, self._timeout())
+        report.nbytes, report.fetch_s, report.waited_s = fetched.nbytes, fetched.seconds, time.perf_counter() - t0
+        if series:
+            self._prefetch(series, number, requests)
         for model_id in {dict(r.kwargs)["model"] for r in requests if r.kind == "fixed"}:
-            if self.model_dealer.get(model_id) != self.dealer.dealer_id:
+            if self.model_dealer.get(model_id) != fetched.dealer_id:
                 raise ModelLost(grpc.StatusCode.FAILED_PRECONDITION, "the dealer restarted without its state (--state): "
                                 "this model's weight masks are lost; it is being unloaded, load it again")
-        return batch
+        return fetched.key, fetched.corrections
 
     def model_key(self, rank: int, model_id: int) -> bytes:
         """This party's key of a model load's fixed weight masks (the dealer keeps both for later batches)."""
         try:
-            key = self.dealer.get_model_key(model_id, timeout=self._timeout())
+            key, dealer_id = self.dealer.get_model_key(model_id, timeout=self._timeout())
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
-        self.model_dealer[model_id] = self.dealer.dealer_id
+        self.model_dealer[model_id] = dealer_id
         return key
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def load_keypair(certs_dir: Path | None, rank: int) -> sealing.KeyPair:
@@ -249,6 +404,8 @@ class Party:
     def __init__(self, config: PartyConfig) -> None:
         if config.rank not in (0, 1):
             raise ValueError("rank must be 0 or 1")
+        if not 1 <= config.max_sessions <= MAX_SESSIONS:
+            raise ValueError(f"max_sessions must be 1..{MAX_SESSIONS}, got {config.max_sessions}")
         self.config = config
         self.rank = config.rank
         role = f"party{config.rank}"
@@ -274,20 +431,23 @@ class Party:
                     "signed with the party's certificate key" if certs else "unsigned: no TLS")
         self.models: dict[str, LoadedModel] = {}
         self.counters = Counters()
-        self._lock = threading.Lock()
+        self._counters_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(config.max_sessions)
+        self._local = threading.local()  # the fetch report of this thread's last session
         self._calls_lock = threading.Lock()
         self._running: dict[str, Any] = {}  # session id -> its open transport session
         self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()  # session id -> why its call ended
 
     # -- sessions --------------------------------------------------------------------
     @contextlib.contextmanager
-    def _session(self, session_id: str, deadline_unix_ms: int) -> Iterator[GrpcCommunicator]:
+    def _session(self, session_id: str, deadline_unix_ms: int, series: str = "", number: int = 0) -> Iterator[GrpcCommunicator]:
         """Run one session: wait for the party (until the deadline), open the transport, install CrypTen's comm."""
         remaining = deadline_unix_ms / 1000.0 - time.time()
         if remaining <= 0:
             raise PartyError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline has already passed")
-        if not self._lock.acquire(timeout=remaining):
-            raise PartyError(grpc.StatusCode.DEADLINE_EXCEEDED, "the party was busy with another session until the deadline")
+        if not self._slots.acquire(timeout=remaining):
+            raise PartyError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                             f"the party was busy with {self.config.max_sessions} other session(s) until the deadline")
         try:
             with self.endpoint.session(session_id, deadline_unix_ms=deadline_unix_ms) as session:
                 ok = False
@@ -301,8 +461,7 @@ class Party:
                 try:
                     with installed(GrpcCommunicator(session)) as comm:
                         ensure_counting()
-                        self.batches.batch_id = session_id
-                        self.batches.deadline_s = deadline_unix_ms / 1000.0
+                        self.batches.begin(session_id, deadline_unix_ms / 1000.0, series, number)
                         yield comm
                     ok = True
                 except BaseException as exc:
@@ -311,13 +470,13 @@ class Party:
                 finally:
                     with self._calls_lock:
                         self._running.pop(session_id, None)
-                    self.batches.batch_id = None
+                    self._local.fetch = self.batches.end()
                     if not ok:
                         with contextlib.suppress(RuntimeError):
                             self.provider.end_batch()  # drop a half-used batch
                     self._count(ok, session)
         finally:
-            self._lock.release()
+            self._slots.release()
 
     def call_ended(self, session_id: str, reason: str) -> None:
         """The control call of ``session_id`` ended before it answered: abort its session here and at the peer.
@@ -336,12 +495,13 @@ class Party:
             session.abort(reason)
 
     def _count(self, ok: bool, session: Any) -> None:
-        if ok:
-            self.counters.sessions_ok += 1
-        else:
-            self.counters.sessions_failed += 1
-        self.counters.bytes_sent += session.bytes_sent
-        self.counters.bytes_received += session.bytes_received
+        with self._counters_lock:
+            if ok:
+                self.counters.sessions_ok += 1
+            else:
+                self.counters.sessions_failed += 1
+            self.counters.bytes_sent += session.bytes_sent
+            self.counters.bytes_received += session.bytes_received
 
     # -- the control operations (plain functions of the request) --------------------------
     def health(self) -> control_pb2.HealthReply:
@@ -354,6 +514,7 @@ class Party:
             public_key=self.keys.public,
             certificate=self.certificate,
             key_signature=self.key_signature,
+            max_sessions=self.config.max_sessions,
         )
 
     def load_model(self, name: str, session_id: str, deadline_unix_ms: int) -> control_pb2.LoadModelReply:
@@ -436,8 +597,7 @@ class Party:
             loaded = self._check_infer(request)
         except PartyError as exc:
             raise self._refuse(request.session_id, request.deadline_unix_ms, exc) from None
-        dealer_before = (self.dealer.traffic.bytes_received, self.dealer.traffic.seconds)
-        with self._session(request.session_id, request.deadline_unix_ms):
+        with self._session(request.session_id, request.deadline_unix_ms, request.batch_series, request.batch_number):
             x_share = self._open_inputs(list(request.items), request.model, loaded.spec)  # inside: a bad input aborts the peer too
             try:
                 logits_share, report = loaded.secure.forward_shares(x_share)
@@ -445,10 +605,12 @@ class Party:
                 self.models.pop(request.model, None)  # the coordinator's health watch loads it again on both parties
                 raise
         costs = costs_message(report)
-        costs.dealer_bytes_received = self.dealer.traffic.bytes_received - dealer_before[0]
-        costs.dealer_seconds = self.dealer.traffic.seconds - dealer_before[1]
-        self.counters.rounds += int(report.rounds)
-        self.counters.seconds += report.seconds
+        fetch: FetchReport = self._local.fetch
+        costs.dealer_bytes_received, costs.dealer_seconds = fetch.nbytes, fetch.waited_s
+        costs.dealer_fetch_seconds, costs.dealer_prefetched = fetch.fetch_s, fetch.prefetched
+        with self._counters_lock:
+            self.counters.rounds += int(report.rounds)
+            self.counters.seconds += report.seconds
         outputs = []
         for item, share in zip(request.items, logits_share):
             context = sealing.BoxContext(item.request_id, request.model, self.rank, "output")
@@ -465,6 +627,7 @@ class Party:
         )
 
     def close(self) -> None:
+        self.batches.close()
         self.endpoint.close()
         self.dealer.close()
 
@@ -553,6 +716,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network", choices=sorted(NETWORKS), default="none", help="emulate LAN or WAN on the peer link")
     parser.add_argument("--delay-ms", type=float, help="one-way delay of the emulated link (overrides --network)")
     parser.add_argument("--bandwidth-bps", type=float, help="bandwidth of the emulated link in bit/s (overrides --network)")
+    parser.add_argument("--sessions", type=int, default=None, metavar="N",
+                        help=f"secure forwards run at once, one thread each (1..{MAX_SESSIONS}; default: two per core, "
+                        f"at most one per {SESSION_MEMORY_BYTES >> 30} GiB of memory, at most 8: {default_sessions()} here). "
+                        "Both parties report it in Health; the coordinator sends a pair at most the smaller of the two")
 
 
 def config_from_args(args: argparse.Namespace) -> PartyConfig:
@@ -574,6 +741,7 @@ def config_from_args(args: argparse.Namespace) -> PartyConfig:
         certs_dir=None if args.insecure else args.certs,
         mode=args.transport,
         shape=shape,
+        max_sessions=default_sessions() if args.sessions is None else args.sessions,
     )
 
 

@@ -29,6 +29,17 @@
   leaves the process. Until ``_setup_prng`` runs, "local" draws come from
   a process-local PRG.
 
+* Its communicator and its generator slots are process-wide, which would let
+  two secure forwards in one process (a party serving several sessions, one
+  thread each) send on each other's channel or draw each other's zero-sharing
+  keys. :func:`thread_communicator` gives the calling thread its own:
+  ``crypten.communicator.get()`` and ``is_initialized()`` answer the thread's
+  innermost communicator (CrypTen's own otherwise), and ``crypten.generators``
+  reads and writes the thread's own slots (so ``_setup_prng`` keys them for
+  that thread alone). A thread that set nothing sees the process-wide state,
+  as before. (The dealer provider keeps its batch per thread itself:
+  ``protocols.providers.DealerProvider``.)
+
 Every other module imports CrypTen through here::
 
     from protocols.crypten_compat import crypten
@@ -36,10 +47,14 @@ Every other module imports CrypTen through here::
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
+import threading
 import types
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import torch
 
@@ -145,4 +160,78 @@ def _secure_randomness() -> None:
 
 _secure_randomness()
 
-__all__ = ["crypten", "generate_kbit_random_tensor", "generate_random_ring_element"]
+
+# -- per-thread state (see the module docstring) -----------------------------------
+
+_thread = threading.local()
+_crypten_get = crypten.communicator.get
+_crypten_is_initialized = crypten.communicator.is_initialized
+_process_generators: dict = crypten.generators
+
+
+class _ThreadGenerators(MutableMapping):
+    """``crypten.generators``: the calling thread's slots inside :func:`thread_communicator`, the process's outside."""
+
+    @staticmethod
+    def _target() -> dict:
+        own = getattr(_thread, "generators", None)
+        return own if own is not None else _process_generators
+
+    def __getitem__(self, key: str) -> dict:
+        return self._target()[key]
+
+    def __setitem__(self, key: str, value: dict) -> None:
+        self._target()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._target()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._target())
+
+    def __len__(self) -> int:
+        return len(self._target())
+
+
+def current_communicator() -> Any:
+    """The calling thread's innermost communicator from :func:`thread_communicator`, else None."""
+    stack = getattr(_thread, "comms", None)
+    return stack[-1] if stack else None
+
+
+def _get() -> Any:
+    own = current_communicator()
+    return own if own is not None else _crypten_get()
+
+
+def _is_initialized() -> bool:
+    return current_communicator() is not None or _crypten_is_initialized()
+
+
+@contextlib.contextmanager
+def thread_communicator(comm: Any, own_generators: bool = False) -> Iterator[Any]:
+    """Inside the block, this thread's CrypTen talks over ``comm``; other threads are not affected.
+
+    With ``own_generators`` the thread also gets empty generator slots of its
+    own (fill them with ``crypten._setup_prng()``), dropped at the end: keys
+    agreed for one session never serve another.
+    """
+    stack = _thread.__dict__.setdefault("comms", [])
+    saved = getattr(_thread, "generators", None)
+    stack.append(comm)
+    if own_generators:
+        _thread.generators = {slot: {} for slot in _process_generators}
+    try:
+        yield comm
+    finally:
+        stack.pop()
+        if own_generators:
+            _thread.generators = saved
+
+
+crypten.communicator.get = _get
+crypten.communicator.is_initialized = _is_initialized
+crypten.generators = _ThreadGenerators()
+
+__all__ = ["crypten", "current_communicator", "generate_kbit_random_tensor", "generate_random_ring_element",
+           "thread_communicator"]

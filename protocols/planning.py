@@ -5,7 +5,8 @@ recorded by running the forward once on throwaway values. That dry run must
 exchange nothing with the peer: an opening made under fixed or public
 randomness reveals the value it masks (party 0's weight share minus a
 known mask *is* its weight share). ``offline()`` makes
-``crypten.communicator.get()`` return, in the calling thread only, an
+``crypten.communicator.get()`` return, in the calling thread only
+(``protocols.crypten_compat.thread_communicator``), an
 :class:`OfflineCommunicator` that answers every collective locally (the
 "peer" contributes zeros), so the dry run computes garbage but sends nothing
 and receives nothing. Every protocol of the runtime is data-oblivious (the
@@ -19,21 +20,15 @@ CrypTen's own decorator, so a plan also knows the online cost it will have.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.distributed import ReduceOp
 
-from protocols.crypten_compat import crypten
+from protocols.crypten_compat import crypten, current_communicator, thread_communicator
 
 from crypten.communicator.communicator import Communicator, _logging  # noqa: E402  (after the compat shim)
-
-_local = threading.local()
-_lock = threading.Lock()
-_depth = [0]
-_saved: dict[str, Any] = {}
 
 
 class _Done:
@@ -138,43 +133,18 @@ class OfflineCommunicator(Communicator):
 
 def is_offline() -> bool:
     """True inside ``offline()`` in this thread."""
-    return getattr(_local, "comm", None) is not None
-
-
-def _dispatch_get() -> Communicator:
-    stand_in = getattr(_local, "comm", None)
-    return stand_in if stand_in is not None else _saved["get"]()
-
-
-def _dispatch_is_initialized() -> bool:
-    return True if is_offline() else _saved["is_initialized"]()
+    return isinstance(current_communicator(), OfflineCommunicator)
 
 
 @contextlib.contextmanager
 def offline(rank: int | None = None) -> Iterator[OfflineCommunicator]:
     """Inside the block, this thread's CrypTen talks to an :class:`OfflineCommunicator` (rank: the current one's)."""
-    module = crypten.communicator
-    if rank is None:
-        rank = module.get().get_rank()
-    stand_in = OfflineCommunicator(rank)
     if is_offline():
         raise RuntimeError("already planning offline in this thread")
-    with _lock:
-        if _depth[0] == 0:
-            _saved.update(get=module.get, is_initialized=module.is_initialized)
-            module.get, module.is_initialized = _dispatch_get, _dispatch_is_initialized
-        _depth[0] += 1
-    _local.comm = stand_in
-    try:
+    if rank is None:
+        rank = crypten.communicator.get().get_rank()
+    with thread_communicator(OfflineCommunicator(rank)) as stand_in:
         yield stand_in
-    finally:
-        _local.comm = None
-        with _lock:
-            _depth[0] -= 1
-            if _depth[0] == 0:
-                if module.get is _dispatch_get:
-                    module.get, module.is_initialized = _saved["get"], _saved["is_initialized"]
-                _saved.clear()
 
 
 __all__ = ["OfflineCommunicator", "is_offline", "offline"]

@@ -84,6 +84,7 @@ import functools
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -474,6 +475,11 @@ class DealerProvider(TupleProvider):
     with zeros (a dry run that must run over ``protocols.planning.offline``:
     the values are garbage and never leave the process, the request
     sequence is exact because every protocol is data-oblivious).
+
+    The open batch and the recording belong to the calling thread: one
+    provider serves several sessions at once, one thread each, and a thread
+    draws only from its own batch. A batch key is refused if any thread used
+    it before.
     """
 
     NAME = "DEALER"
@@ -485,10 +491,26 @@ class DealerProvider(TupleProvider):
         self.party_rank = rank
         self.fetch = fetch
         self.stats = DealerStats()
-        self._batch: _Batch | None = None
-        self._recording: list[Request] | None = None
+        self._local = threading.local()  # _batch and _recording, per thread
+        self._keys_lock = threading.Lock()
         self._used_keys: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # SHA-256 of recent keys
         self._model_keys: dict[int, bytes] = {}
+
+    @property
+    def _batch(self) -> _Batch | None:
+        return getattr(self._local, "batch", None)
+
+    @_batch.setter
+    def _batch(self, batch: _Batch | None) -> None:
+        self._local.batch = batch
+
+    @property
+    def _recording(self) -> list[Request] | None:
+        return getattr(self._local, "recording", None)
+
+    @_recording.setter
+    def _recording(self, recording: list[Request] | None) -> None:
+        self._local.recording = recording
 
     # -- batches -----------------------------------------------------------
     def begin_batch(self, key: bytes, requests: list[Request] | None = None, corrections: list[torch.Tensor] | None = None) -> None:
@@ -499,12 +521,13 @@ class DealerProvider(TupleProvider):
         import time
 
         digest = hashlib.sha256(bytes(key)).digest()  # never keep a past key itself
-        if digest in self._used_keys:
-            raise RuntimeError("this batch key was used before; every batch needs a fresh key from the dealer")
+        with self._keys_lock:
+            if digest in self._used_keys:
+                raise RuntimeError("this batch key was used before; every batch needs a fresh key from the dealer")
+            self._used_keys[digest] = None
+            while len(self._used_keys) > USED_KEYS_KEPT:  # bounded: the dealer never repeats a batch id anyway
+                self._used_keys.popitem(last=False)
         batch = _Batch(generator=_generator(key), requests=list(requests) if requests is not None else None)
-        self._used_keys[digest] = None
-        while len(self._used_keys) > USED_KEYS_KEPT:  # bounded: the dealer never repeats a batch id anyway
-            self._used_keys.popitem(last=False)
         needed = requests is None and self.party_rank == 0 or requests is not None and needs_corrections(self.party_rank, requests)
         if needed:
             if corrections is None:

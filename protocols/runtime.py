@@ -28,8 +28,10 @@ MLP and final norm are computed (the head reads only the class token).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -159,6 +161,12 @@ class SecureViT:
     each forward's seed and corrections, or the caller runs
     ``provider.begin_batch(seed, plan, corrections)`` before
     ``forward_shares`` and ``provider.end_batch()`` after it.
+
+    Several threads may run ``forward_shares`` on one instance at once (a
+    party serving concurrent sessions, each thread inside its own
+    ``parties.communicator.installed``): a forward only reads the shared
+    weights, keeps its costs in local variables, and ``plan`` runs its dry
+    run on a copy whose weights are zero stand-ins, under a lock.
     """
 
     def __init__(self, spec: ArchSpec, params: dict[str, MPCTensor], config: SecureConfig, owner: int,
@@ -172,6 +180,7 @@ class SecureViT:
         self.last_costs: CostReport | None = None
         self._plans: dict[int, list[Request]] = {}
         self._plan_costs: dict[int, CostReport] = {}
+        self._plan_lock = threading.Lock()
         self.fixed: dict[str, ops.FixedWeight] = {}  # weights whose Beaver mask was opened at load
         self.model_id: int | None = None
 
@@ -235,21 +244,20 @@ class SecureViT:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        if batch_size not in self._plans:
+        with self._plan_lock:
+            if batch_size in self._plans:
+                return self._plans[batch_size]
             provider = current_provider()
             if not isinstance(provider, DealerProvider):
                 raise RuntimeError("plan() needs the dealer provider installed (protocols.providers.install_provider)")
             C, S = self.spec.in_chans, self.spec.img_size
             t0 = time.perf_counter()
-            real = self.params
-            self.params = {k: _zero_like(v) for k, v in real.items()}
-            try:
-                with offline(provider.party_rank), provider.recording() as requests:
-                    tracker = CostTracker()  # inside: it reads the stand-in's counters, at the start and at the end
-                    self._forward(ops.public_zeros(batch_size, C, S, S), tracker)
-                    costs = tracker.report(provider="dealer", batch_size=batch_size)  # the stand-in's counts
-            finally:
-                self.params = real
+            dry = copy.copy(self)  # the same model with zero stand-ins for its weights; self.params stays as it is
+            dry.params = {k: _zero_like(v) for k, v in self.params.items()}
+            with offline(provider.party_rank), provider.recording() as requests:
+                tracker = CostTracker()  # inside: it reads the stand-in's counters, at the start and at the end
+                dry._forward(ops.public_zeros(batch_size, C, S, S), tracker)
+                costs = tracker.report(provider="dealer", batch_size=batch_size)  # the stand-in's counts
             self._plans[batch_size] = list(requests)
             self._plan_costs[batch_size] = costs
             log.info("planned %d randomness requests for batch size %d in %.1f s", len(requests), batch_size, time.perf_counter() - t0)
@@ -267,10 +275,13 @@ class SecureViT:
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: MPCTensor) -> MPCTensor:
         """(B, C, H, W) shared [0, 1] image -> (B, classes) shared logits; costs in ``self.last_costs``."""
+        out, self.last_costs = self._forward_costs(x)
+        return out
+
+    def _forward_costs(self, x: MPCTensor) -> tuple[MPCTensor, CostReport]:
         tracker = CostTracker()
         out = self._forward(x, tracker)
-        self.last_costs = tracker.report(provider=_provider_name(), batch_size=int(x.size(0)))
-        return out
+        return out, tracker.report(provider=_provider_name(), batch_size=int(x.size(0)))
 
     def forward_shares(self, x_share: torch.Tensor) -> tuple[torch.Tensor, CostReport]:
         """This party's int64 share (B, C, H, W) of the fixed-point image in; this party's int64 share of the
@@ -293,12 +304,11 @@ class SecureViT:
                 seed, corrections = self.batch_source.next_batch(comm.get().get_rank(), plan)
                 provider.begin_batch(seed, plan, corrections)
         x = MPCTensor.from_shares(x_share, precision=self.precision_bits)
-        logits = self.forward(x)
+        logits, costs = self._forward_costs(x)
         if own_batch:
             provider.end_batch()
-        assert self.last_costs is not None
-        self.last_costs.dealer_bytes = dealer_bytes
-        return logits._tensor.share.clone(), self.last_costs
+        costs.dealer_bytes = dealer_bytes
+        return logits._tensor.share.clone(), costs
 
     def _forward(self, x: MPCTensor, tracker: CostTracker) -> MPCTensor:
         ctx = _Ctx(tracker, "embed")

@@ -3,7 +3,7 @@
 A request (already checked by its route) becomes a ``PendingItem``. Each model
 has a FIFO and one worker task. The worker takes the first waiting item, waits
 for a session slot on a party pair (``server.pool``: the least-loaded pair in
-rotation, ``max_sessions`` sessions at once per pair), then takes every other
+rotation, as many sessions at once per pair as its parties run), then takes every other
 item of that model already waiting and, if the batch is still short of
 ``batch_size``, waits up to ``batch_wait_ms`` for more. So requests that arrive
 while every pair is busy go together into the next forward.
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -71,10 +72,15 @@ class PartyCosts:
     bytes_sent: int
     bytes_received: int
     seconds: float
+    dealer_bytes: int = 0  # offline: what it received from the dealer for this forward
+    dealer_wait_seconds: float = 0.0  # how long the forward waited for it (0 when it was fetched ahead and ready)
+    dealer_fetch_seconds: float = 0.0  # how long fetching it took, wherever it ran
+    dealer_prefetched: bool = False
 
     @classmethod
     def from_proto(cls, c: control_pb2.Costs) -> "PartyCosts":
-        return cls(int(c.rounds), int(c.bytes_sent), int(c.bytes_received), float(c.seconds))
+        return cls(int(c.rounds), int(c.bytes_sent), int(c.bytes_received), float(c.seconds), int(c.dealer_bytes_received),
+                   float(c.dealer_seconds), float(c.dealer_fetch_seconds), bool(c.dealer_prefetched))
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,9 @@ class ForwardCosts:
         return {
             "total": {"rounds": self.rounds, "bytes": self.bytes, "seconds": self.seconds},
             "parties": [
-                {"rank": i, "rounds": p.rounds, "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received, "seconds": p.seconds}
+                {"rank": i, "rounds": p.rounds, "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received, "seconds": p.seconds,
+                 "dealer": {"bytes": p.dealer_bytes, "wait_seconds": p.dealer_wait_seconds,
+                            "fetch_seconds": p.dealer_fetch_seconds, "prefetched": p.dealer_prefetched}}
                 for i, p in enumerate(self.parties)
             ],
         }
@@ -197,6 +205,8 @@ class Coordinator:
         self._load_generation: dict[tuple[int, str], int] = {}  # LoadModel rounds completed per (pair, model)
         self._watch_task: asyncio.Task[None] | None = None
         self.forwards = 0  # secure forwards run (tests and /metrics)
+        self._epoch = secrets.token_hex(8)  # names this coordinator's ticket series (never reused after a restart)
+        self._tickets: dict[str, int] = {}  # series -> the next dealer batch number
 
     @property
     def parties(self) -> tuple[PartyClient, PartyClient]:
@@ -254,6 +264,7 @@ class Coordinator:
                 "pair": pair.index, "rank": p.rank, "address": p.address, "reachable": True, "reported_rank": int(h.rank),
                 "peer_reachable": bool(h.peer_reachable), "dealer_reachable": bool(h.dealer_reachable),
                 "models": list(h.models), "key_matches": self._key_matches(p.rank, h),
+                "max_sessions": int(h.max_sessions) or 1,  # a party that does not say runs one
             }
 
         return list(await asyncio.gather(*(one(pair, p) for pair in self.pool.pairs for p in pair.parties)))
@@ -277,6 +288,7 @@ class Coordinator:
                 if len(h.public_key) != 32:
                     raise PartyFailed(f"party {p.rank} sent a {len(h.public_key)}-byte public key, expected 32")
                 self._remember_key(p.rank, h)
+            await self.pool.set_capacity(pair, min(int(h.max_sessions) or 1 for h in replies))
             return [k for k in self.public_keys if k is not None]
         assert failure is not None
         raise failure
@@ -320,6 +332,7 @@ class Coordinator:
                     await self.pool.take_out(pair, trouble)
                 continue
             await self.pool.put_back(pair)
+            await self.pool.set_capacity(pair, min(r["max_sessions"] for r in mine))
             for name in wanted:
                 missing = [r["rank"] for r in mine if name not in r["models"]]
                 key = (pair.index, name)
@@ -358,8 +371,8 @@ class Coordinator:
     async def ensure_loaded(self, entry: ModelEntry) -> None:
         """LoadModel on every pair in rotation that lacks it, each as a session of its own on that pair.
 
-        Parties run one session at a time and must see sessions in the same
-        order, so a load never overlaps a forward on its pair. A pair where the
+        A load takes a session slot on its pair, as a forward does; forwards of
+        the model wait for it (``_load``'s lock). A pair where the
         load fails as unavailable leaves the rotation; the error is raised only
         when no pair has the model.
         """
@@ -534,10 +547,13 @@ class Coordinator:
     async def _forward(self, entry: ModelEntry, batch: list[PendingItem], pair: PartyPair) -> None:
         deadline = min(it.deadline for it in batch)
         session_id = uuid.uuid4().hex
+        series = f"{self._epoch}.{pair.index}.{len(batch)}.{entry.name}"  # the parties fetch its next batches ahead
+        number = self._tickets.get(series, 0)
+        self._tickets[series] = number + 1
         requests = [
             control_pb2.InferRequest(
                 session_id=session_id, model=entry.name, deadline_unix_ms=_unix_ms(deadline),
-                items=[it.to_proto(rank) for it in batch],
+                items=[it.to_proto(rank) for it in batch], batch_series=series, batch_number=number,
             )
             for rank in (0, 1)
         ]

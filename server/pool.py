@@ -9,8 +9,10 @@ coordinator keeps a pair whose keys differ out of rotation.
 
 Choosing a pair for a session (a batch's forward, or a LoadModel):
 
-* among the pairs in rotation with a free session slot (fewer than
-  ``max_sessions`` sessions running on it), the least loaded one: fewest
+* among the pairs in rotation with a free session slot (fewer sessions
+  running on it than its slots: ``max_sessions`` when the coordinator was
+  given one, else the pair's ``capacity``, the smaller of its two parties'
+  Health ``max_sessions``), the least loaded one: fewest
   sessions running, then fewest sessions started so far (round robin among
   equals);
 * when every pair in rotation is busy, wait for a slot;
@@ -47,6 +49,7 @@ class PartyPair:
     in_flight: int = 0  # sessions running now
     started: int = 0  # sessions started so far
     loaded: set[str] = field(default_factory=set)  # models loaded on both parties of this pair
+    capacity: int = 1  # sessions its parties run at once (their Health), 1 until they answered
 
     @property
     def addresses(self) -> tuple[str, str]:
@@ -59,7 +62,7 @@ class PartyPair:
 class PairPool:
     """The pairs and their session slots; ``session()`` hands out the least-loaded pair in rotation."""
 
-    def __init__(self, pairs: list[PartyPair], max_sessions: int) -> None:
+    def __init__(self, pairs: list[PartyPair], max_sessions: int | None = None) -> None:
         if not pairs:
             raise ValueError("a pool needs at least one party pair")
         self.pairs = pairs
@@ -68,12 +71,25 @@ class PairPool:
 
     def _pick(self, exclude: Collection[PartyPair]) -> PartyPair | None:
         pairs = [p for p in self.pairs if p not in exclude]
-        free = [p for p in pairs if p.in_flight < self.max_sessions]
+        free = [p for p in pairs if p.in_flight < self.slots(p)]
         if any(p.in_rotation for p in pairs):
             free = [p for p in free if p.in_rotation]
         if not free:
             return None
         return min(free, key=lambda p: (p.in_flight, p.started, p.index))
+
+    def slots(self, pair: PartyPair) -> int:
+        """Sessions ``pair`` may run at once: ``max_sessions`` if the coordinator was given one, else its capacity."""
+        return self.max_sessions if self.max_sessions is not None else pair.capacity
+
+    async def set_capacity(self, pair: PartyPair, capacity: int) -> None:
+        """The sessions the pair's parties run at once (the smaller of their Health replies)."""
+        async with self._changed:
+            capacity = max(1, int(capacity))
+            if capacity != pair.capacity:
+                log.info("%s runs %d session(s) at once", pair, capacity)
+            pair.capacity = capacity
+            self._changed.notify_all()
 
     def has_other(self, pair: PartyPair) -> bool:
         """Whether a pair other than ``pair`` is in rotation (somewhere to retry a batch)."""
@@ -91,7 +107,7 @@ class PairPool:
     async def acquire_on(self, pair: PartyPair) -> PartyPair:
         """A session slot on this very pair (LoadModel on each pair), waiting for one if it is busy."""
         async with self._changed:
-            await self._changed.wait_for(lambda: pair.in_flight < self.max_sessions)
+            await self._changed.wait_for(lambda: pair.in_flight < self.slots(pair))
             pair.in_flight += 1
             pair.started += 1
             return pair

@@ -118,12 +118,22 @@ class PrivateClassifyRequest(BaseModel):
     deadline_unix_ms: int | None = Field(None, ge=0, description="absolute deadline; default now + the server's request timeout")
 
 
+class DealerCostsOut(BaseModel):
+    """The offline phase of one party's forward, apart from its online costs."""
+
+    bytes: int = Field(0, description="bytes this party received from the dealer for this forward")
+    wait_seconds: float = Field(0.0, description="how long the forward waited for them (0 when fetched ahead and ready)")
+    fetch_seconds: float = Field(0.0, description="how long fetching them took, wherever it ran")
+    prefetched: bool = Field(False, description="fetched ahead of the forward")
+
+
 class PartyCostsOut(BaseModel):
     rank: int
     rounds: int
     bytes_sent: int
     bytes_received: int
     seconds: float
+    dealer: DealerCostsOut = Field(default_factory=DealerCostsOut)
 
 
 class TotalCostsOut(BaseModel):
@@ -293,6 +303,7 @@ class PartyHealth(BaseModel):
     dealer_reachable: bool | None = None
     models: list[str] = []
     key_matches: bool | None = None  # its sealing key is the one clients seal to
+    max_sessions: int | None = None  # sessions it runs at once, as it reports
     error: str | None = None
 
 
@@ -301,6 +312,7 @@ class PairHealth(BaseModel):
     ok: bool  # both parties answer, reach their peer and the dealer, and hold the sealing keys clients use
     in_rotation: bool  # takes sessions now (a failure takes it out, a good Health puts it back)
     in_flight: int  # sessions running on it
+    sessions: int = 1  # sessions it may run at once (max_sessions, else the smaller of its parties' reports)
     loaded: list[str]  # models loaded on both of its parties
     why_out: str | None = None
 

@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(8, ge=1, le=64, description="most requests in one secure forward (a party takes at most 64)")
     batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long a batch waits for more requests")
     queue_bound: int = Field(64, ge=1, description="most requests waiting; more get 503 + Retry-After")
-    max_sessions: int = Field(1, ge=1, le=64, description="sessions in flight at once per party pair, over all models (real parties run one at a time: keep 1)")
+    max_sessions: int | None = Field(
+        None, ge=1, le=64,
+        description="sessions in flight at once per party pair, over all models; unset: what the pair's parties say they run "
+        "at once (the smaller of their Health 'max_sessions', 1 until they answer)",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="deadline of a request that brings none")
     load_timeout_s: float = Field(120.0, gt=0, description="deadline of LoadModel on the parties")
     connect_timeout_s: float = Field(2.0, gt=0, description="how long a call waits for a party's channel to connect")

@@ -23,7 +23,7 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--batch-size": ("batch_size", int, "most requests per secure forward"),
     "--batch-wait-ms": ("batch_wait_ms", float, "how long a batch waits for more requests"),
     "--queue-bound": ("queue_bound", int, "most waiting requests; more get 503 + Retry-After"),
-    "--max-sessions": ("max_sessions", int, "secure forwards in flight at once"),
+    "--max-sessions": ("max_sessions", int, "secure forwards in flight at once per pair (default: what its parties report)"),
     "--request-timeout": ("request_timeout_s", float, "default deadline of a request, seconds"),
     "--load-timeout": ("load_timeout_s", float, "deadline of LoadModel, seconds"),
     "--connect-timeout": ("connect_timeout_s", float, "how long a call waits for a party to connect, seconds"),

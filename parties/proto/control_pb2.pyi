@@ -11,7 +11,7 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HealthReply(_message.Message):
-    __slots__ = ("rank", "peer_reachable", "dealer_reachable", "models", "public_key", "certificate", "key_signature")
+    __slots__ = ("rank", "peer_reachable", "dealer_reachable", "models", "public_key", "certificate", "key_signature", "max_sessions")
     RANK_FIELD_NUMBER: _ClassVar[int]
     PEER_REACHABLE_FIELD_NUMBER: _ClassVar[int]
     DEALER_REACHABLE_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class HealthReply(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     rank: int
     peer_reachable: bool
     dealer_reachable: bool
@@ -26,7 +27,8 @@ class HealthReply(_message.Message):
     public_key: bytes
     certificate: bytes
     key_signature: bytes
-    def __init__(self, rank: _Optional[int] = ..., peer_reachable: _Optional[bool] = ..., dealer_reachable: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., public_key: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., key_signature: _Optional[bytes] = ...) -> None: ...
+    max_sessions: int
+    def __init__(self, rank: _Optional[int] = ..., peer_reachable: _Optional[bool] = ..., dealer_reachable: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., public_key: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., key_signature: _Optional[bytes] = ..., max_sessions: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("model", "session_id", "deadline_unix_ms")
@@ -75,16 +77,20 @@ class InferItem(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., client_public_key: _Optional[bytes] = ..., input_share: _Optional[_Union[SealedTensor, _Mapping]] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("session_id", "model", "deadline_unix_ms", "items")
+    __slots__ = ("session_id", "model", "deadline_unix_ms", "items", "batch_series", "batch_number")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SERIES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_NUMBER_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model: str
     deadline_unix_ms: int
     items: _containers.RepeatedCompositeFieldContainer[InferItem]
-    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., items: _Optional[_Iterable[_Union[InferItem, _Mapping]]] = ...) -> None: ...
+    batch_series: str
+    batch_number: int
+    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., items: _Optional[_Iterable[_Union[InferItem, _Mapping]]] = ..., batch_series: _Optional[str] = ..., batch_number: _Optional[int] = ...) -> None: ...
 
 class OpCost(_message.Message):
     __slots__ = ("op", "rounds", "bytes_sent", "bytes_received", "seconds")
@@ -101,7 +107,7 @@ class OpCost(_message.Message):
     def __init__(self, op: _Optional[str] = ..., rounds: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Costs(_message.Message):
-    __slots__ = ("rounds", "bytes_sent", "bytes_received", "seconds", "ops", "dealer_bytes_received", "dealer_seconds")
+    __slots__ = ("rounds", "bytes_sent", "bytes_received", "seconds", "ops", "dealer_bytes_received", "dealer_seconds", "dealer_fetch_seconds", "dealer_prefetched")
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +115,8 @@ class Costs(_message.Message):
     OPS_FIELD_NUMBER: _ClassVar[int]
     DEALER_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     DEALER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEALER_FETCH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEALER_PREFETCHED_FIELD_NUMBER: _ClassVar[int]
     rounds: int
     bytes_sent: int
     bytes_received: int
@@ -116,7 +124,9 @@ class Costs(_message.Message):
     ops: _containers.RepeatedCompositeFieldContainer[OpCost]
     dealer_bytes_received: int
     dealer_seconds: float
-    def __init__(self, rounds: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ..., ops: _Optional[_Iterable[_Union[OpCost, _Mapping]]] = ..., dealer_bytes_received: _Optional[int] = ..., dealer_seconds: _Optional[float] = ...) -> None: ...
+    dealer_fetch_seconds: float
+    dealer_prefetched: bool
+    def __init__(self, rounds: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ..., ops: _Optional[_Iterable[_Union[OpCost, _Mapping]]] = ..., dealer_bytes_received: _Optional[int] = ..., dealer_seconds: _Optional[float] = ..., dealer_fetch_seconds: _Optional[float] = ..., dealer_prefetched: _Optional[bool] = ...) -> None: ...
 
 class InferReply(_message.Message):
     __slots__ = ("output_shares", "costs", "precision_bits")

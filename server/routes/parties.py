@@ -36,7 +36,7 @@ async def health(coordinator: CoordinatorDep) -> JSONResponse:
         mine = [p for p in parties if p.pair == pair.index]
         ok = all(p.reachable and p.peer_reachable and p.dealer_reachable and p.key_matches is not False for p in mine)
         pairs.append(PairHealth(index=pair.index, ok=ok, in_rotation=pair.in_rotation, in_flight=pair.in_flight,
-                                loaded=sorted(pair.loaded), why_out=pair.why_out or None))
+                                sessions=coordinator.pool.slots(pair), loaded=sorted(pair.loaded), why_out=pair.why_out or None))
     dealer = all(p.dealer_reachable for p in parties if p.reachable)
     ok = any(p.ok for p in pairs)
     body = HealthResponse(ok=ok, parties=parties, pairs=pairs, dealer_reachable=dealer, queue_length=coordinator.queue_length)

@@ -31,8 +31,9 @@ def dealer(certs: Path):
 
 def test_corrections_make_valid_triples(dealer: str, certs: Path) -> None:
     c0, c1 = DealerClient(dealer, 0, str(certs)), DealerClient(dealer, 1, str(certs))
-    key0, corrections = c0.fetch_batch("b1", REQUESTS)
-    key1, none = c1.fetch_batch("b1", REQUESTS)
+    key0, corrections, id0 = c0.fetch_batch("b1", REQUESTS)
+    key1, none, id1 = c1.fetch_batch("b1", REQUESTS)
+    assert id0 == id1 and len(id0) == 16
     assert none is None and corrections is not None and len(corrections) == len(REQUESTS)
     assert len(key0) == len(key1) == 32 and key0 != key1  # 256-bit keys, one per party
     g0, g1 = _generator(key0), _generator(key1)
@@ -66,8 +67,8 @@ def test_dcf_keys_reach_both_parties_and_compare(dealer: str, certs: Path) -> No
 
     plan = [Request("square", (3,)), Request("dcf", (50,), kwargs=(("bits", 16), ("drop", 0), ("payload", 2)))]
     c0, c1 = DealerClient(dealer, 0, str(certs)), DealerClient(dealer, 1, str(certs))
-    key1, mat1 = c1.fetch_batch("dcf-batch", plan)  # party 1 first: the dealer keeps party 0's for it
-    key0, mat0 = c0.fetch_batch("dcf-batch", plan)
+    key1, mat1, _ = c1.fetch_batch("dcf-batch", plan)  # party 1 first: the dealer keeps party 0's for it
+    key0, mat0, _ = c0.fetch_batch("dcf-batch", plan)
     assert mat0 is not None and mat1 is not None
     assert mat1[0].numel() == 0 and tuple(mat1[1].shape) == plan[1].output_size(1)
     assert torch.equal(mat0[1][2:], mat1[1])  # the same correction words, after party 0's [m], [m r]
@@ -127,28 +128,62 @@ def test_a_dealer_that_lost_its_state_is_refused_not_used() -> None:
         dealer_id = b"A" * 16
         timeout_s = 5.0
 
-        def get_model_key(self, model_id: int, timeout: float | None = None) -> bytes:
-            return bytes(32)
+        def get_model_key(self, model_id: int, timeout: float | None = None) -> tuple:
+            return bytes(32), self.dealer_id
 
         def fetch_batch(self, batch_id: str, requests: list, timeout: float | None = None) -> tuple:
             assert timeout is not None and 0 < timeout <= 5.0  # the session's time left, at most the client's
-            return b"k" * 32, None
+            return b"k" * 32, None, self.dealer_id
 
     fake = FakeDealer()
-    batches = SessionBatches(fake)  # type: ignore[arg-type]
-    batches.batch_id = "s1"
+    batches = SessionBatches(fake, depth=0)  # type: ignore[arg-type]
     import time
 
-    batches.deadline_s = time.time() + 3.0
+    batches.begin("s1", time.time() + 3.0)
     batches.model_key(0, 7)
     plan = [Request("fixed", (2, 3), (3, 4), "matmul", (("mask", 0), ("model", 7)))]
     assert batches.next_batch(0, plan)[0] == b"k" * 32  # same dealer: fine
     fake.dealer_id = b"B" * 16  # restarted with a new master secret
     with pytest.raises(ModelLost, match="load it again"):
         batches.next_batch(0, plan)
-    batches.deadline_s = time.time() - 1.0  # a session past its deadline does not wait for the dealer
+    batches.begin("s2", time.time() - 1.0)  # a session past its deadline does not wait for the dealer
     with pytest.raises(Exception, match="deadline"):
         batches.next_batch(0, plan)
+
+
+def test_batches_of_a_series_are_fetched_ahead_named_alike_on_both_parties(dealer: str, certs: Path) -> None:
+    """Ticket n's forward queues n+1..n+depth; both parties name them alike, the dealer pairs them, a new plan refetches."""
+    import time
+
+    from parties.party import SessionBatches
+
+    plan = [Request("additive", (3, 4), (4, 2), "matmul")]
+    other_plan = [Request("additive", (3, 4), (4, 5), "matmul")]
+    sides = [SessionBatches(DealerClient(dealer, r, str(certs)), depth=2) for r in (0, 1)]
+    got: list[list] = [[], []]
+    for number, p in ((0, plan), (1, plan), (2, plan), (3, other_plan)):
+        for rank, side in enumerate(sides):
+            side.begin(f"s{number}", time.time() + 30, series="epoch.pair0.tiny.b1", number=number)
+            key, corrections = side.next_batch(rank, p)
+            got[rank].append((key, corrections, side.end()))
+            time.sleep(0.05 if number == 0 else 0)
+        for side in sides:  # let the queued fetches finish
+            for future in list(side._ahead.values()):
+                future.result(10)
+    for number in range(4):
+        (k0, c0, r0), (k1, c1, r1) = got[0][number], got[1][number]
+        assert k0 != k1 and c1 is None and c0 is not None and len(c0) == 1
+        g0, g1 = _generator(k0), _generator(k1)  # the two keys and the correction make a valid triple: same batch
+        a = _ring((3, 4), g0) + _ring((3, 4), g1)
+        b = _ring((4, 5 if number == 3 else 2), g0) + _ring((4, 5 if number == 3 else 2), g1)
+        from protocols.ring import ring_matmul
+
+        assert torch.equal(c0[0] + _ring(tuple(c0[0].shape), g1), ring_matmul(a, b))
+        # the first of the series and the one whose plan changed were fetched in the session, the others ahead
+        assert r0.prefetched == r1.prefetched == (number in (1, 2)), number
+        assert r0.nbytes > r1.nbytes >= 32 and r0.fetch_s > 0
+    for side in sides:
+        side.close()
 
 
 def test_model_keys_survive_a_restart_with_state(tmp_path: Path) -> None:
@@ -160,3 +195,31 @@ def test_model_keys_survive_a_restart_with_state(tmp_path: Path) -> None:
     assert first.model_key(5, 0) == again.model_key(5, 0) and first.dealer_id == again.dealer_id
     assert (path.stat().st_mode & 0o777) == 0o600
     assert DealerState().dealer_id != first.dealer_id  # no state: a new dealer
+
+
+def test_both_parties_asking_at_once_make_the_material_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from parties import dealer as dealer_module
+    from parties.dealer import DealerState
+    calls = []
+    real = dealer_module.all_corrections
+
+    def slow(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(args[2])
+        import time
+
+        time.sleep(0.3)  # the other rank arrives meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dealer_module, "all_corrections", slow)
+    state = DealerState()
+    plan = [Request("dcf", (6,), kwargs=(("bits", 16), ("drop", 0), ("payload", 2)))]
+    out: dict[int, list] = {}
+    threads = [threading.Thread(target=lambda r=r: out.__setitem__(r, state.corrections("b", plan, r))) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(calls) == 1 and sorted(calls[0]) == [0, 1]
+    assert set(out) == {0, 1} and all(len(v) == 1 for v in out.values())

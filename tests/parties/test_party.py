@@ -25,6 +25,7 @@ from parties.tls import channel_credentials, secure_channel
 pytestmark = pytest.mark.timeout(240)
 REPO = Path(__file__).resolve().parents[2]
 META = {"normalisation": {"mean": [0.3], "std": [0.4]}, "dataset": "digits"}
+SESSIONS = 3  # the parties run up to 3 sessions at once
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -44,7 +45,8 @@ def cluster(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         *(
             _start(
                 ["-m", "parties", "--rank", str(r), "--listen", f"127.0.0.1:{ports[0]}", "--peer", f"127.0.0.1:{ports[1]}",
-                 "--dealer", f"127.0.0.1:{dealer}", "--certs", str(certs), "--models", str(tmp / "models")],
+                 "--dealer", f"127.0.0.1:{dealer}", "--certs", str(certs), "--models", str(tmp / "models"),
+                 "--sessions", str(SESSIONS)],
                 tmp / f"party{r}.log",
             )
             for r, ports in ((0, (p0, p1)), (1, (p1, p0)))
@@ -165,6 +167,26 @@ def test_load_and_private_inference_match_plaintext(cluster: dict) -> None:
         assert isinstance(reply, grpc.RpcError) and reply.code() == grpc.StatusCode.ALREADY_EXISTS, reply
         assert "replayed" in reply.details()
     assert [s.Stats(control_pb2.StatsRequest(), timeout=10).totals.rounds for s in stubs] == rounds
+
+
+def test_concurrent_sessions_on_one_pair_each_match_plaintext(cluster: dict) -> None:
+    """SESSIONS forwards in flight on one pair at once (threads in each party): every one agrees with plaintext."""
+    stubs, health, model = cluster["stubs"], cluster["health"], cluster["model"]
+    assert [h.max_sessions for h in health] == [SESSIONS, SESSIONS]
+    _both(stubs, "LoadModel", [control_pb2.LoadModelRequest(model="tiny", session_id="load-c", deadline_unix_ms=_deadline(120))] * 2)
+    batches = [torch.rand(1 + i % 2, 1, 8, 8, generator=torch.Generator().manual_seed(10 + i)) for i in range(SESSIONS)]
+    calls = [_infer_requests(health, images) for images in batches]
+    before = [s.Stats(control_pb2.StatsRequest(), timeout=10).sessions_ok for s in stubs]
+    with ThreadPoolExecutor(2 * SESSIONS) as pool:
+        futures = [[pool.submit(stubs[r].Infer, requests[r], timeout=120) for r in (0, 1)] for requests, _ in calls]
+        replies = [[f.result() for f in pair] for pair in futures]
+    for images, (_, clients), reply in zip(batches, calls, replies):
+        with torch.no_grad():
+            expected = model(normalise_input(images, META))
+        logits = _open_logits(reply, clients, health)
+        torch.testing.assert_close(logits, expected, atol=0.02, rtol=0.02)
+        assert logits.argmax(-1).tolist() == expected.argmax(-1).tolist()
+    assert [s.Stats(control_pb2.StatsRequest(), timeout=10).sessions_ok for s in stubs] == [b + SESSIONS for b in before]
 
 
 OUT_OF_CONTEXT: dict[str, Sealer] = {

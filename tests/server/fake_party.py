@@ -62,6 +62,9 @@ class FakeRuntime:
         self.forwards = 0
         self.batch_sizes: list[int] = []
         self.received: list[list[control_pb2.InferRequest]] = [[], []]
+        self.max_sessions = [0, 0]  # what each party reports in Health (0: says nothing, as an older party)
+        self.in_flight = [0, 0]
+        self.peak_in_flight = [0, 0]  # the most Infer calls a party had running at once
 
     def load(self, rank: int, name: str) -> tuple[Any, dict[str, Any]]:
         d = self.model_dir / name
@@ -101,8 +104,6 @@ class FakeRuntime:
         x = torch.stack([reconstruct_fixed_point(a, b, PRECISION_BITS) for a, b in zip(s0, s1)]).float()
         with torch.no_grad():
             logits = net(normalise_input(x, meta))
-        if self.delay_s:
-            time.sleep(self.delay_s)
         self.forwards += 1
         self.batch_sizes.append(len(s0))
         out: dict[int, list[torch.Tensor]] = {0: [], 1: []}
@@ -130,7 +131,7 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
         return control_pb2.HealthReply(
             rank=self.rank, peer_reachable=True, dealer_reachable=True,
             models=sorted(self.rt.loaded[self.rank]), public_key=self.rt.keys[self.rank].public,
-            certificate=self.certificate, key_signature=self.signature,
+            certificate=self.certificate, key_signature=self.signature, max_sessions=self.rt.max_sessions[self.rank],
         )
 
     def LoadModel(self, request: control_pb2.LoadModelRequest, context: grpc.ServicerContext) -> control_pb2.LoadModelReply:
@@ -148,10 +149,18 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
         if request.model not in self.rt.loaded[self.rank]:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"model {request.model!r} is not loaded")
         opened = self._open(request)
+        with self.rt.cond:
+            self.rt.in_flight[self.rank] += 1
+            self.rt.peak_in_flight[self.rank] = max(self.rt.peak_in_flight[self.rank], self.rt.in_flight[self.rank])
         try:
+            if self.rt.delay_s:
+                time.sleep(self.rt.delay_s)  # each party's share of a slow forward, concurrent sessions overlap
             outs = self.rt.exchange(request.session_id, self.rank, request.model, opened, request.deadline_unix_ms / 1000, context.is_active)
         except SessionFailed as exc:
             context.abort(exc.code, str(exc))
+        finally:
+            with self.rt.cond:
+                self.rt.in_flight[self.rank] -= 1
         sk = self.rt.keys[self.rank].private
         sealed = [seal_tensor(y, sk, it.client_public_key, BoxContext(it.request_id, request.model, self.rank, "output"))
                   for y, it in zip(outs, request.items)]

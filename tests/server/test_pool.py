@@ -144,3 +144,27 @@ def test_pairs_settings_and_cli(model_dir: Path, monkeypatch: pytest.MonkeyPatch
     serve.add_arguments(parser)
     args = parser.parse_args(["--insecure", "--pair", "127.0.0.1:1,127.0.0.1:2", "--pair", "127.0.0.1:3,127.0.0.1:4"])
     assert serve.settings_from_args(args).pair_addresses[1] == ("127.0.0.1:3", "127.0.0.1:4")
+
+
+def test_a_pair_runs_as_many_sessions_at_once_as_its_parties_report(model_dir: Path) -> None:
+    """Parties that run 3 and 2 sessions at once: the coordinator learns 2 from Health and keeps 2 in flight."""
+    parties = FakeParties(model_dir).start()
+    parties.runtime.max_sessions = [3, 2]
+    parties.runtime.delay_s = 0.4
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.rand(1, 8, 8, generator=gen) for _ in range(6)]
+    try:
+        fields: dict[str, Any] = dict(insecure=True, pairs=[",".join(parties.addresses)], model_dir=model_dir, batch_size=1,
+                                      batch_wait_ms=0.0, request_timeout_s=20.0, preload_models=[MODEL], health_interval_s=0.1)
+        with LiveServer(create_app(Settings(_env_file=None, **fields))) as server:  # type: ignore[call-arg]
+            assert httpx.get(f"{server.url}/v1/health").json()["pairs"][0]["sessions"] == 2
+            results = classify_all(server.url, xs)
+    finally:
+        parties.stop()
+    for r, expected in zip(results, plaintext(model_dir, xs)):
+        assert torch.allclose(torch.tensor(r.logits, dtype=torch.float64), expected, atol=2e-3)
+    assert parties.runtime.peak_in_flight == [2, 2]
+    # every forward carries a dealer ticket: one series (pair, batch size, model), numbered 0, 1, 2, ... on both parties
+    for received in parties.runtime.received:
+        assert len({r.batch_series for r in received}) == 1
+        assert sorted(r.batch_number for r in received) == list(range(len(xs)))

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plus", nargs="?", const="token", choices=("layer", "token"), default=None,
                         help="MPCViT+: also search a beta per GeLU, per token (default) or per layer")
     parser.add_argument("--three-way", action="store_true", help="relax softmax / ReLU-softmax / scaling (default: ReLU-softmax / scaling)")
-    parser.add_argument("--init", default=None, help="checkpoint whose weights start the search (e.g. the softmax teacher, or an imported ViT)")
+    parser.add_argument("--init", default=None,
+                        help="checkpoint whose weights start the search (e.g. the softmax teacher, or an imported ViT)")
     parser.add_argument("--init-normalisation", action="store_true",
                         help="normalise inputs as the --init checkpoint's meta.json says instead of with the dataset's statistics")
     parser.add_argument("--batch-size", type=int, default=128)

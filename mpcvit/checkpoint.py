@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -19,6 +19,9 @@ from safetensors.torch import load_file, save_file
 
 from mpcvit.models.spec import ArchSpec
 from mpcvit.models.vit import VisionTransformer
+
+if TYPE_CHECKING:
+    from mpcvit.data import DatasetInfo
 
 WEIGHTS, ARCH, META = "model.safetensors", "arch.json", "meta.json"
 
@@ -95,6 +98,55 @@ def normalise_input(x: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
     mean = torch.tensor(norm.get("mean", [0.0]), dtype=x.dtype).view(1, -1, 1, 1)
     std = torch.tensor(norm.get("std", [1.0]), dtype=x.dtype).view(1, -1, 1, 1)
     return (x - mean) / std
+
+
+NORM_TOLERANCE = 1e-3  # normalisations this close are the same (published stats are rounded)
+
+
+def _fmt(values: Any) -> str:
+    return " ".join(f"{float(v):g}" for v in values)
+
+
+def fit_to_dataset(what: str, spec: ArchSpec, meta: dict[str, Any], dataset: str, info: DatasetInfo,
+                   own_normalisation: bool, flag: str) -> dict[str, list[float]]:
+    """Check that a checkpoint (a teacher, or a search's start) fits ``dataset``; return the input normalisation to use.
+
+    The checkpoint must name the dataset (an imported one names it with ``mpcvit import --dataset``),
+    take its input shape and have its number of classes. Its input normalisation must be the
+    dataset's, unless ``own_normalisation`` (the command's ``flag``): then the run uses the
+    checkpoint's. Raises ``CheckpointError`` with one line, naming the checkpoint ``what``, saying what to do.
+    """
+    d, imported = what, "imported" in meta
+    named = meta.get("dataset")
+    if not named:
+        how = f"re-run its 'mpcvit import' with --dataset {dataset}" if imported else f'add "dataset": "{dataset}" to its meta.json'
+        raise CheckpointError(f"{d} names no dataset: if it was trained on {dataset}, {how}")
+    if named != dataset:
+        raise CheckpointError(f"{d} was trained on {named!r}, not {dataset!r}")
+    if spec.input_shape != info.input_shape or spec.num_classes != info.num_classes:
+        hint = ""
+        if imported:
+            c, h, _ = info.input_shape
+            hint = (f"; import a timm model made for it (--timm-arg in_chans={c} --timm-arg img_size={h} "
+                    f"--timm-arg num_classes={info.num_classes}, a patch_size dividing {h})")
+        raise CheckpointError(f"{d} takes {spec.input_shape} -> {spec.num_classes} classes, "
+                              f"{dataset} is {info.input_shape} -> {info.num_classes} classes{hint}")
+    ours = meta.get("normalisation") or {}
+    theirs = info.normalisation()
+    same = all(len(ours.get(k, ())) == len(theirs[k])
+               and all(abs(float(a) - float(b)) < NORM_TOLERANCE for a, b in zip(ours[k], theirs[k])) for k in ("mean", "std"))
+    if same:
+        return theirs
+    if "mean" not in ours or "std" not in ours:
+        raise CheckpointError(f"{d} records no input normalisation (meta.json 'normalisation': mean and std)")
+    if own_normalisation:
+        return {"mean": [float(v) for v in ours["mean"]], "std": [float(v) for v in ours["std"]]}
+    theirs_args = f"--mean {_fmt(theirs['mean'])} --std {_fmt(theirs['std'])}"
+    reimport = f", or re-import it with {theirs_args} if it was trained that way" if imported else ""
+    raise CheckpointError(
+        f"{d} expects inputs normalised with mean {_fmt(ours['mean'])} std {_fmt(ours['std'])}, {dataset} is normalised "
+        f"with mean {_fmt(theirs['mean'])} std {_fmt(theirs['std'])}: pass {flag} to use the checkpoint's{reimport}"
+    )
 
 
 # -- the curated set of a checkpoint folder ----------------------------------------

@@ -7,10 +7,12 @@ Loss without a teacher: cross-entropy with label smoothing ``s``,
     L = CE_s(z_s, y).
 Loss with a softmax teacher (as MPCViT retrains a searched model), with student
 logits z_s, teacher logits z_t, temperature T and token features F_s, F_t
-(``forward_features``: every token after the final norm, (B, N, C)):
+(``token_features``: every token after the final norm, (B, N, C), also for a
+model that pools first and normalises the pooled feature, timm's ``fc_norm``):
     L = (1 - a) CE_s(z_s, y) + a T^2 KL(softmax(z_t / T) || softmax(z_s / T))
         + g mean((F_s - F_t)^2)
-with a = ``kd_alpha`` and g = ``kd_feature_weight``.
+with a = ``kd_alpha`` and g = ``kd_feature_weight`` (g = 0: the logits alone, and
+teacher and student may differ in tokens and width).
 
 Augmentation runs on whole batches of tensors: random crop with zero padding
 (a shift of up to ``pad`` pixels) and, where it fits the data, a horizontal
@@ -230,8 +232,20 @@ def distillation_loss(
         F.log_softmax(student_logits / T, dim=-1), F.log_softmax(teacher_logits / T, dim=-1),
         reduction="batchmean", log_target=True,
     )
-    mse = F.mse_loss(student_features, teacher_features)
-    return (1 - cfg.kd_alpha) * ce + cfg.kd_alpha * T * T * kl + cfg.kd_feature_weight * mse
+    loss = (1 - cfg.kd_alpha) * ce + cfg.kd_alpha * T * T * kl
+    if cfg.kd_feature_weight == 0:
+        return loss
+    return loss + cfg.kd_feature_weight * F.mse_loss(student_features, teacher_features)
+
+
+def token_features(model: VisionTransformer, features: torch.Tensor) -> torch.Tensor:
+    """Every token's feature after the final norm, (B, N, C), from ``forward_features``' output.
+
+    A model that normalises after pooling (``norm_after_pool``, timm's ``fc_norm``) leaves its tokens
+    un-normalised there; the final norm, applied per token, puts them on the same scale as a model
+    that normalises before pooling, so teacher and student compare alike whichever way each pools.
+    """
+    return model.norm(features) if model.spec.norm_after_pool else features
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -329,7 +343,7 @@ def _train_step(
         with torch.no_grad():
             t_feats = teacher.forward_features(x)  # (B, N, C)
             t_logits = teacher.forward_head(t_feats)
-        loss = distillation_loss(logits, feats, t_logits, t_feats, y, cfg)
+        loss = distillation_loss(logits, token_features(model, feats), t_logits, token_features(teacher, t_feats), y, cfg)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip > 0:

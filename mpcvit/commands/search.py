@@ -1,4 +1,9 @@
-"""``mpcvit search``: MPC-aware architecture search (MPCViT, or MPCViT+ with --plus)."""
+"""``mpcvit search``: MPC-aware architecture search (MPCViT, or MPCViT+ with --plus).
+
+``--init CKPT`` starts from a checkpoint's weights (trained here, or imported with
+``mpcvit import --dataset NAME``); without ``--model`` it searches that checkpoint's
+own architecture.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="digits, fashion-mnist or cifar10")
-    parser.add_argument("--model", required=True, help="base preset whose shape is searched, e.g. vit_4_4_28")
+    parser.add_argument("--model", default=None,
+                        help="base preset whose shape is searched, e.g. vit_4_4_28 (default with --init: the checkpoint's architecture)")
     parser.add_argument("--network", choices=("lan", "wan"), default="wan", help="network whose latency the regulariser weighs")
     parser.add_argument("--lambda", dest="lam", type=float, default=0.5, help="weight of the latency regulariser")
     parser.add_argument("--epochs", type=int, default=2)
@@ -19,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plus", nargs="?", const="token", choices=("layer", "token"), default=None,
                         help="MPCViT+: also search a beta per GeLU, per token (default) or per layer")
     parser.add_argument("--three-way", action="store_true", help="relax softmax / ReLU-softmax / scaling (default: ReLU-softmax / scaling)")
-    parser.add_argument("--init", default=None, help="checkpoint whose weights start the search (e.g. the softmax teacher)")
+    parser.add_argument("--init", default=None,
+                        help="checkpoint whose weights start the search (e.g. the softmax teacher, or an imported ViT)")
+    parser.add_argument("--init-normalisation", action="store_true",
+                        help="normalise inputs as the --init checkpoint's meta.json says instead of with the dataset's statistics")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--arch-lr", type=float, default=1e-2)
@@ -38,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = SearchConfig(
         dataset=args.dataset, model=args.model, network=args.network, lam=args.lam, epochs=args.epochs, out=args.out,
-        act_mode=args.plus or "none", three_way=args.three_way, init=args.init, batch_size=args.batch_size, lr=args.lr,
+        act_mode=args.plus or "none", three_way=args.three_way, init=args.init,
+        init_normalisation=args.init_normalisation, batch_size=args.batch_size, lr=args.lr,
         arch_lr=args.arch_lr, train_limit=args.train_limit, eval_limit=args.eval_limit, seed=args.seed,
         cost_source=args.cost_source, data_dir=args.data_dir, threads=args.threads, progress=not args.no_progress,
     )

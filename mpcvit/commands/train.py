@@ -8,6 +8,11 @@ command again continues from it. ``--out/progress.json`` shows how far it is.
 ``--seed`` seeds the model's initialisation as well as the batch order and the
 augmentation. ``--device cuda`` trains on a GPU, data and augmentation included.
 
+``--teacher CKPT`` distils from a softmax checkpoint, trained here or imported
+(``mpcvit import --dataset NAME``); ``--arch teacher[:VARIANT]`` trains a student
+of the teacher's architecture with VARIANT's attention / GeLU choices (default
+``mpcvit``), starting from the teacher's weights.
+
 Exit status: 0 when the checkpoint is written; 3 when ``--stop-at`` ended the run
 early (its ``resume.pt`` continues it; no checkpoint is written).
 """
@@ -20,17 +25,22 @@ import shlex
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mpcvit.checkpoint import load_checkpoint, save_checkpoint
-from mpcvit.models import ArchSpec, build_model, create_model
+from mpcvit.checkpoint import fit_to_dataset, load_checkpoint, save_checkpoint
+from mpcvit.models import ArchSpec, build_model, create_model, variant_of
 from mpcvit.models.vit import VisionTransformer
 from mpcvit.train import TrainConfig, configure_threads, train_model
 
+if TYPE_CHECKING:
+    from mpcvit.data import DatasetInfo
+
 HELP = "train a model (optionally distilled from a softmax teacher)"
 TRAIN_DATASETS = ("digits", "fashion-mnist", "cifar10")
+TEACHER_ARCH = "teacher"  # --arch teacher[:VARIANT]: the teacher's architecture, VARIANT's choices
+DEFAULT_STUDENT_VARIANT = "mpcvit"
 EXIT_STOPPED = 3  # --stop-at ended the run between epochs; resume.pt continues it
 
 log = logging.getLogger(__name__)
@@ -46,11 +56,19 @@ _CONFIG_FLAGS: dict[str, str] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="registered model name, e.g. vit_2_4_8 (see 'mpcvit models')")
-    src.add_argument("--arch", metavar="ARCH_JSON", help="build the model from an ArchSpec JSON file instead")
+    src.add_argument(
+        "--arch", metavar="ARCH_JSON",
+        help="build the model from an ArchSpec JSON file instead; 'teacher[:VARIANT]': the teacher's architecture with "
+             f"VARIANT's attention / GeLU choices (default {DEFAULT_STUDENT_VARIANT}), started from the teacher's weights",
+    )
     parser.add_argument("--dataset", required=True, choices=TRAIN_DATASETS)
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--out", required=True, help="checkpoint directory to write (and resume from)")
     parser.add_argument("--teacher", metavar="CKPT", help="softmax teacher checkpoint: distil logits and token features")
+    parser.add_argument(
+        "--teacher-normalisation", action="store_true",
+        help="normalise inputs as the teacher's meta.json says instead of with the dataset's statistics (recorded in the checkpoint)",
+    )
     parser.add_argument("--data-dir", help="dataset directory (required for cifar10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: $MPCVIT_THREADS or all CPUs allowed)")
@@ -86,7 +104,20 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.for_dataset(args.dataset, epochs=args.epochs, seed=args.seed, **overrides)
 
 
-def _model(args: argparse.Namespace) -> VisionTransformer:
+def _student_variant(arch: str | None) -> str | None:
+    """VARIANT of ``--arch teacher[:VARIANT]``; None for an ArchSpec file."""
+    name, _, variant = (arch or "").partition(":")
+    return (variant or DEFAULT_STUDENT_VARIANT) if name == TEACHER_ARCH else None
+
+
+def _model(args: argparse.Namespace, teacher: VisionTransformer | None) -> VisionTransformer:
+    variant = _student_variant(args.arch)
+    if variant is not None:
+        if teacher is None:
+            raise ValueError(f"--arch {args.arch} needs --teacher CKPT")
+        model = build_model(variant_of(teacher.spec, variant))
+        model.load_state_dict(teacher.state_dict())
+        return model
     if args.arch:
         path = Path(args.arch)
         if not path.is_file():
@@ -95,17 +126,26 @@ def _model(args: argparse.Namespace) -> VisionTransformer:
     return create_model(args.model)
 
 
-def _teacher(args: argparse.Namespace, model: VisionTransformer) -> tuple[VisionTransformer | None, dict[str, Any]]:
+def _teacher(args: argparse.Namespace, info: DatasetInfo) -> tuple[VisionTransformer | None, dict[str, list[float]]]:
+    """The teacher (None without one) and the input normalisation of the run."""
     if not args.teacher:
-        return None, {}
+        if args.teacher_normalisation:
+            raise ValueError("--teacher-normalisation needs --teacher CKPT")
+        return None, info.normalisation()
     teacher, meta = load_checkpoint(args.teacher)
-    if meta.get("dataset") != args.dataset:
-        raise ValueError(f"teacher {args.teacher} was trained on {meta.get('dataset')!r}, not {args.dataset!r}")
-    if teacher.spec.input_shape != model.spec.input_shape or teacher.spec.num_tokens != model.spec.num_tokens:
-        raise ValueError("teacher and student must take the same input and have the same tokens")
-    if teacher.spec.embed_dim != model.spec.embed_dim or teacher.spec.num_classes != model.spec.num_classes:
-        raise ValueError("teacher and student must have the same embed_dim and classes (feature distillation)")
-    return teacher, meta
+    normalisation = fit_to_dataset(f"teacher {args.teacher}", teacher.spec, meta, args.dataset, info,
+                                   args.teacher_normalisation, "--teacher-normalisation")
+    return teacher, normalisation
+
+
+def _check_pair(teacher: VisionTransformer, model: VisionTransformer, cfg: TrainConfig) -> None:
+    """Feature distillation compares every token's feature: the same tokens and width (unless its weight is 0)."""
+    t, s = teacher.spec, model.spec
+    if cfg.kd_feature_weight > 0 and (t.num_tokens, t.embed_dim) != (s.num_tokens, s.embed_dim):
+        raise ValueError(
+            f"feature distillation needs the teacher's tokens and width ({t.num_tokens} x {t.embed_dim}), the student has "
+            f"{s.num_tokens} x {s.embed_dim}: use --arch {TEACHER_ARCH}, or --kd-feature-weight 0 to distil the logits only"
+        )
 
 
 def command_line(args: argparse.Namespace, cfg: TrainConfig) -> str:
@@ -115,6 +155,8 @@ def command_line(args: argparse.Namespace, cfg: TrainConfig) -> str:
     parts += ["--dataset", args.dataset, "--epochs", str(cfg.epochs), "--out", args.out]
     if args.teacher:
         parts += ["--teacher", args.teacher]
+    if args.teacher_normalisation:
+        parts.append("--teacher-normalisation")
     if args.data_dir:
         parts += ["--data-dir", args.data_dir]
     parts += ["--seed", str(cfg.seed)]
@@ -140,19 +182,19 @@ def run(args: argparse.Namespace) -> int:
     threads = configure_threads(args.threads)
     cfg = _config(args)
     info = dataset_info(args.dataset, args.data_dir)
+    teacher, normalisation = _teacher(args, info)
     torch.manual_seed(cfg.seed)  # the initialisation depends on --seed too
-    model = _model(args)
+    model = _model(args, teacher)
     if model.spec.input_shape != info.input_shape or model.spec.num_classes != info.num_classes:
         raise ValueError(
             f"{model.spec.name or 'the model'} takes {model.spec.input_shape} -> {model.spec.num_classes} classes, "
             f"{args.dataset} is {info.input_shape} -> {info.num_classes} classes"
         )
-    teacher, teacher_meta = _teacher(args, model)
-    if teacher is not None and teacher_meta.get("normalisation") != info.normalisation():
-        raise ValueError(f"teacher {args.teacher} uses a different input normalisation than {args.dataset}")
+    if teacher is not None:
+        _check_pair(teacher, model, cfg)
     log.info("training %s on %s with %d threads: %s", model.spec.name or args.arch, args.dataset, threads, model.spec.summary())
     result = train_model(
-        model, args.dataset, teacher=teacher, config=cfg, out_dir=args.out, data_dir=args.data_dir,
+        model, args.dataset, teacher=teacher, normalisation=normalisation, config=cfg, out_dir=args.out, data_dir=args.data_dir,
         progress=not args.no_progress, device=args.device, limit=args.limit,
         eval_each_epoch=args.eval_each_epoch, stop_at=args.stop_at,
     )
@@ -163,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         "model": model.spec.name or Path(args.arch).stem,
         "dataset": args.dataset,
         "class_names": list(info.class_names),
-        "normalisation": info.normalisation(),
+        "normalisation": normalisation,
         "test_accuracy": round(result["test_accuracy"], 6),
         "epochs": cfg.epochs,
         "train_loss": result["train_loss"],

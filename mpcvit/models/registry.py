@@ -91,6 +91,20 @@ def model_spec(name: str, **overrides: Any) -> ArchSpec:
     return ArchSpec.from_dict(fields)
 
 
+def variant_of(spec: ArchSpec, variant: str) -> ArchSpec:
+    """``spec``'s shape, pooling and norm epsilon with a variant's attention / activation / norm choices.
+
+    Where the variant computes GeLU, a layer keeps ``spec``'s own activation (GeLU or ReLU), so that
+    ``spec``'s weights start the new model as closely as the variant allows. Named ``<variant>_<spec.name>``.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    layout = VARIANTS[variant](dict(depth=spec.depth, num_heads=spec.num_heads))
+    layout["act"] = tuple(spec.act[l] if kind == "gelu" else kind for l, kind in enumerate(layout["act"]))
+    name = f"{variant}_{spec.name}" if spec.name else variant
+    return spec.with_(**layout, act_tokens=None, name=name, extra={})
+
+
 def create_model(name: str, **overrides: Any) -> VisionTransformer:
     """Build a registered model; unknown names or fields fail loudly."""
     return VisionTransformer(model_spec(name, **overrides))

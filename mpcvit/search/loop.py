@@ -5,6 +5,12 @@ Loss per batch = cross-entropy (label smoothing) + lambda * E[lat] / lat_ref (se
 weights: Adam without weight decay at their own learning rate, projected back into
 [0, 1] after every step (two-way alphas, betas). Single-level, as the paper's code.
 
+``init`` (a checkpoint: trained here, or imported with ``mpcvit import``) starts the
+weights; without ``model`` the searched architecture is the checkpoint's own (its shape,
+pooling and activations; every head relaxed). The checkpoint must fit the dataset, and
+its input normalisation be the dataset's unless ``init_normalisation`` (then the search
+normalises as the checkpoint does).
+
 Resumable: after every epoch ``DIR/search_state.pt`` holds the model, optimisers and epoch;
 re-running the same command continues (more ``--epochs`` extends it). Every epoch also
 rewrites ``DIR/alphas.json`` (what ``mpcvit derive`` reads) and appends one JSON line to
@@ -19,7 +25,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from mpcvit.checkpoint import load_checkpoint
+from mpcvit.checkpoint import fit_to_dataset, load_checkpoint
 from mpcvit.models.registry import model_spec
 from mpcvit.search.costs import NETWORKS, CostModel, get_cost_model
 from mpcvit.search.derive import RESULT_FILE, SearchResult
@@ -48,7 +54,7 @@ class SearchConfig:
     """Everything that defines one search run (recorded in its outputs)."""
 
     dataset: str
-    model: str
+    model: str | None  # registry preset; None: the ``init`` checkpoint's architecture
     network: str
     lam: float
     epochs: int
@@ -56,6 +62,7 @@ class SearchConfig:
     act_mode: str = "none"
     three_way: bool = False
     init: str | None = None
+    init_normalisation: bool = False  # normalise inputs as ``init``'s meta.json says, not as the dataset
     batch_size: int = 128
     lr: float = 1e-3
     arch_lr: float = 1e-2
@@ -79,20 +86,24 @@ class SearchConfig:
             raise ValueError("epochs must be >= 1")
         if self.act_mode not in ("none", "layer", "token"):
             raise ValueError("act_mode must be none, layer or token")
+        if self.model is None and not self.init:
+            raise ValueError("give the base architecture: --model PRESET, or --init CKPT to search the checkpoint's own")
+        if self.init_normalisation and not self.init:
+            raise ValueError("--init-normalisation needs --init CKPT")
 
 
 # -- data -------------------------------------------------------------------------------
 
 
-def _normalised(dataset: str, split: str, limit: int | None, data_dir: str | None, seed: int) -> TensorDataset:
-    from mpcvit.data import dataset_info, load_dataset
+def _normalised(dataset: str, split: str, limit: int | None, data_dir: str | None, seed: int,
+                norm: dict[str, list[float]]) -> TensorDataset:
+    from mpcvit.data import load_dataset
 
     ds = load_dataset(dataset, split, data_dir)
     x, y = ds.tensors
     if limit is not None and limit < len(y):
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:limit]
         x, y = x[idx], y[idx]
-    norm = dataset_info(dataset, data_dir).normalisation()
     mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
     return TensorDataset((x - mean) / std, y)
@@ -110,13 +121,33 @@ def accuracy(model: torch.nn.Module, data: TensorDataset, batch_size: int = 500)
 # -- model and optimisers -----------------------------------------------------------------
 
 
-def build_search_model(cfg: SearchConfig) -> RelaxedViT:
-    spec = model_spec(cfg.model)
-    model = RelaxedViT(spec, THREE_WAY if cfg.three_way else TWO_WAY, cfg.act_mode)  # type: ignore[arg-type]
+def build_search_model(cfg: SearchConfig) -> tuple[RelaxedViT, dict[str, list[float]]]:
+    """The relaxed model (started from ``cfg.init``'s weights when given) and the input normalisation of the search."""
+    from mpcvit.data import dataset_info
+
+    info = dataset_info(cfg.dataset, cfg.data_dir)
+    norm = info.normalisation()
+    start = None
     if cfg.init:
-        teacher, _ = load_checkpoint(cfg.init)
-        model.load_weights_from(teacher)
-    return model
+        start, meta = load_checkpoint(cfg.init)
+        norm = fit_to_dataset(f"--init {cfg.init}", start.spec, meta, cfg.dataset, info, cfg.init_normalisation,
+                              "--init-normalisation")
+    spec = model_spec(cfg.model) if cfg.model else start.spec  # type: ignore[union-attr]
+    if start is not None and cfg.model and not _same_shape(spec, start.spec):
+        raise ValueError(f"--init {cfg.init} ({start.spec.summary()}) is not shaped as {cfg.model}; "
+                         "leave out --model to search the checkpoint's own architecture")
+    model = RelaxedViT(spec, THREE_WAY if cfg.three_way else TWO_WAY, cfg.act_mode)  # type: ignore[arg-type]
+    if start is not None:
+        model.load_weights_from(start)
+    return model, norm
+
+
+SHAPE_FIELDS = ("img_size", "in_chans", "patch_size", "num_classes", "embed_dim", "depth", "num_heads", "mlp_dim",
+                "pool", "norm_after_pool")
+
+
+def _same_shape(a: Any, b: Any) -> bool:
+    return all(getattr(a, f) == getattr(b, f) for f in SHAPE_FIELDS)
 
 
 def _optimisers(model: RelaxedViT, cfg: SearchConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -161,7 +192,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _check_resumable(saved: dict[str, Any], cfg: SearchConfig) -> None:
     now = asdict(cfg)
-    diff = [k for k in now if k not in RESUMABLE_CHANGES and k != "command" and saved.get(k) != now[k]]
+    defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}  # for fields newer than the search
+    diff = [k for k in now if k not in RESUMABLE_CHANGES and k != "command" and saved.get(k, defaults.get(k)) != now[k]]
     if diff:
         raise ValueError(f"{cfg.out} holds a search with different settings ({', '.join(diff)}); use a new --out")
 
@@ -177,7 +209,7 @@ def run_search(cfg: SearchConfig) -> SearchResult:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     costs = get_cost_model(cfg.cost_source)
-    model = build_search_model(cfg)
+    model, norm = build_search_model(cfg)
     terms = cost_terms(model, costs, cfg.network)
     opt_w, opt_a = _optimisers(model, cfg)
     start = 0
@@ -191,11 +223,11 @@ def run_search(cfg: SearchConfig) -> SearchResult:
         torch.set_rng_state(state["rng"])
         start = int(state["epoch"])
         log.info("resuming the search in %s after epoch %d", out, start)
-    train = _normalised(cfg.dataset, "train", cfg.train_limit, cfg.data_dir, cfg.seed)
-    test = _normalised(cfg.dataset, "test", cfg.eval_limit, cfg.data_dir, cfg.seed + 1)
+    train = _normalised(cfg.dataset, "train", cfg.train_limit, cfg.data_dir, cfg.seed, norm)
+    test = _normalised(cfg.dataset, "test", cfg.eval_limit, cfg.data_dir, cfg.seed + 1, norm)
     steps = math.ceil(len(train) / cfg.batch_size)
     log.info("search: %s on %s, %s, lambda=%g, %d epochs x %d steps, costs from %s",
-             cfg.model, cfg.dataset, cfg.network, cfg.lam, cfg.epochs, steps, costs.source)
+             cfg.model or model.spec.name or cfg.init, cfg.dataset, cfg.network, cfg.lam, cfg.epochs, steps, costs.source)
     for epoch in range(start, cfg.epochs):
         stats = _train_epoch(model, cfg, terms, opt_w, opt_a, train, epoch, steps)
         stats["test_acc_relaxed"] = accuracy(model, test)

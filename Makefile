@@ -28,7 +28,7 @@ FOOLBOX_WHEEL_DIR := $(VENV)/foolbox-wheel
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.txt requirements-timm.txt
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt requirements-timm.txt
 	@test -x $(PY) || test -n "$(PYTHON)" || { echo "make: needs Python 3.11, 3.12 or 3.13 to make $(VENV); found none of \
 	python3.11, python3.12, python3.13, python3 on PATH that runs one. Install one, or name it: make PYTHON=/path/to/python3.12"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 13) else \
@@ -42,6 +42,8 @@ $(STAMP): pyproject.toml requirements.txt requirements-timm.txt
 	@# `pip check` still lists them (future, pandas, sklearn, tensorboard, torchvision): expected too.
 	$(PIP) install --no-deps --no-warn-conflicts crypten==0.4.1
 	$(PIP) install --no-warn-conflicts -r requirements.txt
+	@# test and development tools (pytest, hypothesis, playwright, grpcio-tools): the container image leaves them out
+	$(PIP) install --no-warn-conflicts -r requirements-dev.txt
 	@# timm (mpcvit import, its tests) with --no-deps, so that neither it nor torchvision can replace torch: requirements-timm.txt
 	$(PIP) install --no-deps -r requirements-timm.txt
 	$(PIP) install --no-deps --no-build-isolation -e .

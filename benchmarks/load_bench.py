@@ -183,7 +183,8 @@ def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any])
         "checkpoint": _display_path(args.checkpoint) if args.shape is None else f"random weights: {args.model}",
         "model_info": {k: server_models[args.model].get(k) for k in ("arch", "input_shape", "precision_bits", "measured_cost")},
         "stack": stack,
-        "coordinator": {"batch_size": args.batch_size, "batch_wait_ms": args.batch_wait_ms} if stack != "external" else None,
+        "coordinator": {"batch_size": args.batch_size, "batch_wait_ms": args.batch_wait_ms, "request_timeout_s": args.request_timeout}
+        if stack != "external" else None,
         "warmup_seconds": round(warmup, 3),
         "levels": levels,
         "machine": {
@@ -203,6 +204,7 @@ def run_stack(args: argparse.Namespace, pairs: int, sessions: int | None) -> dic
     os.environ["MPCVIT_BATCH_SIZE"] = str(args.batch_size)
     os.environ["MPCVIT_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
     os.environ["MPCVIT_QUEUE_BOUND"] = "256"
+    os.environ["MPCVIT_REQUEST_TIMEOUT_S"] = str(args.request_timeout)
     config = StackConfig(models_dir=args.checkpoint.parent, model=args.model, insecure=args.insecure, pairs=pairs,
                          network=args.network, sessions=sessions)
     what = (f"local: dealer + {pairs} party pair{'s' if pairs > 1 else ''}"
@@ -262,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=32, help="digits test images cycled through")
     p.add_argument("--batch-size", type=int, default=8, help="the started coordinator's batch size")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--request-timeout", type=float, default=60.0,
+                   help="the started coordinator's request deadline, seconds (a queue of 16 WAN forwards needs more than 60)")
     p.add_argument("--insecure", action="store_true", help="start the stack without TLS")
     p.add_argument("--pairs", type=int, nargs="+", default=[1],
                    help="party pairs of the started stack; several values: one run each, compared in one file")

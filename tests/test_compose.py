@@ -219,6 +219,15 @@ def test_dockerfile_base_and_cpu_torch() -> None:
     assert "COPY checkpoints/" in text
 
 
+def test_the_image_installs_runtime_dependencies_only() -> None:
+    """Test tooling lives in requirements-dev.txt, which the image never installs (it made a 1.8 GB image)."""
+    text = DOCKERFILE.read_text()
+    assert "requirements-dev" not in text
+    runtime = {line.split("==")[0].lower() for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line}
+    dev = {line.split("==")[0].lower() for line in (ROOT / "requirements-dev.txt").read_text().splitlines() if "==" in line}
+    assert {"pytest", "playwright", "hypothesis", "grpcio-tools"} <= dev and not runtime & dev, runtime & dev
+
+
 # -- the second party pair (docker-compose.pairs.yml) ---------------------------------------
 
 PAIRS = ROOT / "docker-compose.pairs.yml"

@@ -65,6 +65,7 @@ import grpc
 import torch
 
 from mpcvit import pki, sealing
+from mpcvit.prg import KEY_BYTES
 from mpcvit.checkpoint import load_checkpoint
 from mpcvit.models.spec import ArchSpec
 from parties.communicator import GrpcCommunicator, installed
@@ -74,7 +75,7 @@ from parties.tls import channel_credentials, peer_role, server_credentials
 from parties.transport import NETWORKS, Endpoint, Mode, NetworkShape, TransportError
 from protocols.accounting import CostReport, ensure_counting
 from protocols.config import DEFAULT_CONFIG
-from protocols.providers import DealerProvider, Request, install_provider
+from protocols.providers import DealerProvider, Request, install_provider, needs_corrections
 from protocols.runtime import SecureViT
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ REPLAY_MAX_ENTRIES = 200_000
 ENDED_CALLS_KEPT = 1024  # session ids whose control call ended before their session opened
 PREFETCH_DEPTH = 2  # dealer batches fetched ahead per series (model and batch size)
 PREFETCH_KEPT = 8  # most batches held ahead in all
+PREFETCH_TTL_S = 300.0  # a batch held ahead this long without its forward is dropped (the dealer keeps 600 s)
+PREFETCH_BYTES = 1 << 30  # most dealer material held ahead in all (a 7_4_32 forward of 4 images is 0.7 GB on party 0)
 MAX_SESSIONS = 16  # the most sessions a party runs at once (the transport keeps 64 sessions open at most)
 SESSION_MEMORY_BYTES = 2 << 30  # a session's budget: activations and one batch's dealer material at ViT-Lite scale
 
@@ -184,7 +187,9 @@ class SessionBatches:
     one, the first forward of a series fetches its batch itself, and every
     forward then queues fetches of the next ``depth`` numbers of its series
     with its plan, in a background thread (one fetch at a time, at most
-    ``kept`` batches held in all, oldest dropped first), so that the next
+    ``kept`` batches and ``max_bytes`` of material held in all; what does
+    not fit is fetched by its own forward; one unused for ``PREFETCH_TTL_S``
+    is dropped), so that the next
     forward of that model and batch size finds its material ready. A held
     batch whose plan no longer matches (the model was loaded again) is
     dropped, and its session fetches under its own plan's name, which the
@@ -196,14 +201,17 @@ class SessionBatches:
     to the calling thread, so concurrent sessions each use their own batch.
     """
 
-    def __init__(self, dealer: DealerClient, depth: int = PREFETCH_DEPTH, kept: int = PREFETCH_KEPT) -> None:
+    def __init__(self, dealer: DealerClient, depth: int = PREFETCH_DEPTH, kept: int = PREFETCH_KEPT,
+                 max_bytes: int = PREFETCH_BYTES) -> None:
         self.dealer = dealer
         self.depth = depth
         self.kept = kept
+        self.max_bytes = max_bytes
         self._local = threading.local()  # ticket, session id, deadline and fetch report of this thread's session
         self.model_dealer: dict[int, bytes | None] = {}  # model load id -> the dealer id its weight masks came from
         self._lock = threading.Lock()
-        self._ahead: collections.OrderedDict[str, futures.Future[Fetched]] = collections.OrderedDict()
+        # batch name -> (its fetch, its bytes, when it was queued)
+        self._ahead: collections.OrderedDict[str, tuple[futures.Future[Fetched], int, float]] = collections.OrderedDict()
         self._scheduled: collections.OrderedDict[str, int] = collections.OrderedDict()  # series -> highest number queued
         self._pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") if depth > 0 else None
 
@@ -248,28 +256,33 @@ class SessionBatches:
 
     def _take(self, batch_id: str) -> futures.Future[Fetched] | None:
         with self._lock:
-            return self._ahead.pop(batch_id, None)
+            held = self._ahead.pop(batch_id, None)
+            return held[0] if held is not None else None
 
     def _prefetch(self, series: str, number: int, requests: list[Request]) -> None:
-        """Queue fetches of the next ``depth`` numbers of ``series`` under ``requests``' plan."""
+        """Queue fetches of the next ``depth`` numbers of ``series`` under ``requests``' plan (within the bounds)."""
         if self._pool is None:
             return
         digest = _plan_digest(requests)
+        size = KEY_BYTES + (sum(r.correction_bytes(self.dealer.rank) for r in requests) if needs_corrections(self.dealer.rank, requests) else 0)
         with self._lock:
+            now = time.monotonic()
+            for name, (fetch, _, made) in list(self._ahead.items()):  # never used (the coordinator restarted, the model left)
+                if now - made > PREFETCH_TTL_S:
+                    del self._ahead[name]
+                    fetch.cancel()
             first = max(number + 1, self._scheduled.get(series, -1) + 1)
-            last = number + self.depth
-            if first > last:
-                return
-            self._scheduled[series] = last
-            self._scheduled.move_to_end(series)
+            held = sum(b for _, b, _ in self._ahead.values())
+            for n in range(first, number + self.depth + 1):
+                if len(self._ahead) >= self.kept or held + size > self.max_bytes:
+                    break  # that one is fetched by its own forward
+                name = self._name(series, n, digest)
+                self._ahead[name] = (self._pool.submit(self._fetch, name, list(requests), self.dealer.timeout_s), size, now)
+                held += size
+                self._scheduled[series] = n
+                self._scheduled.move_to_end(series)
             while len(self._scheduled) > 4 * self.kept:
                 self._scheduled.popitem(last=False)
-            for n in range(first, last + 1):
-                name = self._name(series, n, digest)
-                self._ahead[name] = self._pool.submit(self._fetch, name, list(requests), self.dealer.timeout_s)
-            while len(self._ahead) > self.kept:
-                _, dropped = self._ahead.popitem(last=False)
-                dropped.cancel()
 
     def next_batch(self, rank: int, requests: list[Request]) -> tuple[bytes, list[torch.Tensor] | None]:
         session = getattr(self._local, "session", None)

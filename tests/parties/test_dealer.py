@@ -168,7 +168,7 @@ def test_batches_of_a_series_are_fetched_ahead_named_alike_on_both_parties(deale
             got[rank].append((key, corrections, side.end()))
             time.sleep(0.05 if number == 0 else 0)
         for side in sides:  # let the queued fetches finish
-            for future in list(side._ahead.values()):
+            for future, _, _ in list(side._ahead.values()):
                 future.result(10)
     for number in range(4):
         (k0, c0, r0), (k1, c1, r1) = got[0][number], got[1][number]
@@ -184,6 +184,13 @@ def test_batches_of_a_series_are_fetched_ahead_named_alike_on_both_parties(deale
         assert r0.nbytes > r1.nbytes >= 32 and r0.fetch_s > 0
     for side in sides:
         side.close()
+    # a byte budget smaller than one batch: nothing is fetched ahead, every forward fetches its own
+    small = SessionBatches(DealerClient(dealer, 0, str(certs)), depth=2, max_bytes=50)
+    for number in range(2):
+        small.begin(f"t{number}", time.time() + 30, series="epoch.pair0.tiny.b1.small", number=number)
+        small.next_batch(0, plan)
+        assert not small.end().prefetched and not small._ahead
+    small.close()
 
 
 def test_model_keys_survive_a_restart_with_state(tmp_path: Path) -> None:

@@ -38,7 +38,10 @@ party evaluating at x computes only the child it walks to: 2 AES blocks per
 level and point (the dealer computes all 4). AES runs in OpenSSL through
 ``cryptography`` (ECB over whole numpy arrays of seeds, one call per level).
 Measured here: 118,000 points on 31 levels with P = 2 in about 0.2 s on one
-core; key generation about 1.2 s per 100,000 keys.
+core; key generation about 0.7 s per 100,000 keys of 18 levels on one core.
+Both split the values over threads (:func:`threads`, ``MPCVIT_DCF_THREADS``)
+when there are many: numpy and OpenSSL release the GIL, so two cores
+make 233,000 keys in 0.84 s instead of 1.59 s.
 
 Why not a package. The package index has ``sycret`` (OpenMined, Rust with
 AES-NI, last release 2021, "not production-ready", a fixed 32-bit domain
@@ -53,6 +56,10 @@ with numpy: about 60 lines.
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,8 +163,15 @@ def keygen(alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, se
     if not 1 <= beta.shape[1] <= MAX_PAYLOAD:
         raise ValueError(f"DCF payload must be 1..{MAX_PAYLOAD} words, got {beta.shape[1]}")
     n, payload = alpha.shape[0], beta.shape[1]
-    width = 2 + payload
     out = np.empty((key_words(bits, payload), n), dtype=U64)  # filled level by level: the packed layout of ``pack``
+    _in_chunks(n, lambda lo, hi: _keygen_into(out[:, lo:hi], alpha[lo:hi], beta[lo:hi], bits, seed0[lo:hi], seed1[lo:hi]))
+    return out
+
+
+def _keygen_into(out: np.ndarray, alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, seed1: np.ndarray) -> None:
+    """``keygen`` of one chunk of values, written into ``out`` (key_words, chunk)."""
+    n, payload = alpha.shape[0], beta.shape[1]
+    width = 2 + payload
     seeds = np.stack([np.asarray(seed0, dtype=U64), np.asarray(seed1, dtype=U64)])  # (2, n, 2): both parties at once
     t = np.stack([np.zeros(n, dtype=U64), np.ones(n, dtype=U64)])
     v_alpha = np.zeros((n, payload), dtype=U64)
@@ -186,7 +200,6 @@ def keygen(alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, se
     cw_last = _sign(t[1]) * (_convert(seeds[1], payload) - _convert(seeds[0], payload) - v_alpha)
     out[bits * width] = cw_bits
     out[bits * width + 1 :] = cw_last.T
-    return out
 
 
 def pack(cw_seed: np.ndarray, cw_value: np.ndarray, cw_bits: np.ndarray, cw_last: np.ndarray) -> np.ndarray:
@@ -216,8 +229,17 @@ def evaluate(rank: int, keys: DCFKeys, points: np.ndarray) -> np.ndarray:
 
     The two parties' outputs add up (mod 2^64) to beta_i where x_ji < alpha_i and to 0 elsewhere.
     """
-    bits, payload = keys.bits, keys.payload
     points = np.asarray(points, dtype=U64)
+    m, n = points.shape
+    out = np.empty((m, n, keys.payload), dtype=U64)
+    _in_chunks(n, lambda lo, hi: _evaluate_into(out[:, lo:hi], rank, DCFKeys(
+        keys.seed[lo:hi], keys.levels[:, :, lo:hi], keys.cw_bits[lo:hi], keys.cw_last[:, lo:hi]), points[:, lo:hi]))
+    return out
+
+
+def _evaluate_into(result: np.ndarray, rank: int, keys: DCFKeys, points: np.ndarray) -> None:
+    """``evaluate`` of one chunk of values, written into ``result`` (M, chunk, P)."""
+    bits, payload = keys.bits, keys.payload
     m, n = points.shape
     s = np.broadcast_to(keys.seed, (m, n, 2)).copy()
     t = np.full((m, n), rank, dtype=U64)
@@ -234,4 +256,34 @@ def evaluate(rank: int, keys: DCFKeys, points: np.ndarray) -> np.ndarray:
         out += v
         s, t = seed, t_next
     out += _convert(s, payload) + keys.cw_last.T * t[..., None]
-    return (U64(0) - out) if rank == 1 else out
+    result[...] = (U64(0) - out) if rank == 1 else out
+
+
+# -- threads: values are independent, and numpy and OpenSSL release the GIL ---------
+
+MIN_CHUNK = 16_384  # values per thread at least (smaller calls run in the caller's thread)
+_pool: list[ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def threads() -> int:
+    """Threads for key generation and evaluation: ``MPCVIT_DCF_THREADS``, else the CPUs this process may use."""
+    configured = os.environ.get("MPCVIT_DCF_THREADS")
+    if configured:
+        return max(1, int(configured))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _in_chunks(n: int, fn: Callable[[int, int], None]) -> None:
+    """``fn(lo, hi)`` over slices of ``range(n)``: several threads when ``n`` is large (results are the same)."""
+    k = min(threads(), n // MIN_CHUNK)
+    if k <= 1:
+        fn(0, n)
+        return
+    with _pool_lock:
+        if not _pool or _pool[0]._max_workers < k:  # noqa: SLF001 - grow the pool when asked for more threads
+            _pool[:] = [ThreadPoolExecutor(max_workers=k, thread_name_prefix="dcf")]
+        pool = _pool[0]
+    cuts = np.linspace(0, n, k + 1).astype(int)
+    for done in [pool.submit(fn, int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]:
+        done.result()

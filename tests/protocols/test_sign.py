@@ -144,3 +144,27 @@ def test_many_thresholds_share_one_opening(signed: dict) -> None:
     assert torch.equal(bits[far], want[far])
     prod = torch.tensor(signed["above_prod"], dtype=torch.float64)
     assert torch.allclose(prod[far], (want * v)[far], atol=1e-3)
+
+
+def test_dcf_in_threads_makes_and_evaluates_the_same_keys(monkeypatch) -> None:  # noqa: ANN001
+    """Key generation and evaluation split over threads give exactly what one thread gives."""
+    import numpy as np
+
+    from protocols import dcf
+
+    rng = np.random.default_rng(5)
+    n, bits = 1000, 12
+    alpha = rng.integers(0, 2**bits, n, dtype=np.uint64)
+    beta = rng.integers(0, 2**63, (n, 2), dtype=np.uint64)
+    s0, s1 = (rng.integers(0, 2**63, (n, 2), dtype=np.uint64) for _ in range(2))
+    x = rng.integers(0, 2**bits, (3, n), dtype=np.uint64)
+    results = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("MPCVIT_DCF_THREADS", threads)
+        monkeypatch.setattr(dcf, "MIN_CHUNK", 100)
+        words = dcf.keygen(alpha, beta, bits, s0, s1)
+        results.append((words, dcf.evaluate(0, dcf.unpack(s0, words, bits, 2), x), dcf.evaluate(1, dcf.unpack(s1, words, bits, 2), x)))
+    for one, many in zip(*results):
+        assert np.array_equal(one, many)
+    _, e0, e1 = results[1]
+    assert np.array_equal(e0 + e1, (x < alpha[None]).astype(np.uint64)[..., None] * beta[None])

@@ -71,9 +71,23 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each process has used so far, from /proc (empty where it cannot be read)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for role, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[role] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
 def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor, clients: int, per_client: int,
-              trust: dict[str, Any]) -> dict[str, Any]:
-    """``clients`` threads, ``per_client`` private classifications each; latency per request, throughput overall."""
+              trust: dict[str, Any], pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """``clients`` threads, ``per_client`` private classifications each; latency per request, throughput overall;
+    with ``pids`` (the stack's processes) also the CPU seconds each used per answered request."""
     latencies: list[float] = []
     batch_sizes: list[int] = []
     dealer: list[dict[str, Any]] = []  # party 0's dealer phase of each answer's forward
@@ -104,11 +118,15 @@ def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor
                     dealer.append(r.costs.get("parties", [{}])[0].get("dealer", {}))
                     agree += int(r.class_index == int(expected[i]))
 
+    cpu0 = cpu_seconds(pids or {})
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client_loop, range(clients)))
     elapsed = time.perf_counter() - started
     n = len(latencies)
+    cpu1 = cpu_seconds(pids or {})
+    cpu = {role: round((cpu1[role] - cpu0[role]) / max(n, 1), 3) for role in cpu1 if role in cpu0}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return {
         "clients": clients,
         "requests": clients * per_client,
@@ -123,6 +141,9 @@ def run_level(url: str, model: str, images: torch.Tensor, expected: torch.Tensor
         },
         "batch_size": {"mean": round(statistics.fmean(batch_sizes), 2) if batch_sizes else None, "max": max(batch_sizes, default=None)},
         "agree_with_plaintext": f"{agree}/{n}",
+        # CPU seconds per answered request by process, and the throughput these cores allow at that cost
+        "cpu_s_per_request": cpu or None,
+        "cpu_bound_requests_per_s": round(cores / sum(cpu.values()), 3) if cpu and sum(cpu.values()) > 0 else None,
         "dealer": {  # party 0, per answer (answers of one batch count its forward once each)
             "prefetched": sum(bool(d.get("prefetched")) for d in dealer),
             "wait_s_mean": round(statistics.fmean(d.get("wait_seconds", 0.0) for d in dealer), 3) if dealer else None,
@@ -160,7 +181,7 @@ def bench_images(args: argparse.Namespace, input_shape: tuple[int, ...]) -> torc
     return torch.rand(args.images, *input_shape, generator=torch.Generator().manual_seed(0))
 
 
-def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any]) -> dict[str, Any]:
+def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any], pids: dict[str, int] | None = None) -> dict[str, Any]:
     """``trust``: how the clients check the parties' keys (``PrivateClient``'s ``ca`` / ``pins`` / ``trust_coordinator``)."""
     net, meta = load_checkpoint(args.checkpoint)
     images = bench_images(args, tuple(net.spec.input_shape))
@@ -175,7 +196,7 @@ def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any])
     for clients in args.levels:
         per_client = max(args.requests_per_client, -(-args.min_requests // clients))
         log.info("%d concurrent client(s), %d request(s) each", clients, per_client)
-        levels.append(run_level(url, args.model, images, expected, clients, per_client, trust))
+        levels.append(run_level(url, args.model, images, expected, clients, per_client, trust, pids))
         log.info("%s", json.dumps(levels[-1]))
     return {
         "benchmark": "coordinator load: private classifications (share, seal, 2PC forward, open) by concurrent clients",
@@ -213,7 +234,8 @@ def run_stack(args: argparse.Namespace, pairs: int, sessions: int | None) -> dic
     log.info("starting %s", what)
     with LocalStack(config) as stack:
         assert stack.endpoints is not None
-        result = bench(stack.endpoints.coordinator_url, args, what, stack.client_trust())
+        pids = {proc.role: proc.popen.pid for proc in stack.procs}
+        result = bench(stack.endpoints.coordinator_url, args, what, stack.client_trust(), pids)
     result["pairs"] = pairs
     result["sessions"] = sessions
     result["network"] = args.network

@@ -41,6 +41,7 @@ import collections
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from concurrent import futures
@@ -50,6 +51,7 @@ from typing import Callable, Iterator, Literal
 import grpc
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError
 
 from parties.proto import transport_pb2, transport_pb2_grpc
 from parties.tls import peer_role, secure_channel
@@ -65,6 +67,7 @@ MAX_SESSION_ID_LEN = 128
 MAX_OPEN_SESSIONS = 64
 UNOPENED_TTL_S = 600.0  # a frame-made inbox no local session opened is forgotten after this (or once aborted)
 GRPC_FRAME_OVERHEAD = 64 << 10
+SMALL_FRAME_BYTES = 16 << 10  # a received frame up to this size is parsed by protobuf whole (its data copied once)
 SEND_METHOD = "/mpcvit.transport.v1.PeerTransport/Send"  # transport.proto's two frame-carrying methods
 STREAM_METHOD = "/mpcvit.transport.v1.PeerTransport/Stream"
 
@@ -245,6 +248,14 @@ def parse_frame(raw: bytes) -> WireFrame:
     Walks protobuf's wire format (key varint, then a varint, 8 or 4 bytes, or a length-prefixed run);
     raises ``ValueError`` on anything malformed, which fails the stream (gRPC answers INTERNAL) as a
     frame that protobuf cannot parse does."""
+    if len(raw) <= SMALL_FRAME_BYTES:  # copying a few kilobytes costs less than walking the fields in Python
+        try:
+            frame = transport_pb2.Frame.FromString(raw)
+        except DecodeError as exc:
+            raise ValueError(f"malformed frame: {exc}") from None
+        data = memoryview(frame.data)
+        frame.ClearField("data")
+        return WireFrame(frame, data)
     buf = memoryview(raw)
     pos, rest, data = 0, [], buf[0:0]
     data_field = transport_pb2.Frame.DESCRIPTOR.fields_by_name["data"].number
@@ -280,8 +291,24 @@ def _wire(frame: bytes | transport_pb2.Frame) -> bytes:
     return frame if isinstance(frame, bytes) else frame.SerializeToString()
 
 
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _from_wire_order(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
+    """A tensor filled with the wire's little-endian bytes, in this machine's order."""
+    if not _BIG_ENDIAN or tensor.element_size() == 1:
+        return tensor
+    wire = DTYPES[dtype][1]
+    return torch.from_numpy(tensor.numpy().view(wire).astype(wire.newbyteorder("="))).reshape(tensor.shape)
+
+
+def _byte_view(tensor: torch.Tensor) -> np.ndarray:
+    """The bytes of a fresh contiguous tensor as a writable flat uint8 array (sharing its memory)."""
+    return tensor.view(-1).view(torch.uint8).numpy()
+
+
 def tensor_nbytes(dtype: str, shape: list[int] | tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1].itemsize if shape else DTYPES[dtype][1].itemsize
+    return math.prod(shape) * DTYPES[dtype][1].itemsize
 
 
 @dataclass(frozen=True)
@@ -337,7 +364,7 @@ class SessionInbox:
         self._queue: queue.SimpleQueue[Message | SessionFailed] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._next_seq = 0
-        self._partial: bytearray | None = None
+        self._partial: tuple[torch.Tensor, np.ndarray] | None = None  # the message being reassembled, and its bytes
         self._partial_filled = 0
         self.failure: SessionFailed | None = None
         self.bytes_received = 0
@@ -368,27 +395,39 @@ class SessionInbox:
             self._queue.put(message)
 
     def _assemble(self, frame: transport_pb2.Frame, data: bytes | memoryview) -> Message | None:
-        torch_dtype, np_dtype = DTYPES[frame.dtype]
-        shape = tuple(frame.shape)
+        """Copy a frame's data into its message's tensor; the message once its last chunk is in.
+
+        A one-frame message is one copy of the data into a new buffer. A longer one gets its tensor
+        (uninitialised, never larger than ``check_frame`` allowed) with its first chunk, and each chunk is
+        copied straight into the tensor's bytes by numpy, which lets go of the GIL while it copies: gRPC's
+        threads of this process take in the next frame meanwhile. Either way the one copy makes the tensor
+        fresh (nothing else references its memory) and writable."""
         if frame.chunk_count == 1:
-            array = np.frombuffer(bytearray(data), dtype=np_dtype)  # a writable copy, as torch wants
-        else:
-            if frame.chunk_index == 0:
-                self._partial = bytearray(tensor_nbytes(frame.dtype, shape))
-                self._partial_filled = 0
-            assert self._partial is not None
-            end = self._partial_filled + len(data)
-            if end > len(self._partial):
-                raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks overflow the declared tensor size")
-            self._partial[self._partial_filled : end] = data
-            self._partial_filled = end
-            if frame.chunk_index + 1 < frame.chunk_count:
-                return None
-            if end != len(self._partial):
-                raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks do not fill the declared tensor size")
-            array = np.frombuffer(self._partial, dtype=np_dtype)
+            torch_dtype = DTYPES[frame.dtype][0]
+            shape = tuple(frame.shape)
+            if not len(data):
+                return Message(frame.tag, torch.empty(shape, dtype=torch_dtype))
+            tensor = torch.frombuffer(bytearray(data), dtype=torch_dtype).reshape(shape)
+            return Message(frame.tag, _from_wire_order(tensor, frame.dtype))
+        if frame.chunk_index == 0:
+            tensor = torch.empty(tuple(frame.shape), dtype=DTYPES[frame.dtype][0])
+            self._partial = (tensor, _byte_view(tensor))
+            self._partial_filled = 0
+        if self._partial is None:
+            raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, f"chunk {frame.chunk_index} of a message whose first chunk never came")
+        tensor, dest = self._partial
+        end = self._partial_filled + len(data)
+        if end > len(dest):
             self._partial = None
-        return Message(frame.tag, torch.from_numpy(array).reshape(shape).to(torch_dtype))
+            raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks overflow the declared tensor size")
+        dest[self._partial_filled : end] = np.frombuffer(data, dtype=np.uint8)
+        self._partial_filled = end
+        if frame.chunk_index + 1 < frame.chunk_count:
+            return None
+        self._partial = None
+        if end != len(dest):
+            raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks do not fill the declared tensor size")
+        return Message(frame.tag, _from_wire_order(tensor, frame.dtype))
 
     def get(self, deadline: float) -> Message:
         """Next message, waiting at most until ``deadline`` (``time.monotonic()`` clock)."""

@@ -38,6 +38,7 @@ acknowledged call per frame). ``benchmarks/transport_bench.py`` measures both.
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import math
 import queue
@@ -161,6 +162,38 @@ def sleep_until(release: float) -> None:
     wait = release - time.monotonic()
     if wait > 0:
         time.sleep(wait)
+
+
+# -- memory ------------------------------------------------------------------
+
+MALLOC_MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks up to this come from the heap, and are reused
+MALLOC_TRIM_THRESHOLD = 256 << 20  # free memory at the top of a heap that glibc keeps instead of returning it
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_allocator_tuned = False
+
+
+def tune_allocator() -> bool:
+    """Let glibc keep and reuse the buffers a large message goes through (process-wide; once; False if not glibc).
+
+    Every large message makes short-lived buffers of megabytes in this process: the sender's frames,
+    gRPC's copies of them and its socket reads, the bytes gRPC hands to the receiving thread. By default
+    glibc serves such blocks with fresh ``mmap`` pages or gives the freed top of a heap back to the system,
+    so each message faults every page in again, zero-filled by the kernel: a 67 MB all_reduce here took
+    about 145 ms of CPU time in each party that way and 110 ms without. With a fixed mmap threshold (blocks up to 32 MiB
+    come from the heap) and a 256 MiB trim threshold the freed blocks are reused. The price is resident
+    memory: a process keeps up to its largest burst of such buffers (what ``Limits`` already bound) mapped.
+    Tensors larger than 32 MiB are still mapped fresh, as in any process."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    _allocator_tuned = bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+    return _allocator_tuned
 
 
 # -- frames ------------------------------------------------------------------
@@ -305,6 +338,7 @@ def _from_wire_order(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
 def _byte_view(tensor: torch.Tensor) -> np.ndarray:
     """The bytes of a fresh contiguous tensor as a writable flat uint8 array (sharing its memory)."""
     return tensor.view(-1).view(torch.uint8).numpy()
+
 
 
 def tensor_nbytes(dtype: str, shape: list[int] | tuple[int, ...]) -> int:
@@ -774,6 +808,7 @@ class Endpoint:
         """Serve ``PeerTransport`` on ``listen`` (plus whatever ``register`` adds to the same server) and link to ``peer``."""
         if rank not in (0, 1):
             raise ValueError("rank must be 0 or 1")
+        tune_allocator()
         self.rank = rank
         self.limits = limits
         self.inboxes = Inboxes(limits)

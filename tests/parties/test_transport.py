@@ -243,3 +243,15 @@ def test_aborts_of_sessions_never_opened_do_not_fill_the_session_limit() -> None
     assert box.opened and box.failure is None
     inboxes.deliver(transport_pb2.Frame(session_id="early", src_rank=1, kind=transport_pb2.FRAME_KIND_ABORT, reason="refused"))
     assert inboxes.open("early").failure is not None  # an abort that arrives before the open still fails the session
+
+
+def test_tune_allocator_is_idempotent() -> None:
+    """The allocator tuning an Endpoint applies is process-wide and applied once (glibc only)."""
+    import platform
+
+    from parties.transport import tune_allocator
+
+    first = tune_allocator()
+    assert tune_allocator() == first
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first

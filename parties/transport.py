@@ -47,7 +47,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import grpc
 import numpy as np
@@ -231,27 +231,39 @@ def _varint(n: int) -> bytes:
 def encode_tensor_frames(
     session_id: str, first_seq: int, src_rank: int, tag: str, tensor: torch.Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> list[bytes]:
-    """The serialized ``Frame`` messages of :func:`tensor_frames`, made with one copy of the data per frame.
+    """The serialized ``Frame`` messages of :func:`tensor_frames`, made with one copy of the data per frame
+    (all of :func:`iter_tensor_frames`)."""
+    return list(iter_tensor_frames(session_id, first_seq, src_rank, tag, tensor, chunk_bytes)[1])
+
+
+def iter_tensor_frames(
+    session_id: str, first_seq: int, src_rank: int, tag: str, tensor: torch.Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> tuple[int, Iterator[bytes]]:
+    """How many frames a tensor takes, and those frames' bytes, each made when the iterator gets to it.
 
     Building a ``Frame`` with an 8 MB ``data`` field and serializing it copies the payload into the message
     and again out of it (15 ms for 8.4 MB here, more than the loopback transfer itself). Instead each
     frame's other fields are serialized by protobuf (a few dozen bytes) and the ``data`` field is appended
     in protobuf's own encoding (key, length, bytes: fields may come in any order, so this parses to the
     same message, which ``tests/parties/test_transport.py`` checks), joined straight from the tensor's memory.
+    Made one by one, the first frame can be on the wire while the next is copied; the frames read the
+    tensor's memory until the iterator is exhausted (``Session.send_tensor`` exhausts it before it returns).
     """
     name = dtype_name(tensor.dtype)
     raw = tensor.detach().cpu().contiguous().numpy().astype(DTYPES[name][1], copy=False).reshape(-1).view(np.uint8)
     count = max(1, math.ceil(raw.nbytes / chunk_bytes))
     shape = list(tensor.shape)
-    out = []
-    for i in range(count):
-        chunk = memoryview(raw[i * chunk_bytes : (i + 1) * chunk_bytes])
-        header = transport_pb2.Frame(
-            session_id=session_id, seq=first_seq + i, src_rank=src_rank, kind=transport_pb2.FRAME_KIND_TENSOR,
-            tag=tag, dtype=name, shape=shape, chunk_index=i, chunk_count=count,
-        ).SerializeToString()
-        out.append(b"".join((header, _DATA_KEY, _varint(chunk.nbytes), chunk)) if chunk.nbytes else header)
-    return out
+
+    def frames() -> Iterator[bytes]:
+        for i in range(count):
+            chunk = memoryview(raw[i * chunk_bytes : (i + 1) * chunk_bytes])
+            header = transport_pb2.Frame(
+                session_id=session_id, seq=first_seq + i, src_rank=src_rank, kind=transport_pb2.FRAME_KIND_TENSOR,
+                tag=tag, dtype=name, shape=shape, chunk_index=i, chunk_count=count,
+            ).SerializeToString()
+            yield b"".join((header, _DATA_KEY, _varint(chunk.nbytes), chunk)) if chunk.nbytes else header
+
+    return count, frames()
 
 
 @dataclass(frozen=True)
@@ -640,8 +652,9 @@ class PeerLink:
         self._call: grpc.Future | None = None
         self._closing = False
 
-    def send(self, frames: list[bytes | transport_pb2.Frame], deadline: float) -> None:
-        """Send frames (serialized, or messages) in order; in stream mode this returns before they arrive.
+    def send(self, frames: Iterable[bytes | transport_pb2.Frame], deadline: float) -> None:
+        """Send frames (serialized, or messages) in order; in stream mode this returns before they arrive
+        (each frame is queued as soon as ``frames`` yields it).
 
         The shaper charges each frame its serialized size."""
         if self.mode == "unary":
@@ -652,7 +665,7 @@ class PeerLink:
             for frame in frames:
                 q.put((frame, self.shaper.release_time(_size(frame))))
 
-    def _send_unary(self, frames: list[bytes | transport_pb2.Frame], deadline: float) -> None:
+    def _send_unary(self, frames: Iterable[bytes | transport_pb2.Frame], deadline: float) -> None:
         for frame in frames:
             sleep_until(self.shaper.release_time(_size(frame)))
             timeout = deadline - time.monotonic()
@@ -756,9 +769,9 @@ class Session:
             raise self.inbox.failure
         with self._lock:
             chunk = min(SEND_CHUNK_BYTES, self.endpoint.limits.max_frame_bytes)
-            frames = encode_tensor_frames(self.session_id, self._seq, self.rank, tag, tensor, chunk)
-            self._seq += len(frames)
-            self.endpoint.link.send(frames, self.deadline)
+            count, frames = iter_tensor_frames(self.session_id, self._seq, self.rank, tag, tensor, chunk)
+            self._seq += count
+            self.endpoint.link.send(frames, self.deadline)  # queues each frame as it is made
         self.bytes_sent += tensor.numel() * tensor.element_size()
         self.messages_sent += 1
 

@@ -255,3 +255,25 @@ def test_tune_allocator_is_idempotent() -> None:
     assert tune_allocator() == first
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert first
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 4096], ids=["one-frame", "many-frames"])
+def test_received_tensors_are_fresh_and_writable(chunk: int) -> None:
+    """A reassembled tensor owns its memory: writing to it touches neither the frames it came from nor the sender's tensor."""
+    import warnings
+
+    from parties.transport import SessionInbox
+
+    sent = torch.arange(3000, dtype=torch.int64).reshape(30, 100)
+    frames = encode_tensor_frames("f", 0, 0, "t", sent, chunk_bytes=chunk)
+    before = [bytes(f) for f in frames]
+    inbox = SessionInbox("f")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "non-writable buffer" warning from torch
+        for raw in frames:
+            parsed = parse_frame(raw)
+            inbox.deliver(parsed.header, parsed.data)
+        got = inbox.get(time.monotonic() + 1.0).tensor
+        assert torch.equal(got, sent) and got.dtype == sent.dtype
+        got.add_(1)
+    assert frames == before and torch.equal(sent, torch.arange(3000, dtype=torch.int64).reshape(30, 100))

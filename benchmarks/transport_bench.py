@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         row["ratio_to_gloo"] = round(row["seconds"] / base, 3)
     report = {
         "benchmark": "transport",
+        "command": "python benchmarks/transport_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": args.model,
         "batch_size": 1,
         "provider": "dealer (in-process, online phase timed)",
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "threads_per_party": args.threads,
-        "machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count()},
+        "machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
+                    "load_average_at_end": [round(x, 2) for x in __import__("os").getloadavg()]},
         "results": rows,
         "note": "seconds = median wall time of rank 0's secure forward; rounds/bytes as CrypTen counts them per party",
     }

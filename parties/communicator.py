@@ -214,7 +214,7 @@ class GrpcCommunicator(Communicator):
             self._send_batch("reduce", tensors)
             return None
         theirs = self._recv_batch("reduce", tensors)
-        result = [combine(own, other) for own, other in zip(tensors, theirs)]
+        result = [combine(own, other, out=other) for own, other in zip(tensors, theirs)]  # each received tensor is fresh
         return result if batched else result[0]
 
     @_logging
@@ -224,7 +224,8 @@ class GrpcCommunicator(Communicator):
         if batched:
             theirs = self._exchange_batch("all_reduce", list(input))
             return [combine(own, other) for own, other in zip(input, theirs)]
-        return combine(input, self._exchange("all_reduce", input))
+        theirs = self._exchange("all_reduce", input)
+        return combine(input, theirs, out=theirs)  # the received tensor is fresh and ours: no second allocation
 
     @_logging
     def gather(self, tensor: torch.Tensor, dst: int) -> list[torch.Tensor | None]:

@@ -12,7 +12,12 @@ protobuf serializes only the small fields), the receiving path parses a
 streamed frame without copying its data out of the received bytes
 (``parse_frame``) and copies it once into the tensor, and 1 MiB frames let
 the receiver reassemble one while the next is on the wire
-(``benchmarks/transport_bench.py --collective``).
+(``benchmarks/transport_bench.py --collective``). An :class:`Endpoint` also
+has glibc reuse the megabyte buffers such messages go through rather than
+fault in fresh pages for each (:func:`tune_allocator`). What is left of the
+cost on loopback is gRPC's own: its copy of each frame into its buffers, the
+copies from its buffers into the bytes Python gets, HTTP/2 framing and the
+hand-offs between its threads.
 
 Guarantees:
 
@@ -38,18 +43,21 @@ acknowledged call per frame). ``benchmarks/transport_bench.py`` measures both.
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import grpc
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError
 
 from parties.proto import transport_pb2, transport_pb2_grpc
 from parties.tls import peer_role, secure_channel
@@ -65,6 +73,7 @@ MAX_SESSION_ID_LEN = 128
 MAX_OPEN_SESSIONS = 64
 UNOPENED_TTL_S = 600.0  # a frame-made inbox no local session opened is forgotten after this (or once aborted)
 GRPC_FRAME_OVERHEAD = 64 << 10
+SMALL_FRAME_BYTES = 16 << 10  # a received frame up to this size is parsed by protobuf whole (its data copied once)
 SEND_METHOD = "/mpcvit.transport.v1.PeerTransport/Send"  # transport.proto's two frame-carrying methods
 STREAM_METHOD = "/mpcvit.transport.v1.PeerTransport/Stream"
 
@@ -160,6 +169,38 @@ def sleep_until(release: float) -> None:
         time.sleep(wait)
 
 
+# -- memory ------------------------------------------------------------------
+
+MALLOC_MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks up to this come from the heap, and are reused
+MALLOC_TRIM_THRESHOLD = 256 << 20  # free memory at the top of a heap that glibc keeps instead of returning it
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_allocator_tuned = False
+
+
+def tune_allocator() -> bool:
+    """Let glibc keep and reuse the buffers a large message goes through (process-wide; once; False if not glibc).
+
+    Every large message makes short-lived buffers of megabytes in this process: the sender's frames,
+    gRPC's copies of them and its socket reads, the bytes gRPC hands to the receiving thread. By default
+    glibc serves such blocks with fresh ``mmap`` pages or gives the freed top of a heap back to the system,
+    so each message faults every page in again, zero-filled by the kernel: a 67 MB all_reduce here took
+    about 145 ms of CPU time in each party that way and 110 ms without. With a fixed mmap threshold (blocks up to 32 MiB
+    come from the heap) and a 256 MiB trim threshold the freed blocks are reused. The price is resident
+    memory: a process keeps up to its largest burst of such buffers (what ``Limits`` already bound) mapped.
+    Tensors larger than 32 MiB are still mapped fresh, as in any process."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    _allocator_tuned = bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+    return _allocator_tuned
+
+
 # -- frames ------------------------------------------------------------------
 
 
@@ -195,27 +236,39 @@ def _varint(n: int) -> bytes:
 def encode_tensor_frames(
     session_id: str, first_seq: int, src_rank: int, tag: str, tensor: torch.Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> list[bytes]:
-    """The serialized ``Frame`` messages of :func:`tensor_frames`, made with one copy of the data per frame.
+    """The serialized ``Frame`` messages of :func:`tensor_frames`, made with one copy of the data per frame
+    (all of :func:`iter_tensor_frames`)."""
+    return list(iter_tensor_frames(session_id, first_seq, src_rank, tag, tensor, chunk_bytes)[1])
+
+
+def iter_tensor_frames(
+    session_id: str, first_seq: int, src_rank: int, tag: str, tensor: torch.Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> tuple[int, Iterator[bytes]]:
+    """How many frames a tensor takes, and those frames' bytes, each made when the iterator gets to it.
 
     Building a ``Frame`` with an 8 MB ``data`` field and serializing it copies the payload into the message
     and again out of it (15 ms for 8.4 MB here, more than the loopback transfer itself). Instead each
     frame's other fields are serialized by protobuf (a few dozen bytes) and the ``data`` field is appended
     in protobuf's own encoding (key, length, bytes: fields may come in any order, so this parses to the
     same message, which ``tests/parties/test_transport.py`` checks), joined straight from the tensor's memory.
+    Made one by one, the first frame can be on the wire while the next is copied; the frames read the
+    tensor's memory until the iterator is exhausted (``Session.send_tensor`` exhausts it before it returns).
     """
     name = dtype_name(tensor.dtype)
     raw = tensor.detach().cpu().contiguous().numpy().astype(DTYPES[name][1], copy=False).reshape(-1).view(np.uint8)
     count = max(1, math.ceil(raw.nbytes / chunk_bytes))
     shape = list(tensor.shape)
-    out = []
-    for i in range(count):
-        chunk = memoryview(raw[i * chunk_bytes : (i + 1) * chunk_bytes])
-        header = transport_pb2.Frame(
-            session_id=session_id, seq=first_seq + i, src_rank=src_rank, kind=transport_pb2.FRAME_KIND_TENSOR,
-            tag=tag, dtype=name, shape=shape, chunk_index=i, chunk_count=count,
-        ).SerializeToString()
-        out.append(b"".join((header, _DATA_KEY, _varint(chunk.nbytes), chunk)) if chunk.nbytes else header)
-    return out
+
+    def frames() -> Iterator[bytes]:
+        for i in range(count):
+            chunk = memoryview(raw[i * chunk_bytes : (i + 1) * chunk_bytes])
+            header = transport_pb2.Frame(
+                session_id=session_id, seq=first_seq + i, src_rank=src_rank, kind=transport_pb2.FRAME_KIND_TENSOR,
+                tag=tag, dtype=name, shape=shape, chunk_index=i, chunk_count=count,
+            ).SerializeToString()
+            yield b"".join((header, _DATA_KEY, _varint(chunk.nbytes), chunk)) if chunk.nbytes else header
+
+    return count, frames()
 
 
 @dataclass(frozen=True)
@@ -245,6 +298,14 @@ def parse_frame(raw: bytes) -> WireFrame:
     Walks protobuf's wire format (key varint, then a varint, 8 or 4 bytes, or a length-prefixed run);
     raises ``ValueError`` on anything malformed, which fails the stream (gRPC answers INTERNAL) as a
     frame that protobuf cannot parse does."""
+    if len(raw) <= SMALL_FRAME_BYTES:  # copying a few kilobytes costs less than walking the fields in Python
+        try:
+            frame = transport_pb2.Frame.FromString(raw)
+        except DecodeError as exc:
+            raise ValueError(f"malformed frame: {exc}") from None
+        data = memoryview(frame.data)
+        frame.ClearField("data")
+        return WireFrame(frame, data)
     buf = memoryview(raw)
     pos, rest, data = 0, [], buf[0:0]
     data_field = transport_pb2.Frame.DESCRIPTOR.fields_by_name["data"].number
@@ -280,8 +341,25 @@ def _wire(frame: bytes | transport_pb2.Frame) -> bytes:
     return frame if isinstance(frame, bytes) else frame.SerializeToString()
 
 
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _from_wire_order(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
+    """A tensor filled with the wire's little-endian bytes, in this machine's order."""
+    if not _BIG_ENDIAN or tensor.element_size() == 1:
+        return tensor
+    wire = DTYPES[dtype][1]
+    return torch.from_numpy(tensor.numpy().view(wire).astype(wire.newbyteorder("="))).reshape(tensor.shape)
+
+
+def _byte_view(tensor: torch.Tensor) -> np.ndarray:
+    """The bytes of a fresh contiguous tensor as a writable flat uint8 array (sharing its memory)."""
+    return tensor.view(-1).view(torch.uint8).numpy()
+
+
+
 def tensor_nbytes(dtype: str, shape: list[int] | tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1].itemsize if shape else DTYPES[dtype][1].itemsize
+    return math.prod(shape) * DTYPES[dtype][1].itemsize
 
 
 @dataclass(frozen=True)
@@ -337,7 +415,7 @@ class SessionInbox:
         self._queue: queue.SimpleQueue[Message | SessionFailed] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._next_seq = 0
-        self._partial: bytearray | None = None
+        self._partial: tuple[torch.Tensor, np.ndarray] | None = None  # the message being reassembled, and its bytes
         self._partial_filled = 0
         self.failure: SessionFailed | None = None
         self.bytes_received = 0
@@ -368,27 +446,39 @@ class SessionInbox:
             self._queue.put(message)
 
     def _assemble(self, frame: transport_pb2.Frame, data: bytes | memoryview) -> Message | None:
-        torch_dtype, np_dtype = DTYPES[frame.dtype]
-        shape = tuple(frame.shape)
+        """Copy a frame's data into its message's tensor; the message once its last chunk is in.
+
+        A one-frame message is one copy of the data into a new buffer. A longer one gets its tensor
+        (uninitialised, never larger than ``check_frame`` allowed) with its first chunk, and each chunk is
+        copied straight into the tensor's bytes by numpy, which lets go of the GIL while it copies: gRPC's
+        threads of this process take in the next frame meanwhile. Either way the one copy makes the tensor
+        fresh (nothing else references its memory) and writable."""
         if frame.chunk_count == 1:
-            array = np.frombuffer(bytearray(data), dtype=np_dtype)  # a writable copy, as torch wants
-        else:
-            if frame.chunk_index == 0:
-                self._partial = bytearray(tensor_nbytes(frame.dtype, shape))
-                self._partial_filled = 0
-            assert self._partial is not None
-            end = self._partial_filled + len(data)
-            if end > len(self._partial):
-                raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks overflow the declared tensor size")
-            self._partial[self._partial_filled : end] = data
-            self._partial_filled = end
-            if frame.chunk_index + 1 < frame.chunk_count:
-                return None
-            if end != len(self._partial):
-                raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks do not fill the declared tensor size")
-            array = np.frombuffer(self._partial, dtype=np_dtype)
+            torch_dtype = DTYPES[frame.dtype][0]
+            shape = tuple(frame.shape)
+            if not len(data):
+                return Message(frame.tag, torch.empty(shape, dtype=torch_dtype))
+            tensor = torch.frombuffer(bytearray(data), dtype=torch_dtype).reshape(shape)
+            return Message(frame.tag, _from_wire_order(tensor, frame.dtype))
+        if frame.chunk_index == 0:
+            tensor = torch.empty(tuple(frame.shape), dtype=DTYPES[frame.dtype][0])
+            self._partial = (tensor, _byte_view(tensor))
+            self._partial_filled = 0
+        if self._partial is None:
+            raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, f"chunk {frame.chunk_index} of a message whose first chunk never came")
+        tensor, dest = self._partial
+        end = self._partial_filled + len(data)
+        if end > len(dest):
             self._partial = None
-        return Message(frame.tag, torch.from_numpy(array).reshape(shape).to(torch_dtype))
+            raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks overflow the declared tensor size")
+        dest[self._partial_filled : end] = np.frombuffer(data, dtype=np.uint8)
+        self._partial_filled = end
+        if frame.chunk_index + 1 < frame.chunk_count:
+            return None
+        self._partial = None
+        if end != len(dest):
+            raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, "chunks do not fill the declared tensor size")
+        return Message(frame.tag, _from_wire_order(tensor, frame.dtype))
 
     def get(self, deadline: float) -> Message:
         """Next message, waiting at most until ``deadline`` (``time.monotonic()`` clock)."""
@@ -567,8 +657,9 @@ class PeerLink:
         self._call: grpc.Future | None = None
         self._closing = False
 
-    def send(self, frames: list[bytes | transport_pb2.Frame], deadline: float) -> None:
-        """Send frames (serialized, or messages) in order; in stream mode this returns before they arrive.
+    def send(self, frames: Iterable[bytes | transport_pb2.Frame], deadline: float) -> None:
+        """Send frames (serialized, or messages) in order; in stream mode this returns before they arrive
+        (each frame is queued as soon as ``frames`` yields it).
 
         The shaper charges each frame its serialized size."""
         if self.mode == "unary":
@@ -579,7 +670,7 @@ class PeerLink:
             for frame in frames:
                 q.put((frame, self.shaper.release_time(_size(frame))))
 
-    def _send_unary(self, frames: list[bytes | transport_pb2.Frame], deadline: float) -> None:
+    def _send_unary(self, frames: Iterable[bytes | transport_pb2.Frame], deadline: float) -> None:
         for frame in frames:
             sleep_until(self.shaper.release_time(_size(frame)))
             timeout = deadline - time.monotonic()
@@ -683,9 +774,9 @@ class Session:
             raise self.inbox.failure
         with self._lock:
             chunk = min(SEND_CHUNK_BYTES, self.endpoint.limits.max_frame_bytes)
-            frames = encode_tensor_frames(self.session_id, self._seq, self.rank, tag, tensor, chunk)
-            self._seq += len(frames)
-            self.endpoint.link.send(frames, self.deadline)
+            count, frames = iter_tensor_frames(self.session_id, self._seq, self.rank, tag, tensor, chunk)
+            self._seq += count
+            self.endpoint.link.send(frames, self.deadline)  # queues each frame as it is made
         self.bytes_sent += tensor.numel() * tensor.element_size()
         self.messages_sent += 1
 
@@ -735,6 +826,7 @@ class Endpoint:
         """Serve ``PeerTransport`` on ``listen`` (plus whatever ``register`` adds to the same server) and link to ``peer``."""
         if rank not in (0, 1):
             raise ValueError("rank must be 0 or 1")
+        tune_allocator()
         self.rank = rank
         self.limits = limits
         self.inboxes = Inboxes(limits)

@@ -74,4 +74,5 @@ def test_gather_and_all_gather_return_fresh_tensors(backend: str) -> None:
         assert r["own_unchanged"], rank
         assert not any(r["all_gather_shares_memory"]) and not any(r["gather_shares_memory"]), rank
         assert torch.equal(r["all_gather"][0], torch.arange(5)) and torch.equal(r["all_gather"][1], torch.arange(5) + 10)
-        assert r["all_reduce_big"], rank
+        assert r["all_reduce_big"] and r["all_reduce_small"], rank
+        assert not r["all_reduce_shares_memory"] and not r["all_reduce_small_shares_memory"], rank

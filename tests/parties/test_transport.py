@@ -243,3 +243,37 @@ def test_aborts_of_sessions_never_opened_do_not_fill_the_session_limit() -> None
     assert box.opened and box.failure is None
     inboxes.deliver(transport_pb2.Frame(session_id="early", src_rank=1, kind=transport_pb2.FRAME_KIND_ABORT, reason="refused"))
     assert inboxes.open("early").failure is not None  # an abort that arrives before the open still fails the session
+
+
+def test_tune_allocator_is_idempotent() -> None:
+    """The allocator tuning an Endpoint applies is process-wide and applied once (glibc only)."""
+    import platform
+
+    from parties.transport import tune_allocator
+
+    first = tune_allocator()
+    assert tune_allocator() == first
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 4096], ids=["one-frame", "many-frames"])
+def test_received_tensors_are_fresh_and_writable(chunk: int) -> None:
+    """A reassembled tensor owns its memory: writing to it touches neither the frames it came from nor the sender's tensor."""
+    import warnings
+
+    from parties.transport import SessionInbox
+
+    sent = torch.arange(3000, dtype=torch.int64).reshape(30, 100)
+    frames = encode_tensor_frames("f", 0, 0, "t", sent, chunk_bytes=chunk)
+    before = [bytes(f) for f in frames]
+    inbox = SessionInbox("f")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "non-writable buffer" warning from torch
+        for raw in frames:
+            parsed = parse_frame(raw)
+            inbox.deliver(parsed.header, parsed.data)
+        got = inbox.get(time.monotonic() + 1.0).tensor
+        assert torch.equal(got, sent) and got.dtype == sent.dtype
+        got.add_(1)
+    assert frames == before and torch.equal(sent, torch.arange(3000, dtype=torch.int64).reshape(30, 100))

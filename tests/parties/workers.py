@@ -104,5 +104,12 @@ def collectives_are_fresh(rank: int) -> dict[str, Any]:
         t.add_(1000)  # a caller mutating what it got back (as CrypTen's test_mutation does)
     out["own_unchanged"] = bool(torch.equal(own, before))
     big = torch.full((3 << 18,), rank + 1, dtype=torch.int64)  # 6 MiB: several 1 MiB frames each way
-    out["all_reduce_big"] = bool(torch.equal(c.all_reduce(big), torch.full((3 << 18,), 3, dtype=torch.int64)))
+    reduced = c.all_reduce(big)
+    out["all_reduce_big"] = bool(torch.equal(reduced, torch.full((3 << 18,), 3, dtype=torch.int64)))
+    out["all_reduce_shares_memory"] = reduced.data_ptr() == big.data_ptr()
+    small = torch.arange(4) + rank
+    reduced_small = c.all_reduce(small)  # one frame
+    out["all_reduce_small"] = bool(torch.equal(reduced_small, 2 * torch.arange(4) + 1)) and bool(torch.equal(small, torch.arange(4) + rank))
+    reduced_small.add_(1)  # what came back is writable and the caller's own
+    out["all_reduce_small_shares_memory"] = reduced_small.data_ptr() == small.data_ptr()
     return out

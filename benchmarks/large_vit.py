@@ -18,9 +18,11 @@ processes on this machine over CrypTen's gloo communicator. Three parts:
    also pays what is paid once per load, recorded as ``first_forward``), or, with ``--measure-depth K``, of
    the same model cut to its first K blocks: rounds, bytes, compute seconds
    and each process's peak memory. With K < depth the full model's compute is
-   PREDICTED as embed + head + depth x (one block's seconds), from two
-   measured forwards (K and 2K blocks: their difference is K blocks), and
-   every such figure says so.
+   PREDICTED from two measured forwards (K and 2K blocks: their difference
+   is K full blocks) as the K-block forward plus (depth - K) blocks; the
+   K-block forward already holds the embedding, the head and the last block,
+   which with token pooling computes only the class token (cheaper than a
+   full block). Every such figure says so.
 3. **Latency** on LAN and WAN PREDICTED as compute + rounds x RTT + bytes /
    bandwidth (DESIGN.md's links; the busier party's bytes).
 
@@ -184,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         full = two_party(spec, meta, forward=False, timeout=args.timeout)
         cut = [two_party(preset_spec(args.model, d)[0], meta, forward=True, timeout=args.timeout) for d in (K, 2 * K)]
         per_block = (max(p["forward"]["seconds"] for p in cut[1]) - max(p["forward"]["seconds"] for p in cut[0])) / K
-        base = max(p["forward"]["seconds"] for p in cut[0]) - K * per_block  # embed + head
-        compute = base + L * per_block
-        compute_note = (f"PREDICTED: measured forwards of the first {K} and {2 * K} blocks give one block's seconds "
-                        f"({per_block:.2f} s) and embed + head ({base:.2f} s); compute = embed + head + {L} x block")
+        first = max(p["forward"]["seconds"] for p in cut[0])  # embed, K - 1 full blocks, the last block, head
+        compute = first + (L - K) * per_block
+        compute_note = (f"PREDICTED: measured forwards of the first {K} and {2 * K} blocks give one full block's seconds "
+                        f"({per_block:.2f} s); compute = the {K}-block forward ({first:.2f} s: embedding, head and a last block "
+                        f"that computes {'only the class token' if spec.pool == 'token' else 'every token'}) + {L - K} x block")
         measured = {"depths": [K, 2 * K], "forwards": [[p["forward"] for p in c] for c in cut],
                     "peak_mib": [[p["peak_mib"] for p in c] for c in cut]}
         peak = [max(full[r]["peak_mib_after_plan"], cut[1][r]["peak_mib"]) for r in (0, 1)]

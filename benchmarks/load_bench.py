@@ -214,7 +214,8 @@ def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any],
         },
         "commit": _git_commit(),
         "command": "python benchmarks/load_bench.py " + " ".join(args.argv),
-        "note": "all processes share this machine's CPUs with the clients; loopback network, no shaping",
+        "note": "all processes share this machine's CPUs with the clients; loopback network"
+                + (", no shaping" if getattr(args, "network", "none") == "none" else f", the parties' peer link shaped as {args.network}"),
     }
 
 

@@ -53,6 +53,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -172,6 +173,45 @@ class FetchReport:
     prefetched: bool = False
 
 
+class _BackgroundWorker:
+    """One daemon thread running submitted calls in order (``submit`` gives a ``concurrent.futures.Future``).
+
+    Unlike a ``ThreadPoolExecutor``, whose threads the interpreter joins at
+    exit, a call stuck on an unreachable dealer never keeps the party process
+    from exiting.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[futures.Future[Any], Any, tuple[Any, ...]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, fn: Any, *args: Any) -> futures.Future[Any]:
+        future: futures.Future[Any] = futures.Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Stop after the call running now (queued ones are dropped: their futures are cancelled)."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        self._jobs.put(None)
+
+
 def _plan_digest(requests: list[Request]) -> str:
     """Both parties plan the same forward (data-oblivious), so they name the same batch with this digest."""
     return hashlib.sha256(repr(requests).encode()).hexdigest()[:16]
@@ -213,7 +253,7 @@ class SessionBatches:
         # batch name -> (its fetch, its bytes, when it was queued)
         self._ahead: collections.OrderedDict[str, tuple[futures.Future[Fetched], int, float]] = collections.OrderedDict()
         self._scheduled: collections.OrderedDict[str, int] = collections.OrderedDict()  # series -> highest number queued
-        self._pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") if depth > 0 else None
+        self._pool = _BackgroundWorker("prefetch") if depth > 0 else None
 
     # -- the calling thread's session -----------------------------------------------------
     def begin(self, session_id: str, deadline_s: float, series: str = "", number: int = 0) -> None:
@@ -329,7 +369,7 @@ class SessionBatches:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
 
 
 def load_keypair(certs_dir: Path | None, rank: int) -> sealing.KeyPair:

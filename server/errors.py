@@ -86,6 +86,13 @@ class PartyFailed(CoordinatorError):
     status, kind = 502, "party_failed"
 
 
+class SessionAborted(PartyFailed):
+    """A party's session was aborted because of the other side (its peer refused or failed the call): the other
+    party's own answer says why, so ``server.parties.both`` prefers it."""
+
+    kind = "session_aborted"
+
+
 class Unavailable(CoordinatorError):
     """503 with Retry-After: the queue is full or a party is down."""
 
@@ -129,4 +136,6 @@ def status_from_grpc(rank: int, code: grpc.StatusCode, details: str | None, retr
         return PartyUnavailable(f"party {rank} is unavailable: {details or code.name}", retry_after_s)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Unavailable(f"{what} (resource exhausted)", retry_after_s)
+    if code == grpc.StatusCode.ABORTED:
+        return SessionAborted(what)
     return PartyFailed(what)

@@ -24,7 +24,7 @@ from grpc import aio
 
 from parties import tls
 from parties.proto import control_pb2, control_pb2_grpc
-from server.errors import CoordinatorError, status_from_grpc
+from server.errors import CoordinatorError, SessionAborted, status_from_grpc
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 ]
 
 COORDINATOR_ROLE = "coordinator"
+BOTH_GRACE_S = 1.0  # after one party's failure, how long the other's answer (often the cause) is awaited
 
 
 def channel_credentials(cert_dir: Path) -> grpc.ChannelCredentials:
@@ -101,15 +102,21 @@ class PartyClient:
         await self.channel.close()
 
 
-async def both(calls: list[Awaitable[T]]) -> list[T]:
-    """Run one call per party concurrently; the first failure cancels the others and is raised.
+async def both(calls: list[Awaitable[T]], grace_s: float = BOTH_GRACE_S) -> list[T]:
+    """Run one call per party concurrently; a failure cancels the others and is raised.
 
-    If every party fails, the most informative failure wins: a bad input (400)
-    over a deadline (504) over unavailability (503).
+    After the first failure the other calls get ``grace_s`` to answer too
+    (when one party refuses, it aborts the session at its peer, whose ABORTED
+    may arrive first), then the most informative failure wins: a party's own
+    failure over a session its peer aborted, then a bad input (400) over a
+    deadline (504) over unavailability (503).
     """
     tasks = [asyncio.ensure_future(c) for c in calls]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if pending and any(not t.cancelled() and t.exception() is not None for t in done):
+            more, pending = await asyncio.wait(pending, timeout=grace_s)
+            done |= more
     except asyncio.CancelledError:
         for t in tasks:
             t.cancel()
@@ -122,6 +129,6 @@ async def both(calls: list[Awaitable[T]]) -> list[T]:
     if errors:
         coordinator_errors = [e for e in errors if isinstance(e, CoordinatorError)]
         if coordinator_errors:
-            raise min(coordinator_errors, key=lambda e: e.status)
+            raise min(coordinator_errors, key=lambda e: (isinstance(e, SessionAborted), e.status))
         raise errors[0]  # type: ignore[misc]
     return [t.result() for t in tasks]

@@ -122,7 +122,7 @@ def _digits_model() -> str:
 
 
 def _demo_env(tag: str) -> dict[str, str]:
-    return {**os.environ, "MPCVIT_TEST_TAG": tag, "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "MPCVIT_TEST_TAG": tag, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 def _role_pid(tag: str, role: str) -> int:
@@ -192,7 +192,14 @@ def test_demo_end_to_end_survives_each_role_dying_then_ctrl_c(tmp_path: Path) ->
         assert coordinator_ready(http_health(f"{url}/v1/health"))
         _kill_each_role_mid_request(tag, url, ca, model, next_line_starting)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # where is it stuck? faulthandler prints every thread's stack on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            time.sleep(2)
+            while not lines.empty():
+                seen.append(lines.get())
+            raise AssertionError("the demo did not stop within 60 s of Ctrl-C:\n" + "".join(seen[-200:])) from None
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -366,6 +366,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = find_checkpoint(models_dir, model)
     dataset = str(json.loads((checkpoint / "meta.json").read_text()).get("dataset", "digits"))
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
+    # Ctrl-C always stops it, also when it was started with SIGINT ignored (a shell's background job inherits that)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the table
     if args.server:
         if args.ca is None and args.pin is None:

@@ -37,6 +37,7 @@ def run_peer(
             comm = GrpcCommunicator(session)
             if die_after is not None:
                 all_reduce_rounds(comm, offset, die_after)
+                time.sleep(0.5)  # its last frame is queued, not yet sent (stream mode): let it leave, then die
                 os.kill(os.getpid(), signal.SIGKILL)
             all_reduce_rounds(comm, offset, rounds)
 

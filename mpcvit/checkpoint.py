@@ -43,7 +43,7 @@ def save_checkpoint(directory: str | Path, model: VisionTransformer, meta: dict[
 def load_spec(directory: str | Path) -> ArchSpec:
     d = Path(directory)
     if not (d / ARCH).is_file():
-        raise CheckpointError(f"{d} is not a checkpoint: no {ARCH} (make one with 'mpcvit train')")
+        raise CheckpointError(f"{d} is not a checkpoint: no {ARCH} (make one with 'mpcvit train', or bring a timm model in with 'mpcvit import')")
     try:
         return ArchSpec.from_json((d / ARCH).read_text())
     except ValueError as exc:

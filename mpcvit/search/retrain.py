@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from mpcvit.checkpoint import load_checkpoint, save_checkpoint
+from mpcvit.checkpoint import fit_to_dataset, load_checkpoint, save_checkpoint
 from mpcvit.models.registry import model_spec
 from mpcvit.models.spec import ArchSpec
 from mpcvit.models.vit import VisionTransformer
@@ -43,28 +43,32 @@ def subset(dataset: TensorDataset, limit: int | None, seed: int) -> TensorDatase
 
 def retrain(spec: ArchSpec, dataset: str, teacher_dir: str | None, epochs: int, out: str | Path, *,
             train_limit: int | None = None, work: str | Path | None = None, seed: int = 0, progress: bool = True,
-            command: str = "", role: str = "derived", **options: Any) -> dict[str, Any]:
-    """Train ``spec`` from scratch (KD from ``teacher_dir`` when given) and save a checkpoint at ``out``."""
+            command: str = "", role: str = "derived", teacher_normalisation: bool = False, **options: Any) -> dict[str, Any]:
+    """Train ``spec`` from scratch (KD from ``teacher_dir`` when given) and save a checkpoint at ``out``.
+
+    The teacher must fit the dataset (``mpcvit.checkpoint.fit_to_dataset``); with ``teacher_normalisation``
+    the student trains on the teacher's own input normalisation (an imported model trained with another)."""
     from mpcvit.data import dataset_info, load_dataset
     from mpcvit.train import TrainConfig, train_model
 
     torch.manual_seed(seed)
     info = dataset_info(dataset)
     teacher = None
+    normalisation = info.normalisation()
     if teacher_dir:
         teacher, teacher_meta = load_checkpoint(teacher_dir)
-        if teacher_meta.get("normalisation", info.normalisation()) != info.normalisation():
-            raise ValueError(f"teacher {teacher_dir} was trained with another input normalisation")
+        normalisation = fit_to_dataset(f"teacher {teacher_dir}", teacher.spec, teacher_meta, dataset, info,
+                                       teacher_normalisation, "--teacher-normalisation")
     model = VisionTransformer(spec)
     train = subset(load_dataset(dataset, "train"), train_limit, seed)
     cfg = TrainConfig.for_dataset(dataset, epochs=epochs, seed=seed, **options)
     work_dir = Path(work) if work else Path("runs") / "retrain" / Path(out).name
     result = train_model(model, train, epochs, teacher, test_dataset=load_dataset(dataset, "test"),
-                         normalisation=info.normalisation(), config=cfg, out_dir=work_dir, progress=progress)
+                         normalisation=normalisation, config=cfg, out_dir=work_dir, progress=progress)
     meta = {
         "dataset": dataset,
         "class_names": list(info.class_names),
-        "normalisation": info.normalisation(),
+        "normalisation": normalisation,
         "test_accuracy": result["test_accuracy"],
         "epochs": epochs,
         "train_limit": train_limit,
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--arch", help="ArchSpec JSON (from 'mpcvit derive')")
     what.add_argument("--model", help="a registry preset instead (e.g. the softmax reference vit_4_4_28)")
     parser.add_argument("--teacher", default=None, help="softmax teacher checkpoint (distillation)")
+    parser.add_argument("--teacher-normalisation", action="store_true",
+                        help="train on the teacher's own input normalisation (an imported model trained with another)")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--train-limit", type=int, default=None, help="train on a fixed random subset of this size")
@@ -110,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                                    ("lr", args.lr)) if v is not None}
     command = "python -m mpcvit.search.retrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     retrain(spec, args.dataset, args.teacher, args.epochs, args.out, train_limit=args.train_limit, work=args.work,
-            seed=args.seed, progress=not args.no_progress, command=command, role=args.role, **overrides)
+            seed=args.seed, progress=not args.no_progress, command=command, role=args.role,
+            teacher_normalisation=args.teacher_normalisation, **overrides)
     return 0
 
 

@@ -102,6 +102,15 @@ def test_teacher_normalisation_is_used_and_recorded_when_asked(tmp_path: Path, c
     assert cli.main(search) == 1
     assert "pass --init-normalisation" in capsys.readouterr().err
     assert cli.main([*search, "--init-normalisation"]) == 0
+    # the search pipeline's retrain of a derived architecture, distilled from the same imported teacher
+    from mpcvit.checkpoint import CheckpointError
+    from mpcvit.search.retrain import retrain
+
+    with pytest.raises(CheckpointError, match="pass --teacher-normalisation"):
+        retrain(student.spec, "digits", str(teacher_dir), 1, tmp_path / "derived", train_limit=16, progress=False)
+    meta = retrain(student.spec, "digits", str(teacher_dir), 1, tmp_path / "derived", train_limit=16, progress=False,
+                   work=tmp_path / "work", teacher_normalisation=True)
+    assert meta["normalisation"] == {"mean": [0.5], "std": [0.25]} and meta["teacher"] == str(teacher_dir)
 
 
 def test_what_does_not_fit_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

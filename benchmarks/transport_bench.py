@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         row["ratio_to_gloo"] = round(row["seconds"] / base, 3)
     report = {
         "benchmark": "transport",
-        "command": "python benchmarks/transport_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": _command(argv),
         "model": args.model,
         "batch_size": 1,
         "provider": "dealer (in-process, online phase timed)",
@@ -176,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "threads_per_party": args.threads,
-        "machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
-                    "load_average_at_end": [round(x, 2) for x in __import__("os").getloadavg()]},
+        "machine": _machine(),
         "results": rows,
         "note": "seconds = median wall time of rank 0's secure forward; rounds/bytes as CrypTen counts them per party",
     }
@@ -186,6 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("wrote %s", args.out)
     print(json.dumps({r["transport"]: {"s": r["seconds"], "x_gloo": r["ratio_to_gloo"]} for r in rows}))
     return 0
+
+
+def _command(argv: list[str] | None) -> str:
+    return "python benchmarks/transport_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def _machine() -> dict[str, object]:
+    """Python, CPU count and the load average when the run ended (other load skews seconds, not rounds)."""
+    return {"python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 
 def collective_main(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -215,7 +225,7 @@ def collective_main(args: argparse.Namespace, argv: list[str] | None) -> int:
             cell["ratio_to_gloo"] = round(cell["seconds"] / base[size]["seconds"], 3)
     report = {
         "benchmark": "transport-collectives",
-        "command": "python benchmarks/transport_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": _command(argv),
         "collective": args.collective,
         "dtype": "int64",
         "network": args.network,
@@ -223,8 +233,7 @@ def collective_main(args: argparse.Namespace, argv: list[str] | None) -> int:
         "repeats": args.repeats,
         "rounds": args.rounds,
         "threads_per_party": args.threads,
-        "machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
-                    "load_average_at_end": [round(x, 2) for x in __import__("os").getloadavg()]},
+        "machine": _machine(),
         "results": rows,
         "note": "seconds = median over every measured call (repeats x rounds) of the slower party's wall time of one call, "
                 "each call after a barrier; the transports take turns round by round; both parties share this machine's cores",

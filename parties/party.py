@@ -299,11 +299,10 @@ class SessionBatches:
             held = self._ahead.pop(batch_id, None)
             return held[0] if held is not None else None
 
-    def _prefetch(self, series: str, number: int, requests: list[Request]) -> None:
-        """Queue fetches of the next ``depth`` numbers of ``series`` under ``requests``' plan (within the bounds)."""
+    def _prefetch(self, series: str, number: int, requests: list[Request], digest: str) -> None:
+        """Queue fetches of the next ``depth`` numbers of ``series`` under ``requests``' plan (``digest``), within the bounds."""
         if self._pool is None:
             return
-        digest = _plan_digest(requests)
         size = KEY_BYTES + (sum(r.correction_bytes(self.dealer.rank) for r in requests) if needs_corrections(self.dealer.rank, requests) else 0)
         with self._lock:
             now = time.monotonic()
@@ -331,8 +330,9 @@ class SessionBatches:
         session_id, _, series, number = session
         t0 = time.perf_counter()
         fetched = None
+        digest = _plan_digest(requests) if series else ""
         if series:
-            batch_id = self._name(series, number, _plan_digest(requests))
+            batch_id = self._name(series, number, digest)
             ahead = self._take(batch_id)
             if ahead is not None:
                 try:
@@ -351,7 +351,7 @@ class SessionBatches:
             fetched = self._fetch(batch_id, requests, self._timeout())
         report.nbytes, report.fetch_s, report.waited_s = fetched.nbytes, fetched.seconds, time.perf_counter() - t0
         if series:
-            self._prefetch(series, number, requests)
+            self._prefetch(series, number, requests, digest)
         for model_id in {dict(r.kwargs)["model"] for r in requests if r.kind == "fixed"}:
             if self.model_dealer.get(model_id) != fetched.dealer_id:
                 raise ModelLost(grpc.StatusCode.FAILED_PRECONDITION, "the dealer restarted without its state (--state): "

@@ -268,7 +268,7 @@ def _evaluate_into(result: np.ndarray, rank: int, keys: DCFKeys, points: np.ndar
 # -- threads: values are independent, and numpy and OpenSSL release the GIL ---------
 
 MIN_CHUNK = 16_384  # values per thread at least (smaller calls run in the caller's thread)
-_pool: list[ThreadPoolExecutor] = []
+_pool: list[tuple[int, ThreadPoolExecutor]] = []  # (its threads, the pool)
 _pool_lock = threading.Lock()
 
 
@@ -287,9 +287,9 @@ def _in_chunks(n: int, fn: Callable[[int, int], None]) -> None:
         fn(0, n)
         return
     with _pool_lock:
-        if not _pool or _pool[0]._max_workers < k:  # noqa: SLF001 - grow the pool when asked for more threads
-            _pool[:] = [ThreadPoolExecutor(max_workers=k, thread_name_prefix="dcf")]
-        pool = _pool[0]
+        if not _pool or _pool[0][0] < k:  # grow the pool when asked for more threads
+            _pool[:] = [(k, ThreadPoolExecutor(max_workers=k, thread_name_prefix="dcf"))]
+        pool = _pool[0][1]
     cuts = np.linspace(0, n, k + 1).astype(int)
     for done in [pool.submit(fn, int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]:
         done.result()

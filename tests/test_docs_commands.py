@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mpcvit.commands.demo import find_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = (ROOT / "README.md", ROOT / "docker" / "README.md")
 CLIENT = re.compile(r"^(\.venv/bin/)?mpcvit (classify|demo --server)\b|^curl ")
@@ -55,12 +57,6 @@ def test_the_docs_document_client_commands() -> None:
     assert len(commands) >= 6, commands
 
 
-def _find_checkpoint(name: str) -> Path:
-    hits = [p.parent for p in (ROOT / "checkpoints").glob(f"*/{name}/arch.json")]
-    assert hits, f"the docs name model {name!r}, which no committed checkpoint has"
-    return hits[0]
-
-
 def _as_run(command: str, url: str, ca: Path, image: Path, out: Path) -> list[str]:
     argv = shlex.split(ADDRESS.sub(url, command))
     fixed = []
@@ -87,7 +83,7 @@ def test_documented_client_commands_work_against_the_local_stack(tmp_path: Path)
     models = tmp_path / "models"
     models.mkdir()
     for name in sorted(models_named(commands)):
-        shutil.copytree(_find_checkpoint(name), models / name)
+        shutil.copytree(find_checkpoint(ROOT / "checkpoints", name), models / name)  # the docs' model must exist
     image = tmp_path / "image.png"
     Image.new("L", (28, 28), 128).save(image)
     first = sorted(models_named(commands))[0]

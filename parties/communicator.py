@@ -20,6 +20,17 @@ names, so rounds, bytes and time are counted exactly as
 ``DistributedCommunicator`` counts them (when ``cfg.communicator.verbose``).
 Wire bytes sent and received are counted on the session regardless.
 
+Checks that ride along: :meth:`GrpcCommunicator.arm_check` arms a few
+int64 words (the dealer material's commitment) that the next int64
+exchange (``all_reduce``, ``all_gather``, ``barrier``) carries after the
+payload; each party compares the peer's words with its own as the exchange
+completes and both raise :class:`MaterialMismatch` when they differ. It
+adds 16 bytes and no round: the first opening of a forward (or of a model
+load) is one anyway. What the peer learns is the commitment it already
+holds when both are honest. :meth:`GrpcCommunicator.settle_check` makes the
+exchange on its own (one round) if nothing carried it, so a check is never
+skipped.
+
 Installing: :func:`installed` is the ONE place where CrypTen is made to use
 it. Every CrypTen call site goes through ``crypten.communicator.get()``,
 which the compat shim answers per thread
@@ -68,6 +79,16 @@ def _reducer(op: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     raise ValueError(f"unsupported reduce op {op!r}")
 
 
+class MaterialMismatch(SessionFailed):
+    """The two parties' dealer material does not match (their commitments differ): nothing computed on it may be
+    returned. DATA_LOSS, which the coordinator answers by retrying once on fresh material."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(grpc.StatusCode.DATA_LOSS,
+                         f"dealer material mismatch: the two parties hold different {what} (a dealer restarted or was replaced "
+                         "between their fetches, or a ticket was used differently); nothing was revealed, retry on fresh material")
+
+
 class _Done:
     """A completed request (``isend``: the frame is queued in order)."""
 
@@ -105,6 +126,8 @@ class GrpcCommunicator(Communicator):
         self.peer = 1 - self.rank
         self._name = name or f"rank{self.rank}"
         self._pending_irecvs: list[_PendingRecv] = []
+        self._check: tuple[torch.Tensor, str] | None = None  # words the next int64 exchange carries (arm_check)
+        self.checks_passed = 0
         self.reset_communication_stats()
 
     # -- identity ------------------------------------------------------------
@@ -145,9 +168,40 @@ class GrpcCommunicator(Communicator):
         return received.reshape(like.shape)  # torch.distributed also only checks the element count
 
     def _exchange(self, tag: str, tensor: torch.Tensor) -> torch.Tensor:
-        """One round: send own tensor, receive the peer's (same shape and dtype)."""
+        """One round: send own tensor, receive the peer's (same shape and dtype); carries an armed check."""
+        if self._check is not None and tensor.dtype == torch.int64:
+            (own, what), self._check = self._check, None
+            n = own.numel()
+            both = torch.cat([tensor.reshape(-1), own])
+            self._send(tag, both)
+            received = self._recv(tag, both)
+            if not torch.equal(received[-n:], own):
+                raise MaterialMismatch(what)
+            self.checks_passed += 1
+            return received[:-n].reshape(tensor.shape)
         self._send(tag, tensor)
         return self._recv(tag, tensor)
+
+    # -- material checks -----------------------------------------------------
+    def arm_check(self, commitment: bytes, what: str) -> None:
+        """Have the next int64 exchange carry ``commitment`` (a multiple of 8 bytes) and compare it with the peer's.
+
+        Both parties must arm at the same point of the same data-oblivious
+        protocol (both do: right after fetching the material the forward or load
+        is about to use). Arming again before the check was carried replaces it.
+        """
+        if not commitment or len(commitment) % 8:
+            raise ValueError("a check is a non-empty multiple of 8 bytes")
+        self._check = (torch.frombuffer(bytearray(commitment), dtype=torch.int64).clone(), what)
+
+    def settle_check(self) -> None:
+        """Make the armed check's exchange now if no exchange carried it (one round; never needed by a real forward)."""
+        if self._check is not None:
+            self._exchange("check", torch.empty(0, dtype=torch.int64))
+
+    @property
+    def check_pending(self) -> bool:
+        return self._check is not None
 
     def _exchange_batch(self, tag: str, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """One round for a list: packed into one message per dtype, in order."""

@@ -21,7 +21,23 @@ Model loads: ``GetSeed`` with batch id ``model/<id>`` hands party ``i`` its key
 of that load's fixed weight masks (derived from the dealer's master secret,
 ``--state`` keeps it across restarts); every batch's ``fixed`` requests
 (products with a weight whose mask was opened at load) are answered from
-both derived keys.
+both derived keys. A load id is drawn by party 0 from its cryptographic PRG
+(128 bits), never chosen by the coordinator, and the dealer hands each
+rank's key of a load id out ONCE, ever: the ids it served are kept in
+``<state>.loads`` beside the master secret, so a second load under an id it
+served is refused, also after a restart (:class:`ServedLoads`). Two loads
+therefore never share a weight mask, and no pair of openings D_A = W_A - b_A,
+D_B = W_B - b_B can be combined to cancel one.
+
+Commitments: every ``GetSeed`` reply carries a 16-byte commitment that both
+parties receive identically only when they draw from the same material:
+for a batch, a hash of this dealer process's instance id (fresh from the OS
+at every start, so it changes whenever the in-memory batches are lost, even
+when the master secret survives), the batch name, a fresh per-batch nonce and
+both keys' hashes; for a model load, a PRF of the master secret and the load
+id. The parties compare them on the first message of the forward or load
+(``parties.communicator.GrpcCommunicator.arm_check``: no extra round) and
+abort both sides before anything is computed on mismatched material.
 
 With mutual TLS the dealer hands rank ``i``'s key and corrections only to the
 client whose certificate says ``party{i}``. Party 1 asks for corrections only
@@ -49,7 +65,7 @@ import grpc
 import numpy as np
 import torch
 
-from mpcvit.pki import require_loopback
+from mpcvit.pki import check_private_file, require_loopback
 from parties.proto import dealer_pb2, dealer_pb2_grpc
 from parties.tls import channel_credentials, peer_role, secure_channel, server_credentials
 from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
@@ -65,6 +81,8 @@ MAX_BATCH_ID_LEN = 128
 DEFAULT_TTL_S = 600.0
 MAX_OPEN_BATCHES = 1024
 MODEL_PREFIX = "model/"  # GetSeed batch ids of model loads: their keys stay for every later batch's "fixed" requests
+MODEL_ID_BITS = 128  # a load id: party 0 draws it from its cryptographic PRG
+COMMITMENT_BYTES = 16
 
 
 class DealerError(ValueError):
@@ -79,6 +97,7 @@ class DealerError(ValueError):
 class _Batch:
     keys: tuple[bytes, bytes]
     created: float
+    commitment: bytes = b""  # what both parties compare before computing (see the module docstring)
     keys_handed: set[int] = field(default_factory=set)
     corrections_served: set[int] = field(default_factory=set)
     plan_digest: bytes | None = None  # both ranks must ask for the same plan
@@ -94,30 +113,48 @@ class _Batch:
 class DealerState:
     """The dealer's batches: a fresh key per party, forgotten when used up or stale."""
 
-    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_batches: int = MAX_OPEN_BATCHES, master_key: bytes | None = None) -> None:
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_batches: int = MAX_OPEN_BATCHES, master_key: bytes | None = None,
+                 served_loads: "ServedLoads | None" = None) -> None:
         self.master_key = master_key if master_key is not None else new_key()  # model keys derive from it
         if len(self.master_key) != KEY_BYTES:
             raise ValueError(f"the dealer's master secret is {KEY_BYTES} bytes")
         self.dealer_id = hashlib.sha256(b"mpcvit dealer id\0" + self.master_key).digest()[:16]
+        self.instance_id = new_key()[:16]  # this process's batches: a restart loses them, so it changes
+        self.served_loads = served_loads if served_loads is not None else ServedLoads(None)
         self.ttl_s = ttl_s
         self.max_batches = max_batches
         self._batches: dict[str, _Batch] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def model_key(self, model_id: int, rank: int) -> bytes:
+    def derive_model_key(self, model_id: int, rank: int) -> bytes:
         """Party ``rank``'s key of model load ``model_id``: HMAC-SHA256 of the dealer's master secret.
 
         Derived, not stored, so every later batch's "fixed" requests (the
         weights' fixed Beaver masks) find both keys again, also after a
         restart when the master secret is kept in a file (``--state``).
         """
-        if rank not in (0, 1) or not 0 <= model_id < 2**63:
+        if rank not in (0, 1) or not 0 <= model_id < 2**MODEL_ID_BITS:
             raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "bad rank or model id")
         return derive_key(self.master_key, f"model/{model_id}/rank/{rank}")
 
+    def model_commitment(self, model_id: int) -> bytes:
+        """What both parties of load ``model_id`` must hold alike: a PRF of the master secret and the id."""
+        return derive_key(self.master_key, f"model/{model_id}/commitment")[:COMMITMENT_BYTES]
+
+    def model_key(self, model_id: int, rank: int) -> bytes:
+        """Hand out party ``rank``'s key of load ``model_id``: once per rank and id, ever (``ServedLoads``).
+
+        A second request for the same rank and id is refused (FAILED_PRECONDITION):
+        whoever asks again is loading a second model under a served id, and its
+        masks would cancel against the first load's openings.
+        """
+        key = self.derive_model_key(model_id, rank)
+        self.served_loads.claim(model_id, rank)
+        return key
+
     def _model_keys(self, model_id: int) -> tuple[bytes, bytes]:
-        return self.model_key(model_id, 0), self.model_key(model_id, 1)
+        return self.derive_model_key(model_id, 0), self.derive_model_key(model_id, 1)
 
     def _batch(self, batch_id: str) -> _Batch:
         if not batch_id or len(batch_id) > MAX_BATCH_ID_LEN:
@@ -131,7 +168,10 @@ class DealerState:
                 raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"batch {batch_id} is used up; batch ids are never reused")
             if len(self._batches) >= self.max_batches:
                 raise DealerError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {self.max_batches} open batches")
-            batch = self._batches[batch_id] = _Batch(keys=(new_key(), new_key()), created=now)
+            keys = (new_key(), new_key())
+            commitment = hashlib.sha256(b"mpcvit batch commitment\0" + self.instance_id + batch_id.encode() + b"\0" + new_key()
+                                        + hashlib.sha256(keys[0]).digest() + hashlib.sha256(keys[1]).digest()).digest()
+            batch = self._batches[batch_id] = _Batch(keys=keys, created=now, commitment=commitment[:COMMITMENT_BYTES])
         return batch
 
     def _forget_if_done(self, batch_id: str, batch: _Batch) -> None:
@@ -141,8 +181,15 @@ class DealerState:
             while len(self._finished) > 4 * self.max_batches:
                 self._finished.popitem(last=False)
 
-    def key(self, batch_id: str, rank: int) -> bytes:
-        """Party ``rank``'s 32-byte key for the batch; each is handed out once."""
+    def key(self, batch_id: str, rank: int) -> tuple[bytes, bytes]:
+        """Party ``rank``'s 32-byte key for the batch (each is handed out once) and the batch's commitment.
+
+        A name asked for again while the dealer still knows it (open, or among
+        the last ``4 * max_batches`` finished) is refused; a name it has
+        forgotten (stale, or finished long ago) gets fresh keys and a fresh
+        commitment: a name is never a source of randomness, so a repeated
+        name never repeats a key.
+        """
         if rank not in (0, 1):
             raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "rank must be 0 or 1")
         with self._lock:
@@ -151,7 +198,7 @@ class DealerState:
                 raise DealerError(grpc.StatusCode.FAILED_PRECONDITION, f"rank {rank}'s key for batch {batch_id} was already handed out")
             batch.keys_handed.add(rank)
             self._forget_if_done(batch_id, batch)
-            return batch.keys[rank]
+            return batch.keys[rank], batch.commitment
 
     def corrections(self, batch_id: str, requests: list[Request], rank: int = 0) -> list[torch.Tensor]:
         """Party ``rank``'s corrections for the batch (once per rank; party 1 only for plans with DCF keys).
@@ -295,11 +342,13 @@ class DealerServicer(dealer_pb2_grpc.DealerServicer):
                 except ValueError:
                     raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, "a model batch id is model/<id>") from None
                 key = self.state.model_key(model_id, request.rank)
+                commitment = self.state.model_commitment(model_id)
             else:
-                key = self.state.key(request.batch_id, request.rank)
+                key, commitment = self.state.key(request.batch_id, request.rank)
         except DealerError as exc:
             context.abort(exc.code, str(exc))
-        return dealer_pb2.SeedReply(batch_id=request.batch_id, key=key, dealer_id=self.state.dealer_id)
+        return dealer_pb2.SeedReply(batch_id=request.batch_id, key=key, dealer_id=self.state.dealer_id, commitment=commitment,
+                                    dealer_instance=self.state.instance_id)
 
     def GetCorrections(self, request: dealer_pb2.CorrectionsRequest, context: grpc.ServicerContext) -> Iterator[dealer_pb2.CorrectionChunk]:
         try:
@@ -315,8 +364,58 @@ class DealerServicer(dealer_pb2_grpc.DealerServicer):
         return dealer_pb2.DealerPingReply(open_batches=self.state.open_batches)
 
 
+class ServedLoads:
+    """The model load ids whose keys the dealer handed out, per rank: each (id, rank) once, ever.
+
+    With a path (``<state>.loads``, beside the master secret) every claim is
+    appended and flushed to disk before the key leaves, and the file is read
+    back at start, so the refusal survives a restart. Without one (no
+    ``--state``: the master secret dies with the process, and with it every
+    key it could derive) the ids are kept in memory.
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._served: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
+        if self.path is not None and self.path.exists():
+            check_private_file(self.path)
+            for n, line in enumerate(self.path.read_text().splitlines(), 1):
+                try:
+                    model_id, rank = line.split()
+                    self._served.add((int(model_id, 16), int(rank)))
+                except ValueError:
+                    raise ValueError(f"{self.path}:{n} is not '<hex id> <rank>'; the file is damaged") from None
+
+    def claim(self, model_id: int, rank: int) -> None:
+        """Record (``model_id``, ``rank``) as served, or raise FAILED_PRECONDITION if it was."""
+        with self._lock:
+            if (model_id, rank) in self._served:
+                raise DealerError(grpc.StatusCode.FAILED_PRECONDITION,
+                                  f"model load id {model_id:x} was already served to party {rank}; load ids are never reused")
+            if self.path is not None:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                with os.fdopen(fd, "a") as f:
+                    f.write(f"{model_id:x} {rank}\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            self._served.add((model_id, rank))
+
+    def __len__(self) -> int:
+        return len(self._served)
+
+
+def loads_path(state: str | Path) -> Path:
+    """Where the load ids served under the master secret in ``state`` are kept."""
+    return Path(f"{state}.loads")
+
+
 def load_master_key(path: str | Path | None) -> bytes | None:
-    """The dealer's master secret from ``path`` (32 bytes, made with mode 0600 on first use); None without a path."""
+    """The dealer's master secret from ``path`` (32 bytes, made with mode 0600 on first use); None without a path.
+
+    With party 1's view it gives every loaded model's weights, so a file that
+    its group or others may read is refused, as a TLS key file is.
+    """
     if path is None:
         return None
     p = Path(path)
@@ -325,6 +424,7 @@ def load_master_key(path: str | Path | None) -> bytes | None:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(new_key())
+    check_private_file(p)
     key = p.read_bytes()
     if len(key) != KEY_BYTES:
         raise ValueError(f"{p} does not hold a {KEY_BYTES}-byte dealer secret; remove it to make a new one")
@@ -337,7 +437,9 @@ def serve(listen: str, certs_dir: str | None, ttl_s: float = DEFAULT_TTL_S, stat
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dealer"),
         options=SERVER_PING_OPTIONS + [("grpc.max_receive_message_length", 256 << 20), ("grpc.so_reuseport", 0)],
     )
-    dealer_pb2_grpc.add_DealerServicer_to_server(DealerServicer(DealerState(ttl_s=ttl_s, master_key=load_master_key(state))), server)
+    served = ServedLoads(loads_path(state) if state is not None else None)
+    dealer_pb2_grpc.add_DealerServicer_to_server(
+        DealerServicer(DealerState(ttl_s=ttl_s, master_key=load_master_key(state), served_loads=served)), server)
     port = bind(server, listen, server_credentials(certs_dir, "dealer") if certs_dir else None)
     server.start()
     logger.info("dealer listening on port %d (%s)", port, "mutual TLS" if certs_dir else "PLAINTEXT")
@@ -345,6 +447,18 @@ def serve(listen: str, certs_dir: str | None, ttl_s: float = DEFAULT_TTL_S, stat
 
 
 # -- client ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DealerSeed:
+    """One ``GetSeed`` answer: this party's key, the dealer's id (its master secret's hash), the material's
+    commitment (equal at both parties only when they draw from the same batch or load) and the dealer
+    process's instance id."""
+
+    key: bytes
+    dealer_id: bytes
+    commitment: bytes
+    instance: bytes
 
 
 @dataclass
@@ -371,16 +485,19 @@ class DealerClient:
         self.traffic = DealerTraffic()
         self._traffic_lock = threading.Lock()  # sessions and prefetches call at once
 
-    def get_key(self, batch_id: str, timeout: float | None = None) -> tuple[bytes, bytes]:
-        """This party's 32-byte PRG key for the batch and the id of the dealer that made it (``timeout``: seconds,
-        default the client's)."""
+    def get_key(self, batch_id: str, timeout: float | None = None) -> DealerSeed:
+        """This party's 32-byte PRG key for the batch, with the dealer's ids and the batch's commitment
+        (``timeout``: seconds, default the client's)."""
         t0 = time.perf_counter()
         reply = self.stub.GetSeed(dealer_pb2.SeedRequest(batch_id=batch_id, rank=self.rank), timeout=timeout or self.timeout_s,
                                   wait_for_ready=True)
         self._count(len(reply.key), t0)
         if len(reply.key) != KEY_BYTES:
             raise RuntimeError(f"the dealer sent a {len(reply.key)}-byte key; a batch key is {KEY_BYTES} bytes")
-        return bytes(reply.key), bytes(reply.dealer_id)
+        if len(reply.commitment) != COMMITMENT_BYTES:
+            raise RuntimeError(f"the dealer sent a {len(reply.commitment)}-byte commitment; expected {COMMITMENT_BYTES} "
+                               "(a dealer older than its parties?)")
+        return DealerSeed(bytes(reply.key), bytes(reply.dealer_id), bytes(reply.commitment), bytes(reply.dealer_instance))
 
     def get_corrections(self, batch_id: str, requests: list[Request], timeout: float | None = None) -> list[torch.Tensor]:
         t0 = time.perf_counter()
@@ -390,18 +507,19 @@ class DealerClient:
         self._count(sum(int(c.nelement()) * 8 for c in corrections), t0)
         return corrections
 
-    def get_model_key(self, model_id: int, timeout: float | None = None) -> tuple[bytes, bytes]:
-        """This party's 32-byte key of model load ``model_id`` (its fixed weight masks) and the dealer's id."""
+    def get_model_key(self, model_id: int, timeout: float | None = None) -> DealerSeed:
+        """This party's 32-byte key of model load ``model_id`` (its fixed weight masks), with the dealer's ids and
+        the load's commitment."""
         return self.get_key(f"{MODEL_PREFIX}{int(model_id)}", timeout)
 
     def fetch_batch(self, batch_id: str, requests: list[Request],
-                    timeout: float | None = None) -> tuple[bytes, list[torch.Tensor] | None, bytes]:
-        """This party's key and its corrections (party 1: only for plans with DCF keys): what ``begin_batch``
-        takes; and the dealer's id.
+                    timeout: float | None = None) -> tuple[DealerSeed, list[torch.Tensor] | None]:
+        """This party's key (with the dealer's ids and the commitment) and its corrections (party 1: only for
+        plans with DCF keys): what ``begin_batch`` takes.
 
         ``timeout`` bounds each of the two calls (the party passes its session's time left)."""
-        key, dealer_id = self.get_key(batch_id, timeout)
-        return key, (self.get_corrections(batch_id, requests, timeout) if needs_corrections(self.rank, requests) else None), dealer_id
+        seed = self.get_key(batch_id, timeout)
+        return seed, (self.get_corrections(batch_id, requests, timeout) if needs_corrections(self.rank, requests) else None)
 
     def _count(self, nbytes: int, t0: float) -> None:
         with self._traffic_lock:

@@ -6,8 +6,12 @@
 Per control call (the coordinator calls both parties with the same session id):
 
 * ``LoadModel``: party 0 reads the checkpoint ``<models>/<name>``
-  (``mpcvit.checkpoint.load_checkpoint``) and sends party 1 the architecture
-  spec (JSON, one message); both build ``protocols.runtime.SecureViT.share``:
+  (``mpcvit.checkpoint.load_checkpoint``), draws the load's 128-bit id from
+  its cryptographic PRG and sends party 1 the architecture spec and the id
+  (JSON, one message); the id names the load's weight masks at the dealer,
+  which hands each party its key of an id once, ever, so nothing the
+  coordinator sends (its session id included) chooses or repeats a mask.
+  Both build ``protocols.runtime.SecureViT.share``:
   party 0's weights are secret-shared once and cached as shares until the next
   LoadModel of that name; the dealer's randomness plan for batch size 1 is
   recorded in a local dry run that sends nothing to the peer
@@ -15,7 +19,7 @@ Per control call (the coordinator calls both parties with the same session id):
 * ``Infer``: each party refuses a request id or client key it has seen
   within the replay window (:class:`ReplayGuard`), opens its sealed input
   shares (``mpcvit.sealing.open_tensor``, bound to request id, model, its rank
-  and the input direction), takes the batch's 256-bit key and its dealer
+  and the input direction) and reserves their ids, takes the batch's 256-bit key and its dealer
   material (corrections on party 0, DCF keys on both) -- the offline phase --
   fetched ahead of time under the coordinator's ticket when it could be
   (:class:`SessionBatches`), else from the dealer now with the session id as
@@ -66,15 +70,16 @@ import grpc
 import torch
 
 from mpcvit import pki, sealing
-from mpcvit.prg import KEY_BYTES
+from mpcvit.prg import KEY_BYTES, new_key
 from mpcvit.checkpoint import load_checkpoint
 from mpcvit.models.spec import ArchSpec
-from parties.communicator import GrpcCommunicator, installed
-from parties.dealer import DealerClient
+from parties.communicator import GrpcCommunicator, MaterialMismatch, installed
+from parties.dealer import MODEL_ID_BITS, DealerClient, DealerSeed
 from parties.proto import control_pb2, control_pb2_grpc
 from parties.tls import channel_credentials, peer_role, server_credentials
 from parties.transport import NETWORKS, Endpoint, Mode, NetworkShape, TransportError
 from protocols.accounting import CostReport, ensure_counting
+from protocols.crypten_compat import current_communicator
 from protocols.config import DEFAULT_CONFIG
 from protocols.providers import DealerProvider, Request, install_provider, needs_corrections
 from protocols.runtime import SecureViT
@@ -154,11 +159,10 @@ class ModelLost(PartyError):
 
 @dataclass
 class Fetched:
-    """One dealer batch as a party holds it: its key, its corrections (or None), and what fetching it cost."""
+    """One dealer batch as a party holds it: its key and ids, its corrections (or None), and what fetching it cost."""
 
-    key: bytes
+    seed: DealerSeed  # key, dealer id (its weight masks must be the model's), commitment, dealer instance
     corrections: list[torch.Tensor] | None
-    dealer_id: bytes | None  # the dealer that handed it out (its weight masks must be the model's)
     nbytes: int
     seconds: float  # how long the fetch took, wherever it ran
 
@@ -237,6 +241,14 @@ class SessionBatches:
     name, so a ticket used twice fails its session instead of reusing
     randomness.
 
+    Every batch and model key comes with the dealer's commitment, which
+    ``next_batch`` and ``model_key`` arm on the session's communicator: the
+    forward's (or load's) first exchange carries it and both parties abort
+    if they hold different material (``MaterialMismatch``), e.g. a batch one
+    party fetched ahead from a dealer process that has restarted since.
+    Batches held ahead from a dealer instance other than the newest one seen
+    are dropped, and so is everything held after a mismatch.
+
     Per-session state (the batch name, the deadline, the fetch report) belongs
     to the calling thread, so concurrent sessions each use their own batch.
     """
@@ -249,6 +261,7 @@ class SessionBatches:
         self.max_bytes = max_bytes
         self._local = threading.local()  # ticket, session id, deadline and fetch report of this thread's session
         self.model_dealer: dict[int, bytes | None] = {}  # model load id -> the dealer id its weight masks came from
+        self._instance: bytes | None = None  # the newest dealer instance a fetch saw
         self._lock = threading.Lock()
         # batch name -> (its fetch, its bytes, when it was queued)
         self._ahead: collections.OrderedDict[str, tuple[futures.Future[Fetched], int, float]] = collections.OrderedDict()
@@ -288,11 +301,30 @@ class SessionBatches:
     def _fetch(self, batch_id: str, requests: list[Request], timeout: float) -> Fetched:
         t0 = time.perf_counter()
         try:
-            key, corrections, dealer_id = self.dealer.fetch_batch(batch_id, requests, timeout=timeout)
+            seed, corrections = self.dealer.fetch_batch(batch_id, requests, timeout=timeout)
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
-        nbytes = len(key) + sum(int(c.nelement()) * 8 for c in corrections or ())
-        return Fetched(key, corrections, dealer_id, nbytes, time.perf_counter() - t0)
+        self._saw(seed.instance)
+        nbytes = len(seed.key) + sum(int(c.nelement()) * 8 for c in corrections or ())
+        return Fetched(seed, corrections, nbytes, time.perf_counter() - t0)
+
+    def _saw(self, instance: bytes) -> None:
+        """A fetch met dealer ``instance``: batches held ahead from an earlier instance are stale."""
+        with self._lock:
+            if instance != self._instance:
+                self._instance = instance
+                for name, (fetch, _, _) in list(self._ahead.items()):
+                    if fetch.done() and not fetch.cancelled() and fetch.exception() is None and fetch.result().seed.instance != instance:
+                        del self._ahead[name]
+
+    def drop_ahead(self) -> int:
+        """Forget every batch held ahead (after a mismatch: they may come from a dealer that is gone); how many."""
+        with self._lock:
+            dropped = len(self._ahead)
+            for fetch, _, _ in self._ahead.values():
+                fetch.cancel()
+            self._ahead.clear()
+            return dropped
 
     def _take(self, batch_id: str) -> futures.Future[Fetched] | None:
         with self._lock:
@@ -343,6 +375,9 @@ class SessionBatches:
                     raise PartyError(grpc.StatusCode.DEADLINE_EXCEEDED, "the session's deadline passed while its dealer batch was fetched") from None
                 except PartyError as exc:
                     logger.warning("fetching a batch ahead failed (%s); the session fetches it now", exc)
+                if fetched is not None and self._instance is not None and fetched.seed.instance != self._instance:
+                    logger.warning("a batch held ahead came from a dealer instance that has since restarted; fetching it now")
+                    fetched = None
         else:
             batch_id = session_id
         report = self._local.report
@@ -353,19 +388,42 @@ class SessionBatches:
         if series:
             self._prefetch(series, number, requests, digest)
         for model_id in {dict(r.kwargs)["model"] for r in requests if r.kind == "fixed"}:
-            if self.model_dealer.get(model_id) != fetched.dealer_id:
+            if self.model_dealer.get(model_id) != fetched.seed.dealer_id:
                 raise ModelLost(grpc.StatusCode.FAILED_PRECONDITION, "the dealer restarted without its state (--state): "
                                 "this model's weight masks are lost; it is being unloaded, load it again")
-        return fetched.key, fetched.corrections
+        self._arm(fetched.seed.commitment, "dealer batches")
+        return fetched.seed.key, fetched.corrections
+
+    def _arm(self, commitment: bytes, what: str) -> None:
+        """Have this thread's session check ``commitment`` with the peer on its next exchange (``arm_check``).
+
+        Outside a session (a unit test driving the batches alone) there is no
+        peer to check with: the commitment is only kept (``last_commitment``).
+        """
+        self._local.commitment = commitment
+        comm = current_communicator()
+        if isinstance(comm, GrpcCommunicator):
+            comm.arm_check(commitment, what)
+
+    @property
+    def last_commitment(self) -> bytes | None:
+        """The commitment of this thread's last batch or model key."""
+        return getattr(self._local, "commitment", None)
 
     def model_key(self, rank: int, model_id: int) -> bytes:
-        """This party's key of a model load's fixed weight masks (the dealer keeps both for later batches)."""
+        """This party's key of a model load's fixed weight masks (the dealer keeps both for later batches); the
+        load's commitment is armed on the session, so the opening of the masked weights checks it."""
         try:
-            key, dealer_id = self.dealer.get_model_key(model_id, timeout=self._timeout())
+            seed = self.dealer.get_model_key(model_id, timeout=self._timeout())
         except grpc.RpcError as exc:
             raise PartyError(grpc.StatusCode.UNAVAILABLE, f"dealer: {exc.code().name}: {exc.details()}") from exc
-        self.model_dealer[model_id] = dealer_id
-        return key
+        self._saw(seed.instance)
+        self.model_dealer[model_id] = seed.dealer_id
+        self._arm(seed.commitment, "weight-mask keys for this model load")
+        return seed.key
+
+    def end_model(self, model_id: int) -> None:
+        self.model_dealer.pop(model_id, None)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -398,8 +456,15 @@ class ReplayGuard:
     """Request ids and client keys seen within ``window_s`` (at most ``max_entries`` of each); repeats are refused.
 
     A client makes a fresh request id and a fresh one-time key for every
-    request, so a repeat of either is a replayed box. Entries older than the
-    window (or beyond ``max_entries``, oldest first) are forgotten, and so is
+    request, so a repeat of either is a replayed box. A forward first opens
+    every box of its batch, then *reserves* their ids (refused if seen, or
+    held by a running forward), and *commits* them only once the forward has
+    computed its answer; a forward that fails (a batch-mate's box did not
+    open at the peer, the peer died, a material mismatch) *releases* them, so
+    the coordinator's retry of an innocent request is not taken for a replay.
+    A box is therefore answered at most once per window; it may be computed
+    again only when no answer came out of it. Entries older than the window
+    (or beyond ``max_entries``, oldest first) are forgotten, and so is
     everything when the party restarts: that is the window in which a replay
     is refused.
     """
@@ -408,7 +473,12 @@ class ReplayGuard:
         self.window_s = window_s
         self.max_entries = max_entries
         self._seen: dict[str, collections.OrderedDict[bytes, float]] = {"request id": collections.OrderedDict(), "client key": collections.OrderedDict()}
+        self._pending: dict[str, set[bytes]] = {kind: set() for kind in self._seen}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _values(request_id: str, client_key: bytes) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+        return ("request id", request_id.encode()), ("client key", bytes(client_key))
 
     def _expire(self, now: float) -> None:
         for seen in self._seen.values():
@@ -416,24 +486,51 @@ class ReplayGuard:
                 seen.popitem(last=False)
 
     def check(self, items: list[tuple[str, bytes]]) -> None:
-        """Raise ``PartyError`` if any (request id, client key) repeats one seen before or another in ``items``."""
+        """Raise ``PartyError`` if any (request id, client key) repeats one seen or held, or another in ``items``."""
         with self._lock:
-            self._expire(time.monotonic())
-            fresh: dict[str, set[bytes]] = {kind: set() for kind in self._seen}
-            for request_id, client_key in items:
-                for kind, value in (("request id", request_id.encode()), ("client key", bytes(client_key))):
-                    if value in self._seen[kind] or value in fresh[kind]:
-                        raise PartyError(grpc.StatusCode.ALREADY_EXISTS,
-                                         f"{request_id}: replayed box: this {kind} was already used; nothing was computed")
-                    fresh[kind].add(value)
+            self._check(items)
 
-    def remember(self, items: list[tuple[str, bytes]]) -> None:
+    def _check(self, items: list[tuple[str, bytes]]) -> None:
+        self._expire(time.monotonic())
+        fresh: dict[str, set[bytes]] = {kind: set() for kind in self._seen}
+        for request_id, client_key in items:
+            for kind, value in self._values(request_id, client_key):
+                if value in self._seen[kind] or value in fresh[kind]:
+                    raise PartyError(grpc.StatusCode.ALREADY_EXISTS,
+                                     f"{request_id}: replayed box: this {kind} was already used; nothing was computed")
+                if value in self._pending[kind]:
+                    raise PartyError(grpc.StatusCode.UNAVAILABLE,
+                                     f"{request_id}: this {kind} is in a forward running now; nothing was computed, retry")
+                fresh[kind].add(value)
+
+    def reserve(self, items: list[tuple[str, bytes]]) -> None:
+        """Check ``items`` and hold them for a running forward (``commit`` or ``release`` ends the hold)."""
+        with self._lock:
+            self._check(items)
+            for request_id, client_key in items:
+                for kind, value in self._values(request_id, client_key):
+                    self._pending[kind].add(value)
+
+    def release(self, items: list[tuple[str, bytes]]) -> None:
+        """The forward failed: its boxes were not answered and may be sent again."""
+        with self._lock:
+            for request_id, client_key in items:
+                for kind, value in self._values(request_id, client_key):
+                    self._pending[kind].discard(value)
+
+    def commit(self, items: list[tuple[str, bytes]]) -> None:
+        """The forward answered: its boxes are used."""
         with self._lock:
             now = time.monotonic()
             for request_id, client_key in items:
-                self._seen["request id"][request_id.encode()] = now
-                self._seen["client key"][bytes(client_key)] = now
+                for kind, value in self._values(request_id, client_key):
+                    self._pending[kind].discard(value)
+                    self._seen[kind][value] = now
             self._expire(now)
+
+    def remember(self, items: list[tuple[str, bytes]]) -> None:
+        """Mark ``items`` used at once (``reserve`` + ``commit``)."""
+        self.commit(items)
 
 
 def costs_message(report: CostReport) -> control_pb2.Costs:
@@ -582,17 +679,21 @@ class Party:
         if self.rank == 0:
             model, meta = load_checkpoint(self.config.models_dir / name)
         with self._session(session_id, deadline_unix_ms) as comm:
-            # party 0 tells party 1 the architecture (plain JSON, nothing pickled)
-            spec_json = comm.broadcast_obj(model.spec.to_json() if model is not None else None, 0)
-            spec = ArchSpec.from_json(spec_json) if self.rank == 1 else model.spec
+            # party 0 tells party 1 the architecture and the load id (plain JSON, nothing pickled). The id is party 0's:
+            # fresh from its cryptographic PRG, never derived from anything the coordinator sends (the session id).
+            announced = comm.broadcast_obj({"spec": model.spec.to_json(), "load_id": new_load_id()} if model is not None else None, 0)
+            if self.rank == 1 and not isinstance(announced, dict):
+                raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, "party 0 announced no architecture")
+            spec = ArchSpec.from_json(announced["spec"]) if self.rank == 1 else model.spec
+            model_id = parse_load_id(announced)
             t0 = time.perf_counter()
             rounds0 = comm.get_communication_stats()["rounds"]
-            model_id = int.from_bytes(hashlib.sha256(session_id.encode()).digest()[:8], "big") >> 1  # both parties' load id
             secure = SecureViT.share(model, spec, meta, owner=0, config=DEFAULT_CONFIG, batch_source=self.batches,
                                      model_id=model_id)
+            comm.settle_check()
             rounds = int(comm.get_communication_stats()["rounds"] - rounds0)
             wire = comm.wire_stats()
-        self.models[name] = LoadedModel(name, spec, secure)
+        self._replace_model(name, LoadedModel(name, spec, secure))
         logger.info("loaded %s (%s) in %.1f s", name, spec.summary(), time.perf_counter() - t0)
         return control_pb2.LoadModelReply(
             model=name,
@@ -603,8 +704,18 @@ class Party:
                                     seconds=time.perf_counter() - t0),
         )
 
-    def _open_inputs(self, items: list[control_pb2.InferItem], model: str, spec: ArchSpec) -> torch.Tensor:
-        """Refuse replays, open every box in its context (request id, model, this rank, input); nothing is computed before."""
+    def _replace_model(self, name: str, loaded: LoadedModel | None) -> None:
+        """Serve ``loaded`` as ``name`` (None: unload it); the model it replaces gives its weight-mask key back."""
+        old = self.models.pop(name, None) if loaded is None else self.models.get(name)
+        if loaded is not None:
+            self.models[name] = loaded
+        if old is not None and old.secure.model_id is not None and (loaded is None or old.secure.model_id != loaded.secure.model_id):
+            self.provider.end_model(old.secure.model_id)
+            self.batches.end_model(old.secure.model_id)
+
+    def _open_inputs(self, items: list[control_pb2.InferItem], model: str, spec: ArchSpec) -> tuple[torch.Tensor, list[tuple[str, bytes]]]:
+        """Refuse replays, open every box in its context (request id, model, this rank, input), then reserve their ids
+        (``ReplayGuard``: committed when the forward answers, released if it fails); nothing is computed before."""
         seen = [(item.request_id, bytes(item.client_public_key)) for item in items]
         self.replays.check(seen)
         shares = []
@@ -617,8 +728,8 @@ class Party:
                 shares.append(sealing.open_tensor(sealed, self.keys.private, item.client_public_key, context))
             except sealing.SealError as exc:
                 raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"{item.request_id}: {exc}") from exc
-        self.replays.remember(seen)
-        return torch.stack(shares)
+        self.replays.reserve(seen)
+        return torch.stack(shares), seen
 
     def _refuse(self, session_id: str, deadline_unix_ms: int, error: PartyError) -> PartyError:
         """A call refused before its session opened: tell the peer at once, so it does not wait until the deadline.
@@ -650,13 +761,19 @@ class Party:
             loaded = self._check_infer(request)
         except PartyError as exc:
             raise self._refuse(request.session_id, request.deadline_unix_ms, exc) from None
-        with self._session(request.session_id, request.deadline_unix_ms, request.batch_series, request.batch_number):
-            x_share = self._open_inputs(list(request.items), request.model, loaded.spec)  # inside: a bad input aborts the peer too
+        with self._session(request.session_id, request.deadline_unix_ms, request.batch_series, request.batch_number) as comm:
+            x_share, seen = self._open_inputs(list(request.items), request.model, loaded.spec)  # inside: a bad input aborts the peer too
             try:
                 logits_share, report = loaded.secure.forward_shares(x_share)
-            except ModelLost:
-                self.models.pop(request.model, None)  # the coordinator's health watch loads it again on both parties
+                comm.settle_check()  # the material check rode on the forward's first exchange; never skipped
+            except BaseException as exc:
+                self.replays.release(seen)
+                if isinstance(exc, ModelLost):
+                    self._replace_model(request.model, None)  # the coordinator's health watch loads it again on both parties
+                elif isinstance(exc, MaterialMismatch):
+                    logger.warning("%s; dropped %d batch(es) held ahead", exc, self.batches.drop_ahead())
                 raise
+            self.replays.commit(seen)
         costs = costs_message(report)
         fetch: FetchReport = self._local.fetch
         costs.dealer_bytes_received, costs.dealer_seconds = fetch.nbytes, fetch.waited_s
@@ -683,6 +800,19 @@ class Party:
         self.batches.close()
         self.endpoint.close()
         self.dealer.close()
+
+
+def new_load_id() -> str:
+    """A model load's id: 128 bits from the cryptographic PRG, as hex (party 0 draws it; JSON keeps it exact)."""
+    return new_key()[: MODEL_ID_BITS // 8].hex()
+
+
+def parse_load_id(announced: Any) -> int:
+    """The load id party 0 announced with the spec (party 1 checks its form; party 0 reads back its own)."""
+    text = announced.get("load_id") if isinstance(announced, dict) else None
+    if not isinstance(text, str) or not re.fullmatch(f"[0-9a-f]{{{MODEL_ID_BITS // 4}}}", text):
+        raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"party 0 announced no {MODEL_ID_BITS}-bit load id")
+    return int(text, 16)
 
 
 def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:

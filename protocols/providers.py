@@ -110,6 +110,7 @@ DCF_PARAMS = ("bits", "drop", "payload")
 TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
 PROVIDER_NAME = "MPCVIT_DEALER"
 BYTES_PER_ELEMENT = 8
+MODEL_ID_BITS = 128  # a model load id (party 0 draws it from its cryptographic PRG)
 USED_KEYS_KEPT = 1 << 16  # digests of the most recent batch keys a DealerProvider refuses to see again
 
 
@@ -138,8 +139,9 @@ class Request:
             params = dict(self.kwargs)
             if self.op != "matmul" or sorted(params) != ["mask", "model"] or len(self.size1) != 2:
                 raise ValueError("a fixed request is a matmul with a 2-d weight and kwargs mask and model")
-            if not all(isinstance(params[k], int) and 0 <= params[k] < 2**63 for k in ("mask", "model")):
-                raise ValueError("a fixed request's mask and model are non-negative 63-bit integers")
+            if not (isinstance(params["mask"], int) and 0 <= params["mask"] < 2**63
+                    and isinstance(params["model"], int) and 0 <= params["model"] < 2**MODEL_ID_BITS):
+                raise ValueError(f"a fixed request's mask is a non-negative 63-bit integer and its model a {MODEL_ID_BITS}-bit load id")
         if any(s < 0 for s in (*self.size0, *self.size1)):
             raise ValueError("negative dimension in a randomness request")
         if self.kind == "dcf":

@@ -217,9 +217,11 @@ class SecureViT:
     def _open_weight_masks(self, model_id: int, keys: Any) -> None:
         """Draw every weight's fixed Beaver mask from this load's model key and open W - b (one round, at load).
 
-        ``model_id`` is the same on both parties (the load's session id on the
-        gRPC parties, the load's ordinal in-process); the dealer derives the
-        same masks from both parties' model keys for every later batch.
+        ``model_id`` is the same on both parties (on the gRPC parties a 128-bit
+        id party 0 draws from its cryptographic PRG and sends party 1 with the
+        architecture; the load's ordinal in-process, under a fresh master key);
+        the dealer derives the same masks from both parties' model keys for
+        every later batch, and hands each party its key of an id once, ever.
         """
         rank = comm.get().get_rank()
         provider = current_provider()
@@ -228,7 +230,7 @@ class SecureViT:
         opened = ops.open_weight_masks([(self.params[k], model_id, i) for i, k in enumerate(names)])
         self.fixed = dict(zip(names, opened))
         self.model_id = model_id
-        log.info("opened the fixed masks of %d weights for model load %d", len(names), model_id)
+        log.info("opened the fixed masks of %d weights for model load %x", len(names), model_id)
 
     def _w(self, name: str) -> "MPCTensor | ops.FixedWeight":
         """A weight for ``ops.linear``: its fixed-mask form when the mask was opened at load."""

@@ -49,6 +49,7 @@ from server.errors import (
     CoordinatorError,
     DeadlineExceeded,
     DuplicateRequest,
+    MaterialMismatch,
     ModelNotLoaded,
     PartyFailed,
     PartyUnavailable,
@@ -207,6 +208,7 @@ class Coordinator:
         self.forwards = 0  # secure forwards run (tests and /metrics)
         self._epoch = secrets.token_hex(8)  # names this coordinator's ticket series (never reused after a restart)
         self._tickets: dict[str, int] = {}  # series -> the next dealer batch number
+        self.material_mismatches = 0  # forwards whose parties held different dealer material (each retried once)
 
     @property
     def parties(self) -> tuple[PartyClient, PartyClient]:
@@ -542,6 +544,10 @@ class Coordinator:
         except ModelNotLoaded:
             log.info("a party of %s lost model %s; loading it again", pair, model)
             await self._load(entry, pair, force=True)
+            await self._forward(entry, batch, pair)
+        except MaterialMismatch as exc:  # both parties aborted before computing on it; a new ticket names fresh material
+            log.warning("%s: the parties' dealer material did not match (%s); retrying once on fresh material", pair, exc)
+            self.material_mismatches += 1
             await self._forward(entry, batch, pair)
 
     async def _forward(self, entry: ModelEntry, batch: list[PendingItem], pair: PartyPair) -> None:

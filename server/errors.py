@@ -9,6 +9,7 @@ Mapping from a party's gRPC status (``status_from_grpc``):
 | NOT_FOUND, FAILED_PRECONDITION | (reload, retry once) | the party lost the model (restart) |
 | DEADLINE_EXCEEDED | 504 | the secure forward did not finish by the deadline |
 | UNAVAILABLE, CANCELLED | 503 | a party (or its peer / the dealer) is down |
+| DATA_LOSS | (retry once on fresh material, else 503) | the parties' dealer material did not match (a dealer restart) |
 | anything else | 502 | a party failed |
 """
 
@@ -111,6 +112,14 @@ class PartyUnavailable(Unavailable):
     kind = "party_unavailable"
 
 
+class MaterialMismatch(Unavailable):
+    """A party answered DATA_LOSS: the two parties held different dealer material (their commitments differed,
+    e.g. one batch was fetched ahead from a dealer that restarted since); nothing was revealed or returned. The
+    coordinator retries the forward once under a fresh ticket; a second mismatch is a 503."""
+
+    kind = "material_mismatch"
+
+
 class DeadlineExceeded(CoordinatorError):
     status, kind = 504, "deadline"
 
@@ -138,4 +147,6 @@ def status_from_grpc(rank: int, code: grpc.StatusCode, details: str | None, retr
         return Unavailable(f"{what} (resource exhausted)", retry_after_s)
     if code == grpc.StatusCode.ABORTED:
         return SessionAborted(what)
+    if code == grpc.StatusCode.DATA_LOSS:
+        return MaterialMismatch(what, retry_after_s)
     return PartyFailed(what)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aparties/proto/dealer.proto\x12\x10mpcvit.dealer.v1\"-\n\x0bSeedRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\"I\n\tSeedReply\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x11\n\tdealer_id\x18\x04 \x01(\x0cJ\x04\x08\x02\x10\x03R\x04seed\"`\n\x11RandomnessRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05size0\x18\x02 \x03(\x03\x12\r\n\x05size1\x18\x03 \x03(\x03\x12\n\n\x02op\x18\x04 \x01(\t\x12\x13\n\x0bkwargs_json\x18\x05 \x01(\t\"\x84\x01\n\x12\x43orrectionsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x35\n\x08requests\x18\x02 \x03(\x0b\x32#.mpcvit.dealer.v1.RandomnessRequest\x12\x17\n\x0fmax_chunk_bytes\x18\x03 \x01(\x03\x12\x0c\n\x04rank\x18\x04 \x01(\x05\"o\n\x0f\x43orrectionChunk\x12\x15\n\rrequest_index\x18\x01 \x01(\r\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\r\"\x13\n\x11\x44\x65\x61lerPingRequest\"\'\n\x0f\x44\x65\x61lerPingReply\x12\x14\n\x0copen_batches\x18\x01 \x01(\x03\x32\xfc\x01\n\x06\x44\x65\x61ler\x12\x45\n\x07GetSeed\x12\x1d.mpcvit.dealer.v1.SeedRequest\x1a\x1b.mpcvit.dealer.v1.SeedReply\x12[\n\x0eGetCorrections\x12$.mpcvit.dealer.v1.CorrectionsRequest\x1a!.mpcvit.dealer.v1.CorrectionChunk0\x01\x12N\n\x04Ping\x12#.mpcvit.dealer.v1.DealerPingRequest\x1a!.mpcvit.dealer.v1.DealerPingReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aparties/proto/dealer.proto\x12\x10mpcvit.dealer.v1\"-\n\x0bSeedRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\"v\n\tSeedReply\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x11\n\tdealer_id\x18\x04 \x01(\x0c\x12\x12\n\ncommitment\x18\x05 \x01(\x0c\x12\x17\n\x0f\x64\x65\x61ler_instance\x18\x06 \x01(\x0cJ\x04\x08\x02\x10\x03R\x04seed\"`\n\x11RandomnessRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05size0\x18\x02 \x03(\x03\x12\r\n\x05size1\x18\x03 \x03(\x03\x12\n\n\x02op\x18\x04 \x01(\t\x12\x13\n\x0bkwargs_json\x18\x05 \x01(\t\"\x84\x01\n\x12\x43orrectionsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x35\n\x08requests\x18\x02 \x03(\x0b\x32#.mpcvit.dealer.v1.RandomnessRequest\x12\x17\n\x0fmax_chunk_bytes\x18\x03 \x01(\x03\x12\x0c\n\x04rank\x18\x04 \x01(\x05\"o\n\x0f\x43orrectionChunk\x12\x15\n\rrequest_index\x18\x01 \x01(\r\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\r\"\x13\n\x11\x44\x65\x61lerPingRequest\"\'\n\x0f\x44\x65\x61lerPingReply\x12\x14\n\x0copen_batches\x18\x01 \x01(\x03\x32\xfc\x01\n\x06\x44\x65\x61ler\x12\x45\n\x07GetSeed\x12\x1d.mpcvit.dealer.v1.SeedRequest\x1a\x1b.mpcvit.dealer.v1.SeedReply\x12[\n\x0eGetCorrections\x12$.mpcvit.dealer.v1.CorrectionsRequest\x1a!.mpcvit.dealer.v1.CorrectionChunk0\x01\x12N\n\x04Ping\x12#.mpcvit.dealer.v1.DealerPingRequest\x1a!.mpcvit.dealer.v1.DealerPingReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEEDREQUEST']._serialized_start=48
   _globals['_SEEDREQUEST']._serialized_end=93
   _globals['_SEEDREPLY']._serialized_start=95
-  _globals['_SEEDREPLY']._serialized_end=168
-  _globals['_RANDOMNESSREQUEST']._serialized_start=170
-  _globals['_RANDOMNESSREQUEST']._serialized_end=266
-  _globals['_CORRECTIONSREQUEST']._serialized_start=269
-  _globals['_CORRECTIONSREQUEST']._serialized_end=401
-  _globals['_CORRECTIONCHUNK']._serialized_start=403
-  _globals['_CORRECTIONCHUNK']._serialized_end=514
-  _globals['_DEALERPINGREQUEST']._serialized_start=516
-  _globals['_DEALERPINGREQUEST']._serialized_end=535
-  _globals['_DEALERPINGREPLY']._serialized_start=537
-  _globals['_DEALERPINGREPLY']._serialized_end=576
-  _globals['_DEALER']._serialized_start=579
-  _globals['_DEALER']._serialized_end=831
+  _globals['_SEEDREPLY']._serialized_end=213
+  _globals['_RANDOMNESSREQUEST']._serialized_start=215
+  _globals['_RANDOMNESSREQUEST']._serialized_end=311
+  _globals['_CORRECTIONSREQUEST']._serialized_start=314
+  _globals['_CORRECTIONSREQUEST']._serialized_end=446
+  _globals['_CORRECTIONCHUNK']._serialized_start=448
+  _globals['_CORRECTIONCHUNK']._serialized_end=559
+  _globals['_DEALERPINGREQUEST']._serialized_start=561
+  _globals['_DEALERPINGREQUEST']._serialized_end=580
+  _globals['_DEALERPINGREPLY']._serialized_start=582
+  _globals['_DEALERPINGREPLY']._serialized_end=621
+  _globals['_DEALER']._serialized_start=624
+  _globals['_DEALER']._serialized_end=876
 # @@protoc_insertion_point(module_scope)

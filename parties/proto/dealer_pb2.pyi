@@ -15,14 +15,18 @@ class SeedRequest(_message.Message):
     def __init__(self, batch_id: _Optional[str] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class SeedReply(_message.Message):
-    __slots__ = ("batch_id", "key", "dealer_id")
+    __slots__ = ("batch_id", "key", "dealer_id", "commitment", "dealer_instance")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     DEALER_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMITMENT_FIELD_NUMBER: _ClassVar[int]
+    DEALER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     key: bytes
     dealer_id: bytes
-    def __init__(self, batch_id: _Optional[str] = ..., key: _Optional[bytes] = ..., dealer_id: _Optional[bytes] = ...) -> None: ...
+    commitment: bytes
+    dealer_instance: bytes
+    def __init__(self, batch_id: _Optional[str] = ..., key: _Optional[bytes] = ..., dealer_id: _Optional[bytes] = ..., commitment: _Optional[bytes] = ..., dealer_instance: _Optional[bytes] = ...) -> None: ...
 
 class RandomnessRequest(_message.Message):
     __slots__ = ("kind", "size0", "size1", "op", "kwargs_json")

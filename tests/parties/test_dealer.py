@@ -31,9 +31,12 @@ def dealer(certs: Path):
 
 def test_corrections_make_valid_triples(dealer: str, certs: Path) -> None:
     c0, c1 = DealerClient(dealer, 0, str(certs)), DealerClient(dealer, 1, str(certs))
-    key0, corrections, id0 = c0.fetch_batch("b1", REQUESTS)
-    key1, none, id1 = c1.fetch_batch("b1", REQUESTS)
-    assert id0 == id1 and len(id0) == 16
+    seed0, corrections = c0.fetch_batch("b1", REQUESTS)
+    seed1, none = c1.fetch_batch("b1", REQUESTS)
+    key0, key1 = seed0.key, seed1.key
+    assert seed0.dealer_id == seed1.dealer_id and len(seed0.dealer_id) == 16
+    assert seed0.commitment == seed1.commitment and len(seed0.commitment) == 16  # the same batch: the same commitment
+    assert seed0.instance == seed1.instance and len(seed0.instance) == 16
     assert none is None and corrections is not None and len(corrections) == len(REQUESTS)
     assert len(key0) == len(key1) == 32 and key0 != key1  # 256-bit keys, one per party
     g0, g1 = _generator(key0), _generator(key1)
@@ -67,8 +70,9 @@ def test_dcf_keys_reach_both_parties_and_compare(dealer: str, certs: Path) -> No
 
     plan = [Request("square", (3,)), Request("dcf", (50,), kwargs=(("bits", 16), ("drop", 0), ("payload", 2)))]
     c0, c1 = DealerClient(dealer, 0, str(certs)), DealerClient(dealer, 1, str(certs))
-    key1, mat1, _ = c1.fetch_batch("dcf-batch", plan)  # party 1 first: the dealer keeps party 0's for it
-    key0, mat0, _ = c0.fetch_batch("dcf-batch", plan)
+    seed1, mat1 = c1.fetch_batch("dcf-batch", plan)  # party 1 first: the dealer keeps party 0's for it
+    seed0, mat0 = c0.fetch_batch("dcf-batch", plan)
+    key0, key1 = seed0.key, seed1.key
     assert mat0 is not None and mat1 is not None
     assert mat1[0].numel() == 0 and tuple(mat1[1].shape) == plan[1].output_size(1)
     assert torch.equal(mat0[1][2:], mat1[1])  # the same correction words, after party 0's [m], [m r]
@@ -122,18 +126,19 @@ def test_dealer_refuses_a_client_without_certificate(dealer: str) -> None:
 
 def test_a_dealer_that_lost_its_state_is_refused_not_used() -> None:
     """A model's weight masks come from the dealer seen at load; after a restart without --state the party refuses."""
+    from parties.dealer import DealerSeed
     from parties.party import ModelLost, SessionBatches
 
     class FakeDealer:
         dealer_id = b"A" * 16
         timeout_s = 5.0
 
-        def get_model_key(self, model_id: int, timeout: float | None = None) -> tuple:
-            return bytes(32), self.dealer_id
+        def get_model_key(self, model_id: int, timeout: float | None = None) -> DealerSeed:
+            return DealerSeed(bytes(32), self.dealer_id, b"m" * 16, b"i" * 16)
 
         def fetch_batch(self, batch_id: str, requests: list, timeout: float | None = None) -> tuple:
             assert timeout is not None and 0 < timeout <= 5.0  # the session's time left, at most the client's
-            return b"k" * 32, None, self.dealer_id
+            return DealerSeed(b"k" * 32, self.dealer_id, b"c" * 16, b"i" * 16), None
 
     fake = FakeDealer()
     batches = SessionBatches(fake, depth=0)  # type: ignore[arg-type]
@@ -165,14 +170,15 @@ def test_batches_of_a_series_are_fetched_ahead_named_alike_on_both_parties(deale
         for rank, side in enumerate(sides):
             side.begin(f"s{number}", time.time() + 30, series="epoch.pair0.tiny.b1", number=number)
             key, corrections = side.next_batch(rank, p)
-            got[rank].append((key, corrections, side.end()))
+            got[rank].append((key, corrections, side.end(), side.last_commitment))
             time.sleep(0.05 if number == 0 else 0)
         for side in sides:  # let the queued fetches finish
             for future, _, _ in list(side._ahead.values()):
                 future.result(10)
     for number in range(4):
-        (k0, c0, r0), (k1, c1, r1) = got[0][number], got[1][number]
+        (k0, c0, r0, m0), (k1, c1, r1, m1) = got[0][number], got[1][number]
         assert k0 != k1 and c1 is None and c0 is not None and len(c0) == 1
+        assert m0 == m1 and len(m0) == 16  # both parties hold the same batch's commitment (checked on the first exchange)
         g0, g1 = _generator(k0), _generator(k1)  # the two keys and the correction make a valid triple: same batch
         a = _ring((3, 4), g0) + _ring((3, 4), g1)
         b = _ring((4, 5 if number == 3 else 2), g0) + _ring((4, 5 if number == 3 else 2), g1)
@@ -199,7 +205,8 @@ def test_model_keys_survive_a_restart_with_state(tmp_path: Path) -> None:
     path = tmp_path / "state" / "master.key"
     first = DealerState(master_key=load_master_key(path))
     again = DealerState(master_key=load_master_key(path))
-    assert first.model_key(5, 0) == again.model_key(5, 0) and first.dealer_id == again.dealer_id
+    assert first.derive_model_key(5, 0) == again.derive_model_key(5, 0) and first.dealer_id == again.dealer_id
+    assert first.instance_id != again.instance_id  # a restart loses the batches: a new instance
     assert (path.stat().st_mode & 0o777) == 0o600
     assert DealerState().dealer_id != first.dealer_id  # no state: a new dealer
 

@@ -34,8 +34,8 @@ def crypten_ops_with_dealer(rank: int, dealer: str, certs_dir: str) -> dict[str,
     with offline(), provider.recording() as plan:  # the local dry run: nothing reaches the peer
         _ops(rank)
     client = DealerClient(dealer, rank, certs_dir)
-    key, corrections, _ = client.fetch_batch("ops-batch", list(plan))
-    provider.begin_batch(key, list(plan), corrections)
+    seed, corrections = client.fetch_batch("ops-batch", list(plan))
+    provider.begin_batch(seed.key, list(plan), corrections)
     result = _ops(rank)
     provider.end_batch()
     result["plan"] = len(plan)

@@ -58,7 +58,7 @@ def test_dealer_keys_are_256_bit_and_fresh_per_batch() -> None:
     from parties.dealer import DealerState
 
     state = DealerState()
-    keys = [state.key(f"batch-{i}", rank) for i in range(20) for rank in (0, 1)]
+    keys = [state.key(f"batch-{i}", rank)[0] for i in range(20) for rank in (0, 1)]
     assert all(isinstance(k, bytes) and len(k) * 8 >= 128 for k in keys)
     assert len(set(keys)) == len(keys)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from parties.dealer import DealerClient, serve
+from parties.pair import free_port
 from parties.proto import dealer_pb2, dealer_pb2_grpc
 from protocols.providers import Request, _bits, _generator, _ring
 
@@ -237,3 +238,76 @@ def test_both_parties_asking_at_once_make_the_material_once(monkeypatch: pytest.
         t.join(20)
     assert len(calls) == 1 and sorted(calls[0]) == [0, 1]
     assert set(out) == {0, 1} and all(len(v) == 1 for v in out.values())
+
+
+def test_a_batch_fetched_ahead_from_a_restarted_dealer_is_caught_by_its_commitment(certs: Path, tmp_path: Path) -> None:
+    """The dealer restarts (same --state: same master secret, same dealer id) after party 0 fetched a batch ahead
+    but before party 1 fetched it: party 1 gets the new process's batch of the same name. The two keys and the
+    correction no longer make a valid triple (before: a forward computed on them and answered garbage with
+    success); their commitments differ, which the forward's first exchange compares."""
+    import time
+
+    from parties.dealer import serve
+    from parties.party import SessionBatches
+    from protocols.ring import ring_matmul
+
+    state, port = tmp_path / "master.key", free_port()
+    server, _ = serve(f"127.0.0.1:{port}", str(certs), state=str(state))
+    plan = [Request("additive", (3, 4), (4, 2), "matmul")]
+    side0 = SessionBatches(DealerClient(f"127.0.0.1:{port}", 0, str(certs)), depth=2)
+    side1 = SessionBatches(DealerClient(f"127.0.0.1:{port}", 1, str(certs)), depth=0)  # its fetch ahead did not happen
+    got = []
+    for number in (0, 1):
+        for rank, side in enumerate((side0, side1)):
+            side.begin(f"s{number}", time.time() + 30, series="epoch.pair0.tiny.b1", number=number)
+            key, corrections = side.next_batch(rank, plan)
+            got.append((key, corrections, side.end(), side.last_commitment))
+        if number == 0:
+            for future, _, _ in list(side0._ahead.values()):
+                future.result(10)
+            server.stop(grace=0).wait()
+            server, _ = serve(f"127.0.0.1:{port}", str(certs), state=str(state))  # the same secret, a new process
+    (k0, c0, r0, m0), (k1, _, _, m1) = got[2], got[3]
+    assert r0.prefetched  # party 0's number 1 came from the old process
+    g0, g1 = _generator(k0), _generator(k1)
+    a = _ring((3, 4), g0) + _ring((3, 4), g1)
+    b = _ring((4, 2), g0) + _ring((4, 2), g1)
+    assert not torch.equal(c0[0] + _ring((3, 2), g1), ring_matmul(a, b))  # mismatched material
+    assert m0 != m1 and got[0][3] == got[1][3]  # ... which the commitments tell; number 0's agreed
+    side0.close()
+    side1.close()
+    server.stop(grace=0)
+
+
+def test_a_served_load_id_is_refused_again_also_after_a_restart_with_state(tmp_path: Path) -> None:
+    """Each rank's key of a load id leaves the dealer once, ever: the ids are kept beside the master secret."""
+    import os
+
+    from parties.dealer import DealerError, DealerState, ServedLoads, load_master_key, loads_path
+
+    path = tmp_path / "master.key"
+    first = DealerState(master_key=load_master_key(path), served_loads=ServedLoads(loads_path(path)))
+    load_id = (1 << 127) + 12345  # 128-bit ids
+    key0 = first.model_key(load_id, 0)
+    first.model_key(load_id, 1)
+    with pytest.raises(DealerError, match="never reused"):
+        first.model_key(load_id, 0)
+    again = DealerState(master_key=load_master_key(path), served_loads=ServedLoads(loads_path(path)))  # a restart
+    for rank in (0, 1):
+        with pytest.raises(DealerError, match="never reused"):
+            again.model_key(load_id, rank)
+    assert again.derive_model_key(load_id, 0) == key0  # later batches' "fixed" requests still find the keys
+    assert again.model_key(load_id + 1, 0) != key0  # a fresh id: served
+    assert (os.stat(loads_path(path)).st_mode & 0o777) == 0o600
+
+
+def test_a_state_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    """The master secret with party 1's view gives every weight: refused as a TLS key file is."""
+    from mpcvit.pki import KeyPermissionError
+    from parties.dealer import load_master_key
+
+    path = tmp_path / "master.key"
+    load_master_key(path)
+    path.chmod(0o644)
+    with pytest.raises(KeyPermissionError, match="chmod 600"):
+        load_master_key(path)

@@ -4,7 +4,7 @@ The static schema marks three places with vendor keys; this fills them from the 
 
 | mark | becomes |
 |---|---|
-| ``x-model-name`` (a string) | ``enum``: every model this coordinator serves by name |
+| ``x-model-name`` (a string) | ``enum``: every model this coordinator serves by name (``Coordinator.served_names``) |
 | ``x-model-names`` (a comma-separated string) | a ``pattern`` of 1 to 8 served names |
 | ``x-min-side`` (a pixel array side) / ``x-image`` (an image file) | the largest patch grid among the served models |
 """
@@ -50,9 +50,9 @@ def catalog_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         schema = copy.deepcopy(static())
         coordinator = getattr(app.state, "coordinator", None)
         if coordinator is not None:
-            entries = coordinator.catalog.entries
-            grid = max((e.spec.grid for e in entries.values()), default=1)
-            _fill(schema, sorted(entries), grid)
+            names = coordinator.served_names()
+            grid = max((coordinator.catalog.entries[n].spec.grid for n in names), default=1)
+            _fill(schema, names, grid)
         return schema
 
     return openapi

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, description="talk to the parties without TLS (refused unless both party addresses are loopback)")
     model_dir: Path = Field(Path("checkpoints/digits"), description="checkpoint directories (arch.json + meta.json) the parties serve")
     preload_models: list[str] = Field(default_factory=list, description="models to load on the parties at start")
+    serve_unlisted: bool = Field(
+        False,
+        description="let a request name any checkpoint under model_dir (the parties load it); unset, only the catalog is served: "
+        "the manifests' curated models (every checkpoint when no folder has a manifest) and preload_models",
+    )
     batch_size: int = Field(8, ge=1, le=64, description="most requests in one secure forward (a party takes at most 64)")
     batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long a batch waits for more requests")
     queue_bound: int = Field(64, ge=1, description="most requests waiting; more get 503 + Retry-After")

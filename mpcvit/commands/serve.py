@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preload", dest="preload_models", action="append", default=None, metavar="MODEL",
                         help="load this model on the parties at start (repeatable; env MPCVIT_PRELOAD_MODELS as a JSON list)")
     parser.add_argument("--insecure", action="store_true", default=None, help="plaintext gRPC to the parties (loopback tests only)")
+    parser.add_argument("--serve-unlisted", action="store_true", default=None,
+                        help="let requests name any checkpoint under --models, not only the catalog (the manifests' curated "
+                        "models and --preload); env MPCVIT_SERVE_UNLISTED")
     parser.add_argument("--token-env", default=None, metavar="VAR",
                         help="read the bearer token from this environment variable (default: MPCVIT_API_TOKEN)")
 
@@ -60,6 +63,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         overrides["pairs"] = args.pairs
     if args.insecure:
         overrides["insecure"] = True
+    if getattr(args, "serve_unlisted", None):
+        overrides["serve_unlisted"] = True
     if args.token_env:
         token = os.environ.get(args.token_env)
         if not token:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request, Response
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from fastapi.routing import APIRoute
 
 from server.coordinator import Coordinator, PendingItem
@@ -82,12 +83,28 @@ def request_deadline(settings: Settings, deadline_unix_ms: int | None) -> float:
     return min(deadline, cap)
 
 
+_PROBE_KEY = X25519PrivateKey.generate()  # only to test a client key's order; never seals anything
+
+
+def is_low_order(public_key: bytes) -> bool:
+    """Whether an X25519 public key is a low-order point: its shared secret is all zeros, so no box sealed with it opens."""
+    try:
+        _PROBE_KEY.exchange(X25519PublicKey.from_public_bytes(public_key))
+    except ValueError:
+        return True
+    return False
+
+
 def check_private_request(body: PrivateClassifyRequest, coordinator: Coordinator) -> None:
-    """Checks against the model that the schema cannot state: its input shape, the ciphertext length.
+    """Checks that the schema cannot state: the model is one this server serves (404), the shares' shape and ciphertext
+    length are the model's, the client key can seal at all (400). All of them come before anything reaches a party,
+    so a request that fails them never makes the parties load a model.
 
     (Key and nonce lengths are in the schema: 422.)
     """
     entry = coordinator.model(body.model)
+    if is_low_order(body.client_public_key):
+        raise BadRequest("client_public_key is a low-order X25519 point: no box sealed with it opens")
     expected = list(entry.input_shape)
     for rank, share in enumerate(body.shares):
         if share.shape != expected:

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body; more get 413")
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="how long a request's body may take to arrive, from the request's start; later: 408 and the connection closed",
+    )
+    max_connections: int | None = Field(
+        512, ge=1,
+        description="most connections and requests uvicorn handles at once; more get 503 at once (uvicorn's limit_concurrency; "
+        "unset: no cap)",
+    )
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest decoded image (width x height)")
     api_token: SecretStr | None = Field(None, description="bearer token; unset = no auth")
 

@@ -29,6 +29,8 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--connect-timeout": ("connect_timeout_s", float, "how long a call waits for a party to connect, seconds"),
     "--health-interval": ("health_interval_s", float, "seconds between the watch's Health calls that re-admit a restarted party (0: off)"),
     "--max-body-bytes": ("max_body_bytes", int, "largest request body"),
+    "--body-timeout": ("body_timeout_s", float, "seconds a request's body may take to arrive; later: 408, connection closed (default 30)"),
+    "--max-connections": ("max_connections", int, "most connections and requests at once; more get 503 (default 512)"),
 }
 
 
@@ -82,11 +84,11 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.main import create_app
+    from server.main import create_app, uvicorn_options
 
     settings = settings_from_args(args)
     shown = settings.model_dump(exclude={"api_token"})
     log.info("coordinator settings: %s", json.dumps(shown, default=str))
     log.info("auth: %s", "bearer token" if settings.api_token else "none")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **uvicorn_options(settings))
     return 0

@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import shutil
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from server.main import create_app
+from server.main import create_app, uvicorn_options
 from server.settings import Settings
+from tests.server.conftest import LiveServer, SettingsFactory
 from tests.server.fake_party import FakeParties
 from tests.server.test_api import png_bytes, private_body
 from tests.server.test_contract import assert_clean
@@ -153,3 +156,73 @@ def test_no_load_before_the_request_is_otherwise_valid(curated: tuple[Path, Fake
         r = client.post("/v1/classify/demo", files={"image": ("t.png", tiny.getvalue(), "image/png")}, data={"model": "vit_2_4_8"})
         assert r.status_code == 400
         assert parties.runtime.loaded == [set(), set()] and parties.runtime.received == [[], []]
+
+
+# -- slow bodies, connection cap (a real uvicorn on loopback, raw sockets) ----------------------------
+
+
+def half_sent(port: int, path: str = "/v1/classify", chunked: bool = False) -> socket.socket:
+    """A connection that sends a POST's headers and half of its body, then nothing."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 100"
+    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + length + b"\r\n\r\n")
+    s.sendall(b"32\r\n" + b"{" * 50 + b"\r\n" if chunked else b"{" * 50)
+    return s
+
+
+def read_until_closed(s: socket.socket, limit_s: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    started = time.monotonic()
+    s.settimeout(limit_s)
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except socket.timeout:
+        pytest.fail(f"the server kept the half-sent request open past {limit_s} s; got {data!r}")
+    return data, time.monotonic() - started
+
+
+@pytest.mark.timeout(60)
+def test_a_half_sent_body_gets_408_and_a_closed_connection(live: Callable[..., LiveServer]) -> None:
+    with live(body_timeout_s=1.0) as server:
+        for path, chunked in (("/v1/classify", False), ("/v1/classify/demo", False), ("/v1/compare", True)):
+            s = half_sent(server.port, path, chunked)
+            with s:
+                data, took = read_until_closed(s, 10)
+            assert data.startswith(b"HTTP/1.1 408 "), (path, data)
+            assert b"did not arrive within 1 s" in data and b"connection: close" in data.lower(), data
+            assert took < 5, took
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:  # a whole body in time is unaffected
+            s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data, _ = read_until_closed(s, 10)
+            assert data.startswith(b"HTTP/1.1 200 "), data
+
+
+@pytest.mark.timeout(60)
+def test_connections_beyond_the_cap_get_503(make_settings: SettingsFactory) -> None:
+    settings = make_settings(body_timeout_s=30.0, max_connections=3)  # uvicorn counts the new connection too
+    with LiveServer(create_app(settings), **uvicorn_options(settings)) as server:
+        held = [half_sent(server.port) for _ in range(2)]
+        try:
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data, _ = read_until_closed(s, 10)
+            assert data.startswith(b"HTTP/1.1 503 "), data
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_serve_flags_for_the_http_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mpcvit import cli
+    from mpcvit.commands import serve
+
+    monkeypatch.setenv("MPCVIT_INSECURE", "true")
+    parser = cli.build_parser(load="serve")
+    s = serve.settings_from_args(parser.parse_args(["serve"]))
+    assert (s.body_timeout_s, s.max_connections, s.serve_unlisted) == (30.0, 512, False)
+    s = serve.settings_from_args(parser.parse_args(["serve", "--body-timeout", "5", "--max-connections", "64", "--serve-unlisted"]))
+    assert (s.body_timeout_s, s.max_connections, s.serve_unlisted) == (5.0, 64, True)
+    assert uvicorn_options(s) == {"limit_concurrency": 64}

@@ -59,6 +59,7 @@ ERROR_REASONS = {
          "a share that does not open for its party, an expired deadline, not an image, an image smaller than the model's patch grid",
     401: "missing or wrong bearer token (when the server has one)",
     404: "unknown model, or a checkpoint this server does not serve",
+    408: "the request body did not all arrive within the server's body_timeout_s (the connection is then closed)",
     409: "the request id is already in flight, or a party has seen this request id or client key",
     413: "the request body is larger than the server's max_body_bytes",
     415: "the body's Content-Type is not one this route takes (application/json; on the demo routes also multipart/form-data)",

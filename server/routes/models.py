@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from server.catalog import ModelEntry
 from server.deps import AuthDep, CoordinatorDep
+from server.routes.classify import ERRORS
 from server.schemas import ModelInfo, ModelsResponse
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -24,7 +25,8 @@ def model_info(entry: ModelEntry) -> ModelInfo:
     )
 
 
-@router.get("/models", response_model=ModelsResponse, summary="the models this coordinator serves")
+@router.get("/models", response_model=ModelsResponse, responses={code: ERRORS[code] for code in (401, 422)},
+            summary="the models this coordinator serves")
 async def list_models(
     coordinator: CoordinatorDep, _auth: AuthDep,
     include_all: Annotated[bool, Query(alias="all", description="list every model this server serves by name, not only the curated set")] = False,

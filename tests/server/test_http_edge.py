@@ -226,3 +226,18 @@ def test_serve_flags_for_the_http_edge(monkeypatch: pytest.MonkeyPatch) -> None:
     s = serve.settings_from_args(parser.parse_args(["serve", "--body-timeout", "5", "--max-connections", "64", "--serve-unlisted"]))
     assert (s.body_timeout_s, s.max_connections, s.serve_unlisted) == (5.0, 64, True)
     assert uvicorn_options(s) == {"limit_concurrency": 64}
+
+
+def test_the_openapi_document_states_what_the_server_answers(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in json.dumps(doc)  # every error is {"detail": "<one line>"}
+    models = doc["paths"]["/v1/models"]["get"]["responses"]["422"]["content"]["application/json"]["schema"]
+    assert models == {"$ref": "#/components/schemas/ErrorResponse"}
+    r = client.get("/v1/models?all=null&all=null")
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+    for route in ("/v1/classify", "/v1/classify/demo", "/v1/compare"):
+        assert {"400", "408", "413", "415", "422"} <= set(doc["paths"][route]["post"]["responses"]), route
+    request = doc["components"]["schemas"]["PrivateClassifyRequest"]
+    share = request["properties"]["shares"]["items"]["properties"]
+    assert share["shape"]["const"] == [1, 8, 8]  # the served models' input shape, not any [C, H, W]
+    assert share["ciphertext"]["minLength"] == share["ciphertext"]["maxLength"] == 4 * ((8 * 64 + 16 + 2) // 3)

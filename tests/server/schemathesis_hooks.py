@@ -50,6 +50,8 @@ def refusals_name_what_no_schema_states(ctx, response, case):  # type: ignore[no
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive or response.status_code not in UNSTATED:
         return None
+    if meta.phase.name.value == "coverage" and isinstance(case.body, dict) and "" in case.body.values():
+        return None  # the coverage phase sends an empty multipart field (model="", minLength 1) as a positive case
     detail = str(response.json().get("detail", ""))
     if not any(reason in detail for reason in UNSTATED[response.status_code]):
         raise AssertionError(f"schema-valid request refused with {response.status_code} for a reason the schema could state: {detail}")

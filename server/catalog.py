@@ -4,10 +4,13 @@ The coordinator never reads weights. A model's name is its checkpoint
 directory relative to ``model_dir`` (what the parties' LoadModel takes), e.g.
 ``vit_2_4_8`` for ``checkpoints/digits/vit_2_4_8``.
 
-Every checkpoint under ``model_dir`` can be asked for by name. What is *listed*
-(``GET /v1/models``, the demo page, ``/v1/compare``'s default) is the curated
-set of the folders' ``manifest.json`` files (``mpcvit.checkpoint.Manifest``):
-one model per variant. A tree without any manifest lists every checkpoint.
+What is *listed* (``GET /v1/models``, the demo page, ``/v1/compare``'s
+default) is the curated set of the folders' ``manifest.json`` files
+(``mpcvit.checkpoint.Manifest``): one model per variant. A tree without any
+manifest lists every checkpoint. A request may name a listed model or a
+preload; any other checkpoint under ``model_dir`` only when the operator sets
+``serve_unlisted`` (``Coordinator.serves``), so a client cannot make the
+parties load an experiment directory.
 """
 
 from __future__ import annotations

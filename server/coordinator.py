@@ -361,13 +361,24 @@ class Coordinator:
 
     # -- models ----------------------------------------------------------------
 
+    def serves(self, name: str) -> bool:
+        """Whether a request may name this model: it is in the catalog (listed, or a preload), or the operator lets
+        every checkpoint under model_dir be served (``serve_unlisted``). Nothing else is ever loaded on the parties."""
+        if name not in self.catalog.entries:
+            return False
+        return self.settings.serve_unlisted or name in self.settings.preload_models or name in self.catalog.listed()
+
+    def served_names(self) -> list[str]:
+        """Every model a request may name, sorted."""
+        return [n for n in self.catalog.names() if self.serves(n)]
+
     def model(self, name: str) -> ModelEntry:
-        entry = self.catalog.get(name)
-        if entry is None:
+        """The catalog entry of a model a request may name (``serves``); 404 for any other name."""
+        if not self.serves(name):
             self.catalog.refresh()
-            entry = self.catalog.get(name)
-        if entry is None:
-            raise UnknownModel(f"unknown model {name!r}; available: {', '.join(self.catalog.names()) or 'none'}")
+        entry = self.catalog.get(name)
+        if entry is None or not self.serves(name):
+            raise UnknownModel(f"unknown model {name!r}; available: {', '.join(self.served_names()) or 'none'}")
         return entry
 
     async def ensure_loaded(self, entry: ModelEntry) -> None:

@@ -39,7 +39,8 @@ def request_body(json_model: type[BaseModel], multipart_fields: dict[str, Any], 
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "required": ["image", *required], "properties": {"image": image, **multipart_fields}},
+                "schema": {"type": "object", "required": ["image", *required], "properties": {"image": image, **multipart_fields},
+                           "additionalProperties": False},
                 "encoding": {"image": {"contentType": "image/png, image/jpeg"}},
             },
             "application/json": {"schema": json_model.model_json_schema()},
@@ -69,7 +70,7 @@ async def read_image_input(request: Request, json_model: type[BaseModel], max_pi
     """Parse a multipart upload (field ``image``) or a JSON body (field ``pixels``); 4xx on anything else."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        return await _read_multipart(request, max_pixels)
+        return await _read_multipart(request, max_pixels, {"image", *json_model.model_fields} - {"pixels"})
     if ctype == "application/json":
         raw = await request.body()
         if not raw.strip():  # as FastAPI says of a missing JSON body on /v1/classify
@@ -82,8 +83,11 @@ async def read_image_input(request: Request, json_model: type[BaseModel], max_pi
     raise UnsupportedMedia(f"send multipart/form-data with an 'image' file or application/json with 'pixels', not {ctype or 'no content type'!r}")
 
 
-async def _read_multipart(request: Request, max_pixels: int) -> ImageInput:
+async def _read_multipart(request: Request, max_pixels: int, fields: set[str]) -> ImageInput:
     form = await request.form(max_files=1, max_fields=8)
+    unknown = sorted(set(form.keys()) - fields)
+    if unknown:  # as the JSON body's extra="forbid"
+        raise from_validation_errors([{"loc": (name,), "msg": "Extra inputs are not permitted"} for name in unknown])
     upload = form.get("image")
     if not isinstance(upload, UploadFile):
         raise from_validation_errors([{"loc": ("image",), "msg": "Field required (a file field named 'image')"}])

@@ -1,7 +1,7 @@
 """The coordinator app: wiring only (settings, lifespan, middleware, error handlers, routers, static files).
 
 Run it with ``mpcvit serve`` or ``uvicorn server.main:app --factory`` style
-``create_app()``; OpenAPI lives at ``/docs``.
+``create_app()`` (with ``uvicorn_options(settings)``); OpenAPI lives at ``/docs``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from server.coordinator import Coordinator
 from server.errors import CoordinatorError, from_validation_errors
 from server.metrics import Metrics, model_label
-from server.middleware import BodySizeLimit
+from server.middleware import BodyReadTimeout, BodySizeLimit
 from server.openapi import catalog_openapi
 from server.routes import classify, compare, docs, metrics, models, page, parties
 from server.settings import Settings, get_settings
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyReadTimeout, timeout_s=settings.body_timeout_s)  # outermost: it also times BodySizeLimit's reads
     for module in (classify, compare, models, parties, metrics, page):
         app.include_router(module.router)
     if docs.DOCS_DIR:
@@ -84,3 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     app.openapi = catalog_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def uvicorn_options(settings: Settings) -> dict[str, object]:
+    """What uvicorn itself is told from the settings: the cap on connections (503 beyond it)."""
+    return {"limit_concurrency": settings.max_connections}

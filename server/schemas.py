@@ -67,6 +67,7 @@ PublicKey = b64_exactly(32)
 Nonce = b64_exactly(12)
 
 MAX_SIDE = 4096  # most pixels per image side (and per share dimension)
+MAX_UNIX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the largest deadline a request may name (an int64, a float exactly)
 
 ModelName = Annotated[
     str,
@@ -82,7 +83,7 @@ class SealedTensorIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(
+    shape: list[Annotated[int, Field(ge=1, le=MAX_SIDE, strict=True)]] = Field(
         ..., min_length=3, max_length=3, description="(C, H, W): must equal the model's input_shape (GET /v1/models)"
     )
     dtype: Literal["int64"] = "int64"
@@ -115,7 +116,10 @@ class PrivateClassifyRequest(BaseModel):
     request_id: RequestId
     client_public_key: PublicKey = Field(..., description="the client's one-time X25519 public key (32 bytes, base64)")  # type: ignore[valid-type]
     shares: list[SealedTensorIn] = Field(..., min_length=2, max_length=2, description="share i sealed to party i")
-    deadline_unix_ms: int | None = Field(None, ge=0, description="absolute deadline; default now + the server's request timeout")
+    deadline_unix_ms: int | None = Field(
+        None, ge=0, le=MAX_UNIX_MS, strict=True,
+        description="absolute deadline, ms since the Unix epoch (at most year 9999); default and cap: now + the server's request timeout",
+    )
 
 
 class DealerCostsOut(BaseModel):
@@ -161,6 +165,20 @@ class PrivateClassifyResponse(BaseModel):
     batch_size: int
 
 
+def _has_bool(value: object) -> bool:
+    """Whether a nested list holds a boolean anywhere (JSON true/false are not numbers)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            if item and not isinstance(item[0], list):
+                if any(isinstance(v, bool) for v in item):
+                    return True
+            else:
+                stack.extend(item)
+    return False
+
+
 def _pixel_array(value: object) -> np.ndarray:
     """A rectangular array of numbers in [0, 1], (H, W), (H, W, C) or (C, H, W) with C in {1, 3}, at most MAX_SIDE per side."""
     if isinstance(value, np.ndarray):
@@ -171,7 +189,7 @@ def _pixel_array(value: object) -> np.ndarray:
         arr = np.asarray(value)
     except ValueError:
         raise ValueError("must be a rectangular array (every row the same length)") from None
-    if arr.dtype.kind not in "iuf":
+    if arr.dtype.kind not in "iuf" or _has_bool(value):  # numpy turns [true, 0.5] into [1.0, 0.5]
         raise ValueError("must be a rectangular array of numbers (every row the same length, no strings, booleans or nulls)")
     if arr.ndim not in (2, 3):
         raise ValueError(f"must have 2 or 3 dimensions, (H, W), (H, W, C) or (C, H, W); got {arr.ndim}")

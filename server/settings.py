@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, description="talk to the parties without TLS (refused unless both party addresses are loopback)")
     model_dir: Path = Field(Path("checkpoints/digits"), description="checkpoint directories (arch.json + meta.json) the parties serve")
     preload_models: list[str] = Field(default_factory=list, description="models to load on the parties at start")
+    serve_unlisted: bool = Field(
+        False,
+        description="let a request name any checkpoint under model_dir (the parties load it); unset, only the catalog is served: "
+        "the manifests' curated models (every checkpoint when no folder has a manifest) and preload_models",
+    )
     batch_size: int = Field(8, ge=1, le=64, description="most requests in one secure forward (a party takes at most 64)")
     batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long a batch waits for more requests")
     queue_bound: int = Field(64, ge=1, description="most requests waiting; more get 503 + Retry-After")
@@ -48,6 +53,15 @@ class Settings(BaseSettings):
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body; more get 413")
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="how long a request's body may take to arrive, from the request's start; later: 408 and the connection closed",
+    )
+    max_connections: int | None = Field(
+        512, ge=1,
+        description="most connections and requests uvicorn handles at once; more get 503 at once (uvicorn's limit_concurrency; "
+        "unset: no cap)",
+    )
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest decoded image (width x height)")
     api_token: SecretStr | None = Field(None, description="bearer token; unset = no auth")
 

@@ -29,6 +29,8 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--connect-timeout": ("connect_timeout_s", float, "how long a call waits for a party to connect, seconds"),
     "--health-interval": ("health_interval_s", float, "seconds between the watch's Health calls that re-admit a restarted party (0: off)"),
     "--max-body-bytes": ("max_body_bytes", int, "largest request body"),
+    "--body-timeout": ("body_timeout_s", float, "seconds a request's body may take to arrive; later: 408, connection closed (default 30)"),
+    "--max-connections": ("max_connections", int, "most connections and requests at once; more get 503 (default 512)"),
 }
 
 
@@ -43,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preload", dest="preload_models", action="append", default=None, metavar="MODEL",
                         help="load this model on the parties at start (repeatable; env MPCVIT_PRELOAD_MODELS as a JSON list)")
     parser.add_argument("--insecure", action="store_true", default=None, help="plaintext gRPC to the parties (loopback tests only)")
+    parser.add_argument("--serve-unlisted", action="store_true", default=None,
+                        help="let requests name any checkpoint under --models, not only the catalog (the manifests' curated "
+                        "models and --preload); env MPCVIT_SERVE_UNLISTED")
     parser.add_argument("--token-env", default=None, metavar="VAR",
                         help="read the bearer token from this environment variable (default: MPCVIT_API_TOKEN)")
 
@@ -60,6 +65,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         overrides["pairs"] = args.pairs
     if args.insecure:
         overrides["insecure"] = True
+    if getattr(args, "serve_unlisted", None):
+        overrides["serve_unlisted"] = True
     if args.token_env:
         token = os.environ.get(args.token_env)
         if not token:
@@ -77,11 +84,11 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.main import create_app
+    from server.main import create_app, uvicorn_options
 
     settings = settings_from_args(args)
     shown = settings.model_dump(exclude={"api_token"})
     log.info("coordinator settings: %s", json.dumps(shown, default=str))
     log.info("auth: %s", "bearer token" if settings.api_token else "none")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **uvicorn_options(settings))
     return 0

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Request
 
 from server.deps import AuthDep, CoordinatorDep, SettingsDep
-from server.demo import COMPARE_REQUEST_BODY, classify_plaintext, read_image_input
+from server.demo import COMPARE_REQUEST_BODY, check_image_size, classify_plaintext, read_image_input
 from server.errors import BadRequest, CoordinatorError
 from server.routes.classify import ERRORS, request_deadline
 from server.schemas import MAX_COMPARE_MODELS, CompareEntry, CompareJsonRequest, CompareResponse
@@ -33,6 +33,8 @@ async def compare(request: Request, coordinator: CoordinatorDep, settings: Setti
     if len(names) > MAX_COMPARE_MODELS:
         raise BadRequest(f"at most {MAX_COMPARE_MODELS} models per comparison, got {len(names)}")
     entries = [coordinator.model(n) for n in names]  # unknown names -> 404 before any work
+    for entry in entries:  # an image too small for any of them -> 400 before any model is loaded
+        check_image_size(parsed.image, entry)
     request.state.model = "compare"
     results: list[CompareEntry] = []
     for entry in entries:

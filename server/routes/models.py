@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from server.catalog import ModelEntry
 from server.deps import AuthDep, CoordinatorDep
+from server.routes.classify import ERRORS
 from server.schemas import ModelInfo, ModelsResponse
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -24,15 +25,17 @@ def model_info(entry: ModelEntry) -> ModelInfo:
     )
 
 
-@router.get("/models", response_model=ModelsResponse, summary="the models this coordinator serves")
+@router.get("/models", response_model=ModelsResponse, responses={code: ERRORS[code] for code in (401, 422)},
+            summary="the models this coordinator serves")
 async def list_models(
     coordinator: CoordinatorDep, _auth: AuthDep,
-    include_all: Annotated[bool, Query(alias="all", description="list every checkpoint, not only the curated set")] = False,
+    include_all: Annotated[bool, Query(alias="all", description="list every model this server serves by name, not only the curated set")] = False,
 ) -> ModelsResponse:
-    """The curated set (one model per variant); every other checkpoint is still served when asked for by name."""
+    """The curated set (one model per variant). ``?all=true``: every model a request may name (the preloads too, and every
+    checkpoint when the server runs with serve_unlisted)."""
     catalog = coordinator.catalog
     catalog.refresh()
-    names = catalog.names() if include_all else catalog.listed()
+    names = coordinator.served_names() if include_all else catalog.listed()
     return ModelsResponse(
         models=[model_info(catalog.entries[n]) for n in names], default=catalog.default, compare_default=catalog.compare_defaults(),
     )

@@ -82,9 +82,9 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn in a thread on a free loopback port (for concurrency, the CLI and the browser)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, **options: Any) -> None:
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.app = app
 

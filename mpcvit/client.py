@@ -29,6 +29,25 @@ and otherwise refuses (:class:`mpcvit.pki.PartyKeyError`) before it sends
 anything. ``trust_coordinator=True`` skips the check and is accepted only for
 a coordinator on a loopback address (the local demo without TLS).
 
+Integrity net: an answer computed on material that the two parties did not
+share (a fault no other check caught) decodes to logits spread over the whole
+fixed-point range, about +-2^47. :func:`open_output` refuses logits beyond
+``PLAUSIBLE_LOGIT`` (2^20, far above any trained classifier's logits and the
+measured ranges of ``benchmarks/numeric_safety.py``) with
+:class:`ImplausibleOutput`: a garbage answer passes only if every logit lands
+within +-2^20 by chance, about 2^-27 per logit. It costs one comparison per
+logit on the client, nothing online. :meth:`PrivateClient.classify` asks once
+more with a freshly sealed request when it happens, and counts it
+(``PrivateClient.implausible``).
+
+Retries: ``classify`` sends the same sealed request again, after the
+answer's Retry-After, when the coordinator answers 503 (queue full, a party
+or the dealer unavailable, mismatched material): safe, because a party
+records a request as used only once it has computed its answer, and refuses
+it after that (409), so a box is answered at most once. It never retries a
+409, a 4xx or a 504, and retries at most ``retries`` times within the
+request's deadline.
+
 The same functions serve the coordinator's demo mode, where it plays this
 client itself (and says so in its response).
 """
@@ -56,12 +75,18 @@ from mpcvit.sealing import BoxContext, KeyPair, Sealed, generate_keypair, open_t
 log = logging.getLogger(__name__)
 
 DEFAULT_PRECISION_BITS = 16
+PLAUSIBLE_LOGIT = float(2**20)  # beyond it an opened logit is garbage (module docstring, "Integrity net")
+DEFAULT_RETRIES = 2
 MAX_IMAGE_PIXELS = 4096 * 4096
 ImageLike = str | Path | bytes | Image.Image | np.ndarray | torch.Tensor
 
 
 class ImageError(ValueError):
     """The input is not an image this model can take."""
+
+
+class ImplausibleOutput(RuntimeError):
+    """The opened logits are outside any plausible range: the parties computed on material that did not match."""
 
 
 class ServerError(RuntimeError):
@@ -206,7 +231,16 @@ def open_output(
     )
     if y0.shape != y1.shape:
         raise ValueError(f"output shares disagree in shape: {tuple(y0.shape)} vs {tuple(y1.shape)}")
-    return reconstruct_fixed_point(y0, y1, precision_bits)
+    return check_plausible(reconstruct_fixed_point(y0, y1, precision_bits))
+
+
+def check_plausible(logits: torch.Tensor, bound: float = PLAUSIBLE_LOGIT) -> torch.Tensor:
+    """``logits`` if every one is finite and within +-``bound``; else :class:`ImplausibleOutput` (never returned)."""
+    largest = float(logits.abs().max()) if logits.numel() else 0.0
+    if not math.isfinite(largest) or largest > bound:
+        raise ImplausibleOutput(f"the opened logits reach {largest:.3g}, beyond any plausible {bound:.3g}: the parties' "
+                                "answer is garbage (their material did not match); it was not used")
+    return logits
 
 
 # -- JSON wire format (base64 for bytes) ---------------------------------------
@@ -306,6 +340,9 @@ class PrivateClient:
         self._headers = headers
         self._pinned_keys = party_keys
         self._models: dict[str, dict[str, Any]] | None = None
+        self.retries = DEFAULT_RETRIES
+        self.implausible = 0  # answers refused by the integrity net (module docstring)
+        self.retried = 0  # requests sent again after a 503
 
     def close(self) -> None:
         self._http.close()
@@ -329,6 +366,25 @@ class PrivateClient:
                 detail = r.text
             raise ServerError(r.status_code, str(detail))
         return r.json()
+
+    def _post_retrying(self, body: dict[str, Any], deadline_unix_ms: int | None) -> Any:
+        """POST ``body`` to /v1/classify; the same body again after a 503's Retry-After (see "Retries" above)."""
+        import time
+
+        for attempt in range(self.retries + 1):
+            r = self._http.post("/v1/classify", json=body, headers=self._headers)
+            if r.status_code != 503 or attempt == self.retries:
+                return self._check(r)
+            try:
+                wait = min(float(r.headers.get("retry-after", 1)), 5.0)
+            except ValueError:
+                wait = 1.0
+            if deadline_unix_ms is not None and time.time() + wait >= deadline_unix_ms / 1000.0:
+                return self._check(r)
+            self.retried += 1
+            log.info("the coordinator answered 503 (%s); sending the same sealed request again in %.1f s", r.text[:120], wait)
+            time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def models(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
         """The coordinator's models by name (input shape, classes, precision, accuracy, costs); cached unless ``refresh``."""
@@ -377,10 +433,18 @@ class PrivateClient:
         bits = int(info.get("precision_bits") or DEFAULT_PRECISION_BITS)
         x = preprocess(image, info["input_shape"])
         t0 = time.perf_counter()
-        req = seal_input(x, keys, bits, model=info["name"])
-        r = self._http.post("/v1/classify", json=request_to_json(info["name"], req, deadline_unix_ms), headers=self._headers)
-        body = self._check(r)
-        logits = open_output(req, [sealed_from_json(s) for s in body["output_shares"]], keys, bits)
+        for attempt in range(2):  # a second, freshly sealed request only after an implausible answer
+            req = seal_input(x, keys, bits, model=info["name"])
+            body = self._post_retrying(request_to_json(info["name"], req, deadline_unix_ms), deadline_unix_ms)
+            try:
+                logits = open_output(req, [sealed_from_json(s) for s in body["output_shares"]], keys, bits)
+                break
+            except ImplausibleOutput:
+                self.implausible += 1
+                log.warning("request %s: the answer's logits were implausible (garbage); %s", req.request_id,
+                            "asking once more" if attempt == 0 else "giving up")
+                if attempt == 1:
+                    raise
         seconds = time.perf_counter() - t0
         return make_result(info, req.request_id, logits, body.get("costs", {}), body.get("queue_seconds", 0.0), body.get("batch_size", 1), seconds)
 

@@ -209,6 +209,7 @@ class Coordinator:
         self._epoch = secrets.token_hex(8)  # names this coordinator's ticket series (never reused after a restart)
         self._tickets: dict[str, int] = {}  # series -> the next dealer batch number
         self.material_mismatches = 0  # forwards whose parties held different dealer material (each retried once)
+        self.implausible_answers = 0  # demo-mode answers the integrity net refused (mpcvit.client.check_plausible)
 
     @property
     def parties(self) -> tuple[PartyClient, PartyClient]:
@@ -559,6 +560,7 @@ class Coordinator:
         except MaterialMismatch as exc:  # both parties aborted before computing on it; a new ticket names fresh material
             log.warning("%s: the parties' dealer material did not match (%s); retrying once on fresh material", pair, exc)
             self.material_mismatches += 1
+            self.metrics.material_mismatches.labels(model).inc()
             await self._forward(entry, batch, pair)
 
     async def _forward(self, entry: ModelEntry, batch: list[PendingItem], pair: PartyPair) -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from mpcvit.client import ImageError, ImageLike, decode_image, open_output, preprocess, seal_input, softmax
+from mpcvit.client import ImageError, ImageLike, ImplausibleOutput, decode_image, open_output, preprocess, seal_input, softmax
 from mpcvit.sealing import SealError
 from server.catalog import ModelEntry
 from server.coordinator import Coordinator, PendingItem
@@ -147,6 +147,10 @@ async def classify_plaintext(coordinator: Coordinator, model: str, image: ImageL
         logits = open_output(sealed, result.output_shares, keys, result.precision_bits)
     except SealError as exc:
         raise PartyFailed(f"a party's output share does not open: {exc}") from exc
+    except ImplausibleOutput as exc:  # the integrity net (mpcvit.client): counted, never returned
+        coordinator.implausible_answers += 1
+        coordinator.metrics.implausible.labels(model).inc()
+        raise PartyFailed(f"the secure answer was garbage and was not returned: {exc}") from exc
     probs = softmax(logits)
     idx = int(np.argmax(probs))
     classes = entry.classes

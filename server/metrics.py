@@ -33,6 +33,10 @@ class Metrics:
         self.bytes = Counter("mpcvit_bytes", "bytes sent by both parties in secure forwards", ["model"], registry=r)
         self.forward_seconds = Histogram("mpcvit_secure_forward_seconds", "wall time of one secure forward", ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.errors = Counter("mpcvit_errors", "failed requests by kind", ["kind"], registry=r)
+        self.material_mismatches = Counter("mpcvit_material_mismatches", "secure forwards whose parties held different dealer "
+                                           "material (aborted before answering, retried once)", ["model"], registry=r)
+        self.implausible = Counter("mpcvit_implausible_answers", "demo-mode answers refused by the integrity net "
+                                   "(garbage logits, never returned)", ["model"], registry=r)
         self.queue_length = Gauge("mpcvit_queue_length", "requests waiting for a secure forward", registry=r)
         self.pairs_in_rotation = Gauge("mpcvit_party_pairs_in_rotation", "party pairs that take sessions now", registry=r)
 

@@ -59,7 +59,14 @@ def test_a_party_refuses_replayed_boxes_before_opening_them() -> None:
         return control_pb2.InferItem(request_id=request_id, client_public_key=client_key.public, input_share=sealed)
 
     first = item("a")
-    assert Party._open_inputs(party, [first], "m", spec).shape == (1, 1, 2, 2)  # type: ignore[arg-type]
+    x, held = Party._open_inputs(party, [first], "m", spec)  # type: ignore[arg-type]
+    assert x.shape == (1, 1, 2, 2)
+    with pytest.raises(PartyError, match="running now") as err:  # held by its running forward: not a replay yet
+        Party._open_inputs(party, [first], "m", spec)  # type: ignore[arg-type]
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    party.replays.release(held)  # the forward failed: the same box may come again
+    x, held = Party._open_inputs(party, [first], "m", spec)  # type: ignore[arg-type]
+    party.replays.commit(held)  # answered: from now on a replay
     for name, items in {"same box": [first], "same request id": [item("a", generate_keypair())],
                         "same client key": [item("b")], "repeat inside a batch": [item("c", k := generate_keypair()), item("d", k)]}.items():
         with pytest.raises(PartyError, match="replayed") as err:
@@ -69,6 +76,6 @@ def test_a_party_refuses_replayed_boxes_before_opening_them() -> None:
     fresh = generate_keypair()
     with pytest.raises(PartyError, match="does not open"):
         Party._open_inputs(party, [item("e", fresh)], "other-model", spec)  # type: ignore[arg-type]
-    Party._open_inputs(party, [item("e", fresh)], "m", spec)  # type: ignore[arg-type]
+    party.replays.commit(Party._open_inputs(party, [item("e", fresh)], "m", spec)[1])  # type: ignore[arg-type]
     party.replays.window_s = -1.0
     Party._open_inputs(party, [first], "m", spec)  # type: ignore[arg-type]

@@ -14,9 +14,10 @@ not run keeps what the file already holds):
   the 1/N scalings of the attentions, and the fss GeLU's sign gate on x,
   x - 4, x + 4), against the ring's valid bound 2^(k-1+t-f) - 2^(t-f)
   (``protocols.sign.valid_bound``); the input domains of softmax's exp
-  (x >= -2^(n+1)) and of the Newton starts; and, for models with LayerNorm, a bound on the GeLU input
-  and on the attention scores that holds for EVERY input (|LN(x)| has norm
-  <= sqrt(C), so |fc1(LN(x))_j| <= sqrt(C) |W'_j| + |b'_j|).
+  (x >= -2^(n+1)) and of the Newton starts; and, for models with
+  LayerNorm, a bound on the GeLU input and on the attention scores that holds
+  for EVERY input (|LN(x)| has norm <= sqrt(C), so |fc1(LN(x))_j| <=
+  sqrt(C) |W'_j| + |b'_j|).
 * ``expected`` (secure, two party processes, ``protocols.probe``): per local
   truncation site, the expected number of catastrophic truncation failures
   per inference, sum |z| / 2^64, on real test images for one checkpoint per

@@ -70,11 +70,14 @@ PUBLISHED = {
 TARGET = {"rounds": 600, "gib": 5.0, "note": "the project's target for ViT-B/16 (issue 16): both parties' online bytes"}
 
 
-def preset_spec(name: str, depth: int | None = None) -> tuple[ArchSpec, dict[str, Any]]:
-    """The timm preset as the project's ArchSpec (softmax heads, GeLU, timm's LayerNorm epsilon) and its meta."""
+def preset_spec(name: str, depth: int | None = None, img_size: int | None = None) -> tuple[ArchSpec, dict[str, Any]]:
+    """The timm preset as the project's ArchSpec (softmax heads, GeLU, timm's LayerNorm epsilon) and its meta.
+
+    ``img_size`` (``--smoke``) replaces the preset's 224 px: fewer tokens, the same widths.
+    """
     p = PRESETS[name]
     L = depth or p.depth
-    spec = ArchSpec(img_size=p.img_size, in_chans=3, patch_size=p.patch_size, num_classes=1000, embed_dim=p.embed_dim,
+    spec = ArchSpec(img_size=img_size or p.img_size, in_chans=3, patch_size=p.patch_size, num_classes=1000, embed_dim=p.embed_dim,
                     depth=L, num_heads=p.num_heads, mlp_dim=4 * p.embed_dim, attn=tuple(("softmax",) * p.num_heads for _ in range(L)),
                     act=("gelu",) * L, norm_eps=1e-6, name=name)
     return spec, {"normalisation": {"mean": list(p.mean), "std": list(p.std)}}
@@ -166,11 +169,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="blocks of the plain-CrypTen run (default: the measured depth), scaled to the full depth when fewer")
     parser.add_argument("--timeout", type=float, default=3000.0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a check that the script runs, in seconds: the preset's widths on 32 px images (4 patches) and 2 blocks "
+                             "(tests/benchmarks/test_smoke.py); not a measurement")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t_start = time.perf_counter()
 
-    spec, meta = preset_spec(args.model)
+    small = {"depth": 2, "img_size": 32} if args.smoke else {}
+    spec, meta = preset_spec(args.model, **small)
     L = spec.depth
     K = args.measure_depth if 0 < args.measure_depth < L else 0
     doc: dict[str, Any] = {
@@ -184,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the whole model's plan; 2. a measured forward (whole, or K and 2K blocks)
     if K:
         full = two_party(spec, meta, forward=False, timeout=args.timeout)
-        cut = [two_party(preset_spec(args.model, d)[0], meta, forward=True, timeout=args.timeout) for d in (K, 2 * K)]
+        cut = [two_party(preset_spec(args.model, d, small.get("img_size"))[0], meta, forward=True, timeout=args.timeout)
+               for d in (K, 2 * K)]
         per_block = (max(p["forward"]["seconds"] for p in cut[1]) - max(p["forward"]["seconds"] for p in cut[0])) / K
         first = max(p["forward"]["seconds"] for p in cut[0])  # embed, K - 1 full blocks, the last block, head
         compute = first + (L - K) * per_block

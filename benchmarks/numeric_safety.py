@@ -11,11 +11,13 @@ not run keeps what the file already holds):
   (GeLU's |x| > 4 test, ReLU activations, ReLU-softmax and THE-X attention,
   softmax's max tree, the Newton starts of reciprocal and inv_sqrt, with the
   runtime's pre-scaling: ln_prescale for LayerNorm's variance, the sums and
-  the 1/N scalings of the attentions), against the ring's valid bound
-  2^(k-1+t-f); the input domains of softmax's exp (x >= -2^(n+1)) and of the
-  Newton starts; and, for models with LayerNorm, a bound on the GeLU input
-  and on the attention scores that holds for EVERY input (|LN(x)| has norm
-  <= sqrt(C), so |fc1(LN(x))_j| <= sqrt(C) |W'_j| + |b'_j|).
+  the 1/N scalings of the attentions, and the fss GeLU's sign gate on x,
+  x - 4, x + 4), against the ring's valid bound 2^(k-1+t-f) - 2^(t-f)
+  (``protocols.sign.valid_bound``); the input domains of softmax's exp
+  (x >= -2^(n+1)) and of the Newton starts; and, for models with
+  LayerNorm, a bound on the GeLU input and on the attention scores that holds
+  for EVERY input (|LN(x)| has norm <= sqrt(C), so |fc1(LN(x))_j| <=
+  sqrt(C) |W'_j| + |b'_j|).
 * ``expected`` (secure, two party processes, ``protocols.probe``): per local
   truncation site, the expected number of catastrophic truncation failures
   per inference, sum |z| / 2^64, on real test images for one checkpoint per
@@ -29,6 +31,12 @@ not run keeps what the file already holds):
 * ``empirical`` (secure, ``protocols.evaluate``'s party function): N secure
   inferences on test images; images whose logits differ from plaintext by
   more than 1 anywhere, per setting.
+
+``--smoke`` runs every part in seconds (``tests/benchmarks/test_smoke.py``):
+the digits checkpoints only (16 test images each for ranges), vit_2_4_8 for
+expected (2 images; its "7_4_32 random" model at 2_4_8) and empirical (2
+images), the costs of vit_2_4_8; it writes only to an ``--out`` that is not
+the committed report.
 """
 
 from __future__ import annotations
@@ -47,7 +55,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from mpcvit.prg import new_key  # noqa: E402
 from protocols.local import run_two_party  # noqa: E402
+from protocols.sign import valid_bound  # noqa: E402
 
 CHECKPOINT_DIRS = ("checkpoints/fashion-mnist", "checkpoints/digits")
 PROBE_MODELS = ("vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28", "relu_4_4_28", "scale_4_4_28",
@@ -55,6 +65,12 @@ PROBE_MODELS = ("vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28", "relu_4_4_28", 
 # name -> SecureConfig overrides; "head" is the same empty override run on a checkout of the code before
 # this change (benchmarks/numeric_safety.py and protocols/probe.py copied in), so it measures the old defaults
 SETTINGS = {"after": {}, "ablation": {"lower_bits": 0, "exp_offsets": False}, "head": {}}
+COST_VARIANTS = ("vit", "mpcformer", "thex", "relu", "scale", "mpcvit", "mpcvitplus")
+# where each part looks; --smoke swaps in SMOKE_SCOPE (the digits checkpoints, the smallest shape)
+SCOPE = {"checkpoint_dirs": CHECKPOINT_DIRS, "probe_dir": "checkpoints/fashion-mnist", "dataset": "fashion-mnist",
+         "big_shape": "7_4_32", "cost_shape": "7_4_32", "cost_variants": COST_VARIANTS}
+SMOKE_SCOPE = {"checkpoint_dirs": ("checkpoints/digits",), "probe_dir": "checkpoints/digits", "dataset": "digits",
+               "big_shape": "2_4_8", "cost_shape": "2_4_8", "cost_variants": ("vit",)}
 
 
 def _log(msg: str) -> None:
@@ -72,7 +88,7 @@ class _Site:
     def __init__(self, ring: tuple[int, int] | None, f: int) -> None:
         self.max_abs = 0.0
         self.values = 0
-        self.bound = 2.0 ** (ring[0] - 1 + ring[1] - f) if ring else None
+        self.bound = valid_bound(*ring) / 2.0**f if ring else None
         self.ring = ring
         self.lo = math.inf
         self.hi = -math.inf
@@ -207,6 +223,8 @@ def ranges_for(ckpt: Path, batch: int = 500, limit: int | None = None) -> dict[s
                 if spec.act[l] == "gelu" and not spec.mlp_is_linear(l):
                     test = torch.stack([GELU_T - ha, ha + GELU_T])
                     site("GeLU range test (4 - x, x + 4)", cfg.gelu_compare).add(test.reshape(-1), ha.reshape(-1))
+                    gate = torch.stack([ha, ha - GELU_T, ha + GELU_T])  # the fss GeLU's shifts 0, 4, -4
+                    site("GeLU sign gate (x, x - 4, x + 4)", cfg.gelu_gate).add(gate.reshape(-1), ha.reshape(-1))
                 elif spec.act[l] == "relu":
                     site("ReLU activation", cfg.relu_compare).add(ha.reshape(-1))
                 t = t + blk.mlp(blk.norm2(t))
@@ -217,11 +235,11 @@ def ranges_for(ckpt: Path, batch: int = 500, limit: int | None = None) -> dict[s
     return out
 
 
-def run_ranges(limit: int | None) -> dict[str, Any]:
+def run_ranges(limit: int | None, scope: dict[str, Any] = SCOPE) -> dict[str, Any]:
     from protocols.config import DEFAULT_CONFIG as cfg
 
     models: dict[str, Any] = {}
-    for d in CHECKPOINT_DIRS:
+    for d in scope["checkpoint_dirs"]:
         for ckpt in sorted((ROOT / d).iterdir()):
             if not (ckpt / "arch.json").exists():
                 continue
@@ -240,19 +258,20 @@ def run_ranges(limit: int | None) -> dict[str, Any]:
         w["margin"] = w["bound"] / w["max_abs"] if w["bound"] and w["max_abs"] else None
     cert = {k: max((m.get("certified", {}).get(k, 0.0) for m in models.values()), default=0.0)
             for k in ("gelu_input", "attention_score")}
-    return {"rings": {"gelu": list(cfg.gelu_compare), "relu": list(cfg.relu_compare), "range": list(cfg.range_compare)},
+    return {"rings": {"gelu": list(cfg.gelu_compare), "gelu_gate": list(cfg.gelu_gate), "relu": list(cfg.relu_compare),
+                      "range": list(cfg.range_compare)},
             "worst": worst, "certified_worst": cert, "models": models}
 
 
 # -- expected failures: the probe in a secure run ---------------------------------------------------
-def _probe_party(rank: int, model: Any, meta: Any, setting: str, seed: int, shares: list[torch.Tensor]) -> dict[str, Any]:
+def _probe_party(rank: int, model: Any, meta: Any, setting: str, master_key: bytes, shares: list[torch.Tensor]) -> dict[str, Any]:
     from protocols.probe import Probe, probing
     from protocols.providers import DealerProvider, InProcessDealer, install_provider
     from protocols.runtime import SecureViT
 
     install_provider(DealerProvider(rank))
     secure = SecureViT.share(model if rank == 0 else None, model.spec, meta if rank == 0 else None, owner=0,
-                             config=_config(setting), batch_source=InProcessDealer(seed))
+                             config=_config(setting), batch_source=InProcessDealer(master_key))
     probe = Probe()
     for s in shares:
         secure.plan(int(s.shape[0]))  # the dry run outside the probe
@@ -264,13 +283,12 @@ def _probe_party(rank: int, model: Any, meta: Any, setting: str, seed: int, shar
 def _probe(model: Any, meta: Any, images: torch.Tensor, setting: str, batch: int) -> dict[str, Any]:
     from mpcvit.sealing import share_fixed_point
 
-    gen = torch.Generator().manual_seed(0)
     s0, s1 = [], []
-    for i in range(0, len(images), batch):
-        a, b = share_fixed_point(images[i : i + batch], 16, generator=gen)
+    for i in range(0, len(images), batch):  # a fresh key from the OS per split (the cryptographic PRG)
+        a, b = share_fixed_point(images[i : i + batch], 16)
         s0.append(a)
         s1.append(b)
-    p, _ = run_two_party(_probe_party, model.eval(), meta, setting, 0, rank_args=((s0,), (s1,)), timeout=7200)
+    p, _ = run_two_party(_probe_party, model.eval(), meta, setting, new_key(), rank_args=((s0,), (s1,)), timeout=7200)
     n = len(images)
     sites = {k: {**v, "per_inference": v["expected_failures"] / n, "elements_per_inference": v["elements"] / n}
              for k, v in p["truncations"].items()}
@@ -290,19 +308,20 @@ def _extrapolate(small: dict[str, Any], big: dict[str, Any]) -> dict[str, Any]:
     return {"expected_per_inference": total, "sites": per_site}
 
 
-def run_expected(n_images: int, batch: int, models: list[str], settings: list[str]) -> dict[str, Any]:
+def run_expected(n_images: int, batch: int, models: list[str], settings: list[str],
+                 scope: dict[str, Any] = SCOPE) -> dict[str, Any]:
     from mpcvit.checkpoint import load_checkpoint
     from mpcvit.data import load_dataset
     from mpcvit.models.registry import create_model
 
-    images, _ = load_dataset("fashion-mnist", "test").tensors
+    images, _ = load_dataset(scope["dataset"], "test").tensors
     images = images[:n_images]
     out: dict[str, Any] = {"images_4_4_28": n_images, "models": {}}
     for name in models:
-        model, meta = load_checkpoint(ROOT / "checkpoints/fashion-mnist" / name)
+        model, meta = load_checkpoint(ROOT / scope["probe_dir"] / name)
         variant = name.split("_")[0]
         torch.manual_seed(0)
-        big = create_model(f"{variant}_7_4_32", **({"attn": model.spec.attn + model.spec.attn[-1:] * 3,
+        big = create_model(f"{variant}_{scope['big_shape']}", **({"attn": model.spec.attn + model.spec.attn[-1:] * 3,
                                                     "act": model.spec.act + model.spec.act[-1:] * 3,
                                                     "act_tokens": None} if variant in ("mpcvit", "mpcvitplus") else {}))
         big_images = torch.rand(2, *big.spec.input_shape, generator=torch.Generator().manual_seed(0))
@@ -320,15 +339,15 @@ def run_expected(n_images: int, batch: int, models: list[str], settings: list[st
 
 
 # -- empirical: many secure inferences, images with a catastrophic logit error -------------------------
-def run_empirical(name: str, n_images: int, batch: int, settings: list[str]) -> dict[str, Any]:
+def run_empirical(name: str, n_images: int, batch: int, settings: list[str], scope: dict[str, Any] = SCOPE) -> dict[str, Any]:
     from mpcvit.checkpoint import load_checkpoint, normalise_input
     from mpcvit.data import load_dataset
     from mpcvit.sealing import reconstruct_fixed_point, share_fixed_point
     from protocols.evaluate import _party
 
-    model, meta = load_checkpoint(ROOT / "checkpoints/fashion-mnist" / name)
+    model, meta = load_checkpoint(ROOT / scope["probe_dir"] / name)
     model = model.eval()
-    images, _ = load_dataset("fashion-mnist", "test").tensors
+    images, _ = load_dataset(scope["dataset"], "test").tensors
     images = images[:n_images]
     with torch.no_grad():
         plain = model(normalise_input(images.float(), meta))
@@ -340,13 +359,12 @@ def run_empirical(name: str, n_images: int, batch: int, settings: list[str]) -> 
         errors = []
         for start in range(0, n_images, chunk):
             part = images[start : start + chunk]
-            gen = torch.Generator().manual_seed(1000 + start)
             s0, s1 = [], []
-            for i in range(0, len(part), batch):
-                a, b = share_fixed_point(part[i : i + batch], config.precision_bits, generator=gen)
+            for i in range(0, len(part), batch):  # a fresh key from the OS per split (the cryptographic PRG)
+                a, b = share_fixed_point(part[i : i + batch], config.precision_bits)
                 s0.append(a)
                 s1.append(b)
-            r0, r1 = run_two_party(_party, model, meta, config, start, rank_args=((s0,), (s1,)), timeout=7200)
+            r0, r1 = run_two_party(_party, model, meta, config, new_key(), rank_args=((s0,), (s1,)), timeout=7200)
             private = torch.cat([reconstruct_fixed_point(torch.tensor(a), torch.tensor(b), config.precision_bits).double()
                                  for a, b in zip(r0["logit_shares"], r1["logit_shares"])])
             err = (private - plain[start : start + chunk].double()).abs().amax(1)
@@ -362,11 +380,11 @@ def run_empirical(name: str, n_images: int, batch: int, settings: list[str]) -> 
 
 
 # -- costs: rounds and bytes of one forward per variant at 7_4_32 -------------------------------------
-def run_costs(setting: str) -> dict[str, Any]:
+def run_costs(setting: str, scope: dict[str, Any] = SCOPE) -> dict[str, Any]:
     from benchmarks.secure_costs import _party as costs_party
 
-    names = [f"{v}_7_4_32" for v in ("vit", "mpcformer", "thex", "relu", "scale", "mpcvit", "mpcvitplus")]
-    reports, _ = run_two_party(costs_party, names, 1, timeout=3000)
+    names = [f"{v}_{scope['cost_shape']}" for v in scope["cost_variants"]]
+    reports, _ = run_two_party(costs_party, names, 1, new_key(), timeout=3000)
     _log(f"costs {setting}: " + ", ".join(f"{r['model']} {r['rounds']} rounds {r['bytes']} bytes" for r in reports))
     return {setting: {r["model"]: {"rounds": r["rounds"], "bytes": r["bytes"]} for r in reports}}
 
@@ -411,8 +429,8 @@ def _summary(r: dict[str, Any]) -> str:
                 thex["min"] = min(thex["min"], v["min"])
         out.append(f"* **Comparison ranges.** Over every committed checkpoint and its whole test split, the smallest "
                    f"margin of a comparison input to its ring's bound is {_g(worst[1]['margin'])}x ({worst[0]}, "
-                   f"{worst[1]['model']}). GeLU's range test moved from ring (16, 12) (valid |x| < 2048; gelu(3000) came "
-                   f"out 0) to (16, 14) (valid |x| < 8192, same 6 rounds, same bytes): largest test input "
+                   f"{worst[1]['model']}). GeLU's range test moved from ring (16, 12) (valid |x| <= 2048 - 2^-4; gelu(3000) "
+                   f"came out 0) to (16, 14) (valid |x| <= 8192 - 2^-2, same 6 rounds, same bytes): largest test input "
                    f"{_g(g.get('max_abs'), 4)}, and for LayerNorm models no image can push the GeLU input past "
                    f"{_g(cw.get('gelu_input'), 3)} (bound from the weights). Newton starts: the reciprocal's domain "
                    f"[2^-12, 2^12] was too small for THE-X ((sum + eps) / N up to {_g(thex['max'], 5)}, "
@@ -473,20 +491,23 @@ def markdown(r: dict[str, Any]) -> str:
         add("## 1. Comparison inputs against their ring's valid range\n")
         add(f"Plaintext float64 mirror of what the secure runtime feeds each comparison, over the whole test split of "
             f"every committed checkpoint ({len(rg['models'])} models: checkpoints/fashion-mnist 10,000 images each, "
-            "checkpoints/digits 360). A comparison on ring (k, t) is exact for |x| < 2^(k-1+t-16) (real units); "
-            "beyond, the bit is garbage. Margin = bound / largest |x| seen (worst model).\n")
-        add("| comparison site | ring (k, t) | valid for abs(x) < | largest abs(x) | worst model | margin |")
+            "checkpoints/digits 360). A comparison on ring (k, t) is exact for |x| <= 2^(k-1+t-16) - 2^(t-16) (real "
+            "units; `protocols.sign.valid_bound`: the carry (DCF sign gate) or borrow (ring circuit) out of the t "
+            "dropped bits costs the last 2^(t-16) of 2^(k-1+t-16)); beyond, the bit is garbage. The fss GeLU's sign gate "
+            "compares x, x - 4 and x + 4 (the default, `gelu = \"fss\"`); the range test 4 -+ x is the circuits' "
+            "(`gelu = \"poly\"`). Margin = bound / largest |x| seen (worst model).\n")
+        add("| comparison site | ring (k, t) | valid for abs(x) <= | largest abs(x) | worst model | margin |")
         add("|---|---|---:|---:|---|---:|")
         for site, w in sorted(rg["worst"].items()):
             if w.get("bound") is None or "start" in site:
                 continue
             ring = next(m["sites"][site]["ring"] for m in rg["models"].values() if site in m["sites"])
-            add(f"| {site} | ({ring[0]}, {ring[1]}) | {_g(w['bound'], 6)} | {_g(w['max_abs'], 4)} | {w['model']} | "
+            add(f"| {site} | ({ring[0]}, {ring[1]}) | {_g(w['bound'], 10)} | {_g(w['max_abs'], 4)} | {w['model']} | "
                 f"{_g(w['margin'], 3)}x |")
         add("")
         add("The Newton starts compare x with public thresholds t_j = 2^(lo + j/2) < 2^hi on the ring (32, 2) "
-            "(valid for |t_j - x| < 2^17): with hi <= 16 the thresholds are in range, and so is t_j - x for every "
-            "0 < x < 2^17. What the data must respect is the start's domain [2^lo, 2^hi]: above it the start is too "
+            "(valid for |t_j - x| <= 2^17 - 2^-14): with hi <= 16 the thresholds are in range, and so is t_j - x for "
+            "every 0 < x <= 2^17 - 2^-14. What the data must respect is the start's domain [2^lo, 2^hi]: above it the start is too "
             "large and Goldschmidt / Newton diverge (e_0 < -1), below it they converge only partly. Margins: 2^hi / "
             "max and min / 2^lo (the softmax sum lies in [1, N] by construction):\n")
         add("| value | domain | measured min | measured max | margin above | margin below |")
@@ -625,7 +646,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="ranges,expected,empirical,costs",
                         help="comma-separated: ranges, expected, empirical, costs (rounds and bytes at 7_4_32), md "
@@ -638,14 +659,24 @@ def main() -> int:
     parser.add_argument("--empirical-images", type=int, default=1000, help="secure inferences for empirical")
     parser.add_argument("--settings", default="after", help=f"comma-separated, of {', '.join(SETTINGS)} (see the docstring)")
     parser.add_argument("--batch-size", type=int, default=50, help="images per secure forward")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="every part in seconds on the digits checkpoints (see the docstring)")
+    args = parser.parse_args(argv)
+    scope = SCOPE
+    if args.smoke:
+        if Path(args.out).resolve() == (ROOT / "results/numeric_safety.json").resolve():
+            parser.error("--smoke writes a throwaway report: give another --out")
+        scope = SMOKE_SCOPE
+        args.range_limit, args.probe_images, args.empirical_images, args.batch_size = 16, 2, 2, 2
+        args.probe_models = args.empirical_model = "vit_2_4_8"
     torch.set_num_threads(1)
     out_path = Path(args.out)
     result: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if set(parts) - {"md"}:
         result.setdefault("commands", [])
-        result["commands"].append("python benchmarks/numeric_safety.py " + " ".join(sys.argv[1:]))
+        command = "python benchmarks/numeric_safety.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        if result["commands"][-1:] != [command]:  # the same command again replaces its part: listed once
+            result["commands"].append(command)
     settings = [x for x in args.settings.split(",") if x]
     unknown = set(settings) - set(SETTINGS)
     if unknown:
@@ -663,19 +694,19 @@ def main() -> int:
         out_path.write_text(json.dumps(result, indent=1) + "\n")
 
     if "ranges" in parts:
-        result["ranges"] = fresh["ranges"] = run_ranges(args.range_limit)
+        result["ranges"] = fresh["ranges"] = run_ranges(args.range_limit, scope)
         save()
     if "expected" in parts:
         result["expected"] = _merge(result.get("expected", {}),
-                                    run_expected(args.probe_images, args.batch_size, args.probe_models.split(","), settings))
+                                    run_expected(args.probe_images, args.batch_size, args.probe_models.split(","), settings, scope))
         save()
     if "costs" in parts:
         for setting in settings:
-            result["costs"] = _merge(result.get("costs", {}), run_costs(setting))
+            result["costs"] = _merge(result.get("costs", {}), run_costs(setting, scope))
         save()
     if "empirical" in parts:
         result["empirical"] = _merge(result.get("empirical", {}),
-                                     run_empirical(args.empirical_model, args.empirical_images, args.batch_size, settings))
+                                     run_empirical(args.empirical_model, args.empirical_images, args.batch_size, settings, scope))
         save()
     if "md" in parts:
         out_path.with_suffix(".md").write_text(markdown(result))

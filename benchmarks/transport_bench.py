@@ -25,6 +25,10 @@ to gloo per size::
 
     python benchmarks/transport_bench.py --collective all_reduce --sizes 8.4e6,67e6 \
         --out results/transport_bench_collectives.json
+
+``--smoke`` (``tests/benchmarks/test_smoke.py``) checks that the forward mode
+runs, in seconds: vit_2_4_8, no warm-up, one repeat, gloo and gRPC with TLS
+only; not a measurement.
 """
 
 from __future__ import annotations
@@ -149,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true", help="with --collective: also measure gRPC with mutual TLS")
     parser.add_argument("--rounds", type=int, default=3, help="with --collective: turns of every transport (default 3)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "transport_bench.json")
+    parser.add_argument("--smoke", action="store_true", help="vit_2_4_8, one forward, gloo and grpc-tls only (see the docstring)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.model, args.warmup, args.repeats, args.unary = "vit_2_4_8", 0, 1, False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.collective:
         return collective_main(args, argv)
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
     shape = NETWORKS[args.network]
     rows = [measure("gloo", PairConfig(backend="gloo"), args)]
-    rows.append(measure("grpc", PairConfig(backend="grpc", shape=shape), args))
+    if not args.smoke:
+        rows.append(measure("grpc", PairConfig(backend="grpc", shape=shape), args))
     with tempfile.TemporaryDirectory() as certs:
         write_certs(certs)
         rows.append(measure("grpc-tls", PairConfig(backend="grpc", shape=shape, certs_dir=certs), args))

@@ -13,11 +13,17 @@ those bits carry no information. ``ltz`` compares on a k-bit ring instead:
    floor(x / 2^t) + w 2^(64-t) - d with d in {0, 1}; modulo 2^k (k + t <= 64)
    the wrap term vanishes, so a_0 + a_1 = y (mod 2^k) with
    y = floor(x / 2^t) - d, *always* (not only with high probability).
-2. *Sign of y*. If |x| < 2^(k-1+t) (in ring units; real values
-   |x| < 2^(k-1+t-f)), MSB_k(y) = [y < 0] = [x < 0] except for
+2. *Sign of y*. If -2^(k-1+t) + 2^t - 1 <= x < 2^(k-1+t) (in ring units; in
+   particular |x| <= 2^(k-1+t) - 2^t = ``valid_bound(k, t)``, real values
+   |x| <= 2^(k-1+t-f) - 2^(t-f)), MSB_k(y) = [y < 0] = [x < 0] except for
    0 <= x < 2^t, which may read as negative (an error of at most 2^(t-f) in
-   the real value that decides). MSB_k(a_0 + a_1) = a_0[k-1] ^ a_1[k-1] ^ c
-   with c the carry out of the low k-1 bits.
+   the real value that decides). The last 2^t - 1 at the negative end are
+   out: there floor(x / 2^t) = -2^(k-1) and the borrow d = 1 (possible unless
+   x mod 2^t = 2^t - 1) wraps y to 2^(k-1) - 1 (the one-round sign gate,
+   ``protocols.sign``, loses 2^t at the positive end to its carry instead;
+   both are valid for |x| <= ``valid_bound``).
+   MSB_k(a_0 + a_1) = a_0[k-1] ^ a_1[k-1] ^ c with c the carry out of the
+   low k-1 bits.
 3. *Carry* by a Kogge-Stone prefix over the k-1 low bits on XOR shares:
    G = a_0 & a_1 (the two parties' private inputs, 1 Beaver AND round),
    P = a_0 ^ a_1 (local), then for s = 1, 2, 4, ...:
@@ -62,6 +68,11 @@ from protocols.lockstep import SUM, XOR, Steps, run_one
 
 import crypten.communicator as comm  # noqa: E402  (after the compat shim)
 from crypten.mpc import MPCTensor  # noqa: E402
+
+
+def valid_bound(ring_bits: int, drop_bits: int) -> int:
+    """The largest |x| (ring units) whose sign ``ltz`` gets right (up to its 2^t error just above 0): 2^(k-1+t) - 2^t."""
+    return (1 << (ring_bits - 1 + drop_bits)) - (1 << drop_bits)
 
 
 def check_ring(ring_bits: int, drop_bits: int) -> None:
@@ -217,8 +228,8 @@ def bitmul_steps(bits: torch.Tensor, y: MPCTensor) -> Steps:
 def ltz(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 0) -> MPCTensor:
     """Shares (scale 1) of [x < 0] for every element of ``x``, compared on a ``ring_bits``-bit ring.
 
-    Exact when x <= -2^drop_bits or x >= 2^drop_bits ring units and
-    |x| < 2^(ring_bits - 1 + drop_bits); values in [0, 2^drop_bits) may read
+    Exact when x < 0 or x >= 2^drop_bits ring units and
+    |x| <= 2^(ring_bits - 1 + drop_bits) - 2^drop_bits (``valid_bound``); values in [0, 2^drop_bits) may read
     as negative. See the module docstring for the protocol and its cost.
     """
     return run_one(ltz_steps(x, ring_bits, drop_bits))

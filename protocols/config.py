@@ -69,9 +69,12 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   use the dealer's one-round DCF sign gate (``protocols.sign``): one opening
   of x + r, then local DCF evaluations, which also give x [x < d] (the ReLU's
   and the max's product) and any number of thresholds of the same x. ReLU,
-  the max tree's levels and the fss GeLU's gate on (20, 6): valid for
-  |x| < 2^9 = 512 (2x the certified bound of the scores' differences, 246;
-  40x the GeLU inputs' 12.2), error <= 2^-10 near 0; 19 DCF levels, a key of
+  the max tree's levels on (20, 6): valid for |x| <= 2^9 - 2^-10 (not 2^9:
+  the carry out of the t = 6 dropped bits can flip the bit in the last 2^-10,
+  ``sign.valid_bound``; 2x the certified bound of the scores' differences,
+  246), error <= 2^-10 near 0; the fss GeLU's gate on (24, 6) compares x, x - 4
+  and x + 4: valid for |x| <= 2^13 - 4 - 2^-10 (about 670x the GeLU inputs' 12.2);
+  19 DCF levels (ReLU / max), a key of
   79 words (632 bytes) per value and party. ``fss_max_values = 300000``: a
   call comparing more values uses the ring circuit instead (at batch 1 only
   the first level of the 9_12_64 max tree and its ReLU attention), bounding
@@ -83,14 +86,15 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   packed lanes instead of CrypTen's 64-bit circuit (``"crypten"``): 6-7 rounds
   instead of 8, 2-5 words opened per value instead of 27. Each use has its
   (ring bits k, dropped bits t): exact unless 0 <= x < 2^(t-16), valid for
-  |x| < 2^(k-1+t-16); outside, the bit is garbage (a wrong GeLU branch at
+  |x| <= 2^(k-1+t-16) - 2^(t-16) (the borrow out of the dropped bits costs the
+  last 2^(t-16) at the negative end); outside, the bit is garbage (a wrong GeLU branch at
   |x| >= 2048 with the former (16, 12) gave gelu(3000) = 0). GeLU's |x| > 4
-  test (16, 14): |x| < 8192 in 6 rounds; x within 1/4 below 4 may take the
+  test (16, 14): |x| <= 8192 - 2^-2 in 6 rounds; x within 1/4 below 4 may take the
   outer branch x/2 + |x|/2, which differs from GeLU by x Phi(-x) <= 3.3e-4
   there (the polynomial's own error is 5e-4); for models with LayerNorm the
   GeLU input is bounded for every image by sqrt(C) |W'_j| + |b'_j| (10.5 on
   the worst committed checkpoint; ``results/numeric_safety.md``). ReLU and max
-  of the circuits (32, 4): |x| < 2^19, error <= 2^-12. Newton starts (32, 2): |x| < 2^17, thresholds
+  of the circuits (32, 4): |x| <= 2^19 - 2^-12, error <= 2^-12. Newton starts (32, 2): |x - t_j| <= 2^17 - 2^-14, thresholds
   from 2^-14 at step 2^-14 (a start one bucket off is still within factor 2).
 * ``fixed_weight_masks = True``: every weight's Beaver mask b is drawn once
   per model load from the parties' model keys and D = W - b opened then
@@ -142,7 +146,7 @@ class SecureConfig:
     fss_max_values: int = 300_000  # a sign test on more values per call uses the ring circuit (bounds the dealer's material)
     gelu_compare: tuple[int, int] = (16, 14)  # (ring bits, dropped low bits) of protocols.compare.ltz
     relu_compare: tuple[int, int] = (20, 6)  # ReLU, ReLU-softmax, THE-X and softmax's max
-    gelu_gate: tuple[int, int] = (24, 6)  # the fss GeLU's sign gate (ReLU and clamp): valid for |x| < 8192
+    gelu_gate: tuple[int, int] = (24, 6)  # the fss GeLU's sign gate (ReLU and clamp at +-4): valid for |x| <= 8188 - 2^-10
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
     lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)
     exp_offsets: bool = True  # softmax's exp squares v - c, not v (False: CrypTen's exp)

@@ -659,7 +659,8 @@ def gelu_fss(x: MPCTensor) -> MPCTensor:
     the clamp needs no selection afterwards. P(u) = A(u) + u^4 B(u) with cubics
     A, B: round 2 u^2, round 3 u^3 and u^4, round 4 u^4 B(u). Every power of u
     lies in [0, 1], so the truncations are small. Ring ``gelu_gate`` (24, 6):
-    valid for |x| < 2^13, error <= 2^-10 where x is within 2^-10 below 0 or +-T.
+    valid for |x| <= 2^13 - T - 2^-10 (each shifted x -+ T within ``sign.valid_bound``),
+    error <= 2^-10 where x is within 2^-10 below 0 or +-T.
     Rounds: 4 (the circuits' ``gelu``: 6); ring elements opened per value and
     party: 1 (the gate) + 1 + 3 + 2 = 7 (``gelu``: about 9.3).
     Measured against torch's erf GeLU on [-8, 8]: ``tests/protocols/test_ops.py``.

@@ -7,7 +7,9 @@ the duration of a ``with`` block in BOTH party processes,
   and square of ``ops``) and CrypTen's ``ArithmeticSharedTensor.div_`` by a
   public integer (the local truncation of CrypTen's own products, squares,
   products with public reals and divisions), and
-* ``protocols.compare.msb_steps`` (the input of every small-ring comparison),
+* ``protocols.compare.msb_steps`` (the input of every small-ring comparison)
+  and ``protocols.sign.sign_steps`` (the one-round DCF sign gate: x - d_j
+  for each public shift d_j),
 
 so that each of these first reconstructs its input with an extra
 ``all_gather`` of the two shares (a measurement: the probe *opens* the
@@ -19,7 +21,11 @@ values, which the protocol never does) and records, per call site:
   around 2^64, which for uniform shares happens with probability |z| / 2^64),
   the number of wraps that really happened, and max |z|;
 * comparisons: the number of values, max |x| (real units) and how many lay
-  outside the ring's valid range |x| < 2^(k-1+t) ring units.
+  outside the ring's valid range |x| <= 2^(k-1+t) - 2^t ring units
+  (``compare.valid_bound``, ``sign.valid_bound``: not 2^(k-1+t), the carry or
+  borrow out of the t dropped bits costs the last 2^t).
+
+A sign-gate site is named like a circuit's, with ``[gate]`` appended.
 
 A call site is named after the innermost function of ``protocols/ops.py``
 (or ``compare.py``) on the stack and the ``protocols/runtime.py`` line that
@@ -36,14 +42,15 @@ from typing import Any
 
 import torch
 
-from protocols import compare, ops
+from protocols import compare, ops, sign
 from protocols.crypten_compat import crypten
 
 import crypten.communicator as comm  # noqa: E402
 from crypten.mpc.primitives import ArithmeticSharedTensor  # noqa: E402
 
 _HELPERS = {"_rescale", "beaver_steps", "square_steps", "beaver_products", "matmul", "<lambda>", "_record_truncation",
-            "_div_probe", "_rescale_probe", "_msb_probe", "msb_steps", "ltz", "run", "run_one", "parallel"}
+            "_div_probe", "_rescale_probe", "_msb_probe", "msb_steps", "ltz", "run", "run_one", "parallel",
+            "_sign_probe", "_record_compare"}
 
 
 def _site() -> str:
@@ -131,6 +138,7 @@ def probing(probe: Probe) -> Iterator[Probe]:
     orig_rescale = ops._rescale
     orig_div = ArithmeticSharedTensor.div_
     orig_msb = compare.msb_steps
+    orig_sign = sign.sign_steps
 
     def _rescale_probe(z: torch.Tensor, x: Any, y: Any) -> Any:
         sx, sy = x.encoder.scale, y.encoder.scale
@@ -145,22 +153,33 @@ def probing(probe: Probe) -> Iterator[Probe]:
             _record_truncation(self.share, d)
         return orig_div(self, y)
 
+    def _record_compare(x: Any, ring_bits: int, drop_bits: int, shifts: Any = (0,), suffix: str = "") -> None:
+        s0, s1 = _open(x._tensor.share)
+        z = (s0 + s1).reshape(1, -1) - torch.tensor(list(shifts), dtype=torch.int64).view(-1, 1)  # x - d_j
+        v = z.double().abs()
+        f = crypten.cfg.encoder.precision_bits
+        bound = compare.valid_bound(ring_bits, drop_bits)  # the same for sign.valid_bound
+        site = _active[-1].compares.setdefault(_site() + suffix, CompareSite())
+        site.values += v.numel()
+        site.max_abs = max(site.max_abs, float(v.max()) / 2.0**f if v.numel() else 0.0)
+        site.out_of_range += int((v > bound).sum())
+        site.ring = (ring_bits, drop_bits)
+        site.bound = bound / 2.0**f
+
     def _msb_probe(x: Any, ring_bits: int = 32, drop_bits: int = 0):  # noqa: ANN202 - a step protocol
         if _active:
-            s0, s1 = _open(x._tensor.share)
-            v = (s0 + s1).double().abs()
-            f = crypten.cfg.encoder.precision_bits
-            site = _active[-1].compares.setdefault(_site(), CompareSite())
-            site.values += v.numel()
-            site.max_abs = max(site.max_abs, float(v.max()) / 2.0**f if v.numel() else 0.0)
-            site.out_of_range += int((v >= 2.0 ** (ring_bits - 1 + drop_bits)).sum())
-            site.ring = (ring_bits, drop_bits)
-            site.bound = 2.0 ** (ring_bits - 1 + drop_bits - f)
+            _record_compare(x, ring_bits, drop_bits)
         return (yield from orig_msb(x, ring_bits, drop_bits))
+
+    def _sign_probe(x: Any, shifts: Any = (0,), ring_bits: int = 32, drop_bits: int = 4, product: bool = False):  # noqa: ANN202
+        if _active:
+            _record_compare(x, ring_bits, drop_bits, shifts, " [gate]")
+        return (yield from orig_sign(x, shifts, ring_bits, drop_bits, product))
 
     ops._rescale = _rescale_probe
     ArithmeticSharedTensor.div_ = _div_probe
     compare.msb_steps = _msb_probe
+    sign.sign_steps = _sign_probe
     _active.append(probe)
     try:
         yield probe
@@ -169,3 +188,4 @@ def probing(probe: Probe) -> Iterator[Probe]:
         ops._rescale = orig_rescale
         ArithmeticSharedTensor.div_ = orig_div
         compare.msb_steps = orig_msb
+        sign.sign_steps = orig_sign

@@ -10,10 +10,21 @@ Math. Fix the ring (n bits, t dropped bits) of the use, as in
 ``protocols.compare``. For a public shift d (ring units) let
 c_d = c - d (mod 2^64), c' = floor(c_d / 2^t) mod 2^n, r' = floor(r / 2^t)
 mod 2^n, and y = c' - r' (mod 2^n). Since c_d = (x - d) + r - w 2^64,
-y = floor((x - d) / 2^t) + k (mod 2^n) with a carry k in {0, 1}; so for
-|x - d| < 2^(n-1+t), y read as a signed n-bit number is negative exactly
-when x - d < 0, except that x - d in [-2^t, 0) may read as non-negative
-(an error of at most 2^t ring units where it matters). Write
+y = floor((x - d) / 2^t) + k (mod 2^n) with k = [(x - d mod 2^t) + (r mod
+2^t) >= 2^t] in {0, 1}, the carry out of the t dropped bits. y read as a
+signed n-bit number is negative exactly when x - d < 0 as long as the
+integer floor((x - d) / 2^t) + k does not leave [-2^(n-1), 2^(n-1)), except
+that x - d in [-2^t, 0) (floor -1, and k = 1) may read as non-negative (an
+error of at most 2^t ring units where it matters). At the top the carry
+matters: floor((x - d) / 2^t) = 2^(n-1) - 1 for x - d in
+[2^(n-1+t) - 2^t, 2^(n-1+t)), and with k = 1 (probability
+(x - d mod 2^t) / 2^t, about 1/2 over that interval) y = 2^(n-1) reads as
+negative. So the gate is valid for
+
+    -2^(n-1+t) <= x - d <= 2^(n-1+t) - 2^t,   in particular |x - d| <= 2^(n-1+t) - 2^t
+
+(``valid_bound``; ``tests/protocols/test_sign.py`` checks both edges, and
+that values in (2^(n-1+t) - 2^t, 2^(n-1+t)) do fail). Write
 c' = p 2^(n-1) + c_lo and r' = m 2^(n-1) + alpha (p, m their top bits):
 subtracting the low parts borrows exactly when c_lo < alpha, so
 
@@ -67,6 +78,18 @@ from crypten.mpc import MPCTensor  # noqa: E402
 U64 = np.uint64
 
 
+def valid_bound(ring_bits: int, drop_bits: int) -> int:
+    """The largest |x - d| (ring units) for which the gate's bit is [x < d] (up to its 2^t error just below d).
+
+    2^(n-1+t) - 2^t, not 2^(n-1+t): the carry out of the dropped low t bits
+    turns floor((x - d) / 2^t) = 2^(n-1) - 1 into 2^(n-1) (see the module
+    docstring). On the negative side -2^(n-1+t) itself is still exact.
+    ``protocols.compare.ltz`` has the same symmetric bound (its borrow costs
+    the 2^t at the negative end instead).
+    """
+    return (1 << (ring_bits - 1 + drop_bits)) - (1 << drop_bits)
+
+
 def check_ring(ring_bits: int, drop_bits: int) -> None:
     """Raise ValueError unless (ring_bits, drop_bits) is usable by the DCF sign gate."""
     if not 2 <= ring_bits <= dcf.MAX_BITS + 1:
@@ -79,7 +102,8 @@ def sign_steps(x: MPCTensor, shifts: Sequence[int] = (0,), ring_bits: int = 32, 
                product: bool = False) -> Steps:
     """Step protocol: shares of b_j = [x < d_j] (int64, shape (J, *x.shape), scale 1), and with ``product`` also x b_j.
 
-    ``shifts`` d_j are public ring-unit offsets. ONE round. Returns (bits, products or None).
+    ``shifts`` d_j are public ring-unit offsets. ONE round. Returns (bits, products or None). Each b_j is
+    right for |x - d_j| <= ``valid_bound(ring_bits, drop_bits)`` except for x - d_j in [-2^t, 0).
     """
     provider = crypten.mpc.get_default_provider()
     if not hasattr(provider, "dcf_rng"):
@@ -116,7 +140,7 @@ def _like(share: torch.Tensor, x: MPCTensor) -> MPCTensor:
 
 
 def ltz(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> MPCTensor:
-    """Shares (scale 1) of [x < 0]: one round. Exact unless -2^t <= x < 0 (ring units); valid for |x| < 2^(n-1+t)."""
+    """Shares (scale 1) of [x < 0]: one round. Exact unless -2^t <= x < 0 (ring units); valid for |x| <= 2^(n-1+t) - 2^t."""
     bits, _ = run_one(sign_steps(x, (0,), ring_bits, drop_bits))
     return MPCTensor.from_shares(bits[0], precision=0)
 
@@ -153,7 +177,7 @@ def above(x: MPCTensor, thresholds: Sequence[float], ring_bits: int = 32, drop_b
     """Shares of [x >= t_j] (scale 1, shape (J, *x.shape)) for public real thresholds t_j, and x [x >= t_j]: ONE round.
 
     [x >= t] = 1 - [x < t]; x [x >= t] = x - x [x < t]. Exact unless x lies within
-    2^(t-f) below a threshold; valid for |x - t_j| < 2^(n-1+t-f).
+    2^(t-f) below a threshold; valid for |x - t_j| <= 2^(n-1+t-f) - 2^(t-f) (``valid_bound``).
     """
     scale = x.encoder.scale
     shifts = [int(round(t * scale)) for t in thresholds]

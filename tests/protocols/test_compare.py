@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,7 +89,8 @@ def test_ltz_is_exact_inside_its_documented_range(compared: dict) -> None:
         k, t = (int(v) for v in key.split(","))
         bits = torch.tensor(got["bits"])
         assert set(bits.unique().tolist()) <= {0.0, 1.0}, key
-        valid = (x.abs() < 2.0 ** (k - 1 + t - 16)) & ((x < 0) | (x >= 2.0 ** (t - 16)))
+        xe = torch.trunc(x.double() * 65536)  # the ring units CrypTen's encoder made
+        valid = (xe.abs() <= compare.valid_bound(k, t)) & ((xe < 0) | (xe >= 2**t))
         assert int(valid.sum()) > 500, key
         assert torch.equal(bits[valid], (x[valid] < 0).float()), key
         assert got["rounds"] == compare.rounds(k), key
@@ -167,3 +169,20 @@ def test_crypten_comparison_setting_still_matches_the_math() -> None:
     for mode in ("crypten", "ring"):
         assert out[mode]["gelu"] < 3e-3 and out[mode]["softmax"] < 1e-2 and out[mode]["relu"] < 2e-3, mode
     assert out["ring"]["gelu_rounds"] == 6 and out["crypten"]["gelu_rounds"] > out["ring"]["gelu_rounds"]
+
+
+@pytest.mark.parametrize("k,t", [(4, 0), (4, 2), (5, 3), (6, 4)])
+def test_the_exact_domain_of_the_reduced_sign_is_the_valid_bound(k: int, t: int) -> None:
+    """Step 1-2's math for every x around both edges and every share s_0 (mod 2^(k+t), all that matters):
+    MSB of floor(s_0 / 2^t) + floor(s_1 / 2^t) (mod 2^k) is [x < 0] for ALL s_0 exactly on
+    -(2^(k-1+t) - 2^t + 1) <= x < 2^(k-1+t), apart from x in [0, 2^t): the borrow costs (almost) 2^t at the
+    negative end, so the symmetric bound is the sign gate's, |x| <= 2^(k-1+t) - 2^t (``valid_bound``)."""
+    mod, top, bound = 1 << (k + t), 1 << (k - 1 + t), compare.valid_bound(k, t)
+    assert bound == top - (1 << t)
+    x = np.arange(-top - (4 << t), top + (4 << t)).astype(object)[:, None]
+    s0 = np.arange(mod).astype(object)[None, :]
+    y = (s0 // (1 << t) + ((x - s0) % mod) // (1 << t)) % (1 << k)
+    right = ((y >> (k - 1)) == (x < 0)).all(axis=1)
+    x = x[:, 0]
+    near_zero = (x >= 0) & (x < (1 << t))
+    assert np.array_equal(right[~near_zero], ((x >= -bound - 1) & (x < top))[~near_zero].astype(bool))

@@ -53,7 +53,7 @@ def _party(rank: int) -> dict:
 
 def test_gelu_far_out_and_lowered_products_match_plaintext() -> None:
     out, _ = run_two_party(_party, timeout=240)
-    assert max(out["gelu_far"]) < 3e-3  # (16, 14): valid for |x| < 8192
+    assert max(out["gelu_far"]) < 3e-3  # (16, 14): valid for |x| <= 8192 - 2^-2
     old = out["gelu_far_old"]
     assert abs(old[0] - 3000.0) > 100  # the old (16, 12) ring wraps at 2048: gelu(3000) came out 0
     after, before = out["products"]["after"], out["products"]["before"]
@@ -112,3 +112,46 @@ def test_truncation_fails_at_the_predicted_rate() -> None:
     assert abs(out["expected"] - out["n"] / 64) < 1e-6 * out["n"]
     assert out["wrong"] == out["wraps"]  # every wrap is a catastrophic error, and only those
     assert 0.8 * out["expected"] < out["wraps"] < 1.2 * out["expected"]  # 500 expected: +-20 % is > 4 sigma
+
+
+def _range_probe_party(rank: int, master_key: bytes) -> dict:
+    from protocols import compare, sign
+    from protocols.config import DEFAULT_CONFIG, apply_config
+    from protocols.crypten_compat import crypten
+    from protocols.planning import is_offline
+    from protocols.probe import Probe, probing
+    from tests.protocols.helpers import run_with_dealer
+
+    apply_config(DEFAULT_CONFIG)
+    probe = Probe()
+    # ring units: inside / at / just past the corrected bound 2^(k-1+t) - 2^t of (20, 6), and past 2^(k-1+t) itself
+    top, bound = 2**25, sign.valid_bound(20, 6)
+    x = torch.tensor([0, 5, -5, bound, -bound, bound + 1, top - 1, -top - 1, 3 * top], dtype=torch.float64) / 65536
+
+    def program() -> None:
+        ex = crypten.cryptensor(x, src=0)
+        if is_offline():  # the dry run records the randomness plan; the probe opens values, so only the real run
+            sign.ltz(ex, 20, 6)
+            compare.ltz(ex, 20, 6)
+            return
+        with probing(probe):
+            sign.ltz(ex, 20, 6)
+            compare.ltz(ex, 20, 6)
+
+    run_with_dealer(rank, master_key, program)
+    return {k: v.to_dict() for k, v in probe.compares.items()}
+
+
+def test_the_probe_sees_both_sign_tests_against_the_corrected_bound() -> None:
+    """The probe records the one-round sign gate's inputs as well as the circuit's, and counts as out of range
+    what lies past 2^(k-1+t) - 2^t (4 of these 9 values), not only what lies past 2^(k-1+t)."""
+    from mpcvit.prg import new_key
+
+    out, _ = run_two_party(_range_probe_party, new_key(), timeout=120)
+    gate = [v for k, v in out.items() if k.endswith("[gate]")]
+    circuit = [v for k, v in out.items() if not k.endswith("[gate]")]
+    assert len(gate) == 1 and len(circuit) == 1, out
+    for site in gate + circuit:
+        assert site["values"] == 9 and site["ring"] == [20, 6]
+        assert site["bound"] == (2**25 - 2**6) / 65536  # 512 - 2^-10 real units
+        assert site["out_of_range"] == 4  # bound + 1, top - 1, -top - 1, 3 top

@@ -62,6 +62,8 @@ from server.parties import PartyClient, both, channel_credentials
 from server.pool import PairPool, PartyPair
 from server.settings import Settings
 
+TICKETS_SKIPPED_AFTER_MISMATCH = 4  # more than a party fetches ahead (parties.party.PREFETCH_DEPTH, 2)
+
 log = logging.getLogger(__name__)
 
 
@@ -561,12 +563,21 @@ class Coordinator:
             log.warning("%s: the parties' dealer material did not match (%s); retrying once on fresh material", pair, exc)
             self.material_mismatches += 1
             self.metrics.material_mismatches.labels(model).inc()
+            # past the numbers either party may hold (or have fetched) ahead: both dropped theirs, and a name one
+            # of them was already handed would be refused
+            series = self._series(entry, pair, len(batch))
+            self._tickets[series] = self._tickets.get(series, 0) + TICKETS_SKIPPED_AFTER_MISMATCH
             await self._forward(entry, batch, pair)
+
+    def _series(self, entry: ModelEntry, pair: PartyPair, batch_size: int) -> str:
+        """A ticket series: this coordinator's start, the pair, the batch size, the model (the parties fetch its next
+        batches ahead)."""
+        return f"{self._epoch}.{pair.index}.{batch_size}.{entry.name}"
 
     async def _forward(self, entry: ModelEntry, batch: list[PendingItem], pair: PartyPair) -> None:
         deadline = min(it.deadline for it in batch)
         session_id = uuid.uuid4().hex
-        series = f"{self._epoch}.{pair.index}.{len(batch)}.{entry.name}"  # the parties fetch its next batches ahead
+        series = self._series(entry, pair, len(batch))
         number = self._tickets.get(series, 0)
         self._tickets[series] = number + 1
         requests = [

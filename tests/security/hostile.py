@@ -224,12 +224,24 @@ def failed(replies: list) -> list[grpc.RpcError]:
 def openings(record: Path, session: str) -> list[list[torch.Tensor]]:
     """Every all_reduce the party recorded in ``session``, in order (each a list of opened tensors), over all of its
     process lives (a session id the coordinator repeats after a restart appears in several)."""
-    out = []
-    for path in sorted(record.glob("open-*.pt"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
+    return _index(record).get(session, [])
+
+
+_INDEXED: dict[Path, tuple[int, dict[str, list[list[torch.Tensor]]]]] = {}
+
+
+def _index(record: Path) -> dict[str, list[list[torch.Tensor]]]:
+    """The recordings by session, read once (again only when new files came)."""
+    files = sorted(record.glob("open-*.pt"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    cached = _INDEXED.get(record)
+    if cached is not None and cached[0] == len(files):
+        return cached[1]
+    by_session: dict[str, list[list[torch.Tensor]]] = {}
+    for path in files:
         entry = torch.load(path, weights_only=True)
-        if entry["session"] == session:
-            out.append(entry["opened"])
-    return out
+        by_session.setdefault(entry["session"], []).append(entry["opened"])
+    _INDEXED[record] = (len(files), by_session)
+    return by_session
 
 
 def weight_names(model: torch.nn.Module) -> list[str]:

@@ -65,6 +65,8 @@ class FakeRuntime:
         self.max_sessions = [0, 0]  # what each party reports in Health (0: says nothing, as an older party)
         self.in_flight = [0, 0]
         self.peak_in_flight = [0, 0]  # the most Infer calls a party had running at once
+        self.data_loss_forwards = 0  # the next N forwards abort at both parties as on mismatched dealer material
+        self.data_loss_sessions: set[str] = set()
 
     def load(self, rank: int, name: str) -> tuple[Any, dict[str, Any]]:
         d = self.model_dir / name
@@ -149,6 +151,13 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
         if request.model not in self.rt.loaded[self.rank]:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"model {request.model!r} is not loaded")
         opened = self._open(request)
+        with self.rt.cond:
+            if request.session_id not in self.rt.data_loss_sessions and self.rt.data_loss_forwards > 0:
+                self.rt.data_loss_forwards -= 1
+                self.rt.data_loss_sessions.add(request.session_id)
+            lost = request.session_id in self.rt.data_loss_sessions
+        if lost:
+            context.abort(grpc.StatusCode.DATA_LOSS, "dealer material mismatch: the two parties hold different dealer batches")
         with self.rt.cond:
             self.rt.in_flight[self.rank] += 1
             self.rt.peak_in_flight[self.rank] = max(self.rt.peak_in_flight[self.rank], self.rt.in_flight[self.rank])

@@ -159,3 +159,27 @@ def test_a_preload_that_failed_at_start_is_retried_by_the_watch(
         parties.start()
         assert _wait_for(lambda: all("mpcvit_2_4_8" in loaded for loaded in parties.runtime.loaded))
         assert httpx.get(f"{server.url}/v1/health").status_code == 200
+
+
+def test_mismatched_material_is_retried_once_on_fresh_tickets_and_never_answered(
+    live: Callable[..., LiveServer], parties: FakeParties
+) -> None:
+    """Both parties abort with DATA_LOSS (their dealer material did not match): the coordinator retries once under a
+    ticket past what either may hold ahead; a second mismatch is a 503 the client may retry, never an answer."""
+    with live() as server, PrivateClient(server.url, trust_coordinator=True) as client:
+        x = torch.rand(1, 8, 8)
+        assert client.classify(x, model="vit_2_4_8").class_name
+        before = len(parties.runtime.received[0])
+        parties.runtime.data_loss_forwards = 1
+        assert client.classify(x, model="vit_2_4_8").class_name
+        tried = parties.runtime.received[0][before:]
+        assert len(tried) == 2 and tried[1].batch_number >= tried[0].batch_number + 4
+        assert tried[0].batch_series == tried[1].batch_series
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'mpcvit_material_mismatches_total{model="vit_2_4_8"} 1.0' in metrics
+        client.retries = 0
+        parties.runtime.data_loss_forwards = 2
+        with pytest.raises(ServerError) as err:
+            client.classify(x, model="vit_2_4_8")
+        assert err.value.status_code == 503 and "material mismatch" in err.value.detail
+        assert client.classify(x, model="vit_2_4_8").class_name  # the next one is answered

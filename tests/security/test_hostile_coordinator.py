@@ -182,6 +182,26 @@ def test_a_poisoned_batch_spares_its_innocent_members(stack: Stack) -> None:
     assert all(e.code() == grpc.StatusCode.ALREADY_EXISTS for e in failed(again)) and len(failed(again)) == 2
 
 
+def test_a_dealer_replaced_by_another_makes_the_model_reload_never_a_wrong_answer(stack: Stack) -> None:
+    """Another dealer (a new master secret) takes the old one's place: a model loaded before cannot be served (its
+    weight masks are gone), so the forward is refused and the model is dropped; after a reload the answers are right."""
+    _assert_ok(stack.load("private"))
+    stack.stop("dealer")
+    stack.state.rename(stack.state.with_name("replaced.key"))
+    stack.start("dealer")
+    images = _images(1, 15)
+    requests, clients = stack.infer_requests("private", images)
+    replies = stack.both("Infer", requests)
+    assert failed(replies) and all(e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED)
+                                   for e in failed(replies)), [e.details() for e in failed(replies)]
+    assert any("load it again" in e.details() for e in failed(replies))
+    _assert_ok(stack.load("private"))
+    requests, clients = stack.infer_requests("private", images)
+    replies = stack.both("Infer", requests)
+    _assert_ok(replies)
+    torch.testing.assert_close(stack.open_logits("private", replies, clients), stack.plaintext("private", images), atol=0.02, rtol=0.02)
+
+
 def test_no_dealer_key_or_load_id_was_ever_handed_twice(stack: Stack) -> None:
     """Over everything above (restarts of every role included): every key a party received is new, at either party,
     and the two parties of a batch hold the same commitment."""

@@ -183,7 +183,8 @@ def classify_case(client: KeyPair, parties: list[KeyPair]) -> dict[str, Any]:
     result.pop("seconds")
     bad = reply(torch.tensor([1.0, -3.0, 2.0**21, 0.0, 0.5], dtype=torch.float64), "implausible")
     return {"model": model, "image_shape": list(image.shape), "image": floats(image), "preprocessed": floats(x),
-            "client_private": b64(client.private), "request_body": body, "reply": good, "result": result, "implausible_reply": bad}
+            "client_private": b64(client.private), "input_mask": ints(s0),
+            "input_nonces": [b64(fixed(f"nonce|classify|input|{r}", 12)) for r in (0, 1)], "request_body": body, "reply": good, "result": result, "implausible_reply": bad}
 
 
 def plausible_cases() -> list[dict[str, Any]]:

@@ -170,7 +170,9 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  */
 export class PrivateClient {
   constructor(serverUrl = 'http://127.0.0.1:8000', options = {}) {
-    const { token, timeoutMs = DEFAULT_TIMEOUT_MS, partyKeys, ca, pins, trustCoordinator = false, fetch, pkijs, retries = DEFAULT_RETRIES } = options;
+    const {
+      token, timeoutMs = DEFAULT_TIMEOUT_MS, partyKeys, ca, pins, trustCoordinator = false, fetch, pkijs, retries = DEFAULT_RETRIES, now,
+    } = options;
     if (pins !== undefined && pins !== null && (!Array.isArray(pins) || pins.length !== 2)) {
       throw new Error(`pins: give one fingerprint per party (2), got ${Array.isArray(pins) ? pins.length : typeof pins}`);
     }
@@ -191,6 +193,7 @@ export class PrivateClient {
     this._headers = token ? { Authorization: `Bearer ${token}` } : {};
     this._fetch = fetch || globalThis.fetch.bind(globalThis);
     this._pkijs = pkijs;
+    this._now = now; // a function giving the Date at which certificates must be valid (tests); default: the clock
     this.timeoutMs = timeoutMs;
     this.retries = retries;
     this.implausible = 0; // answers refused by the integrity net
@@ -272,7 +275,7 @@ export class PrivateClient {
         certificate: String(entry.certificate || ''),
         signature: entry.signature ? b64decode(entry.signature, `party ${rank}'s signature`) : new Uint8Array(0),
       };
-      if (this._ca !== null) await verifyPartyKey(proof, this._ca, { pkijs: this._pkijs });
+      if (this._ca !== null) await verifyPartyKey(proof, this._ca, { pkijs: this._pkijs, now: this._now ? this._now() : undefined });
       if (this._pins !== null) await checkPinned(rank, proof.publicKey, this._pins[rank]);
       keys.push(proof.publicKey);
     }
@@ -286,7 +289,7 @@ export class PrivateClient {
       if (names.length === 0) throw new ServerError(503, 'the coordinator serves no model');
       model = names[0];
     }
-    if (!(model in models)) throw new Error(`unknown model ${JSON.stringify(model)}; the coordinator serves: ${names.join(', ')}`);
+    if (!Object.hasOwn(models, model)) throw new Error(`unknown model ${JSON.stringify(model)}; the coordinator serves: ${names.join(', ')}`);
     return models[model];
   }
 

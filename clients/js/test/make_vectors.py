@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -280,5 +279,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=17)
     sys.exit(main())

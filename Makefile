@@ -1,6 +1,6 @@
 # The two set-up commands on a fresh machine:
 #   make demo   the two-party demo as local processes on loopback (dealer, two parties, coordinator)
-#   make test   the test suite
+#   make test   the test suite (with the JavaScript client SDK's tests when node is installed)
 # Both create and fill the virtual environment by themselves.
 
 # The interpreter for the virtual environment: Python 3.11, 3.12 or 3.13. Unset, the first of
@@ -24,7 +24,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 FOOLBOX_WHEEL_DIR := $(VENV)/foolbox-wheel
 
-.PHONY: venv demo test fashion-mnist chromium proto clean spu-env
+.PHONY: venv demo test fashion-mnist chromium js-deps proto clean spu-env
 
 venv: $(STAMP)
 
@@ -67,7 +67,17 @@ chromium:
 	@command -v chromium >/dev/null || { (apt-get update -q && apt-get install -y -q chromium) >/dev/null || \
 	  echo "note: could not install Debian's chromium; the browser test will be skipped"; }
 
-test: $(STAMP) chromium
+# The JavaScript client SDK (clients/js): its one dependency, PKI.js for the CA-chain check, from its lockfile.
+# tests/mpcvit/test_js_vectors.py runs its tests (node --test clients/js/test/) and skips them without node.
+JS_DIR := clients/js
+js-deps:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+	  test $(JS_DIR)/node_modules/.package-lock.json -nt $(JS_DIR)/package-lock.json || \
+	  npm ci --prefix $(JS_DIR) --no-audit --no-fund --loglevel=error || \
+	  echo "note: npm ci failed in $(JS_DIR); its CA-chain tests will be skipped"; \
+	else echo "note: node (20+) and npm not found: the JavaScript SDK's tests (clients/js) will be skipped"; fi
+
+test: $(STAMP) chromium js-deps
 	$(PY) -m pytest -q
 
 proto: $(STAMP)

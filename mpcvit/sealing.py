@@ -115,11 +115,19 @@ def _aad(context: BoxContext, shape: tuple[int, ...], dtype: str) -> bytes:
     return context.encode() + struct.pack(f"<I{len(shape)}q", len(shape), *shape) + dtype.encode()
 
 
-def seal_tensor(tensor: torch.Tensor, own_private: bytes, peer_public: bytes, context: BoxContext) -> Sealed:
-    """Seal an int64 tensor for the holder of ``peer_public`` (the client seals inputs, a party outputs)."""
+def seal_tensor(
+    tensor: torch.Tensor, own_private: bytes, peer_public: bytes, context: BoxContext, *, _nonce: bytes | None = None
+) -> Sealed:
+    """Seal an int64 tensor for the holder of ``peer_public`` (the client seals inputs, a party outputs).
+
+    ``_nonce`` is for known-answer test vectors only (``clients/js/test/make_vectors.py``): left out, as
+    everywhere else, the nonce is 12 fresh random bytes. A nonce must never repeat under one key.
+    """
     if tensor.dtype != torch.int64:
         raise SealError(f"only int64 ring shares are sealed, got {tensor.dtype}")
-    nonce = os.urandom(12)
+    if _nonce is not None and len(_nonce) != 12:
+        raise SealError("nonce must be 12 bytes")
+    nonce = os.urandom(12) if _nonce is None else bytes(_nonce)
     shape = tuple(int(s) for s in tensor.shape)
     data = tensor.detach().cpu().contiguous().numpy().astype("<i8", copy=False).tobytes()
     key = _key(own_private, peer_public, context.direction, own_is_client=context.direction == "input")

@@ -177,3 +177,28 @@ def communicator_semantics(rank: int) -> dict[str, Any]:
     c.barrier()  # both leave together (gloo's teardown right after a broadcast's root returns can hang the other party)
     out["peer"] = peer
     return out
+
+
+DROPOUT_X = torch.arange(1.0, 25.0).reshape(2, 3, 4)
+
+
+def generator_api(rank: int) -> dict[str, Any]:
+    """CrypTen's generator API over whatever communicator is installed: crypten.manual_seed (debug mode, as CrypTen
+    wants it), initial_seed, the ring draws masks come from, and training-time dropout."""
+    from protocols.crypten_compat import generate_random_ring_element
+
+    cpu = torch.device("cpu")
+    with crypten.cfg.temp_override({"debug.debug_mode": True}):
+        crypten.manual_seed(0, 0, 0)
+    slots = ("prev", "next", "local", "global")
+    out: dict[str, Any] = {
+        "initial_seed": {s: crypten.generators[s][cpu].initial_seed() for s in slots},
+        "draws": {s: generate_random_ring_element((4,), generator=crypten.generators[s][cpu]) for s in slots},
+    }
+    x = crypten.cryptensor(DROPOUT_X if rank == 0 else torch.zeros_like(DROPOUT_X), src=0, requires_grad=True)
+    module = crypten.nn.Dropout(0.5).encrypt().train()
+    out["nn_dropout"] = module(x).get_plain_text()
+    out["feature_dropout"] = crypten.nn.Dropout2d(0.5).encrypt().train()(x).get_plain_text()
+    plain = crypten.cryptensor(DROPOUT_X if rank == 0 else torch.zeros_like(DROPOUT_X), src=0)
+    out["mpc_dropout"] = plain.dropout(0.5, training=True).get_plain_text()  # its mask a secret random tensor
+    return out

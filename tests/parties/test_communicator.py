@@ -120,3 +120,27 @@ def test_half_precision_collectives(semantics: tuple[str, list[dict]], dtype: st
         torch.testing.assert_close(h["all_reduce"], torch.tensor([4.5, -0.75]))
         torch.testing.assert_close(h["broadcast"], torch.tensor([4.0, 0.5]))
         assert h["dtypes"] == [f"torch.{dtype}"] * 2, backend
+
+
+def test_an_armed_check_rides_an_all_reduce_while_a_p2p_message_waits_aside() -> None:
+    """One process, an endpoint whose peer is itself (every message comes back): the armed check is carried and compared
+    by the all_reduce that finds the pending irecv's message first."""
+    from parties.communicator import GrpcCommunicator
+    from parties.pair import free_port
+    from parties.transport import Endpoint
+
+    port = free_port()
+    endpoint = Endpoint(0, f"127.0.0.1:{port}", f"127.0.0.1:{port}")
+    try:
+        with endpoint.session("loop", 10.0) as session:
+            comm = GrpcCommunicator(session)
+            buf = torch.zeros(3, dtype=torch.int64)
+            comm.isend(torch.tensor([4, 5, 6]), 1).wait()
+            req = comm.irecv(buf, 1)
+            comm.arm_check(bytes(range(16)), "test material")
+            assert torch.equal(comm.all_reduce(torch.tensor([1, 2])), torch.tensor([2, 4]))  # its own tensor, twice
+            assert comm.checks_passed == 1 and not comm.check_pending
+            req.wait()
+            assert torch.equal(buf, torch.tensor([4, 5, 6])) and session.aside == (0, 0)
+    finally:
+        endpoint.close()

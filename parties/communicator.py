@@ -10,6 +10,12 @@ every collective is at most one exchange (one round):
 * ``reduce`` / ``gather`` / ``broadcast`` / ``scatter`` / ``send`` / ``recv``:
   one message in one direction.
 * ``barrier``: an exchange of an empty tensor.
+* Point-to-point messages (``send``, ``isend``, ``irecv``, ``recv``,
+  ``send_obj``, ``recv_obj``) are matched apart from the collectives, as
+  torch.distributed matches them: an ``irecv`` may stay pending across
+  collectives (``Session.recv_tensor`` keeps what arrives early aside).
+* ``all_reduce`` / ``reduce`` of a tensor that requires grad return a result
+  with its autograd graph (the in-place shortcut is for the rest).
 * ``send_obj`` / ``recv_obj`` / ``broadcast_obj``: plain values only (None,
   bool, int, float, str, lists, tuples, str-keyed dicts, ``torch.Size``, small
   tensors), as JSON in a uint8 tensor. Nothing received is unpickled.
@@ -60,6 +66,8 @@ from crypten.communicator.communicator import Communicator, _logging  # noqa: E4
 logger = logging.getLogger(__name__)
 
 MAX_OBJ_BYTES = 1 << 20
+P2P = "p2p"  # the tags of point-to-point messages (transport.tag_kind): matched apart from the collectives'
+P2P_OBJ = "p2p.obj"
 
 _REDUCERS: dict[Any, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     ReduceOp.SUM: torch.add,
@@ -70,6 +78,14 @@ _REDUCERS: dict[Any, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     ReduceOp.BOR: torch.bitwise_or,
     ReduceOp.BXOR: torch.bitwise_xor,
 }
+
+
+def _combine(combine: Callable[..., torch.Tensor], own: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+    """``own (op) theirs``, written into ``theirs`` (the received tensor is fresh and ours: no second allocation) unless
+    autograd is involved: ``out=`` refuses an input that requires grad, and the result must then carry its graph."""
+    if own.requires_grad or theirs.requires_grad:
+        return combine(own, theirs)
+    return combine(own, theirs, out=theirs)
 
 
 def _reducer(op: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -215,7 +231,7 @@ class GrpcCommunicator(Communicator):
         """Finish pending irecvs in posting order, up to ``request`` (all of them for None)."""
         while self._pending_irecvs:
             pending = self._pending_irecvs.pop(0)
-            pending.tensor.copy_(self._recv("p2p", pending.tensor))
+            pending.tensor.copy_(self._recv(P2P, pending.tensor))
             pending.done = True
             if pending is request:
                 return
@@ -225,19 +241,19 @@ class GrpcCommunicator(Communicator):
     def send(self, tensor: torch.Tensor, dst: int) -> None:
         """Send ``tensor`` to ``dst``; zero rounds of waiting here, one message."""
         self._check_peer(dst)
-        self._send("p2p", tensor)
+        self._send(P2P, tensor)
 
     @_logging
     def recv(self, tensor: torch.Tensor, src: int | None = None) -> torch.Tensor:
         """Receive a tensor shaped like ``tensor`` from ``src``; returns a new tensor."""
         self._check_peer(src)
         self._complete_irecvs_through(None)
-        return self._recv("p2p", tensor)
+        return self._recv(P2P, tensor)
 
     @_logging
     def isend(self, tensor: torch.Tensor, dst: int) -> _Done:
         self._check_peer(dst)
-        self._send("p2p", tensor)
+        self._send(P2P, tensor)
         return _Done()
 
     @_logging
@@ -268,7 +284,7 @@ class GrpcCommunicator(Communicator):
             self._send_batch("reduce", tensors)
             return None
         theirs = self._recv_batch("reduce", tensors)
-        result = [combine(own, other, out=other) for own, other in zip(tensors, theirs)]  # each received tensor is fresh
+        result = [_combine(combine, own, other) for own, other in zip(tensors, theirs)]
         return result if batched else result[0]
 
     @_logging
@@ -278,8 +294,7 @@ class GrpcCommunicator(Communicator):
         if batched:
             theirs = self._exchange_batch("all_reduce", list(input))
             return [combine(own, other) for own, other in zip(input, theirs)]
-        theirs = self._exchange("all_reduce", input)
-        return combine(input, theirs, out=theirs)  # the received tensor is fresh and ours: no second allocation
+        return _combine(combine, input, self._exchange("all_reduce", input))
 
     @_logging
     def gather(self, tensor: torch.Tensor, dst: int) -> list[torch.Tensor | None]:
@@ -322,13 +337,15 @@ class GrpcCommunicator(Communicator):
     # -- plain objects -------------------------------------------------------
     @_logging
     def send_obj(self, obj: Any, dst: int, group: Any = None) -> None:
+        """Point to point, as ``send``: ordered with send/isend, apart from collectives."""
         self._check_peer(dst)
-        self._send("obj", encode_obj(obj))
+        self._send(P2P_OBJ, encode_obj(obj))
 
     @_logging
     def recv_obj(self, src: int, group: Any = None) -> Any:
         self._check_peer(src)
-        return decode_obj(self._recv("obj"))
+        self._complete_irecvs_through(None)
+        return decode_obj(self._recv(P2P_OBJ))
 
     @_logging
     def broadcast_obj(self, obj: Any, src: int, group: Any = None) -> Any:

@@ -23,6 +23,11 @@ Guarantees:
 
 * Ordering: frames of one (session, direction) carry consecutive sequence
   numbers; the receiver accepts only the next one (INVALID_ARGUMENT otherwise).
+* Matching: a receive names the tag it expects. Point-to-point messages (tag
+  ``"p2p"`` or ``"p2p.<name>"``) and collectives are matched apart, as
+  torch.distributed does: one kind that arrives while the other is awaited is
+  kept aside (bounded by ``Limits``) for a later receive of its kind; within
+  a kind, another tag than the expected one fails the session.
 * Isolation: every session has its own inbox, so two concurrent sessions never
   see each other's messages.
 * Failure: a receive waits at most until the session deadline
@@ -71,6 +76,8 @@ SEND_CHUNK_BYTES = 1 << 20  # frames a sender makes: the peer parses one while t
 MAX_MESSAGE_BYTES = 1 << 30
 MAX_SESSION_ID_LEN = 128
 MAX_OPEN_SESSIONS = 64
+MAX_ASIDE_MESSAGES = 1024  # messages of one kind a session keeps while it waits for the other kind (Session.recv_tensor)
+MAX_ASIDE_BYTES = MAX_MESSAGE_BYTES  # and their bytes: room for one message of the largest size
 UNOPENED_TTL_S = 600.0  # a frame-made inbox no local session opened is forgotten after this (or once aborted)
 GRPC_FRAME_OVERHEAD = 64 << 10
 SMALL_FRAME_BYTES = 16 << 10  # a received frame up to this size is parsed by protobuf whole (its data copied once)
@@ -85,10 +92,13 @@ DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
     "int8": (torch.int8, np.dtype("i1")),
     "uint8": (torch.uint8, np.dtype("u1")),
     "bool": (torch.bool, np.dtype("?")),
+    "float16": (torch.float16, np.dtype("<f2")),
+    "bfloat16": (torch.bfloat16, np.dtype("<i2")),  # numpy has no bfloat16: its 16 raw bits, little-endian
     "float32": (torch.float32, np.dtype("<f4")),
     "float64": (torch.float64, np.dtype("<f8")),
 }
 _DTYPE_NAMES: dict[torch.dtype, str] = {t: name for name, (t, _) in DTYPES.items()}
+_NUMPY_AS: dict[torch.dtype, torch.dtype] = {torch.bfloat16: torch.int16}  # dtypes numpy lacks, read as raw words of the same size
 
 KEEPALIVE_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -255,7 +265,10 @@ def iter_tensor_frames(
     tensor's memory until the iterator is exhausted (``Session.send_tensor`` exhausts it before it returns).
     """
     name = dtype_name(tensor.dtype)
-    raw = tensor.detach().cpu().contiguous().numpy().astype(DTYPES[name][1], copy=False).reshape(-1).view(np.uint8)
+    flat = tensor.detach().cpu().contiguous()
+    if flat.dtype in _NUMPY_AS:
+        flat = flat.view(_NUMPY_AS[flat.dtype])
+    raw = flat.numpy().astype(DTYPES[name][1], copy=False).reshape(-1).view(np.uint8)
     count = max(1, math.ceil(raw.nbytes / chunk_bytes))
     shape = list(tensor.shape)
 
@@ -349,7 +362,9 @@ def _from_wire_order(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
     if not _BIG_ENDIAN or tensor.element_size() == 1:
         return tensor
     wire = DTYPES[dtype][1]
-    return torch.from_numpy(tensor.numpy().view(wire).astype(wire.newbyteorder("="))).reshape(tensor.shape)
+    words = tensor.view(_NUMPY_AS.get(tensor.dtype, tensor.dtype))
+    native = torch.from_numpy(words.numpy().view(wire).astype(wire.newbyteorder("="))).reshape(tensor.shape)
+    return native.view(tensor.dtype)
 
 
 def _byte_view(tensor: torch.Tensor) -> np.ndarray:
@@ -369,6 +384,8 @@ class Limits:
     max_frame_bytes: int = DEFAULT_CHUNK_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_open_sessions: int = MAX_OPEN_SESSIONS
+    max_aside_messages: int = MAX_ASIDE_MESSAGES
+    max_aside_bytes: int = MAX_ASIDE_BYTES
 
 
 def check_frame(frame: transport_pb2.Frame, limits: Limits, data_len: int | None = None) -> None:
@@ -405,6 +422,18 @@ def check_frame(frame: transport_pb2.Frame, limits: Limits, data_len: int | None
 class Message:
     tag: str
     tensor: torch.Tensor
+
+
+P2P = "p2p"
+COLLECTIVE = "collective"
+
+
+def tag_kind(tag: str) -> str:
+    """The ordered stream a tag belongs to: ``"p2p"`` for ``"p2p"`` and ``"p2p.<name>"``, ``"collective"`` for every other.
+
+    torch.distributed matches point-to-point messages (send/recv, isend/irecv) apart from collectives, so a
+    program may leave an ``irecv`` pending across an ``all_reduce``; :meth:`Session.recv_tensor` does the same."""
+    return P2P if tag == P2P or tag.startswith("p2p.") else COLLECTIVE
 
 
 class SessionInbox:
@@ -764,6 +793,9 @@ class Session:
         self.bytes_sent = 0
         self.messages_sent = 0
         self.messages_received = 0
+        self._aside: dict[str, collections.deque[Message]] = {}  # kind -> messages that came while the other kind was awaited
+        self._aside_count = 0
+        self._aside_bytes = 0
 
     @property
     def bytes_received(self) -> int:
@@ -781,13 +813,70 @@ class Session:
         self.messages_sent += 1
 
     def recv_tensor(self, tag: str) -> torch.Tensor:
-        message = self.inbox.get(self.deadline)
-        if message.tag != tag:
-            error = SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, f"session {self.session_id}: expected a {tag!r} message, got {message.tag!r}")
-            self.abort(str(error))
-            raise error
+        """The next message of ``tag``'s kind (:func:`tag_kind`), which must carry ``tag``.
+
+        Each kind is received in the peer's sending order. A message of the other kind that comes first is
+        kept aside for a later receive of its kind, at most ``Limits.max_aside_messages`` messages and
+        ``max_aside_bytes`` bytes (beyond that the session fails with RESOURCE_EXHAUSTED); a message of
+        the same kind with another tag fails the session (INVALID_ARGUMENT), as does anything else that
+        breaks the protocol. One thread receives on a session at a time."""
+        message = self._take_aside(tag) if self._aside_count else None
+        if message is None:
+            message = self.inbox.get(self.deadline)
+            if message.tag != tag:
+                message = self._sort_out(tag, message)
         self.messages_received += 1
         return message.tensor
+
+    def _sort_out(self, tag: str, message: Message) -> Message:
+        """``message`` came while a ``tag`` message was awaited: keep it aside if it is of the other kind, and
+        go on until the awaited one comes."""
+        want = tag_kind(tag)
+        while message.tag != tag:
+            kind = tag_kind(message.tag)
+            if kind == want:
+                self._fail(grpc.StatusCode.INVALID_ARGUMENT, f"expected a {tag!r} message, got {message.tag!r}")
+            self._put_aside(kind, message, tag)
+            message = self.inbox.get(self.deadline)
+        return message
+
+    def _put_aside(self, kind: str, message: Message, awaited: str) -> None:
+        nbytes = message.tensor.numel() * message.tensor.element_size()
+        limits = self.endpoint.limits
+        if self._aside_count + 1 > limits.max_aside_messages or self._aside_bytes + nbytes > limits.max_aside_bytes:
+            self._fail(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"while waiting for a {awaited!r} message, more than {limits.max_aside_messages} messages or "
+                f"{limits.max_aside_bytes} bytes of the other kind came (the last: {message.tag!r}, {nbytes} bytes); "
+                "the peer does not follow the same protocol",
+            )
+        self._aside.setdefault(kind, collections.deque()).append(message)
+        self._aside_count += 1
+        self._aside_bytes += nbytes
+
+    def _take_aside(self, tag: str) -> Message | None:
+        """The oldest message kept aside of ``tag``'s kind (None if there is none), which must carry ``tag``."""
+        if self.inbox.failure is not None:
+            raise self.inbox.failure
+        kept = self._aside.get(tag_kind(tag))
+        if not kept:
+            return None
+        message = kept.popleft()
+        self._aside_count -= 1
+        self._aside_bytes -= message.tensor.numel() * message.tensor.element_size()
+        if message.tag != tag:
+            self._fail(grpc.StatusCode.INVALID_ARGUMENT, f"expected a {tag!r} message, got {message.tag!r}")
+        return message
+
+    @property
+    def aside(self) -> tuple[int, int]:
+        """Messages and bytes kept aside now (received ahead of a receive of their kind)."""
+        return self._aside_count, self._aside_bytes
+
+    def _fail(self, code: grpc.StatusCode, what: str) -> None:
+        error = SessionFailed(code, f"session {self.session_id}: {what}")
+        self.abort(str(error))
+        raise error
 
     def abort(self, reason: str) -> None:
         """Fail this session here and tell the peer (best effort)."""

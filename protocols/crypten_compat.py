@@ -29,6 +29,19 @@
   leaves the process. Until ``_setup_prng`` runs, "local" draws come from
   a process-local PRG.
 
+* CrypTen's generator *API* still works on those slots: each holds a
+  :class:`GeneratorSlot`, a PRG (what every mask is read from) that also
+  carries a *training stream*, a ``torch.Generator`` that is public by
+  design and never reaches a draw function. ``manual_seed``,
+  ``initial_seed`` and ``seed`` act on the training stream only, so
+  ``crypten.manual_seed`` (debug mode, as in CrypTen) makes training-time
+  dropout reproducible and never makes a mask predictable: the AES-CTR
+  streams keep their keys from the OS. CrypTen's autograd dropout
+  (``crypten.gradients``: ``dropout`` / ``_feature_dropout`` of a tensor that
+  requires grad, which ``crypten.nn.Dropout`` in training runs) draws its
+  public keep-mask from the "global" slot's training stream, the same on
+  every party, as CrypTen draws it from its "global" ``torch.Generator``.
+
 * Its communicator and its generator slots are process-wide, which would let
   two secure forwards in one process (a party serving several sessions, one
   thread each) send on each other's channel or draw each other's zero-sharing
@@ -49,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import sys
 import threading
@@ -58,7 +72,7 @@ from typing import Any
 
 import torch
 
-from mpcvit.prg import KEY_BYTES, PRG, new_key
+from mpcvit.prg import KEY_BYTES, PRG, derive_key, new_key
 
 _REGISTRATION = "torch.onnx._internal.registration"
 
@@ -124,6 +138,66 @@ def generate_kbit_random_tensor(size, bitlength=None, generator=None, **kwargs):
     return _prg_for(generator).bits(_check_ring_draw(size, kwargs), bitlength)
 
 
+_TRAINING_LABEL = "mpcvit/crypten-slot/training-stream"
+
+
+class GeneratorSlot(PRG):
+    """What a CrypTen generator slot holds: a :class:`PRG` plus CrypTen's ``torch.Generator`` seeding API.
+
+    Every draw of :func:`generate_random_ring_element` / :func:`generate_kbit_random_tensor` from a slot
+    reads the PRG's AES-CTR stream, under the key the slot was made with; nothing here changes that key
+    or that stream. :attr:`training` is a separate ``torch.Generator`` (Mersenne Twister: predictable
+    from its outputs) for *public* training-time randomness only, CrypTen's dropout keep-masks, which
+    every party draws alike and multiplies into its share in the clear. Its seed starts as 64 bits of
+    ``HMAC-SHA256(key, label)`` (a PRF: the seed, which the stream's outputs reveal, tells nothing about
+    the key), so the two holders of a shared slot ("global", "prev"/"next") have the same training
+    stream and the "local" slot's is unknown to the peer. The ``torch.Generator`` is made on first use
+    only: a secure forward never makes one.
+
+    * ``manual_seed(seed)`` restarts the training stream from ``seed`` (what ``crypten.manual_seed`` calls,
+      in CrypTen's debug mode); returns the slot. Masks stay as unpredictable as before.
+    * ``initial_seed()`` is the training stream's seed (as ``torch.Generator.initial_seed``: unsigned).
+    * ``seed()`` re-seeds the training stream non-deterministically and returns the seed.
+    """
+
+    __slots__ = ("_training", "_training_seed")
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(key)
+        self._training: torch.Generator | None = None
+        self._training_seed = int.from_bytes(derive_key(key, _TRAINING_LABEL)[:8], "little")
+
+    @property
+    def training(self) -> torch.Generator:
+        """The public training stream (made, from its seed, on first use)."""
+        if self._training is None:
+            self._training = torch.Generator(device="cpu")
+            self._training.manual_seed(self._training_seed)
+        return self._training
+
+    def manual_seed(self, seed: int) -> "GeneratorSlot":
+        seed = int(seed)
+        if not -(2**63) <= seed < 2**64:
+            raise RuntimeError(f"a seed is in [-2**63, 2**64), got {seed}")  # what torch.Generator.manual_seed refuses
+        self._training, self._training_seed = None, seed % 2**64
+        return self
+
+    def initial_seed(self) -> int:
+        return self._training_seed
+
+    def seed(self) -> int:
+        self._training_seed = self.training.seed()
+        return self._training_seed
+
+
+def training_generator(slot: str = "global", device: Any = "cpu") -> torch.Generator:
+    """The public training stream of the calling thread's CrypTen slot (see :class:`GeneratorSlot`)."""
+    held = crypten.generators[slot].get(torch.device(device))
+    if not isinstance(held, GeneratorSlot):
+        raise RuntimeError(f"CrypTen's {slot!r} generator is not set up in this thread (crypten.init() or parties.communicator.installed)")
+    return held.training
+
+
 def _setup_prng() -> None:
     """CrypTen's generator slots as PRGs under fresh 256-bit keys (see the module docstring)."""
     comm = crypten.communicator.get()
@@ -142,10 +216,43 @@ def _setup_prng() -> None:
     global_words = torch.frombuffer(bytearray(new_key()), dtype=torch.int64).clone()
     global_key = comm.broadcast(global_words, 0).numpy().tobytes() if world >= 2 else global_words.numpy().tobytes()
     cpu = torch.device("cpu")
-    crypten.generators["prev"][cpu] = PRG(prev_key)
-    crypten.generators["next"][cpu] = PRG(next_key)
-    crypten.generators["local"][cpu] = PRG.fresh()
-    crypten.generators["global"][cpu] = PRG(global_key)
+    crypten.generators["prev"][cpu] = GeneratorSlot(prev_key)
+    crypten.generators["next"][cpu] = GeneratorSlot(next_key)
+    crypten.generators["local"][cpu] = GeneratorSlot(new_key())
+    crypten.generators["global"][cpu] = GeneratorSlot(global_key)
+
+
+# -- CrypTen's autograd dropout, its keep-mask from the "global" training stream ----------------------------
+# (crypten/gradients.py's two forwards, with ``training_generator("global", ...)`` where they read
+# ``crypten.generators["global"]``: a slot is no torch.Generator, so torch.rand would refuse it)
+
+
+def _dropout_forward(ctx, input, p=0.5, training=True, inplace=False):  # noqa: ANN001, ANN202, A002 - CrypTen's signature
+    if training and inplace:
+        logging.warning("CrypTen dropout does not support inplace computation during training.")
+    if not training:
+        return input if inplace else input.clone()
+    random_tensor = torch.rand(input.size(), generator=training_generator("global", input.device), device=input.device)
+    boolean_mask = (random_tensor > p).to(input.device, dtype=torch.float)
+    result = input.mul_(boolean_mask.div(1.0 - p)) if inplace else input.mul(boolean_mask.div(1.0 - p))
+    ctx.save_multiple_for_backward([boolean_mask, p])
+    return result
+
+
+def _feature_dropout_forward(ctx, input, p=0.5, training=True, inplace=False):  # noqa: ANN001, ANN202, A002
+    if training and inplace:
+        logging.warning("CrypTen _feature_dropout does not support inplace computation during training.")
+    if not training:
+        return input if inplace else input.clone()
+    feature_dropout_size = input.size()[0:2]
+    random_tensor = torch.rand(feature_dropout_size, generator=training_generator("global", input.device))
+    boolean_mask = (random_tensor > p).to(dtype=torch.float)
+    for i in range(2, input.dim()):
+        boolean_mask = boolean_mask.unsqueeze(i)
+    boolean_mask, _ = torch.broadcast_tensors(boolean_mask, input.data)
+    result = input.mul_(boolean_mask.div(1.0 - p)) if inplace else input.mul(boolean_mask.div(1.0 - p))
+    ctx.save_multiple_for_backward([boolean_mask, p])
+    return result
 
 
 def _secure_randomness() -> None:
@@ -156,6 +263,10 @@ def _secure_randomness() -> None:
             if hasattr(module, fn.__name__):
                 setattr(module, fn.__name__, fn)
     crypten._setup_prng = _setup_prng
+    import crypten.gradients as gradients
+
+    gradients.AutogradDropout.forward = staticmethod(_dropout_forward)
+    gradients.AutogradFeatureDropout.forward = staticmethod(_feature_dropout_forward)
 
 
 _secure_randomness()
@@ -233,5 +344,5 @@ crypten.communicator.get = _get
 crypten.communicator.is_initialized = _is_initialized
 crypten.generators = _ThreadGenerators()
 
-__all__ = ["crypten", "current_communicator", "generate_kbit_random_tensor", "generate_random_ring_element",
-           "thread_communicator"]
+__all__ = ["GeneratorSlot", "crypten", "current_communicator", "generate_kbit_random_tensor", "generate_random_ring_element",
+           "thread_communicator", "training_generator"]

@@ -76,3 +76,71 @@ def test_gather_and_all_gather_return_fresh_tensors(backend: str) -> None:
         assert torch.equal(r["all_gather"][0], torch.arange(5)) and torch.equal(r["all_gather"][1], torch.arange(5) + 10)
         assert r["all_reduce_big"] and r["all_reduce_small"], rank
         assert not r["all_reduce_shares_memory"] and not r["all_reduce_small_shares_memory"], rank
+
+
+@pytest.fixture(scope="module", params=["grpc", "gloo"])
+def semantics(request: pytest.FixtureRequest) -> tuple[str, list[dict]]:
+    """workers.communicator_semantics over the gRPC communicator, and over CrypTen's gloo as the yardstick."""
+    return request.param, run_pair(workers.communicator_semantics, config=PairConfig(backend=request.param), timeout_s=100)
+
+
+def _ok(part: object) -> object:
+    assert not (isinstance(part, str) and part.startswith("error")), part
+    return part
+
+
+@pytest.mark.timeout(150)
+def test_an_irecv_stays_pending_across_collectives(semantics: tuple[str, list[dict]]) -> None:
+    _, result = semantics
+    for rank in (0, 1):
+        r = _ok(result[rank]["irecv_across_collectives"])
+        assert torch.equal(r["summed"], torch.tensor([11, 22])) and torch.equal(r["gathered"], torch.tensor([5, 6]))
+    assert torch.equal(result[0]["irecv_across_collectives"]["received"], torch.tensor([7, 8, 9]))
+    assert result[0]["irecv_across_collectives"]["obj"] == {"k": [1, 2]}
+
+
+@pytest.mark.timeout(150)
+def test_all_reduce_and_reduce_of_tensors_that_require_grad(semantics: tuple[str, list[dict]]) -> None:
+    _, result = semantics
+    for rank in (0, 1):
+        r = _ok(result[rank]["autograd"])
+        torch.testing.assert_close(r["all_reduce"], torch.tensor([3.0, -4.0]))
+        assert r["requires_grad"] and torch.equal(r["grad"], torch.ones(2))
+        torch.testing.assert_close(r["batched"], [torch.tensor([2.0]), torch.tensor([4.0, 6.0])])
+    torch.testing.assert_close(result[0]["autograd"]["reduce"], torch.tensor([1.5]))
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_collectives(semantics: tuple[str, list[dict]], dtype: str) -> None:
+    backend, result = semantics
+    for rank in (0, 1):
+        half = _ok(result[rank]["half"])
+        h = _ok(half[dtype]) if isinstance(half, dict) else half
+        torch.testing.assert_close(h["all_reduce"], torch.tensor([4.5, -0.75]))
+        torch.testing.assert_close(h["broadcast"], torch.tensor([4.0, 0.5]))
+        assert h["dtypes"] == [f"torch.{dtype}"] * 2, backend
+
+
+def test_an_armed_check_rides_an_all_reduce_while_a_p2p_message_waits_aside() -> None:
+    """One process, an endpoint whose peer is itself (every message comes back): the armed check is carried and compared
+    by the all_reduce that finds the pending irecv's message first."""
+    from parties.communicator import GrpcCommunicator
+    from parties.pair import free_port
+    from parties.transport import Endpoint
+
+    port = free_port()
+    endpoint = Endpoint(0, f"127.0.0.1:{port}", f"127.0.0.1:{port}")
+    try:
+        with endpoint.session("loop", 10.0) as session:
+            comm = GrpcCommunicator(session)
+            buf = torch.zeros(3, dtype=torch.int64)
+            comm.isend(torch.tensor([4, 5, 6]), 1).wait()
+            req = comm.irecv(buf, 1)
+            comm.arm_check(bytes(range(16)), "test material")
+            assert torch.equal(comm.all_reduce(torch.tensor([1, 2])), torch.tensor([2, 4]))  # its own tensor, twice
+            assert comm.checks_passed == 1 and not comm.check_pending
+            req.wait()
+            assert torch.equal(buf, torch.tensor([4, 5, 6])) and session.aside == (0, 0)
+    finally:
+        endpoint.close()

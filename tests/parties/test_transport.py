@@ -277,3 +277,104 @@ def test_received_tensors_are_fresh_and_writable(chunk: int) -> None:
         assert torch.equal(got, sent) and got.dtype == sent.dtype
         got.add_(1)
     assert frames == before and torch.equal(sent, torch.arange(3000, dtype=torch.int64).reshape(30, 100))
+
+
+def _loopback(limits: Limits = Limits()) -> Endpoint:
+    """An endpoint whose peer is itself: what a session sends comes back to it, in order (one process, no peer)."""
+    port = free_port()
+    return Endpoint(0, f"127.0.0.1:{port}", f"127.0.0.1:{port}", limits=limits)
+
+
+def test_point_to_point_and_collective_messages_are_matched_apart() -> None:
+    """As torch.distributed does: a p2p message that comes while a collective is awaited (or the reverse) waits for its receive."""
+    endpoint = _loopback()
+    try:
+        with endpoint.session("kinds", 10.0) as session:
+            sent = [("p2p", torch.arange(3)), ("p2p.obj", torch.arange(4, dtype=torch.uint8)), ("all_reduce", torch.tensor([7])),
+                    ("p2p", torch.arange(5) * 2), ("barrier", torch.empty(0, dtype=torch.int64))]
+            for tag, tensor in sent:
+                session.send_tensor(tag, tensor)
+            assert torch.equal(session.recv_tensor("all_reduce"), torch.tensor([7]))  # two p2p messages kept aside
+            assert session.aside == (2, 3 * 8 + 4)
+            assert session.recv_tensor("barrier").numel() == 0  # and a third
+            assert session.aside[0] == 3
+            assert torch.equal(session.recv_tensor("p2p"), torch.arange(3))  # each kind in its sending order
+            assert torch.equal(session.recv_tensor("p2p.obj"), torch.arange(4, dtype=torch.uint8))
+            assert torch.equal(session.recv_tensor("p2p"), torch.arange(5) * 2)
+            assert session.aside == (0, 0) and session.messages_received == 5
+            # the reverse: collectives kept aside while a p2p message is awaited
+            for tag, tensor in [("all_reduce", torch.tensor([1])), ("broadcast", torch.tensor([2])), ("p2p", torch.tensor([3]))]:
+                session.send_tensor(tag, tensor)
+            assert session.recv_tensor("p2p").item() == 3
+            assert session.recv_tensor("all_reduce").item() == 1 and session.recv_tensor("broadcast").item() == 2
+    finally:
+        endpoint.close()
+
+
+@pytest.mark.parametrize("order", ["direct", "aside"])
+def test_a_mismatch_within_a_kind_still_fails_the_session(order: str) -> None:
+    endpoint = _loopback()
+    try:
+        with endpoint.session("mismatch", 10.0) as session:
+            if order == "direct":  # two collectives out of order
+                session.send_tensor("all_reduce", torch.tensor([1]))
+                expected, got = "broadcast", "all_reduce"
+            else:  # a p2p message kept aside is not what the later p2p receive expects
+                session.send_tensor("p2p.obj", torch.tensor([1], dtype=torch.uint8))
+                session.send_tensor("all_reduce", torch.tensor([1]))
+                assert session.recv_tensor("all_reduce").item() == 1
+                expected, got = "p2p", "p2p.obj"
+            with pytest.raises(SessionFailed) as err:
+                session.recv_tensor(expected)
+            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"expected a {expected!r} message, got {got!r}" in str(err.value)
+            with pytest.raises(SessionFailed):  # the session stays failed
+                session.recv_tensor(expected)
+    finally:
+        endpoint.close()
+
+
+@pytest.mark.parametrize("limit", ["messages", "bytes"])
+def test_what_is_kept_aside_is_bounded(limit: str) -> None:
+    limits = Limits(max_aside_messages=3) if limit == "messages" else Limits(max_aside_bytes=100)
+    endpoint = _loopback(limits)
+    try:
+        with endpoint.session("flood", 10.0) as session:
+            for _ in range(4):
+                session.send_tensor("p2p", torch.arange(4))  # 32 bytes each
+            session.send_tensor("all_reduce", torch.tensor([1]))
+            with pytest.raises(SessionFailed) as err:
+                session.recv_tensor("all_reduce")
+            assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "while waiting for a 'all_reduce' message" in str(err.value)
+            with pytest.raises(SessionFailed):
+                session.recv_tensor("p2p")  # nothing kept aside is handed out once the session failed
+    finally:
+        endpoint.close()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_tensors_round_trip(dtype: torch.dtype) -> None:
+    """float16 and bfloat16 travel bit for bit, in one frame and in many, through frames and through a live endpoint."""
+    from parties.transport import SessionInbox
+
+    sent = torch.cat([torch.randn(3000), torch.tensor([0.0, -0.0, float("inf"), float("-inf"), 65504.0, 1e-7])]).to(dtype)
+    for chunk in (1 << 20, 1000):
+        frames = encode_tensor_frames("h", 0, 0, "t", sent, chunk_bytes=chunk)
+        assert transport_pb2.Frame.FromString(frames[0]).dtype == str(dtype).removeprefix("torch.")
+        inbox = SessionInbox("h")
+        for raw in frames:
+            parsed = parse_frame(raw)
+            inbox.deliver(parsed.header, parsed.data)
+        got = inbox.get(time.monotonic() + 1.0).tensor
+        assert got.dtype == dtype and torch.equal(got.view(torch.int16), sent.view(torch.int16))
+    endpoint = _loopback()
+    try:
+        with endpoint.session("half", 10.0) as session:
+            big = torch.randn(700, 1000).to(dtype)  # 1.4 MB: two frames
+            session.send_tensor("x", big)
+            session.send_tensor("x", sent[:7])
+            assert torch.equal(session.recv_tensor("x").view(torch.int16), big.view(torch.int16))
+            assert torch.equal(session.recv_tensor("x").view(torch.int16), sent[:7].view(torch.int16))
+    finally:
+        endpoint.close()

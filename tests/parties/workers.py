@@ -113,3 +113,92 @@ def collectives_are_fresh(rank: int) -> dict[str, Any]:
     reduced_small.add_(1)  # what came back is writable and the caller's own
     out["all_reduce_small_shares_memory"] = reduced_small.data_ptr() == small.data_ptr()
     return out
+
+
+def communicator_semantics(rank: int) -> dict[str, Any]:
+    """What CrypTen programs rely on from torch.distributed: p2p apart from collectives, autograd inputs, half precision.
+
+    Each part is reported as its result or as the error it raised, so one failing part does not hide the others."""
+    import crypten.communicator as comm
+
+    c = comm.get()
+    peer = 1 - rank
+    out: dict[str, Any] = {}
+
+    def part(name: str, fn: Any) -> None:
+        try:
+            out[name] = fn()
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            out[name] = f"error: {type(exc).__name__}: {exc}"
+
+    def irecv_across_collectives() -> dict[str, Any]:
+        # rank 0 leaves an irecv pending across two collectives, then takes a p2p object; rank 1 sends first, then joins them
+        # (the reverse, a collective message that comes while a p2p receive waits, is no valid torch.distributed program
+        # for blocking sends: tests/parties/test_transport.py checks it at the session level)
+        if rank == 0:
+            buf = torch.zeros(3, dtype=torch.int64)
+            req = c.irecv(buf, src=1)
+            summed = c.all_reduce(torch.tensor([1, 2]))
+            gathered = c.all_gather(torch.tensor([5]))
+            obj = c.recv_obj(1)
+            req.wait()
+            received = buf
+        else:
+            sent = c.isend(torch.tensor([7, 8, 9]), dst=0)
+            summed = c.all_reduce(torch.tensor([10, 20]))
+            gathered = c.all_gather(torch.tensor([6]))
+            c.send_obj({"k": [1, 2]}, 0)
+            sent.wait()
+            received = obj = None
+        return {"summed": summed, "gathered": torch.cat(gathered), "received": received, "obj": obj}
+
+    def autograd_reduce() -> dict[str, Any]:
+        x = torch.tensor([1.5, -2.0], requires_grad=True)
+        y = c.all_reduce(x)
+        y.sum().backward()
+        z = torch.tensor([0.25 + rank], requires_grad=True)
+        r = c.reduce(z, 0)
+        batched = c.all_reduce([torch.tensor([1.0], requires_grad=True), torch.tensor([2.0, 3.0], requires_grad=True)], batched=True)
+        return {"all_reduce": y.detach(), "requires_grad": y.requires_grad, "grad": x.grad,
+                "reduce": r.detach() if r is not None else None, "batched": [b.detach() for b in batched]}
+
+    def half_precision() -> dict[str, Any]:
+        result = {}
+        for dtype in (torch.float16, torch.bfloat16):
+            name = str(dtype).removeprefix("torch.")
+            s = c.all_reduce(torch.tensor([1.5, -0.25], dtype=dtype) * (rank + 1))
+            b = c.broadcast(torch.tensor([3.0 + rank, 0.5], dtype=dtype), 1)
+            result[name] = {"all_reduce": s.float(), "broadcast": b.float(), "dtypes": [str(s.dtype), str(b.dtype)]}
+        return result
+
+    part("irecv_across_collectives", irecv_across_collectives)
+    part("autograd", autograd_reduce)
+    part("half", half_precision)
+    c.barrier()  # both leave together (gloo's teardown right after a broadcast's root returns can hang the other party)
+    out["peer"] = peer
+    return out
+
+
+DROPOUT_X = torch.arange(1.0, 25.0).reshape(2, 3, 4)
+
+
+def generator_api(rank: int) -> dict[str, Any]:
+    """CrypTen's generator API over whatever communicator is installed: crypten.manual_seed (debug mode, as CrypTen
+    wants it), initial_seed, the ring draws masks come from, and training-time dropout."""
+    from protocols.crypten_compat import generate_random_ring_element
+
+    cpu = torch.device("cpu")
+    with crypten.cfg.temp_override({"debug.debug_mode": True}):
+        crypten.manual_seed(0, 0, 0)
+    slots = ("prev", "next", "local", "global")
+    out: dict[str, Any] = {
+        "initial_seed": {s: crypten.generators[s][cpu].initial_seed() for s in slots},
+        "draws": {s: generate_random_ring_element((4,), generator=crypten.generators[s][cpu]) for s in slots},
+    }
+    x = crypten.cryptensor(DROPOUT_X if rank == 0 else torch.zeros_like(DROPOUT_X), src=0, requires_grad=True)
+    module = crypten.nn.Dropout(0.5).encrypt().train()
+    out["nn_dropout"] = module(x).get_plain_text()
+    out["feature_dropout"] = crypten.nn.Dropout2d(0.5).encrypt().train()(x).get_plain_text()
+    plain = crypten.cryptensor(DROPOUT_X if rank == 0 else torch.zeros_like(DROPOUT_X), src=0)
+    out["mpc_dropout"] = plain.dropout(0.5, training=True).get_plain_text()  # its mask a secret random tensor
+    return out

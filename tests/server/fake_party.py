@@ -65,6 +65,7 @@ class FakeRuntime:
         self.max_sessions = [0, 0]  # what each party reports in Health (0: says nothing, as an older party)
         self.in_flight = [0, 0]
         self.peak_in_flight = [0, 0]  # the most Infer calls a party had running at once
+        self.used: list[set[str]] = [set(), set()]  # request ids a party refuses as replayed (ALREADY_EXISTS)
 
     def load(self, rank: int, name: str) -> tuple[Any, dict[str, Any]]:
         d = self.model_dir / name
@@ -148,6 +149,9 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
         self.rt.received[self.rank].append(request)
         if request.model not in self.rt.loaded[self.rank]:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"model {request.model!r} is not loaded")
+        for it in request.items:  # as a real party's replay guard: refused before anything is computed
+            if it.request_id in self.rt.used[self.rank]:
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{it.request_id}: replayed box: this request id was already used")
         opened = self._open(request)
         with self.rt.cond:
             self.rt.in_flight[self.rank] += 1

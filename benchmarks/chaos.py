@@ -32,7 +32,7 @@ so is every request that failed without a response (connection refused or
 reset while the coordinator is down).
 
     python -m benchmarks.chaos --minutes 6 --clients 8 --out results/chaos/full.json
-    python -m benchmarks.chaos --quick --out /tmp/chaos.json       # the quick tier: < 2 min on 2 cores
+    python -m benchmarks.chaos --quick --out chaos-quick.json       # the quick tier: < 2 min on 2 cores
 
 The JSON holds the command, the machine, the totals (answered, wrong, errors
 by status, faults by kind, recovery times), every fault and every error. The

@@ -517,15 +517,15 @@ class Coordinator:
             await self.pool.release(pair)
 
     async def _run(self, model: str, batch: list[PendingItem], pair: PartyPair) -> None:
-        """One secure forward on ``pair``; on INVALID_ARGUMENT for a batch, each item alone so one bad share fails
-        only itself; when the pair is unavailable, it leaves the rotation and the batch goes once to another pair."""
+        """One secure forward on ``pair``; on INVALID_ARGUMENT or ALREADY_EXISTS (a replayed box) for a batch, each item
+        alone so one bad share or replayed request fails only itself; when the pair is unavailable, it leaves the rotation and the batch goes once to another pair."""
         try:
             await self._forward_with_reload(model, batch, pair)
-        except BadRequest as exc:
+        except (BadRequest, DuplicateRequest) as exc:  # a party refused an item before computing anything
             if len(batch) == 1:
                 batch[0].fail(exc)
                 return
-            log.info("party rejected a batch of %d as invalid; retrying item by item", len(batch))
+            log.info("party rejected a batch of %d (%s); retrying item by item", len(batch), exc.kind)
             for it in batch:
                 try:
                     await self._forward_with_reload(model, [it], pair)

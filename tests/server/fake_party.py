@@ -67,6 +67,7 @@ class FakeRuntime:
         self.peak_in_flight = [0, 0]  # the most Infer calls a party had running at once
         self.data_loss_forwards = 0  # the next N forwards abort at both parties as on mismatched dealer material
         self.data_loss_sessions: set[str] = set()
+        self.used: list[set[str]] = [set(), set()]  # request ids a party refuses as replayed (ALREADY_EXISTS)
 
     def load(self, rank: int, name: str) -> tuple[Any, dict[str, Any]]:
         d = self.model_dir / name
@@ -150,6 +151,9 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
         self.rt.received[self.rank].append(request)
         if request.model not in self.rt.loaded[self.rank]:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"model {request.model!r} is not loaded")
+        for it in request.items:  # as a real party's replay guard: refused before anything is computed
+            if it.request_id in self.rt.used[self.rank]:
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{it.request_id}: replayed box: this request id was already used")
         opened = self._open(request)
         with self.rt.cond:
             if request.session_id not in self.rt.data_loss_sessions and self.rt.data_loss_forwards > 0:

@@ -121,6 +121,21 @@ def test_one_bad_share_in_a_batch_fails_only_its_own_request(
     assert codes[1] == codes[3] == 200, codes
 
 
+def test_a_replayed_request_in_a_batch_fails_only_itself(live: Callable[..., LiveServer], parties: FakeParties) -> None:
+    """A party that already answered a request id (its answer lost on the way: the other party died) refuses it
+    again with ALREADY_EXISTS before computing anything; the requests batched with it are still answered."""
+    parties.runtime.delay_s = 0.3
+    with live(batch_size=8, batch_wait_ms=200) as server:
+        bodies = [sealed_body(server.url, torch.rand(1, 8, 8)) for _ in range(3)]
+        parties.runtime.used[1].add(bodies[1]["request_id"])
+        with ThreadPoolExecutor(3) as pool:
+            responses = list(pool.map(lambda b: httpx.post(f"{server.url}/v1/classify", json=b, timeout=30), bodies))
+    codes = [r.status_code for r in responses]
+    assert codes == [200, 409, 200], [(r.status_code, r.text[:200]) for r in responses]
+    assert bodies[1]["request_id"] in responses[1].json()["detail"]
+    assert len(parties.runtime.received[1][0].items) == 3  # the three went out in one batch first
+
+
 def _wait_for(condition: Callable[[], bool], limit_s: float = 30.0) -> bool:
     """Poll ``condition`` until it holds (True) or ``limit_s`` passes (False); a bound, not a measurement."""
     end = time.monotonic() + limit_s

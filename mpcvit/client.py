@@ -46,7 +46,10 @@ or the dealer unavailable, mismatched material): safe, because a party
 records a request as used only once it has computed its answer, and refuses
 it after that (409), so a box is answered at most once. It never retries a
 409, a 4xx or a 504, and retries at most ``retries`` times within the
-request's deadline.
+request's deadline. One exception: when its own re-send after a 503 meets a
+409 (one party had computed the box before its peer failed, and that answer
+never arrived), it seals the image afresh once (a new request id and key)
+and asks again.
 
 The same functions serve the coordinator's demo mode, where it plays this
 client itself (and says so in its response).
@@ -343,6 +346,7 @@ class PrivateClient:
         self.retries = DEFAULT_RETRIES
         self.implausible = 0  # answers refused by the integrity net (module docstring)
         self.retried = 0  # requests sent again after a 503
+        self.resealed = 0  # requests sealed afresh after our own re-send met a 409 (see "Retries")
 
     def close(self) -> None:
         self._http.close()
@@ -374,7 +378,11 @@ class PrivateClient:
         for attempt in range(self.retries + 1):
             r = self._http.post("/v1/classify", json=body, headers=self._headers)
             if r.status_code != 503 or attempt == self.retries:
-                return self._check(r)
+                try:
+                    return self._check(r)
+                except ServerError as exc:
+                    exc.after_resend = attempt > 0  # type: ignore[attr-defined]
+                    raise
             try:
                 wait = min(float(r.headers.get("retry-after", 1)), 5.0)
             except ValueError:
@@ -433,9 +441,19 @@ class PrivateClient:
         bits = int(info.get("precision_bits") or DEFAULT_PRECISION_BITS)
         x = preprocess(image, info["input_shape"])
         t0 = time.perf_counter()
-        for attempt in range(2):  # a second, freshly sealed request only after an implausible answer
+        for attempt in range(2):  # a second, freshly sealed request only after an implausible answer or a lost one
             req = seal_input(x, keys, bits, model=info["name"])
-            body = self._post_retrying(request_to_json(info["name"], req, deadline_unix_ms), deadline_unix_ms)
+            try:
+                body = self._post_retrying(request_to_json(info["name"], req, deadline_unix_ms), deadline_unix_ms)
+            except ServerError as exc:
+                if exc.status_code == 409 and getattr(exc, "after_resend", False) and attempt == 0:
+                    # our own re-send after a 503 met a party that had computed the box before its peer failed:
+                    # that answer never reached us, so ask once more, freshly sealed (a new request id and key)
+                    self.resealed += 1
+                    log.info("request %s was computed by one party before the other failed; asking once more, freshly sealed",
+                             req.request_id)
+                    continue
+                raise
             try:
                 logits = open_output(req, [sealed_from_json(s) for s in body["output_shares"]], keys, bits)
                 break

@@ -99,6 +99,7 @@ PREFETCH_DEPTH = 2  # dealer batches fetched ahead per series (model and batch s
 PREFETCH_KEPT = 8  # most batches held ahead in all
 PREFETCH_TTL_S = 300.0  # a batch held ahead this long without its forward is dropped (the dealer keeps 600 s)
 PREFETCH_BYTES = 1 << 30  # most dealer material held ahead in all (a 7_4_32 forward of 4 images is 0.7 GB on party 0)
+MODEL_LOADS_KEPT = 16  # replaced model loads whose dealer id a party keeps for forwards still running on them
 MAX_SESSIONS = 16  # the most sessions a party runs at once (the transport keeps 64 sessions open at most)
 SESSION_MEMORY_BYTES = 2 << 30  # a session's budget: activations and one batch's dealer material at ViT-Lite scale
 
@@ -262,6 +263,7 @@ class SessionBatches:
         self._local = threading.local()  # ticket, session id, deadline and fetch report of this thread's session
         self.model_dealer: dict[int, bytes | None] = {}  # model load id -> the dealer id its weight masks came from
         self._instance: bytes | None = None  # the newest dealer instance a fetch saw
+        self._ended_models: list[int] = []  # replaced loads whose dealer id is still kept (end_model)
         self._lock = threading.Lock()
         # batch name -> (its fetch, its bytes, when it was queued)
         self._ahead: collections.OrderedDict[str, tuple[futures.Future[Fetched], int, float]] = collections.OrderedDict()
@@ -423,7 +425,12 @@ class SessionBatches:
         return seed.key
 
     def end_model(self, model_id: int) -> None:
-        self.model_dealer.pop(model_id, None)
+        """A load was replaced: forget its dealer id, once no forward started on it can still ask (the last
+        ``MODEL_LOADS_KEPT`` replaced loads are kept for those)."""
+        with self._lock:
+            self._ended_models.append(model_id)
+            while len(self._ended_models) > MODEL_LOADS_KEPT:
+                self.model_dealer.pop(self._ended_models.pop(0), None)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -768,7 +775,7 @@ class Party:
                 comm.settle_check()  # the material check rode on the forward's first exchange; never skipped
             except BaseException as exc:
                 self.replays.release(seen)
-                if isinstance(exc, ModelLost):
+                if isinstance(exc, ModelLost) and self.models.get(request.model) is loaded:
                     self._replace_model(request.model, None)  # the coordinator's health watch loads it again on both parties
                 elif isinstance(exc, MaterialMismatch):
                     logger.warning("%s; dropped %d batch(es) held ahead", exc, self.batches.drop_ahead())

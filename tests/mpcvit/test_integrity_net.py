@@ -82,3 +82,20 @@ def test_classify_retries_a_503_with_the_same_box_and_refuses_garbage_with_a_fre
     with pytest.raises(sdk.ServerError) as err:
         c.classify(torch.zeros(1, 2, 2), model="m")
     assert err.value.status_code == 409 and len(http.sent) == 1  # a 409 is never retried
+
+
+def test_a_409_after_our_own_resend_is_asked_again_freshly_sealed_once() -> None:
+    """A party computed the box before its peer died (503); the re-sent box is a replay there (409): the answer never
+    arrived, so the SDK seals the image afresh once. A 409 on the first send is never retried."""
+    parties = [generate_keypair(), generate_keypair()]
+    busy = lambda body: _Response(503, {"detail": "party 0 is unavailable"}, {"retry-after": "0"})  # noqa: E731
+    replayed = lambda body: _Response(409, {"detail": "replayed box"})  # noqa: E731
+    http = _Http([busy, replayed, _answer(parties, torch.tensor([0.0, 3.0]))])
+    c = sdk.PrivateClient(party_keys=[p.public for p in parties], http_client=http)
+    assert c.classify(torch.zeros(1, 2, 2), model="m").class_index == 1 and c.resealed == 1
+    assert http.sent[0] == http.sent[1] and http.sent[2]["request_id"] != http.sent[0]["request_id"]
+    http = _Http([busy, replayed, busy, replayed])
+    c = sdk.PrivateClient(party_keys=[p.public for p in parties], http_client=http)
+    with pytest.raises(sdk.ServerError):
+        c.classify(torch.zeros(1, 2, 2), model="m")
+    assert c.resealed == 1

@@ -311,3 +311,20 @@ def test_a_state_file_others_can_read_is_refused(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(KeyPermissionError, match="chmod 600"):
         load_master_key(path)
+
+
+def test_a_forward_still_running_on_a_replaced_load_finds_its_dealer_id() -> None:
+    """A model reloaded while a forward of the previous load runs (a peer restarted): the old load's dealer id stays
+    for the last MODEL_LOADS_KEPT replaced loads, so that forward is not taken for a dealer that lost its state."""
+    from parties.party import MODEL_LOADS_KEPT, SessionBatches
+
+    class Dealer:
+        timeout_s = 5.0
+
+    batches = SessionBatches(Dealer(), depth=0)  # type: ignore[arg-type]
+    for load in range(MODEL_LOADS_KEPT + 3):
+        batches.model_dealer[load] = b"D" * 16
+        if load:
+            batches.end_model(load - 1)
+    assert all(batches.model_dealer.get(load) == b"D" * 16 for load in range(3, MODEL_LOADS_KEPT + 3))
+    assert all(load not in batches.model_dealer for load in range(2))  # older ones are forgotten: bounded

@@ -12,7 +12,12 @@ this very image and that neither appears in the clear).
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
+import shutil
+import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -248,3 +253,46 @@ def test_page_checks_the_party_keys_against_a_pasted_ca(model_dir: Path, tmp_pat
                 browser.close()
     finally:
         fp.stop()
+
+
+def test_an_app_serving_the_sdk_itself_with_integrity_refuses_a_modified_module(tmp_path: Path) -> None:
+    """clients/js/README.md, "Serving the SDK yourself": the import map made by scripts/integrity.mjs pins every
+    module by its sha384 hash; chromium loads the SDK as it is and refuses it once one module is modified."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not on PATH: scripts/integrity.mjs makes the import map")
+    done = subprocess.run([node, "clients/js/scripts/integrity.mjs", "--importmap", "/js/mpcvit/"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    importmap = json.loads(done.stdout)
+    assert set(importmap["integrity"]) == {f"/js/mpcvit/src/{f.name}" for f in (ROOT / "clients" / "js" / "src").glob("*.js")}
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "clients" / "js" / "src", app / "js" / "mpcvit" / "src")
+    (app / "index.html").write_text(
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f'<script type="importmap">{json.dumps(importmap)}</script>'
+        '<script type="module">import("/js/mpcvit/src/index.js")'
+        '.then(m => { document.title = typeof m.PrivateClient === "function" ? "loaded" : "no SDK"; })'
+        '.catch(e => { document.title = "refused"; });</script></head><body></body></html>')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(app))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.wait_for_function("document.title !== ''", timeout=30_000)
+                assert page.title() == "loaded"
+                sealing = app / "js" / "mpcvit" / "src" / "sealing.js"
+                sealing.write_text(sealing.read_text() + "\n// one changed byte is enough\n")
+                page = browser.new_context().new_page()  # no cached module
+                page.goto(url)
+                page.wait_for_function("document.title !== ''", timeout=30_000)
+                assert page.title() == "refused"
+            finally:
+                browser.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

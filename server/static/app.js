@@ -5,7 +5,20 @@
 // keys, preprocesses the image, splits it into two additive shares and seals each to its party, in this browser;
 // the coordinator relays sealed boxes only (POST /v1/classify). Demo mode, an explicit choice: the coordinator
 // gets the image and plays the client (POST /v1/compare).
-import { PartyKeyError, PrivateClient, isLoopback } from "/sdk/src/index.js";
+// The SDK is imported when first needed, so that the page (and demo mode) still works where the coordinator
+// serves no SDK; private mode then says why it cannot run.
+let sdkModule = null;
+async function loadSdk() {
+  if (!sdkModule) {
+    try {
+      sdkModule = await import("/sdk/src/index.js");
+    } catch (e) {
+      throw new Error("this coordinator does not serve the JavaScript SDK (/sdk/src/), so this page cannot classify " +
+        "privately; use mpcvit classify, or an app that serves the SDK itself (" + (e.message || e) + ")");
+    }
+  }
+  return sdkModule;
+}
 
 const state = { blob: null, name: "", models: [] };
 const FINGERPRINT = /(?:sha256:)?[0-9a-f]{64}/gi;
@@ -216,11 +229,11 @@ function showMode() {
 
 // How the parties' sealing keys are checked: pasted fingerprints, a pasted CA certificate, or (empty, loopback
 // coordinator only) the relayed keys unchecked. {options for PrivateClient, what the page says about it}.
-function trustOptions() {
+function trustOptions(sdk) {
   const text = $("trust").value.trim();
   if (!text) {
-    if (!isLoopback(location.hostname)) {
-      throw new PartyKeyError("paste the parties' key fingerprints or the deployment's CA certificate: " +
+    if (!sdk.isLoopback(location.hostname)) {
+      throw new sdk.PartyKeyError("paste the parties' key fingerprints or the deployment's CA certificate: " +
         "this page does not take the parties' keys on the coordinator's word");
     }
     return { options: { trustCoordinator: true }, check: "unchecked",
@@ -231,7 +244,7 @@ function trustOptions() {
       says: "Keys: checked in this browser against the pasted CA certificate (each party's certificate and its signature over its key)." };
   }
   const pins = text.match(FINGERPRINT) || [];
-  if (pins.length !== 2) throw new PartyKeyError(`give party 0's and party 1's key fingerprints (2), found ${pins.length}`);
+  if (pins.length !== 2) throw new sdk.PartyKeyError(`give party 0's and party 1's key fingerprints (2), found ${pins.length}`);
   return { options: { pins }, check: "pins", says: "Keys: checked in this browser against the pasted fingerprints." };
 }
 
@@ -273,15 +286,16 @@ async function runDemo(models) {
 }
 
 async function runPrivate(models) {
+  const sdk = await loadSdk();
   let trust;
   try {
-    trust = trustOptions();
+    trust = trustOptions(sdk);
   } catch (e) {
     setStatus(String(e.message || e), "error");
     return;
   }
   const token = $("token").value.trim();
-  const client = new PrivateClient(location.origin, { ...trust.options, token: token || undefined });
+  const client = new sdk.PrivateClient(location.origin, { ...trust.options, token: token || undefined });
   const image = await imageDataOf(state.blob);
   const keyCheck = $("key-check");
   try {

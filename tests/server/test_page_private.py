@@ -32,6 +32,7 @@ from mpcvit.pki import key_fingerprint
 from mpcvit.sealing import BoxContext, Sealed, open_tensor
 from parties import tls
 from server.main import create_app
+from server.routes import page as page_routes
 from server.settings import Settings
 from tests.server.conftest import SAMPLES_DIR, LiveServer
 from tests.server.fake_party import PRECISION_BITS, FakeParties
@@ -296,3 +297,29 @@ def test_an_app_serving_the_sdk_itself_with_integrity_refuses_a_modified_module(
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_without_the_sdk_the_page_says_why_and_demo_mode_still_works(
+    parties: FakeParties, live: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coordinator installed without the SDK's files (a wheel built without the copy the container image makes)."""
+    monkeypatch.setattr(page_routes, "sdk_dir", lambda: None)
+    with live() as server, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            page.wait_for_selector("#samples button")
+            page.click(f"#samples button[data-file='{SAMPLE}']")
+            page.click("#run")
+            page.wait_for_selector("#status[data-state=error]", timeout=30_000)
+            assert "does not serve the JavaScript SDK" in page.inner_text("#status")
+            page.check("#demo-mode")
+            page.click("#run")
+            page.wait_for_selector("#status[data-state=done]", timeout=60_000)
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert parties.runtime.forwards == 3  # demo mode's three models; nothing in private mode

@@ -29,7 +29,7 @@ def test_the_page_imports_the_sdk_the_coordinator_serves(client: TestClient) -> 
         r = client.get(f"/sdk/src/{f.name}")
         assert r.status_code == 200 and r.content == f.read_bytes(), f.name
         assert r.headers["content-type"].startswith("text/javascript")
-    assert 'from "/sdk/src/index.js"' in client.get("/static/app.js").text
+    assert "import(\"/sdk/src/index.js\")" in client.get("/static/app.js").text
 
 
 def test_the_page_import_map_is_the_sdk_import_map_under_sdk(client: TestClient) -> None:

@@ -24,7 +24,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 FOOLBOX_WHEEL_DIR := $(VENV)/foolbox-wheel
 
-.PHONY: venv demo test fashion-mnist chromium js-deps proto clean spu-env
+.PHONY: venv demo test fashion-mnist chromium js-deps js-integrity proto clean spu-env
 
 venv: $(STAMP)
 
@@ -76,6 +76,11 @@ js-deps:
 	  npm ci --prefix $(JS_DIR) --no-audit --no-fund --loglevel=error || \
 	  echo "note: npm ci failed in $(JS_DIR); its CA-chain tests will be skipped"; \
 	else echo "note: node (20+) and npm not found: the JavaScript SDK's tests (clients/js) will be skipped"; fi
+
+# The SDK's modules' subresource-integrity hashes (sha384), for an app that serves the SDK itself
+# (clients/js/README.md, "Serving the SDK yourself"); --importmap URL prints an import map that pins them.
+js-integrity:
+	node $(JS_DIR)/scripts/integrity.mjs
 
 test: $(STAMP) chromium js-deps
 	$(PY) -m pytest -q

@@ -82,6 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if docs.DOCS_DIR:
         app.include_router(docs.router)
         app.mount(docs.DOCS_STATIC, StaticFiles(directory=docs.DOCS_DIR), name="swagger")
+    # the JavaScript SDK the page imports (clients/js/src), and PKI.js for its CA check where npm ci installed it
+    if (sdk := page.sdk_dir()) is not None:
+        app.mount(page.SDK_URL, StaticFiles(directory=sdk), name="sdk")
+    if (deps := page.sdk_deps_dir()) is not None:
+        app.mount(page.SDK_DEPS_URL, StaticFiles(directory=deps), name="sdk-deps")
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     app.openapi = catalog_openapi(app)  # type: ignore[method-assign]
     return app

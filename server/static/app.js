@@ -1,9 +1,27 @@
-// The demo page: pick a bundled test image or upload one, run it through several models in demo mode
-// (POST /v1/compare), show each model's class and its rounds, bytes and latency as SVG bar charts.
-// No library, no CDN: plain DOM and SVG.
-"use strict";
+// The demo page: pick a bundled test image or upload one, run it through several models and show each model's
+// class and its rounds, bytes and latency as SVG bar charts. No library, no CDN: plain DOM and SVG.
+//
+// Private mode (the default): the mpcvit JavaScript SDK (clients/js, served under /sdk/src/) checks the parties'
+// keys, preprocesses the image, splits it into two additive shares and seals each to its party, in this browser;
+// the coordinator relays sealed boxes only (POST /v1/classify). Demo mode, an explicit choice: the coordinator
+// gets the image and plays the client (POST /v1/compare).
+// The SDK is imported when first needed, so that the page (and demo mode) still works where the coordinator
+// serves no SDK; private mode then says why it cannot run.
+let sdkModule = null;
+async function loadSdk() {
+  if (!sdkModule) {
+    try {
+      sdkModule = await import("/sdk/src/index.js");
+    } catch (e) {
+      throw new Error("this coordinator does not serve the JavaScript SDK (/sdk/src/), so this page cannot classify " +
+        "privately; use mpcvit classify, or an app that serves the SDK itself (" + (e.message || e) + ")");
+    }
+  }
+  return sdkModule;
+}
 
 const state = { blob: null, name: "", models: [] };
+const FINGERPRINT = /(?:sha256:)?[0-9a-f]{64}/gi;
 const $ = (id) => document.getElementById(id);
 const SVG_NS = "http://www.w3.org/2000/svg";
 const COLORS = { vit: "#7f7f7f", mpcformer: "#d62728", thex: "#ff7f0e", mpcvit: "#1f77b4", mpcvitplus: "#2ca02c" };
@@ -197,33 +215,133 @@ function renderCharts(results) {
   );
 }
 
+function demoMode() {
+  return $("demo-mode").checked;
+}
+
+function showMode() {
+  const demo = demoMode();
+  $("demo-warning").hidden = !demo;
+  $("trust-box").hidden = demo;
+  $("run").textContent = demo ? "Classify in demo mode (the coordinator sees the image)" : "Classify privately with each model";
+  document.body.dataset.mode = demo ? "demo" : "private";
+}
+
+// How the parties' sealing keys are checked: pasted fingerprints, a pasted CA certificate, or (empty, loopback
+// coordinator only) the relayed keys unchecked. {options for PrivateClient, what the page says about it}.
+function trustOptions(sdk) {
+  const text = $("trust").value.trim();
+  if (!text) {
+    if (!sdk.isLoopback(location.hostname)) {
+      throw new sdk.PartyKeyError("paste the parties' key fingerprints or the deployment's CA certificate: " +
+        "this page does not take the parties' keys on the coordinator's word");
+    }
+    return { options: { trustCoordinator: true }, check: "unchecked",
+      says: "Keys: NOT checked (nothing pasted; accepted only because the coordinator is on this machine)." };
+  }
+  if (text.includes("-----BEGIN CERTIFICATE-----")) {
+    return { options: { ca: text }, check: "ca",
+      says: "Keys: checked in this browser against the pasted CA certificate (each party's certificate and its signature over its key)." };
+  }
+  const pins = text.match(FINGERPRINT) || [];
+  if (pins.length !== 2) throw new sdk.PartyKeyError(`give party 0's and party 1's key fingerprints (2), found ${pins.length}`);
+  return { options: { pins }, check: "pins", says: "Keys: checked in this browser against the pasted fingerprints." };
+}
+
+// The picked image as an ImageData (RGBA), decoded by the browser without colour conversion.
+async function imageDataOf(blob) {
+  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return ctx.getImageData(0, 0, canvas.width, canvas.height);
+}
+
+function showResults(results, mode, says) {
+  renderTable(results);
+  renderCharts(results);
+  const note = $("results-mode");
+  note.textContent = mode === "private"
+    ? "Private: shared and sealed in this browser; the coordinator relayed sealed boxes only. " + says
+    : "Demo mode: the coordinator saw the image and the answers.";
+  note.hidden = false;
+  $("results").dataset.mode = mode;
+  const failed = results.filter((r) => !r.ok).length;
+  setStatus(failed ? `Done; ${failed} model(s) failed.` : "Done.", "done");
+}
+
+async function runDemo(models) {
+  const form = new FormData();
+  form.append("image", state.blob, state.name || "image.png");
+  form.append("models", models.join(","));
+  const resp = await fetch("/v1/compare", { method: "POST", body: form, headers: headers() });
+  if (!resp.ok) {
+    setStatus(`Error ${resp.status}: ${await errorText(resp)}`, "error");
+    return;
+  }
+  showResults((await resp.json()).results, "demo", "");
+}
+
+async function runPrivate(models) {
+  const sdk = await loadSdk();
+  let trust;
+  try {
+    trust = trustOptions(sdk);
+  } catch (e) {
+    setStatus(String(e.message || e), "error");
+    return;
+  }
+  const token = $("token").value.trim();
+  const client = new sdk.PrivateClient(location.origin, { ...trust.options, token: token || undefined });
+  const image = await imageDataOf(state.blob);
+  const keyCheck = $("key-check");
+  try {
+    await client.partyKeys(); // refused here, before anything is sealed, unless the keys check out
+  } catch (e) {
+    keyCheck.dataset.check = "refused";
+    keyCheck.textContent = "Keys refused: " + (e.message || e);
+    setStatus("Nothing was sent: " + (e.message || e), "error");
+    return;
+  }
+  keyCheck.dataset.check = trust.check;
+  keyCheck.textContent = trust.says;
+  const results = [];
+  for (const name of models) {
+    const m = state.models.find((x) => x.name === name) || {};
+    const row = { model: name, variant: m.variant || "", accuracy: m.accuracy == null ? null : m.accuracy };
+    try {
+      const r = await client.classify(image, { model: name });
+      results.push({ ...row, ok: true, class_name: r.className, probabilities: r.probabilities, costs: r.costs, latency_seconds: r.seconds });
+    } catch (e) {
+      results.push({ ...row, ok: false, error: String(e.message || e) });
+    }
+  }
+  showResults(results, "private", trust.says);
+}
+
 async function run() {
   const models = selectedModels();
   if (!state.blob || !models.length) return;
   $("run").disabled = true;
-  setStatus(`Running ${models.length} secure inference(s)...`, "running");
-  const form = new FormData();
-  form.append("image", state.blob, state.name || "image.png");
-  form.append("models", models.join(","));
+  const demo = demoMode();
+  setStatus(demo ? `Running ${models.length} secure inference(s) in demo mode...`
+    : `Sharing and sealing the image in this browser; ${models.length} private inference(s)...`, "running");
   try {
-    const resp = await fetch("/v1/compare", { method: "POST", body: form, headers: headers() });
-    if (!resp.ok) {
-      setStatus(`Error ${resp.status}: ${await errorText(resp)}`, "error");
-      return;
-    }
-    const body = await resp.json();
-    renderTable(body.results);
-    renderCharts(body.results);
-    const failed = body.results.filter((r) => !r.ok).length;
-    setStatus(failed ? `Done; ${failed} model(s) failed.` : "Done.", "done");
+    await (demo ? runDemo(models) : runPrivate(models));
   } catch (e) {
-    setStatus("Request failed: " + e, "error");
+    setStatus("Request failed: " + (e.message || e), "error");
   } finally {
     updateRunButton();
   }
 }
 
-window.addEventListener("DOMContentLoaded", () => {
+function start() {
+  $("demo-mode").checked = false; // never carried over from a previous visit
+  $("demo-mode").addEventListener("change", showMode);
+  showMode();
   $("upload").addEventListener("change", (ev) => {
     const f = ev.target.files[0];
     if (!f) return;
@@ -233,4 +351,8 @@ window.addEventListener("DOMContentLoaded", () => {
   $("run").addEventListener("click", run);
   $("token").addEventListener("change", () => loadModels().then(loadSamples));
   loadModels().then(loadSamples);
-});
+}
+
+// a module runs after the document is parsed, possibly after DOMContentLoaded
+if (document.readyState === "loading") window.addEventListener("DOMContentLoaded", start);
+else start();

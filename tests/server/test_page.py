@@ -1,4 +1,5 @@
-"""The demo page in a real headless browser (Debian's chromium, driven by Playwright; nothing downloaded)."""
+"""The demo page in a real headless browser (Debian's chromium, driven by Playwright; nothing downloaded), in demo mode
+(the coordinator plays the client); its default, private mode is test_page_private.py's."""
 
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ def test_page_classifies_a_bundled_image_with_each_model_and_draws_the_costs(
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server.url + "/")
+            page.check("#demo-mode")  # the coordinator plays the client: an explicit choice (private is the default)
             page.wait_for_selector("#models input[type=checkbox]")
             assert page.locator("#models input:checked").count() == 3  # /v1/models' compare_default: one per variant
             page.wait_for_selector("#samples button")
@@ -139,6 +141,7 @@ def test_page_defaults_to_one_model_per_variant_and_the_served_data_set(fashion_
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(fashion_server.url + "/")
+            page.check("#demo-mode")  # the coordinator plays the client (private mode is test_page_private.py's)
             page.wait_for_selector("#models input[type=checkbox]")
             offered = page.eval_on_selector_all("#models input", "cs => cs.map(c => c.value)")
             assert sorted(offered) == sorted(curated)  # the manifest's models, not every experiment directory

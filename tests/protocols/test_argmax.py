@@ -109,3 +109,42 @@ def test_rounds_and_bytes(results: dict) -> None:
 
 def test_rerandomised_shares_keep_their_sum(results: dict) -> None:
     assert results["out"]["rerandomised"] == {"same": True, "changed": True}
+
+
+def _runtime_party(rank: int, model, meta: dict, policy: str, master_key: bytes, share: torch.Tensor) -> dict:  # noqa: ANN001
+    from mpcvit.output_policy import OutputPolicy
+    from protocols.providers import DealerProvider, InProcessDealer, install_provider
+    from protocols.runtime import SecureViT
+
+    install_provider(DealerProvider(rank))
+    secure = SecureViT.share(model if rank == 0 else None, model.spec, meta if rank == 0 else None, owner=0,
+                             batch_source=InProcessDealer(master_key), output_policy=OutputPolicy.parse(policy))
+    out, report = secure.forward_shares(share)
+    return {"share": out.tolist(), "ops": report.to_dict()["per_op"], "rounds": report.rounds}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("policy", ["label", "topk:3"])
+def test_secure_vit_answers_only_the_indices(policy: str) -> None:
+    """SecureViT under a label / top-k policy: its forward returns index shares (B, K) equal to the plaintext ranking."""
+    from mpcvit.sealing import share_fixed_point
+    from tests.protocols.helpers import digits, meta, plain_logits, trained
+
+    model = trained("mpcvit_2_4_8")
+    x, _ = digits("test")
+    x = x[:40]
+    s0, s1 = share_fixed_point(x, 16)
+    out = run_two_party(_runtime_party, model, meta(), policy, new_key(), rank_args=((s0,), (s1,)), timeout=500)
+    k = 1 if policy == "label" else 3
+    shares = [torch.tensor(o["share"]) for o in out]
+    assert shares[0].shape == (40, k) and shares[0].dtype == torch.int64
+    got = shares[0] + shares[1]
+    logits = plain_logits(model, x)
+    top2 = logits.topk(k + 1, dim=-1).values
+    clear = (top2[:, :-1] - top2[:, 1:]).min(-1).values > 0.1  # rows whose ranking the secure logits' error cannot flip
+    assert int(clear.sum()) >= 30
+    want = logits.topk(k, dim=-1).indices
+    assert torch.equal(got[clear], want[clear])
+    kind = "label" if policy == "label" else "topk"
+    op = out[0]["ops"][f"output-{kind}"]
+    assert op["rounds"] == k * 5  # 10 classes: 4 levels + the last payload product, per index

@@ -18,6 +18,11 @@ One private inference, as the client sees it (DESIGN.md, "One private inference"
    ``pk_c`` are POSTed to ``/v1/classify``.
 4. The reply carries each party's sealed share of the fixed-point logits; the
    client opens both with ``sk_c`` and adds them: ``logits = (y0 + y1) / 2^f``.
+   Under the model owner's ``label`` or ``topk:K`` output policy
+   (``mpcvit.output_policy``, shown by ``/v1/models`` and in every answer)
+   the shares are of the class indices instead, ring integers: ``idx = y0 + y1``
+   (:func:`open_indices`); the :class:`Result` then has the class (and
+   ``top_k``) but no logits or probabilities.
 
 The coordinator relays sealed boxes only: it never sees the image or the
 logits. Trust: the party keys come through the coordinator, so the client
@@ -72,6 +77,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from mpcvit.output_policy import OutputPolicy, PolicyError
 from mpcvit.pki import PartyKeyError, PartyKeyProof, check_pinned, is_loopback, verify_party_key
 from mpcvit.sealing import BoxContext, KeyPair, Sealed, generate_keypair, open_tensor, reconstruct_fixed_point, seal_tensor, share_fixed_point
 
@@ -237,6 +243,34 @@ def open_output(
     return check_plausible(reconstruct_fixed_point(y0, y1, precision_bits))
 
 
+def open_indices(
+    request: SealedRequest,
+    output_shares: list[Sealed] | tuple[Sealed, ...],
+    party_keys: list[bytes] | tuple[bytes, ...],
+    num_classes: int,
+    count: int | None = None,
+) -> list[int]:
+    """Open each party's sealed share of the class indices (a ``label`` / ``topk:K`` answer) and add them on Z_2^64.
+
+    The integrity net for indices: every index must lie in [0, num_classes) and no index may repeat (garbage from
+    mismatched material lands there with probability about K num_classes / 2^64); else :class:`ImplausibleOutput`.
+    ``count``: the number of indices the model's policy promises (1 for label, K for topk:K).
+    """
+    if len(output_shares) != 2:
+        raise ValueError(f"need 2 output shares, got {len(output_shares)}")
+    y0, y1 = (
+        open_tensor(s, request.keypair.private, pk, BoxContext(request.request_id, request.model, rank, "output"))
+        for rank, (s, pk) in enumerate(zip(output_shares, party_keys))
+    )
+    if y0.shape != y1.shape or y0.dim() != 1 or (count is not None and y0.numel() != count):
+        raise ValueError(f"index shares of shape {tuple(y0.shape)} / {tuple(y1.shape)}, expected ({count},)")
+    indices = [int(v) for v in (y0 + y1)]  # int64 addition wraps: the sum on Z_2^64
+    if any(not 0 <= i < num_classes for i in indices) or len(set(indices)) != len(indices):
+        raise ImplausibleOutput(f"the opened class indices {indices[:8]} are not {len(indices)} distinct classes of "
+                                f"{num_classes}: the parties' answer is garbage (their material did not match); it was not used")
+    return indices
+
+
 def check_plausible(logits: torch.Tensor, bound: float = PLAUSIBLE_LOGIT) -> torch.Tensor:
     """``logits`` if every one is finite and within +-``bound``; else :class:`ImplausibleOutput` (never returned)."""
     largest = float(logits.abs().max()) if logits.numel() else 0.0
@@ -288,19 +322,21 @@ class Result:
     request_id: str
     class_index: int
     class_name: str
-    logits: list[float]
-    probabilities: list[float]
+    logits: list[float]  # empty when the model's output policy reveals only indices
+    probabilities: list[float]  # likewise
     costs: dict[str, Any] = field(default_factory=dict)
     queue_seconds: float = 0.0
     batch_size: int = 1
     seconds: float = 0.0  # client wall time, request to opened answer
+    output_policy: str = "logits"  # the model owner's: "logits", "label" or "topk:K"
+    top_k: list[int] = field(default_factory=list)  # the revealed class indices, largest logit first (topk:K / label)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "request_id": self.request_id, "class_index": self.class_index,
             "class_name": self.class_name, "logits": self.logits, "probabilities": self.probabilities,
             "costs": self.costs, "queue_seconds": self.queue_seconds, "batch_size": self.batch_size,
-            "seconds": self.seconds,
+            "seconds": self.seconds, "output_policy": self.output_policy, "top_k": self.top_k,
         }
 
 
@@ -454,8 +490,13 @@ class PrivateClient:
                              req.request_id)
                     continue
                 raise
+            policy = _answer_policy(body)
             try:
-                logits = open_output(req, [sealed_from_json(s) for s in body["output_shares"]], keys, bits)
+                boxes = [sealed_from_json(s) for s in body["output_shares"]]
+                if not policy.reveals_logits:
+                    indices = open_indices(req, boxes, keys, len(info.get("classes") or []), policy.indices)
+                    break
+                logits = open_output(req, boxes, keys, bits)
                 break
             except ImplausibleOutput:
                 self.implausible += 1
@@ -464,7 +505,30 @@ class PrivateClient:
                 if attempt == 1:
                     raise
         seconds = time.perf_counter() - t0
+        if not policy.reveals_logits:
+            return make_index_result(info, req.request_id, indices, str(policy), body.get("costs", {}), body.get("queue_seconds", 0.0),
+                                     body.get("batch_size", 1), seconds)
         return make_result(info, req.request_id, logits, body.get("costs", {}), body.get("queue_seconds", 0.0), body.get("batch_size", 1), seconds)
+
+
+def _answer_policy(body: dict[str, Any]) -> OutputPolicy:
+    """The output policy an answer says its shares follow (absent: logits, as before policies existed)."""
+    try:
+        return OutputPolicy.parse(body.get("output_policy"))
+    except PolicyError as exc:
+        raise ServerError(502, f"the coordinator's answer names an unknown output policy: {exc}") from exc
+
+
+def make_index_result(
+    info: dict[str, Any], request_id: str, indices: list[int], policy: str, costs: dict[str, Any],
+    queue_seconds: float, batch_size: int, seconds: float,
+) -> Result:
+    """The :class:`Result` of a label / top-k answer: the class (the first index) and the ranked indices, no logits."""
+    classes = list(info.get("classes") or [])
+    idx = indices[0]
+    name = str(classes[idx]) if idx < len(classes) else str(idx)
+    return Result(info["name"], request_id, idx, name, [], [], costs, float(queue_seconds), int(batch_size), seconds,
+                  output_policy=policy, top_k=list(indices))
 
 
 def make_result(

@@ -7,8 +7,9 @@ Per control call (the coordinator calls both parties with the same session id):
 
 * ``LoadModel``: party 0 reads the checkpoint ``<models>/<name>``
   (``mpcvit.checkpoint.load_checkpoint``), draws the load's 128-bit id from
-  its cryptographic PRG and sends party 1 the architecture spec and the id
-  (JSON, one message); the id names the load's weight masks at the dealer,
+  its cryptographic PRG and sends party 1 the architecture spec, the id and
+  the model's output policy (``mpcvit.output_policy``: the checkpoint's
+  meta.json ``"output_policy"``, default ``logits``; JSON, one message); the id names the load's weight masks at the dealer,
   which hands each party its key of an id once, ever, so nothing the
   coordinator sends (its session id included) chooses or repeats a mask.
   Both build ``protocols.runtime.SecureViT.share``:
@@ -24,7 +25,8 @@ Per control call (the coordinator calls both parties with the same session id):
   fetched ahead of time under the coordinator's ticket when it could be
   (:class:`SessionBatches`), else from the dealer now with the session id as
   the batch id; runs ``SecureViT.forward_shares`` over the gRPC communicator and seals its
-  logit share for each client (``seal_tensor``, bound to the output direction).
+  logit share for each client (``seal_tensor``, bound to the output direction), or under a
+  ``label`` / ``topk:K`` policy only its share of the class indices (``protocols.argmax``).
 * ``Health`` also answers the party's sealing public key with its TLS
   certificate and its signature over the key (``mpcvit.pki.sign_party_key``),
   so that clients can check the key against the CA instead of trusting the
@@ -73,6 +75,7 @@ from mpcvit import pki, sealing
 from mpcvit.prg import KEY_BYTES, new_key
 from mpcvit.checkpoint import load_checkpoint
 from mpcvit.models.spec import ArchSpec
+from mpcvit.output_policy import OutputPolicy, PolicyError
 from parties.communicator import GrpcCommunicator, MaterialMismatch, installed
 from parties.dealer import MODEL_ID_BITS, DealerClient, DealerSeed
 from parties.proto import control_pb2, control_pb2_grpc
@@ -683,25 +686,34 @@ class Party:
                 raise PartyError(grpc.StatusCode.NOT_FOUND, f"no model {name!r} in the model directory")
         except PartyError as exc:
             raise self._refuse(session_id, deadline_unix_ms, exc) from None
+        policy = OutputPolicy()
         if self.rank == 0:
             model, meta = load_checkpoint(self.config.models_dir / name)
+            try:  # the owner's output policy for this model: meta.json "output_policy" (default: logits)
+                policy = OutputPolicy.parse(meta.get("output_policy"), model.spec.num_classes)
+            except PolicyError as exc:
+                raise self._refuse(session_id, deadline_unix_ms, PartyError(grpc.StatusCode.FAILED_PRECONDITION, f"{name}: {exc}")) from None
         with self._session(session_id, deadline_unix_ms) as comm:
             # party 0 tells party 1 the architecture and the load id (plain JSON, nothing pickled). The id is party 0's:
             # fresh from its cryptographic PRG, never derived from anything the coordinator sends (the session id).
-            announced = comm.broadcast_obj({"spec": model.spec.to_json(), "load_id": new_load_id()} if model is not None else None, 0)
+            # The output policy rides along: party 1 enforces the owner's policy, and nothing the coordinator sends sets it.
+            announced = comm.broadcast_obj({"spec": model.spec.to_json(), "load_id": new_load_id(), "output_policy": str(policy)}
+                                           if model is not None else None, 0)
             if self.rank == 1 and not isinstance(announced, dict):
                 raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, "party 0 announced no architecture")
             spec = ArchSpec.from_json(announced["spec"]) if self.rank == 1 else model.spec
             model_id = parse_load_id(announced)
+            if self.rank == 1:
+                policy = parse_output_policy(announced, spec)
             t0 = time.perf_counter()
             rounds0 = comm.get_communication_stats()["rounds"]
             secure = SecureViT.share(model, spec, meta, owner=0, config=DEFAULT_CONFIG, batch_source=self.batches,
-                                     model_id=model_id)
+                                     model_id=model_id, output_policy=policy)
             comm.settle_check()
             rounds = int(comm.get_communication_stats()["rounds"] - rounds0)
             wire = comm.wire_stats()
         self._replace_model(name, LoadedModel(name, spec, secure))
-        logger.info("loaded %s (%s) in %.1f s", name, spec.summary(), time.perf_counter() - t0)
+        logger.info("loaded %s (%s, output %s) in %.1f s", name, spec.summary(), policy, time.perf_counter() - t0)
         return control_pb2.LoadModelReply(
             model=name,
             input_shape=list(spec.input_shape),
@@ -709,6 +721,7 @@ class Party:
             precision_bits=secure.precision_bits,
             costs=control_pb2.Costs(rounds=rounds, bytes_sent=wire["bytes_sent"], bytes_received=wire["bytes_received"],
                                     seconds=time.perf_counter() - t0),
+            output_policy=str(policy),
         )
 
     def _replace_model(self, name: str, loaded: LoadedModel | None) -> None:
@@ -788,12 +801,17 @@ class Party:
         with self._counters_lock:
             self.counters.rounds += int(report.rounds)
             self.counters.seconds += report.seconds
+        policy = loaded.secure.output_policy
+        expect = (len(request.items), *policy.output_shape(loaded.spec.num_classes))
+        if tuple(logits_share.shape) != expect:  # never seal more than the policy allows
+            raise PartyError(grpc.StatusCode.INTERNAL, f"the forward returned {tuple(logits_share.shape)}, policy {policy} allows {expect}")
         outputs = []
         for item, share in zip(request.items, logits_share):
             context = sealing.BoxContext(item.request_id, request.model, self.rank, "output")
             sealed = sealing.seal_tensor(share.contiguous(), self.keys.private, item.client_public_key, context)
             outputs.append(control_pb2.SealedTensor(shape=list(sealed.shape), dtype=sealed.dtype, nonce=sealed.nonce, ciphertext=sealed.ciphertext))
-        return control_pb2.InferReply(output_shares=outputs, costs=costs, precision_bits=loaded.secure.precision_bits)
+        return control_pb2.InferReply(output_shares=outputs, costs=costs, precision_bits=loaded.secure.precision_bits,
+                                      output_policy=str(policy))
 
     def stats(self) -> control_pb2.StatsReply:
         c = self.counters
@@ -820,6 +838,14 @@ def parse_load_id(announced: Any) -> int:
     if not isinstance(text, str) or not re.fullmatch(f"[0-9a-f]{{{MODEL_ID_BITS // 4}}}", text):
         raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"party 0 announced no {MODEL_ID_BITS}-bit load id")
     return int(text, 16)
+
+
+def parse_output_policy(announced: Any, spec: ArchSpec) -> OutputPolicy:
+    """The output policy party 0 announced with the spec (absent: logits, as before policies existed)."""
+    try:
+        return OutputPolicy.parse(announced.get("output_policy"), spec.num_classes)
+    except PolicyError as exc:
+        raise PartyError(grpc.StatusCode.INVALID_ARGUMENT, f"party 0 announced a bad output policy: {exc}") from exc
 
 
 def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:

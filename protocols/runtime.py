@@ -39,8 +39,9 @@ from typing import Any
 import torch
 
 from mpcvit.models.spec import ArchSpec
+from mpcvit.output_policy import OutputPolicy
 from mpcvit.models.vit import VisionTransformer, head_groups
-from protocols import ops
+from protocols import argmax, ops
 from protocols.accounting import CostReport, CostTracker, OpCost
 from protocols.config import DEFAULT_CONFIG, SecureConfig, apply_config
 from protocols.crypten_compat import crypten
@@ -170,8 +171,9 @@ class SecureViT:
     """
 
     def __init__(self, spec: ArchSpec, params: dict[str, MPCTensor], config: SecureConfig, owner: int,
-                 batch_source: BatchSource | None = None) -> None:
+                 batch_source: BatchSource | None = None, output_policy: OutputPolicy = OutputPolicy()) -> None:
         self.spec = spec
+        self.output_policy = output_policy  # what a forward reveals: the logits, or only the top K indices
         self.params = params
         self.config = config
         self.owner = owner
@@ -188,9 +190,12 @@ class SecureViT:
     @classmethod
     def share(cls, model: VisionTransformer | None, spec: ArchSpec, meta: dict | None = None, owner: int = 0,
               config: SecureConfig = DEFAULT_CONFIG, batch_source: BatchSource | None = None,
-              model_id: int | None = None, model_keys: Any = None) -> "SecureViT":
+              model_id: int | None = None, model_keys: Any = None,
+              output_policy: OutputPolicy = OutputPolicy()) -> "SecureViT":
         """Called by BOTH parties at model load, in the same order: party ``owner`` passes the plaintext model
         (and meta), the other passes None + the spec. Weights are secret-shared once and cached as shares.
+        ``output_policy`` (the same on both parties: the owner's, ``mpcvit.output_policy``) fixes what every
+        forward returns: the logits' shares, or only shares of the top K indices (``protocols.argmax``).
         The input normalisation (meta["normalisation"]) is folded into the patch-embedding weights, so the
         secure input is the raw [0, 1] image. Identity MLPs are fused (W2 W1) here."""
         apply_config(config)
@@ -205,7 +210,7 @@ class SecureViT:
             with torch.random.fork_rng():  # a throwaway skeleton: only the shapes are used
                 plain = {k: torch.zeros_like(v) for k, v in prepare_weights(VisionTransformer(spec), spec, None).items()}
         shared = {name: crypten.cryptensor(t.float(), src=owner) for name, t in plain.items()}
-        secure = cls(spec, shared, config, owner, batch_source)
+        secure = cls(spec, shared, config, owner, batch_source, output_policy)
         provider = current_provider()
         keys = model_keys if model_keys is not None else batch_source  # whatever hands out model keys
         if config.fixed_weight_masks and isinstance(provider, DealerProvider) and hasattr(keys, "model_key"):
@@ -287,7 +292,8 @@ class SecureViT:
 
     def forward_shares(self, x_share: torch.Tensor) -> tuple[torch.Tensor, CostReport]:
         """This party's int64 share (B, C, H, W) of the fixed-point image in; this party's int64 share of the
-        logits (B, classes) out, plus the costs of this forward."""
+        logits (B, classes) out, plus the costs of this forward. Under a ``label`` / ``topk:K`` output policy the
+        share is of the K indices (B, K; scale 1), re-randomised by a zero sharing (``protocols.argmax.rerandomise``)."""
         expect = self.spec.input_shape
         if x_share.dtype != torch.int64 or x_share.dim() != 4 or tuple(x_share.shape[1:]) != expect:
             raise ValueError(f"expected an int64 share of shape (B, {', '.join(map(str, expect))}), got {x_share.dtype} {tuple(x_share.shape)}")
@@ -306,13 +312,25 @@ class SecureViT:
                 seed, corrections = self.batch_source.next_batch(comm.get().get_rank(), plan)
                 provider.begin_batch(seed, plan, corrections)
         x = MPCTensor.from_shares(x_share, precision=self.precision_bits)
-        logits, costs = self._forward_costs(x)
+        out, costs = self._forward_costs(x)
         if own_batch:
             provider.end_batch()
         costs.dealer_bytes = dealer_bytes
-        return logits._tensor.share.clone(), costs
+        if isinstance(out, MPCTensor):
+            return out._tensor.share.clone(), costs
+        return argmax.rerandomise(out), costs  # the indices' shares: each alone uniform, only their sum means anything
 
-    def _forward(self, x: MPCTensor, tracker: CostTracker) -> MPCTensor:
+    def _forward(self, x: MPCTensor, tracker: CostTracker) -> "MPCTensor | torch.Tensor":
+        """The shared logits (an ``MPCTensor``), or under a label / top-k policy this party's int64 shares of the
+        indices (B, K), computed under 2PC from the logits (section ``output-label`` / ``output-topk`` of the costs)."""
+        logits = self._logits(x, tracker)
+        policy = self.output_policy
+        if policy.reveals_logits:
+            return logits
+        with tracker.section(f"output-{policy.kind}", "head"):
+            return argmax.topk(logits, policy.k)
+
+    def _logits(self, x: MPCTensor, tracker: CostTracker) -> MPCTensor:
         ctx = _Ctx(tracker, "embed")
         t = self._embed(x, ctx)
         token_pool = self.spec.pool == "token"  # the head reads only the class token: the last block computes only it

@@ -23,6 +23,7 @@ from typing import Any
 from mpcvit.checkpoint import ARCH, MANIFEST, CheckpointError, load_manifest, load_meta, load_spec
 from mpcvit.models.registry import VARIANTS
 from mpcvit.models.spec import ArchSpec
+from mpcvit.output_policy import OutputPolicy, PolicyError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,21 @@ class ModelEntry:
     precision_bits: int = 16
     loaded: bool = False
     label: str = ""  # a readable name from the manifest; the name itself when none
+    output_policy: str = ""  # what an answer reveals, as party 0 reported at load ("" before: meta.json's, else logits)
 
+
+    @property
+    def policy(self) -> str:
+        """The model's output policy: party 0's (LoadModel), else what this copy of meta.json says (a hint), else logits.
+
+        The coordinator never sets it: party 0 holds it and both parties enforce it.
+        """
+        if self.output_policy:
+            return self.output_policy
+        try:
+            return str(OutputPolicy.parse(self.meta.get("output_policy"), self.spec.num_classes))
+        except PolicyError:
+            return "logits"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -103,6 +118,7 @@ class Catalog:
                 entry = ModelEntry(name, spec, meta, _variant_of(name, spec), label=name)
                 if old is not None:
                     entry.measured, entry.precision_bits, entry.loaded = old.measured, old.precision_bits, old.loaded
+                    entry.output_policy = old.output_policy
                 found[name] = entry
         self.entries = found
         self._read_manifests()

@@ -128,6 +128,7 @@ class ItemResult:
     batch_size: int
     session_id: str
     precision_bits: int
+    output_policy: str = "logits"  # what the output shares hold: the logits, or only the class indices (label / topk:K)
 
 
 @dataclass
@@ -421,12 +422,16 @@ class Coordinator:
             shape = tuple(int(s) for s in replies[0].input_shape)
             if shape and shape != entry.input_shape:
                 raise PartyFailed(f"party 0 loaded {entry.name} with input shape {shape}, arch.json says {entry.input_shape}")
+            policies = {r.output_policy or "logits" for r in replies}
+            if len(policies) != 1:
+                raise PartyFailed(f"the parties loaded {entry.name} with different output policies: {sorted(policies)}")
             entry.precision_bits = int(replies[0].precision_bits) or 16
+            entry.output_policy = policies.pop()
             entry.loaded = True
             pair.loaded.add(entry.name)
             key = (pair.index, entry.name)
             self._load_generation[key] = self._load_generation.get(key, 0) + 1
-            log.info("model %s loaded on %s (precision %d bits)", entry.name, pair, entry.precision_bits)
+            log.info("model %s loaded on %s (precision %d bits, output %s)", entry.name, pair, entry.precision_bits, entry.output_policy)
 
     # -- requests --------------------------------------------------------------
 
@@ -594,6 +599,10 @@ class Coordinator:
         for rank, reply in enumerate(replies):
             if len(reply.output_shares) != len(batch):
                 raise PartyFailed(f"party {rank} returned {len(reply.output_shares)} output shares for {len(batch)} items")
+        policies = {r.output_policy or "logits" for r in replies}
+        if len(policies) != 1:
+            raise PartyFailed(f"the parties answered under different output policies: {sorted(policies)}")
+        policy = policies.pop()
         costs = ForwardCosts((PartyCosts.from_proto(replies[0].costs), PartyCosts.from_proto(replies[1].costs)), seconds)
         bits = int(replies[0].precision_bits) or entry.precision_bits
         self._record(entry, costs, len(batch))
@@ -602,7 +611,7 @@ class Coordinator:
                 continue
             shares = (_sealed_from_proto(replies[0].output_shares[i]), _sealed_from_proto(replies[1].output_shares[i]))
             queue_seconds = started - it.enqueued
-            it.future.set_result(ItemResult(shares, costs, queue_seconds, len(batch), session_id, bits))
+            it.future.set_result(ItemResult(shares, costs, queue_seconds, len(batch), session_id, bits, policy))
 
     def _record(self, entry: ModelEntry, costs: ForwardCosts, batch_size: int) -> None:
         self.forwards += 1

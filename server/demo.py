@@ -18,7 +18,8 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from mpcvit.client import ImageError, ImageLike, ImplausibleOutput, decode_image, open_output, preprocess, seal_input, softmax
+from mpcvit.client import ImageError, ImageLike, ImplausibleOutput, decode_image, open_indices, open_output, preprocess, seal_input, softmax
+from mpcvit.output_policy import OutputPolicy
 from mpcvit.sealing import SealError
 from server.catalog import ModelEntry
 from server.coordinator import Coordinator, PendingItem
@@ -143,17 +144,28 @@ async def classify_plaintext(coordinator: Coordinator, model: str, image: ImageL
     sealed = seal_input(x, keys, entry.precision_bits, model=model)
     item = PendingItem(model, sealed.request_id, sealed.keypair.public, sealed.shares, deadline)
     result = await coordinator.submit(item)
+    policy = OutputPolicy.parse(result.output_policy)
     try:
-        logits = open_output(sealed, result.output_shares, keys, result.precision_bits)
+        if not policy.reveals_logits:  # the owner's policy: the class (and top K) only, no logits to show
+            indices = open_indices(sealed, result.output_shares, keys, entry.spec.num_classes, policy.indices)
+        else:
+            logits = open_output(sealed, result.output_shares, keys, result.precision_bits)
     except SealError as exc:
         raise PartyFailed(f"a party's output share does not open: {exc}") from exc
     except ImplausibleOutput as exc:  # the integrity net (mpcvit.client): counted, never returned
         coordinator.implausible_answers += 1
         coordinator.metrics.implausible.labels(model).inc()
         raise PartyFailed(f"the secure answer was garbage and was not returned: {exc}") from exc
+    classes = entry.classes
+    if not policy.reveals_logits:
+        idx = indices[0]
+        return DemoClassifyResponse(
+            model=model, request_id=sealed.request_id, class_index=idx, class_name=classes[idx] if idx < len(classes) else str(idx),
+            probabilities=[], logits=[], output_policy=str(policy), top_k=indices, costs=CostsOut.model_validate(result.costs.to_dict()),
+            queue_seconds=result.queue_seconds, batch_size=result.batch_size, latency_seconds=time.monotonic() - started,
+        )
     probs = softmax(logits)
     idx = int(np.argmax(probs))
-    classes = entry.classes
     return DemoClassifyResponse(
         model=model, request_id=sealed.request_id, class_index=idx, class_name=classes[idx] if idx < len(classes) else str(idx),
         probabilities=probs, logits=[float(v) for v in logits], costs=CostsOut.model_validate(result.costs.to_dict()),

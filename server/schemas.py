@@ -158,8 +158,12 @@ class PrivateClassifyResponse(BaseModel):
     request_id: str
     session_id: str
     coordinator_saw_image: Literal[False] = False
-    output_shares: list[SealedTensorOut] = Field(..., description="party i's share of the fixed-point logits, sealed to the client")
+    output_shares: list[SealedTensorOut] = Field(..., description="party i's share of the fixed-point logits, sealed to the client; "
+                                                  "under a label / topk:K output policy its share of the class indices instead "
+                                                  "(ring integers, shape (1,) / (K,); the client adds the two on Z_2^64)")
     precision_bits: int
+    output_policy: str = Field("logits", description="what the output shares hold, as the model owner (party 0) set it: "
+                                                     "logits, label or topk:K")
     costs: CostsOut
     queue_seconds: float
     batch_size: int
@@ -251,8 +255,10 @@ class DemoClassifyResponse(BaseModel):
     coordinator_saw_image: Literal[True] = True
     class_index: int
     class_name: str
-    probabilities: list[float]
-    logits: list[float]
+    probabilities: list[float] = Field(..., description="empty when the model's output policy reveals only indices")
+    logits: list[float] = Field(..., description="empty when the model's output policy reveals only indices")
+    output_policy: str = "logits"
+    top_k: list[int] = Field(default_factory=list, description="the revealed class indices, largest logit first (label / topk:K)")
     costs: CostsOut
     queue_seconds: float
     batch_size: int
@@ -290,6 +296,9 @@ class ModelInfo(BaseModel):
     dataset: str | None = None
     loaded: bool
     measured_cost: dict[str, float] | None = Field(None, description="rounds, bytes, seconds of the last batch-of-one forward")
+    output_policy: str = Field("logits", description="what an answer reveals, set by the model owner (party 0) and enforced by both "
+                                                     "parties: logits (the logit vector), label (the class index only) or topk:K "
+                                                     "(the K most likely classes' indices, ranked)")
 
 
 class ModelsResponse(BaseModel):

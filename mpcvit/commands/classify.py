@@ -70,9 +70,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     total = result.costs.get("total", {})
-    print(f"class: {result.class_name} (index {result.class_index}, p={result.probabilities[result.class_index]:.3f}) model {result.model}")
-    ranked = sorted(range(len(result.probabilities)), key=lambda i: -result.probabilities[i])[: max(1, args.top)]
-    print("top: " + ", ".join(f"{i}:{result.probabilities[i]:.3f}" for i in ranked))
+    if not result.probabilities:  # the model owner's policy reveals only the class (label) or the top K indices
+        print(f"class: {result.class_name} (index {result.class_index}) model {result.model}, output policy {result.output_policy}")
+        if len(result.top_k) > 1:
+            print("top: " + ", ".join(str(i) for i in result.top_k))
+    else:
+        print(f"class: {result.class_name} (index {result.class_index}, p={result.probabilities[result.class_index]:.3f}) model {result.model}")
+        ranked = sorted(range(len(result.probabilities)), key=lambda i: -result.probabilities[i])[: max(1, args.top)]
+        print("top: " + ", ".join(f"{i}:{result.probabilities[i]:.3f}" for i in ranked))
     print(
         f"costs: {total.get('rounds', '?')} rounds, {_fmt_bytes(float(total.get('bytes', 0)))} sent by both parties, "
         f"{float(total.get('seconds', 0)):.3f} s secure forward (batch of {result.batch_size}, queued {result.queue_seconds:.3f} s), "

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bparties/proto/control.proto\x12\x11mpcvit.control.v1\"\x0f\n\rHealthRequest\"\xb3\x01\n\x0bHealthReply\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x16\n\x0epeer_reachable\x18\x02 \x01(\x08\x12\x18\n\x10\x64\x65\x61ler_reachable\x18\x03 \x01(\x08\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x06 \x01(\x0c\x12\x15\n\rkey_signature\x18\x07 \x01(\x0c\x12\x14\n\x0cmax_sessions\x18\x08 \x01(\x05\"O\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x03 \x01(\x03\"\x8a\x01\n\x0eLoadModelReply\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x03 \x01(\x05\x12\x16\n\x0eprecision_bits\x18\x04 \x01(\x05\x12\'\n\x05\x63osts\x18\x05 \x01(\x0b\x32\x18.mpcvit.control.v1.Costs\"O\n\x0cSealedTensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"p\n\tInferItem\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x11\x63lient_public_key\x18\x02 \x01(\x0c\x12\x34\n\x0binput_share\x18\x03 \x01(\x0b\x32\x1f.mpcvit.control.v1.SealedTensor\"\xa4\x01\n\x0cInferRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x03 \x01(\x03\x12+\n\x05items\x18\x04 \x03(\x0b\x32\x1c.mpcvit.control.v1.InferItem\x12\x14\n\x0c\x62\x61tch_series\x18\x05 \x01(\t\x12\x14\n\x0c\x62\x61tch_number\x18\x06 \x01(\x04\"a\n\x06OpCost\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0e\n\x06rounds\x18\x02 \x01(\x03\x12\x12\n\nbytes_sent\x18\x03 \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x03\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\"\xec\x01\n\x05\x43osts\x12\x0e\n\x06rounds\x18\x01 \x01(\x03\x12\x12\n\nbytes_sent\x18\x02 \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\x03 \x01(\x03\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12&\n\x03ops\x18\x05 \x03(\x0b\x32\x19.mpcvit.control.v1.OpCost\x12\x1d\n\x15\x64\x65\x61ler_bytes_received\x18\x06 \x01(\x03\x12\x16\n\x0e\x64\x65\x61ler_seconds\x18\x07 \x01(\x01\x12\x1c\n\x14\x64\x65\x61ler_fetch_seconds\x18\x08 \x01(\x01\x12\x19\n\x11\x64\x65\x61ler_prefetched\x18\t \x01(\x08\"\x85\x01\n\nInferReply\x12\x36\n\routput_shares\x18\x01 \x03(\x0b\x32\x1f.mpcvit.control.v1.SealedTensor\x12\'\n\x05\x63osts\x18\x02 \x01(\x0b\x32\x18.mpcvit.control.v1.Costs\x12\x16\n\x0eprecision_bits\x18\x03 \x01(\x05\"\x0e\n\x0cStatsRequest\"d\n\nStatsReply\x12\x13\n\x0bsessions_ok\x18\x01 \x01(\x03\x12\x17\n\x0fsessions_failed\x18\x02 \x01(\x03\x12(\n\x06totals\x18\x03 \x01(\x0b\x32\x18.mpcvit.control.v1.Costs2\xc1\x02\n\x0cPartyControl\x12J\n\x06Health\x12 .mpcvit.control.v1.HealthRequest\x1a\x1e.mpcvit.control.v1.HealthReply\x12S\n\tLoadModel\x12#.mpcvit.control.v1.LoadModelRequest\x1a!.mpcvit.control.v1.LoadModelReply\x12G\n\x05Infer\x12\x1f.mpcvit.control.v1.InferRequest\x1a\x1d.mpcvit.control.v1.InferReply\x12G\n\x05Stats\x12\x1f.mpcvit.control.v1.StatsRequest\x1a\x1d.mpcvit.control.v1.StatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bparties/proto/control.proto\x12\x11mpcvit.control.v1\"\x0f\n\rHealthRequest\"\xb3\x01\n\x0bHealthReply\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x16\n\x0epeer_reachable\x18\x02 \x01(\x08\x12\x18\n\x10\x64\x65\x61ler_reachable\x18\x03 \x01(\x08\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x06 \x01(\x0c\x12\x15\n\rkey_signature\x18\x07 \x01(\x0c\x12\x14\n\x0cmax_sessions\x18\x08 \x01(\x05\"O\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x03 \x01(\x03\"\xa1\x01\n\x0eLoadModelReply\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x03 \x01(\x05\x12\x16\n\x0eprecision_bits\x18\x04 \x01(\x05\x12\'\n\x05\x63osts\x18\x05 \x01(\x0b\x32\x18.mpcvit.control.v1.Costs\x12\x15\n\routput_policy\x18\x06 \x01(\t\"O\n\x0cSealedTensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"p\n\tInferItem\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x11\x63lient_public_key\x18\x02 \x01(\x0c\x12\x34\n\x0binput_share\x18\x03 \x01(\x0b\x32\x1f.mpcvit.control.v1.SealedTensor\"\xa4\x01\n\x0cInferRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x03 \x01(\x03\x12+\n\x05items\x18\x04 \x03(\x0b\x32\x1c.mpcvit.control.v1.InferItem\x12\x14\n\x0c\x62\x61tch_series\x18\x05 \x01(\t\x12\x14\n\x0c\x62\x61tch_number\x18\x06 \x01(\x04\"a\n\x06OpCost\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0e\n\x06rounds\x18\x02 \x01(\x03\x12\x12\n\nbytes_sent\x18\x03 \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x03\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\"\xec\x01\n\x05\x43osts\x12\x0e\n\x06rounds\x18\x01 \x01(\x03\x12\x12\n\nbytes_sent\x18\x02 \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\x03 \x01(\x03\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12&\n\x03ops\x18\x05 \x03(\x0b\x32\x19.mpcvit.control.v1.OpCost\x12\x1d\n\x15\x64\x65\x61ler_bytes_received\x18\x06 \x01(\x03\x12\x16\n\x0e\x64\x65\x61ler_seconds\x18\x07 \x01(\x01\x12\x1c\n\x14\x64\x65\x61ler_fetch_seconds\x18\x08 \x01(\x01\x12\x19\n\x11\x64\x65\x61ler_prefetched\x18\t \x01(\x08\"\x9c\x01\n\nInferReply\x12\x36\n\routput_shares\x18\x01 \x03(\x0b\x32\x1f.mpcvit.control.v1.SealedTensor\x12\'\n\x05\x63osts\x18\x02 \x01(\x0b\x32\x18.mpcvit.control.v1.Costs\x12\x16\n\x0eprecision_bits\x18\x03 \x01(\x05\x12\x15\n\routput_policy\x18\x04 \x01(\t\"\x0e\n\x0cStatsRequest\"d\n\nStatsReply\x12\x13\n\x0bsessions_ok\x18\x01 \x01(\x03\x12\x17\n\x0fsessions_failed\x18\x02 \x01(\x03\x12(\n\x06totals\x18\x03 \x01(\x0b\x32\x18.mpcvit.control.v1.Costs2\xc1\x02\n\x0cPartyControl\x12J\n\x06Health\x12 .mpcvit.control.v1.HealthRequest\x1a\x1e.mpcvit.control.v1.HealthReply\x12S\n\tLoadModel\x12#.mpcvit.control.v1.LoadModelRequest\x1a!.mpcvit.control.v1.LoadModelReply\x12G\n\x05Infer\x12\x1f.mpcvit.control.v1.InferRequest\x1a\x1d.mpcvit.control.v1.InferReply\x12G\n\x05Stats\x12\x1f.mpcvit.control.v1.StatsRequest\x1a\x1d.mpcvit.control.v1.StatsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOADMODELREQUEST']._serialized_start=249
   _globals['_LOADMODELREQUEST']._serialized_end=328
   _globals['_LOADMODELREPLY']._serialized_start=331
-  _globals['_LOADMODELREPLY']._serialized_end=469
-  _globals['_SEALEDTENSOR']._serialized_start=471
-  _globals['_SEALEDTENSOR']._serialized_end=550
-  _globals['_INFERITEM']._serialized_start=552
-  _globals['_INFERITEM']._serialized_end=664
-  _globals['_INFERREQUEST']._serialized_start=667
-  _globals['_INFERREQUEST']._serialized_end=831
-  _globals['_OPCOST']._serialized_start=833
-  _globals['_OPCOST']._serialized_end=930
-  _globals['_COSTS']._serialized_start=933
-  _globals['_COSTS']._serialized_end=1169
-  _globals['_INFERREPLY']._serialized_start=1172
-  _globals['_INFERREPLY']._serialized_end=1305
-  _globals['_STATSREQUEST']._serialized_start=1307
-  _globals['_STATSREQUEST']._serialized_end=1321
-  _globals['_STATSREPLY']._serialized_start=1323
-  _globals['_STATSREPLY']._serialized_end=1423
-  _globals['_PARTYCONTROL']._serialized_start=1426
-  _globals['_PARTYCONTROL']._serialized_end=1747
+  _globals['_LOADMODELREPLY']._serialized_end=492
+  _globals['_SEALEDTENSOR']._serialized_start=494
+  _globals['_SEALEDTENSOR']._serialized_end=573
+  _globals['_INFERITEM']._serialized_start=575
+  _globals['_INFERITEM']._serialized_end=687
+  _globals['_INFERREQUEST']._serialized_start=690
+  _globals['_INFERREQUEST']._serialized_end=854
+  _globals['_OPCOST']._serialized_start=856
+  _globals['_OPCOST']._serialized_end=953
+  _globals['_COSTS']._serialized_start=956
+  _globals['_COSTS']._serialized_end=1192
+  _globals['_INFERREPLY']._serialized_start=1195
+  _globals['_INFERREPLY']._serialized_end=1351
+  _globals['_STATSREQUEST']._serialized_start=1353
+  _globals['_STATSREQUEST']._serialized_end=1367
+  _globals['_STATSREPLY']._serialized_start=1369
+  _globals['_STATSREPLY']._serialized_end=1469
+  _globals['_PARTYCONTROL']._serialized_start=1472
+  _globals['_PARTYCONTROL']._serialized_end=1793
 # @@protoc_insertion_point(module_scope)

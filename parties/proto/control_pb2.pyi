@@ -41,18 +41,20 @@ class LoadModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., session_id: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ...) -> None: ...
 
 class LoadModelReply(_message.Message):
-    __slots__ = ("model", "input_shape", "num_classes", "precision_bits", "costs")
+    __slots__ = ("model", "input_shape", "num_classes", "precision_bits", "costs", "output_policy")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     PRECISION_BITS_FIELD_NUMBER: _ClassVar[int]
     COSTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_POLICY_FIELD_NUMBER: _ClassVar[int]
     model: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     num_classes: int
     precision_bits: int
     costs: Costs
-    def __init__(self, model: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., precision_bits: _Optional[int] = ..., costs: _Optional[_Union[Costs, _Mapping]] = ...) -> None: ...
+    output_policy: str
+    def __init__(self, model: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., precision_bits: _Optional[int] = ..., costs: _Optional[_Union[Costs, _Mapping]] = ..., output_policy: _Optional[str] = ...) -> None: ...
 
 class SealedTensor(_message.Message):
     __slots__ = ("shape", "dtype", "nonce", "ciphertext")
@@ -129,14 +131,16 @@ class Costs(_message.Message):
     def __init__(self, rounds: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ..., ops: _Optional[_Iterable[_Union[OpCost, _Mapping]]] = ..., dealer_bytes_received: _Optional[int] = ..., dealer_seconds: _Optional[float] = ..., dealer_fetch_seconds: _Optional[float] = ..., dealer_prefetched: _Optional[bool] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("output_shares", "costs", "precision_bits")
+    __slots__ = ("output_shares", "costs", "precision_bits", "output_policy")
     OUTPUT_SHARES_FIELD_NUMBER: _ClassVar[int]
     COSTS_FIELD_NUMBER: _ClassVar[int]
     PRECISION_BITS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_POLICY_FIELD_NUMBER: _ClassVar[int]
     output_shares: _containers.RepeatedCompositeFieldContainer[SealedTensor]
     costs: Costs
     precision_bits: int
-    def __init__(self, output_shares: _Optional[_Iterable[_Union[SealedTensor, _Mapping]]] = ..., costs: _Optional[_Union[Costs, _Mapping]] = ..., precision_bits: _Optional[int] = ...) -> None: ...
+    output_policy: str
+    def __init__(self, output_shares: _Optional[_Iterable[_Union[SealedTensor, _Mapping]]] = ..., costs: _Optional[_Union[Costs, _Mapping]] = ..., precision_bits: _Optional[int] = ..., output_policy: _Optional[str] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -133,7 +133,7 @@ async def classify_private(
     return PrivateClassifyResponse(
         model=body.model, request_id=body.request_id, session_id=result.session_id,
         output_shares=[SealedTensorOut.from_sealed(s) for s in result.output_shares],
-        precision_bits=result.precision_bits, costs=CostsOut.model_validate(result.costs.to_dict()),
+        precision_bits=result.precision_bits, output_policy=result.output_policy, costs=CostsOut.model_validate(result.costs.to_dict()),
         queue_seconds=result.queue_seconds, batch_size=result.batch_size,
     )
 

@@ -20,7 +20,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
     return ModelInfo(
         name=entry.name, label=entry.label or entry.name, variant=entry.variant, arch=entry.spec.summary(), attention=entry.spec.count_heads(),
         input_shape=list(entry.input_shape), classes=entry.classes, precision_bits=entry.precision_bits,
-        accuracy=entry.accuracy, dataset=dataset if isinstance(dataset, str) else None, loaded=entry.loaded,
+        accuracy=entry.accuracy, dataset=dataset if isinstance(dataset, str) else None, loaded=entry.loaded, output_policy=entry.policy,
         measured_cost={k: float(v) for k, v in measured.items() if isinstance(v, (int, float))} if isinstance(measured, dict) else None,
     )
 

@@ -140,8 +140,9 @@ def forward_without_torch_rng(rank: int, names: list[str], master_key: bytes, sh
 
 
 # -- openings of each kind, for the statistical tests ------------------------------------------------------
-OPENING_KINDS = ("arithmetic", "and", "b2a", "bitmul", "sign", "weight")
-SIZES = {"arithmetic": 100_000, "and": 100_000, "b2a": 64 * 100_000, "bitmul": 1 << 20, "sign": 100_000, "weight": 100_000}
+OPENING_KINDS = ("arithmetic", "and", "b2a", "bitmul", "sign", "weight", "argmax")
+SIZES = {"arithmetic": 100_000, "and": 100_000, "b2a": 64 * 100_000, "bitmul": 1 << 20, "sign": 100_000, "weight": 100_000,
+         "argmax": 60_000}  # argmax: 6,000 rows of 10 logits, 17 words received per row (9 gates, 4 products of 2)
 
 
 def _secret(rank: int, owner: int, n: int, pattern: bool) -> torch.Tensor:
@@ -175,6 +176,10 @@ def _program(kind: str, rank: int, owner: int | None, pattern: bool) -> None:
         w = MPCTensor.from_shares(x.view(1000, 100), precision=16)
         (fw,) = ops.open_weight_masks([(w, _MODEL_LOAD[0], 0)])
         run_one(ops.fixed_linear_steps(MPCTensor.from_shares(x[:1000].view(1, 1000), precision=16), fw))
+    elif kind == "argmax":  # a label answer's protocol: sign gates' c = d + r and the index products' s - a, i - b
+        from protocols import argmax
+
+        argmax.argmax(MPCTensor.from_shares(x.view(-1, 10), precision=16))
     elif kind == "sign":  # the DCF sign gate's c = x + r, with two shifts and the product (payload 2)
         run_one(sign.sign_steps(MPCTensor.from_shares(x, precision=16), (0, 12345), 32, 4, product=True))
     else:

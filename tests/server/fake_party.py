@@ -26,6 +26,7 @@ import torch
 
 from mpcvit.checkpoint import load_checkpoint, normalise_input
 from mpcvit import pki
+from mpcvit.output_policy import OutputPolicy
 from mpcvit.sealing import BoxContext, KeyPair, Sealed, SealError, generate_keypair, open_tensor, reconstruct_fixed_point, seal_tensor, share_fixed_point
 from parties import tls
 from parties.proto import control_pb2, control_pb2_grpc
@@ -79,6 +80,11 @@ class FakeRuntime:
             self.loaded[rank].add(name)
             return self.models[name]
 
+    def policy(self, model: str) -> OutputPolicy:
+        """The model's output policy, from its meta.json as the real party 0 reads it."""
+        net, meta = self.models[model]
+        return OutputPolicy.parse(meta.get("output_policy"), net.spec.num_classes)
+
     def exchange(self, session_id: str, rank: int, model: str, shares: list[torch.Tensor] | str, deadline: float, alive: Any) -> list[torch.Tensor]:
         """Deposit this party's opened shares (or its error) and wait for this party's logit shares."""
         with self.cond:
@@ -110,8 +116,13 @@ class FakeRuntime:
         self.forwards += 1
         self.batch_sizes.append(len(s0))
         out: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+        policy = self.policy(model)
+        if not policy.reveals_logits:  # as the real parties: shares of the top K indices only (ring integers)
+            logits, bits = logits.topk(policy.k, dim=-1).indices.double(), 0
+        else:
+            bits = PRECISION_BITS
         for row in logits:
-            y0, y1 = share_fixed_point(row, PRECISION_BITS)
+            y0, y1 = share_fixed_point(row, bits)
             out[0].append(y0)
             out[1].append(y1)
         return out
@@ -144,7 +155,7 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
             context.abort(exc.code, str(exc))
         return control_pb2.LoadModelReply(
             model=request.model, input_shape=list(net.spec.input_shape), num_classes=net.spec.num_classes,
-            precision_bits=PRECISION_BITS, costs=control_pb2.Costs(rounds=1),
+            precision_bits=PRECISION_BITS, costs=control_pb2.Costs(rounds=1), output_policy=str(self.rt.policy(request.model)),
         )
 
     def Infer(self, request: control_pb2.InferRequest, context: grpc.ServicerContext) -> control_pb2.InferReply:
@@ -181,7 +192,7 @@ class FakeParty(control_pb2_grpc.PartyControlServicer):
         costs = control_pb2.Costs(rounds=FAKE_ROUNDS, bytes_sent=FAKE_BYTES_PER_ITEM * n, bytes_received=FAKE_BYTES_PER_ITEM * n, seconds=self.rt.delay_s)
         return control_pb2.InferReply(
             output_shares=[control_pb2.SealedTensor(shape=list(s.shape), dtype=s.dtype, nonce=s.nonce, ciphertext=s.ciphertext) for s in sealed],
-            costs=costs, precision_bits=PRECISION_BITS,
+            costs=costs, precision_bits=PRECISION_BITS, output_policy=str(self.rt.policy(request.model)),
         )
 
     def _open(self, request: control_pb2.InferRequest) -> list[torch.Tensor] | str:

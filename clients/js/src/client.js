@@ -100,6 +100,39 @@ export async function openOutput(request, outputShares, partyKeys, precisionBits
   return checkPlausible(reconstructFixedPoint(y0, y1, precisionBits));
 }
 
+/**
+ * A `label` / `topk:K` answer: open both parties' sealed shares of the class indices and add them on Z_2^64.
+ * The integrity net for indices (as mpcvit.client.open_indices): each must lie in [0, numClasses) and none may
+ * repeat, else ImplausibleOutput.
+ */
+export async function openIndices(request, outputShares, partyKeys, numClasses, count) {
+  if (!outputShares || outputShares.length !== 2) throw new Error(`need 2 output shares, got ${outputShares ? outputShares.length : 0}`);
+  const opened = [];
+  for (const rank of [0, 1]) {
+    const ctx = new BoxContext(request.requestId, request.model, rank, 'output');
+    opened.push(await openTensor(outputShares[rank], request.keyPair, partyKeys[rank], ctx));
+  }
+  const [y0, y1] = opened;
+  if (y0.shape.length !== 1 || y1.shape.length !== 1 || y0.shape[0] !== y1.shape[0] || (count !== undefined && y0.shape[0] !== count)) {
+    throw new Error(`index shares of shape (${y0.shape}) / (${y1.shape}), expected (${count},)`);
+  }
+  const indices = Array.from(y0.data, (v, i) => Number(BigInt.asIntN(64, v + y1.data[i])));
+  if (indices.some((i) => !(i >= 0 && i < numClasses)) || new Set(indices).size !== indices.length) {
+    throw new ImplausibleOutput(`the opened class indices ${JSON.stringify(indices.slice(0, 8))} are not ${indices.length} distinct ` +
+      `classes of ${numClasses}: the parties' answer is garbage (their material did not match); it was not used`);
+  }
+  return indices;
+}
+
+/** The number of indices an output policy reveals: null for "logits", 1 for "label", K for "topk:K". */
+export function policyIndices(policy) {
+  if (policy === undefined || policy === null || policy === '' || policy === 'logits') return null;
+  if (policy === 'label') return 1;
+  const m = /^topk:([1-9][0-9]*)$/.exec(String(policy));
+  if (!m) throw new Error(`the coordinator's answer names an unknown output policy ${JSON.stringify(policy)}`);
+  return Number(m[1]);
+}
+
 // -- JSON wire format (standard base64 for bytes) -----------------------------------------------------
 
 export function sealedToJson(s) {
@@ -304,11 +337,19 @@ export class PrivateClient {
     let req;
     let body;
     let logits;
+    let indices = null;
     for (let attempt = 0; attempt < 2; attempt++) { // a second, freshly sealed request only after an implausible answer
       req = await sealInput(x, keys, bits, { model: info.name });
       body = await this._postRetrying(requestToJson(info.name, req, deadlineUnixMs), deadlineUnixMs);
       try {
-        logits = await openOutput(req, body.output_shares.map(sealedFromJson), keys, bits);
+        const boxes = body.output_shares.map(sealedFromJson);
+        const count = policyIndices(body.output_policy);
+        if (count !== null) {
+          const classes = Array.isArray(info.classes) ? info.classes : [];
+          indices = await openIndices(req, boxes, keys, classes.length || Number(info.num_classes) || 0, count);
+          break;
+        }
+        logits = await openOutput(req, boxes, keys, bits);
         break;
       } catch (err) {
         if (!(err instanceof ImplausibleOutput)) throw err;
@@ -317,6 +358,17 @@ export class PrivateClient {
       }
     }
     const seconds = ((typeof performance !== 'undefined' ? performance.now() : Date.now()) - t0) / 1000;
+    if (indices !== null) {
+      // only what the model owner's policy reveals: the class (label) or the K best classes (topk:K), no logits
+      const classes = Array.isArray(info.classes) ? info.classes : [];
+      const name = (i) => (i < classes.length ? String(classes[i]) : String(i));
+      return {
+        model: info.name, requestId: req.requestId, outputPolicy: String(body.output_policy), classIndex: indices[0],
+        className: name(indices[0]), topK: indices.map((i) => ({ index: i, name: name(i) })), confidence: null, logits: [],
+        probabilities: [], costs: body.costs || {}, queueSeconds: Number(body.queue_seconds || 0), batchSize: Number(body.batch_size || 1),
+        seconds,
+      };
+    }
     return makeResult(info, req.requestId, logits, body.costs || {}, body.queue_seconds || 0, body.batch_size || 1, seconds);
   }
 }

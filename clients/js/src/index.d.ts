@@ -198,9 +198,14 @@ export interface Result {
   requestId: string;
   classIndex: number;
   className: string;
-  /** softmax probability of the class */
-  confidence: number;
+  /** softmax probability of the class (null when the model's output policy reveals no logits) */
+  confidence: number | null;
+  /** empty under a `label` / `topk:K` policy */
   logits: number[];
+  /** set when the model owner's policy reveals only indices: "label" or "topk:K" */
+  outputPolicy?: string;
+  /** the K best classes, best first, under "topk:K" (one under "label") */
+  topK?: { index: number; name: string }[];
   probabilities: number[];
   costs: Costs | Record<string, unknown>;
   queueSeconds: number;

@@ -43,7 +43,16 @@ async function fakeCoordinator({ plan = [], keysEntry } = {}) {
     const x = reconstructFixedPoint(shares[0], shares[1], 16); // what the secure forward would compute on
     const mean = x.reduce((a, b) => a + b, 0) / x.length;
     const logits = step === 'garbage' ? [3e6, 1, 2] : [1 - mean, mean * 4, 0.5];
-    const out = shareFixedPoint({ shape: [3], data: Float64Array.from(logits) }, 16);
+    // a label / topk:2 answer: shares of the class indices (best first), as the parties' argmax makes them
+    const ranked = [0, 1, 2].sort((a, b) => logits[b] - logits[a]);
+    const indices = step === 'label' ? [ranked[0]] : step === 'topk:2' ? ranked.slice(0, 2) : step === 'bad-label' ? [7] : null;
+    const out = indices
+      ? (() => {
+        const mask = BigInt64Array.from(indices, (_, i) => BigInt(1234567 + i) << 20n);
+        return [{ shape: [indices.length], data: BigInt64Array.from(indices, (v, i) => BigInt.asIntN(64, BigInt(v) - mask[i])) },
+          { shape: [indices.length], data: mask }];
+      })()
+      : shareFixedPoint({ shape: [3], data: Float64Array.from(logits) }, 16);
     const outputShares = [];
     for (const r of [0, 1]) {
       const ctx = new BoxContext(body.request_id, body.model, r, 'output');
@@ -52,6 +61,7 @@ async function fakeCoordinator({ plan = [], keysEntry } = {}) {
     return json(200, {
       model: body.model, request_id: body.request_id, session_id: 's', coordinator_saw_image: false, output_shares: outputShares,
       precision_bits: 16, costs: { total: { rounds: 3, bytes: 100, seconds: 0.1 }, parties: [] }, queue_seconds: 0.5, batch_size: 1,
+      ...(indices ? { output_policy: step === 'bad-label' ? 'label' : step } : {}),
     });
   };
   return { fetch, seen };
@@ -151,4 +161,16 @@ test('given party keys are used as they are (the coordinator is not asked for th
   assert.deepEqual((await client.partyKeys()).map(b64encode), V.keys.party_public);
   await client.classify(bright, { model: 'fake-vit' });
   assert.ok(!seen.gets.includes('/v1/parties/keys'));
+});
+
+test('label and topk answers: only the indices are opened, checked against the classes, no logits', async () => {
+  const { fetch } = await fakeCoordinator({ plan: ['label', 'topk:2', 'bad-label', 'bad-label'] });
+  const client = new PrivateClient('https://c.example', { pins, fetch });
+  const label = await client.classify(bright, { model: 'fake-vit' });
+  assert.equal(label.className, 'one');
+  assert.equal(label.outputPolicy, 'label');
+  assert.deepEqual(label.logits, []);
+  const top = await client.classify(bright, { model: 'fake-vit' });
+  assert.deepEqual(top.topK.map((t) => t.name), ['one', 'two']);
+  await assert.rejects(client.classify(bright, { model: 'fake-vit' }), ImplausibleOutput); // index 7 of 3 classes, twice
 });

@@ -311,3 +311,19 @@ def test_a_state_file_others_can_read_is_refused(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(KeyPermissionError, match="chmod 600"):
         load_master_key(path)
+
+
+def test_each_served_corrections_call_gives_freed_memory_back(dealer: str, certs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dealer trims the heap after streaming a batch's material (else its RSS grows with its malloc arenas)."""
+    import parties.dealer as dealer_module
+
+    calls: list[bool] = []
+    monkeypatch.setattr(dealer_module, "release_freed_memory", lambda: calls.append(True) or True)
+    c0 = DealerClient(dealer, 0, str(certs))
+    c0.fetch_batch("trimmed", REQUESTS)
+    assert calls == [True]
+    with pytest.raises(grpc.RpcError):  # a refused call streams nothing and trims nothing
+        c0.get_corrections("trimmed", REQUESTS)
+    assert calls == [True]
+    monkeypatch.undo()
+    assert dealer_module.release_freed_memory() is (dealer_module._malloc_trim is not None)

@@ -81,6 +81,10 @@ MAX_CORRECTION_BYTES = 8 << 30
 MAX_BATCH_ID_LEN = 128
 DEFAULT_TTL_S = 600.0
 MAX_OPEN_BATCHES = 1024
+# Material made for a rank that has not asked for it yet, all batches together. Without a bound it stays up to
+# ttl_s per batch (0.8 GB for a 7_4_32 forward of 4 images), e.g. for a batch one party fetched ahead and whose
+# forward never came; past it the oldest is dropped and that rank's late call is UNAVAILABLE (ask for a new batch).
+MAX_PENDING_BYTES = 4 << 30
 MODEL_PREFIX = "model/"  # GetSeed batch ids of model loads: their keys stay for every later batch's "fixed" requests
 MODEL_ID_BITS = 128  # a load id: party 0 draws it from its cryptographic PRG
 COMMITMENT_BYTES = 16
@@ -115,7 +119,7 @@ class DealerState:
     """The dealer's batches: a fresh key per party, forgotten when used up or stale."""
 
     def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_batches: int = MAX_OPEN_BATCHES, master_key: bytes | None = None,
-                 served_loads: "ServedLoads | None" = None) -> None:
+                 served_loads: "ServedLoads | None" = None, max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.master_key = master_key if master_key is not None else new_key()  # model keys derive from it
         if len(self.master_key) != KEY_BYTES:
             raise ValueError(f"the dealer's master secret is {KEY_BYTES} bytes")
@@ -124,6 +128,7 @@ class DealerState:
         self.served_loads = served_loads if served_loads is not None else ServedLoads(None)
         self.ttl_s = ttl_s
         self.max_batches = max_batches
+        self.max_pending_bytes = max_pending_bytes
         self._batches: dict[str, _Batch] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -160,9 +165,7 @@ class DealerState:
     def _batch(self, batch_id: str) -> _Batch:
         if not batch_id or len(batch_id) > MAX_BATCH_ID_LEN:
             raise DealerError(grpc.StatusCode.INVALID_ARGUMENT, f"batch_id must be 1..{MAX_BATCH_ID_LEN} characters")
-        now = time.monotonic()
-        for stale in [k for k, b in self._batches.items() if now - b.created > self.ttl_s]:
-            del self._batches[stale]
+        self._sweep()
         batch = self._batches.get(batch_id)
         if batch is None:
             if batch_id in self._finished:
@@ -172,8 +175,34 @@ class DealerState:
             keys = (new_key(), new_key())
             commitment = hashlib.sha256(b"mpcvit batch commitment\0" + self.instance_id + batch_id.encode() + b"\0" + new_key()
                                         + hashlib.sha256(keys[0]).digest() + hashlib.sha256(keys[1]).digest()).digest()
-            batch = self._batches[batch_id] = _Batch(keys=keys, created=now, commitment=commitment[:COMMITMENT_BYTES])
+            batch = self._batches[batch_id] = _Batch(keys=keys, created=time.monotonic(), commitment=commitment[:COMMITMENT_BYTES])
         return batch
+
+    def _sweep(self) -> None:
+        """Forget stale batches (with the lock held): on every call, and on Ping, so that an idle dealer frees them too."""
+        now = time.monotonic()
+        for stale in [k for k, b in self._batches.items() if now - b.created > self.ttl_s]:
+            del self._batches[stale]
+
+    def _bound_pending(self, keep: _Batch) -> None:
+        """Drop the oldest batches' pending material past ``max_pending_bytes`` (with the lock held), never ``keep``'s.
+
+        Why: the other rank's material waits in memory until that rank asks; a
+        rank that never asks (a batch fetched ahead by one party only, whose
+        forward never came) left it for ``ttl_s``, and only a later call swept
+        it, so such batches could hold up to ``max_batches`` times a batch's
+        material (hundreds of GB at 7_4_32). A rank whose material was dropped
+        gets UNAVAILABLE ("ask for a new batch"), as when making it failed.
+        """
+        held = [b for b in self._batches.values() if b.pending is not None]  # oldest first (creation order)
+        total = sum(_nbytes(b.pending) for b in held)
+        held.remove(keep)  # the batch just made: its other rank is usually asking right now
+        for batch in held:
+            if total <= self.max_pending_bytes:
+                break
+            total -= _nbytes(batch.pending)
+            batch.pending = None
+            logger.warning("dropped a batch's unclaimed material: more than %d bytes were waiting for a party", self.max_pending_bytes)
 
     def _forget_if_done(self, batch_id: str, batch: _Batch) -> None:
         if batch.done:
@@ -254,6 +283,7 @@ class DealerState:
             with self._lock:
                 if other in made:
                     batch.pending = made[other]
+                    self._bound_pending(batch)
                 self._forget_if_done(batch_id, batch)
         finally:
             batch.making.set()
@@ -262,7 +292,18 @@ class DealerState:
     @property
     def open_batches(self) -> int:
         with self._lock:
+            self._sweep()  # Ping asks for this: stale batches are freed while no batch is asked for
             return len(self._batches)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of material waiting for a rank that has not asked yet."""
+        with self._lock:
+            return sum(_nbytes(b.pending) for b in self._batches.values() if b.pending is not None)
+
+
+def _nbytes(tensors: list[torch.Tensor] | None) -> int:
+    return sum(t.nelement() * t.element_size() for t in tensors or ())
 
 
 # -- wire conversions ------------------------------------------------------------

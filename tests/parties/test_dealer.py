@@ -327,3 +327,30 @@ def test_each_served_corrections_call_gives_freed_memory_back(dealer: str, certs
     assert calls == [True]
     monkeypatch.undo()
     assert dealer_module.release_freed_memory() is (dealer_module._malloc_trim is not None)
+
+
+def test_unclaimed_material_is_bounded_and_swept_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Material waiting for a rank that never asks: past max_pending_bytes the oldest is dropped (that rank's late
+    call is UNAVAILABLE, the newest batches are still served); stale batches go on Ping too, with no new batch."""
+    from parties import dealer as dealer_module
+    from parties.dealer import DealerError, DealerState
+
+    plan = [Request("dcf", (64,), kwargs=(("bits", 16), ("drop", 0), ("payload", 2)))]
+    one = sum(t.nelement() * t.element_size() for t in dealer_module.all_corrections((b"a" * 32, b"b" * 32), plan, (1,))[1])
+    state = DealerState(max_pending_bytes=2 * one)
+    for name in ("b0", "b1", "b2"):
+        state.corrections(name, plan, 0)  # party 1's material waits
+    assert state.pending_bytes == 2 * one  # b0's was dropped
+    with pytest.raises(DealerError) as err:
+        state.corrections("b0", plan, 1)
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    assert len(state.corrections("b2", plan, 1)) == 1 and len(state.corrections("b1", plan, 1)) == 1
+    assert state.pending_bytes == 0
+
+    clock = [1000.0]
+    monkeypatch.setattr(dealer_module.time, "monotonic", lambda: clock[0])
+    idle = DealerState(ttl_s=10.0)
+    idle.corrections("left", plan, 0)
+    assert idle.open_batches == 1 and idle.pending_bytes == one
+    clock[0] += 11.0
+    assert idle.open_batches == 0 and idle.pending_bytes == 0  # Ping's count sweeps: nothing waits past the TTL

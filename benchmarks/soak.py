@@ -192,6 +192,10 @@ def drive(url: str, trust: dict[str, Any], model: str, images: torch.Tensor, exp
                     if r.class_index != int(expected[k]):
                         wrong.append({"request": i, "image": k, "private": r.class_index, "plaintext": int(expected[k])})
                     sampler.answered += 1
+                    if sampler.answered % max(requests // 20, 1) == 0:  # progress, every 5%
+                        last = sampler.samples[-1]
+                        log.info("%d/%d answered (%d wrong, %d errors); RSS MB %s", sampler.answered, requests, len(wrong),
+                                 len(errors), last["rss_mb"])
 
     threads = [threading.Thread(target=client_loop, name=f"client{n}") for n in range(clients)]
     t0 = time.perf_counter()

@@ -65,11 +65,16 @@ def rss_mb(pid: int) -> float | None:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
                     break
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
         except (OSError, ValueError):
             if p == pid:
                 return None
+            continue
+        for task in tasks:
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError):  # a thread that ended meanwhile
+                continue
     return round(total / 1024, 1)
 
 
@@ -253,6 +258,7 @@ def _git_commit() -> str | None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from mpcvit.localstack import LocalStack, StackConfig
 
+    args.commit = _git_commit()  # the code the stack runs: taken before it starts
     net, meta = load_checkpoint(args.checkpoint)
     images = soak_images(meta, tuple(net.spec.input_shape), args.images)
     with torch.no_grad():
@@ -272,6 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             dealer.close()
         samples = sampler.samples
+    commit = args.commit
     judged = args.requests >= args.min_judged
     roles = summarise(samples, args.requests, args.warmup, args.bound_mb, args.bound_pct, judged)
     return {
@@ -302,7 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "samples": samples,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "load_average_at_end": [round(v, 2) for v in os.getloadavg()]},
-        "commit": _git_commit(),
+        "commit": commit,
         "command": "python -m benchmarks.soak " + " ".join(args.argv),
     }
 

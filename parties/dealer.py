@@ -9,7 +9,10 @@ from the OS (:class:`DealerState`; ``mpcvit.prg.new_key``, never reused).
 ``protocols.providers.dealer_corrections`` (the plain function, reusable
 in-process) and streams back party 0's shares of the correlated values:
 ``c_0 = op(a_0 + a_1, b_0 + b_1) - c_1`` and the like. The batch is forgotten
-once both keys and the corrections are out (or after ``ttl_s``).
+once both keys and the corrections are out (or after ``ttl_s``); material
+waiting for a rank that has not asked is bounded (``MAX_PENDING_BYTES``), and
+freed heap pages go back to the system after each corrections call
+(:func:`release_freed_memory`), so the dealer's memory stays bounded under load.
 
 Client side (:class:`DealerClient`): ``get_key`` and ``get_corrections``;
 :meth:`DealerClient.fetch_batch` gives what ``DealerProvider.begin_batch``

@@ -59,6 +59,7 @@ SMOKE: dict[str, Smoke] = {
     "bench_render": Smoke(note="library of mpcvit bench"),
     "bench_run": Smoke(note="library of mpcvit bench"),
     "bench_summary": Smoke(note="library of mpcvit bench"),
+    "soak": Smoke(("-m", "benchmarks.soak", "--requests", "4", "--clients", "1", "--out", "{tmp}/soak.json"), ("soak.json", "soak.png")),
     "chaos": Smoke(note="starts the stack and injects faults for about 75 s: its quick tier (--quick) runs in tests/test_chaos.py"),
     "compare_bench": Smoke(("benchmarks/compare_bench.py", "--sizes", "64", "--repeats", "1", "--out", "{tmp}/compare_bench.json"),
                            ("compare_bench.json",)),

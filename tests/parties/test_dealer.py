@@ -328,3 +328,46 @@ def test_a_forward_still_running_on_a_replaced_load_finds_its_dealer_id() -> Non
             batches.end_model(load - 1)
     assert all(batches.model_dealer.get(load) == b"D" * 16 for load in range(3, MODEL_LOADS_KEPT + 3))
     assert all(load not in batches.model_dealer for load in range(2))  # older ones are forgotten: bounded
+
+
+def test_each_served_corrections_call_gives_freed_memory_back(dealer: str, certs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dealer trims the heap after streaming a batch's material (else its RSS grows with its malloc arenas)."""
+    import parties.dealer as dealer_module
+
+    calls: list[bool] = []
+    monkeypatch.setattr(dealer_module, "release_freed_memory", lambda: calls.append(True) or True)
+    c0 = DealerClient(dealer, 0, str(certs))
+    c0.fetch_batch("trimmed", REQUESTS)
+    assert calls == [True]
+    with pytest.raises(grpc.RpcError):  # a refused call streams nothing and trims nothing
+        c0.get_corrections("trimmed", REQUESTS)
+    assert calls == [True]
+    monkeypatch.undo()
+    assert dealer_module.release_freed_memory() is (dealer_module._malloc_trim is not None)
+
+
+def test_unclaimed_material_is_bounded_and_swept_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Material waiting for a rank that never asks: past max_pending_bytes the oldest is dropped (that rank's late
+    call is UNAVAILABLE, the newest batches are still served); stale batches go on Ping too, with no new batch."""
+    from parties import dealer as dealer_module
+    from parties.dealer import DealerError, DealerState
+
+    plan = [Request("dcf", (64,), kwargs=(("bits", 16), ("drop", 0), ("payload", 2)))]
+    one = sum(t.nelement() * t.element_size() for t in dealer_module.all_corrections((b"a" * 32, b"b" * 32), plan, (1,))[1])
+    state = DealerState(max_pending_bytes=2 * one)
+    for name in ("b0", "b1", "b2"):
+        state.corrections(name, plan, 0)  # party 1's material waits
+    assert state.pending_bytes == 2 * one  # b0's was dropped
+    with pytest.raises(DealerError) as err:
+        state.corrections("b0", plan, 1)
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    assert len(state.corrections("b2", plan, 1)) == 1 and len(state.corrections("b1", plan, 1)) == 1
+    assert state.pending_bytes == 0
+
+    clock = [1000.0]
+    monkeypatch.setattr(dealer_module.time, "monotonic", lambda: clock[0])
+    idle = DealerState(ttl_s=10.0)
+    idle.corrections("left", plan, 0)
+    assert idle.open_batches == 1 and idle.pending_bytes == one
+    clock[0] += 11.0
+    assert idle.open_batches == 0 and idle.pending_bytes == 0  # Ping's count sweeps: nothing waits past the TTL

@@ -18,6 +18,8 @@ import json
 import os
 import sys
 
+from mpcvit.units import format_bytes
+
 HELP = "classify an image privately through a coordinator"
 
 
@@ -33,14 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the deployment's CA certificate (ca.pem): verify each party's sealing key against it (default $MPCVIT_CA)")
     parser.add_argument("--pin", action="append", default=None, metavar="SHA256",
                         help="pinned fingerprint of a party's sealing key, twice: party 0's then party 1's ('mpcvit certs request' prints them)")
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n} B"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     ranked = sorted(range(len(result.probabilities)), key=lambda i: -result.probabilities[i])[: max(1, args.top)]
     print("top: " + ", ".join(f"{i}:{result.probabilities[i]:.3f}" for i in ranked))
     print(
-        f"costs: {total.get('rounds', '?')} rounds, {_fmt_bytes(float(total.get('bytes', 0)))} sent by both parties, "
+        f"costs: {total.get('rounds', '?')} rounds, {format_bytes(total.get('bytes'))} sent by both parties, "
         f"{float(total.get('seconds', 0)):.3f} s secure forward (batch of {result.batch_size}, queued {result.queue_seconds:.3f} s), "
         f"{result.seconds:.3f} s end to end"
     )

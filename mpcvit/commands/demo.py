@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mpcvit.checkpoint import load_checkpoint, load_manifest, normalise_input
+from mpcvit.units import format_bytes
 
 if TYPE_CHECKING:
     from mpcvit.localstack import LocalStack
@@ -201,16 +202,6 @@ def summarise_costs(costs: dict[str, Any]) -> tuple[int | None, int | None]:
     return _total(costs, "rounds"), _total(costs, "bytes_total") or _total(costs, "bytes_sent", "bytes_received") or _total(costs, "bytes")
 
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return "?"
-
-
 # -- the run ---------------------------------------------------------------------
 
 
@@ -292,7 +283,7 @@ def print_header(model: str, dataset: str, where: str) -> None:
 def print_row(n: int, row: Row) -> None:
     print(f"{n:>2}  {row.index:>5}  {row.true_class:<12.12} {row.private_class:<14.14} {row.plaintext_class:<12.12} "
           f"{'yes' if row.agree else 'NO':<5} {row.max_logit_error:>8.4f}  {row.rounds if row.rounds is not None else '?':>6}  "
-          f"{_fmt_bytes(row.bytes):>10}  {row.seconds:>7.2f}", flush=True)
+          f"{format_bytes(row.bytes):>10}  {row.seconds:>7.2f}", flush=True)
 
 
 def print_summary(rows: list[Row]) -> None:

@@ -55,7 +55,7 @@ def image_folder(folder: str | Path, input_shape: tuple[int, int, int], limit: i
 
 
 def run(args: argparse.Namespace) -> int:
-    from mpcvit.checkpoint import load_checkpoint
+    from mpcvit.checkpoint import checkpoint_label, load_checkpoint
     from mpcvit.data import load_dataset
     from mpcvit.units import format_bytes
     from protocols.config import DEFAULT_CONFIG
@@ -79,13 +79,14 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_private(model, meta, images, labels, batch_size=args.batch_size, config=config,
                               timeout=args.timeout)
     result["checkpoint"] = str(args.checkpoint)
+    result["name"] = Path(args.checkpoint).resolve().name
     result["dataset"] = dataset
     if args.provider == "tfp":
         result["note"] = "provider tfp: party 0 generated all correlated randomness (comparison only, not secure against party 0)"
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['model']} on {dataset}: {result['images']} images, provider {result['provider']}")
+        print(f"{checkpoint_label(args.checkpoint, meta)} on {dataset}: {result['images']} images, provider {result['provider']}")
         accuracy = ("" if labels is None else
                     f"plaintext accuracy {result['plaintext_accuracy']:.4f}, private accuracy {result['private_accuracy']:.4f}, ")
         print(f"  {accuracy}agreement {result['agreement']:.4f}, max |logit error| {result['max_abs_logit_error']:.4f}")

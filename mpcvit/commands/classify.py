@@ -9,6 +9,10 @@ against the deployment's CA certificate (``--ca ca.pem``: each key must be
 signed by the certificate the CA issued to that party) or against pinned
 fingerprints (``--pin sha256:... --pin sha256:...``, party 0 then party 1).
 Without either the command refuses, before it sends anything.
+
+``--compare-plaintext DIR``: with a local copy of the model's checkpoint, also
+run it in the clear on this machine (``mpcvit predict``) and print both
+classes and whether they agree (``--json``: ``plaintext`` and ``agree``).
 """
 
 from __future__ import annotations

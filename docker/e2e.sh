@@ -9,20 +9,21 @@
 # included).
 #
 #   docker/e2e.sh                                   # BASE_IMAGE=python:3.11-slim
-#   BASE_IMAGE=localbase/python:3.11 OFFLINE_DOCKER=/path/to/setup.sh TORCH_WHEEL_DIR=/path/to/wheels docker/e2e.sh
+#   BASE_IMAGE=localbase/python:3.11 TORCH_WHEEL_DIR=/path/to/wheels docker/e2e.sh   # offline: docker/README.md
 #
 # Environment (all optional):
 #   BASE_IMAGE       base image of docker/Dockerfile        (default python:3.11-slim)
-#   OFFLINE_DOCKER   a script run first when Docker, compose or BASE_IMAGE is missing (on a machine
-#                    without a container registry: starts dockerd, builds BASE_IMAGE from Debian
-#                    packages, installs the compose plugin)  (default: none)
+#   OFFLINE_DOCKER   a script of yours, run first when Docker, compose or BASE_IMAGE is missing (on a
+#                    machine without a container registry: the steps of docker/README.md's "Start it":
+#                    compose plugin, dockerd, BASE_IMAGE from Debian packages)  (default: none)
 #   PYTHON           host interpreter with mpcvit installed (default .venv/bin/python)
 #   MPCVIT_PORT      host port of the coordinator           (default 8000, or a free one if 8000 is taken)
 #   E2E_IMAGES       how many test images to classify       (default 4)
 #   E2E_MODEL        model name (or MPCVIT_MODEL)           (default: mpcvit demo's choice; sets
 #                    MPCVIT_DATASET / MPCVIT_MODEL of docker-compose.yml to match)
-#   TORCH_WHEEL_DIR  a folder holding torch's CPU wheel, copied into the build context
-#                    (default: none; the image then installs torch from the PyTorch CPU index)
+#   TORCH_WHEEL_DIR  a folder holding torch's CPU wheel, copied into the build context (docker/wheels/)
+#                    and removed from there on exit (default: none; the image then installs torch from
+#                    the PyTorch CPU index)
 #   E2E_TIMEOUT      seconds to wait for health             (default 600)
 #   E2E_KEEP=1       leave the stack running (no teardown)
 # Exit status 0 only if every check passed.
@@ -41,7 +42,9 @@ OFFLINE_DOCKER=${OFFLINE_DOCKER:-}
 WORK=$(mktemp -d -t mpcvit-e2e.XXXXXX)
 
 BGPID=
+COPIED_WHEEL=  # a wheel this script copied into docker/wheels/ (removed on exit; one that was there stays)
 say() { printf '\n== %s\n' "$*"; }
+remove_copied_wheel() { if [ -n "$COPIED_WHEEL" ]; then rm -f "$COPIED_WHEEL"; COPIED_WHEEL=; fi; }
 # Run a long command in the background and wait for it, so Ctrl-C / TERM reach the trap at once.
 run() { "$@" & BGPID=$!; wait "$BGPID"; local rc=$?; BGPID=; return "$rc"; }
 
@@ -60,6 +63,7 @@ teardown() {
     docker compose down -v --remove-orphans --timeout 20 || true
   fi
   rm -rf "$WORK"
+  remove_copied_wheel
   exit "$code"
 }
 
@@ -79,6 +83,8 @@ shopt -s nullglob
 wheels=()
 [ -n "$TORCH_WHEEL_DIR" ] && wheels=("$TORCH_WHEEL_DIR"/torch-2.13.0+cpu-cp311-*.whl)
 if [ ${#wheels[@]} -gt 0 ] && [ ! -f "docker/wheels/$(basename "${wheels[0]}")" ]; then
+  COPIED_WHEEL="docker/wheels/$(basename "${wheels[0]}")"
+  trap 'code=$?; remove_copied_wheel; rm -rf "$WORK"; exit "$code"' EXIT  # until teardown's trap replaces it
   cp "${wheels[0]}" docker/wheels/
 fi
 shopt -u nullglob

@@ -100,6 +100,34 @@ def normalise_input(x: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
     return (x - mean) / std
 
 
+def checkpoint_label(directory: str | Path, meta: dict[str, Any]) -> str:
+    """How a checkpoint is named to people: its folder's name, with the architecture when that differs.
+
+    ``mpcvit_4_4_28_mu0.1 (mpcvit_4_4_28)``: the searched models of one shape share ``meta["model"]``, so the
+    folder is what tells them apart.
+    """
+    name = Path(directory).resolve().name
+    arch = meta.get("model")
+    return f"{name} ({arch})" if arch and arch != name else name
+
+
+def class_names(meta: dict[str, Any]) -> list[str] | None:
+    """The checkpoint's class names: meta.json's ``class_names`` (or an older ``classes``), else its dataset's."""
+    for key in ("class_names", "classes"):
+        names = meta.get(key)
+        if isinstance(names, list) and names:
+            return [str(c) for c in names]
+    dataset = meta.get("dataset")
+    if not dataset:
+        return None
+    from mpcvit.data import dataset_info
+
+    try:
+        return list(dataset_info(str(dataset)).class_names)
+    except (ValueError, OSError):
+        return None
+
+
 NORM_TOLERANCE = 1e-3  # normalisations this close are the same (published stats are rounded)
 
 

@@ -26,11 +26,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "party": ("mpcvit.commands.party", "run a party process (rank 0 = model owner, rank 1 = compute peer)"),
     "serve": ("mpcvit.commands.serve", "run the REST coordinator"),
     "classify": ("mpcvit.commands.classify", "classify an image privately through a coordinator"),
+    "predict": ("mpcvit.commands.predict", "the plaintext class of one image from a local checkpoint (no MPC)"),
     "demo": ("mpcvit.commands.demo", "start dealer, parties and coordinator locally and classify real images"),
     "search": ("mpcvit.commands.search", "MPC-aware architecture search (MPCViT / MPCViT+)"),
     "derive": ("mpcvit.commands.derive", "derive an architecture spec from a search at a ratio or latency budget"),
     "bench": ("mpcvit.commands.bench", "communication-cost benchmark: rounds, bytes, latency on LAN and WAN"),
 }
+
+# libraries whose INFO lines are noise to a person running a command (kept with -v)
+QUIET_LOGGERS: tuple[str, ...] = ("httpx", "httpcore")
 
 
 def build_parser(load: str | None = None) -> argparse.ArgumentParser:
@@ -63,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # httpx logs every request at INFO ("HTTP Request: POST ..."): only with -v
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2

@@ -276,7 +276,7 @@ class LocalStack:
                 f"{proc.role} {how}; started it again (restart {len(restarts)} of at most {self.config.max_restarts} "
                 f"within {self.config.restart_window_s / 60:.0f} min); log: {proc.log_path}"
             )
-            log.warning("%s", messages[-1])
+            log.debug("%s", messages[-1])  # the caller shows the messages (mpcvit demo prints each once)
         return messages
 
     def stop(self, keep_logs: bool = False) -> None:

@@ -58,7 +58,7 @@ from server.errors import (
     Unavailable,
 )
 from server.metrics import Metrics
-from server.parties import PartyClient, both, channel_credentials
+from server.parties import BOTH_GRACE_S, PartyClient, both, channel_credentials
 from server.pool import PairPool, PartyPair
 from server.settings import Settings
 
@@ -219,6 +219,11 @@ class Coordinator:
         """The first pair's two parties."""
         return self.pool.pairs[0].parties
 
+    @property
+    def _peer_grace_s(self) -> float:
+        """How long ``both`` waits for a party whose peer reported the session lost: past its connect timeout."""
+        return self.settings.connect_timeout_s + BOTH_GRACE_S
+
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
@@ -284,7 +289,7 @@ class Coordinator:
         failure: CoordinatorError | None = None
         for pair in sorted(self.pool.pairs, key=lambda p: not p.in_rotation):
             try:
-                replies = await both([p.health(self.settings.health_timeout_s) for p in pair.parties])
+                replies = await both([p.health(self.settings.health_timeout_s) for p in pair.parties], peer_grace_s=self._peer_grace_s)
             except CoordinatorError as exc:
                 failure = failure or exc
                 continue
@@ -418,7 +423,7 @@ class Coordinator:
             deadline = time.time() + self.settings.load_timeout_s
             req = control_pb2.LoadModelRequest(model=entry.name, session_id=uuid.uuid4().hex, deadline_unix_ms=_unix_ms(deadline))
             pair.loaded.discard(entry.name)
-            replies = await both([p.load_model(req, self.settings.load_timeout_s) for p in pair.parties])
+            replies = await both([p.load_model(req, self.settings.load_timeout_s) for p in pair.parties], peer_grace_s=self._peer_grace_s)
             shape = tuple(int(s) for s in replies[0].input_shape)
             if shape and shape != entry.input_shape:
                 raise PartyFailed(f"party 0 loaded {entry.name} with input shape {shape}, arch.json says {entry.input_shape}")
@@ -594,7 +599,7 @@ class Coordinator:
         ]
         started = time.monotonic()
         timeout = deadline - time.time()
-        replies = await both([p.infer(r, timeout) for p, r in zip(pair.parties, requests)])
+        replies = await both([p.infer(r, timeout) for p, r in zip(pair.parties, requests)], peer_grace_s=self._peer_grace_s)
         seconds = time.monotonic() - started
         for rank, reply in enumerate(replies):
             if len(reply.output_shares) != len(batch):

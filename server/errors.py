@@ -109,7 +109,18 @@ class QueueFull(Unavailable):
 
 
 class PartyUnavailable(Unavailable):
+    """A party is down, or says that something it needs (its peer, the dealer) is.
+
+    ``unreachable``: the coordinator itself could not reach this party (no connection, or the connection broke
+    during the call), as opposed to a party that answered UNAVAILABLE about its peer or the dealer; when both
+    parties fail, ``server.parties.both`` blames the unreachable one.
+    """
+
     kind = "party_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1, unreachable: bool = False) -> None:
+        super().__init__(message, retry_after_s)
+        self.unreachable = unreachable
 
 
 class MaterialMismatch(Unavailable):
@@ -130,8 +141,13 @@ class ModelNotLoaded(CoordinatorError):
     status, kind = 503, "model_not_loaded"
 
 
-def status_from_grpc(rank: int, code: grpc.StatusCode, details: str | None, retry_after_s: int = 1) -> CoordinatorError:
-    """Translate a party's gRPC failure into the coordinator error the client sees."""
+def status_from_grpc(
+    rank: int, code: grpc.StatusCode, details: str | None, retry_after_s: int = 1, unreachable: bool = False
+) -> CoordinatorError:
+    """Translate a party's gRPC failure into the coordinator error the client sees.
+
+    ``unreachable``: the failure is the coordinator's own connection to the party (see ``PartyUnavailable``).
+    """
     what = f"party {rank}: {details or code.name}"
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return BadRequest(what)
@@ -142,7 +158,7 @@ def status_from_grpc(rank: int, code: grpc.StatusCode, details: str | None, retr
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"{what} (deadline exceeded)")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-        return PartyUnavailable(f"party {rank} is unavailable: {details or code.name}", retry_after_s)
+        return PartyUnavailable(f"party {rank} is unavailable: {details or code.name}", retry_after_s, unreachable)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Unavailable(f"{what} (resource exhausted)", retry_after_s)
     if code == grpc.StatusCode.ABORTED:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +25,7 @@ from grpc import aio
 
 from parties import tls
 from parties.proto import control_pb2, control_pb2_grpc
-from server.errors import CoordinatorError, SessionAborted, status_from_grpc
+from server.errors import CoordinatorError, PartyUnavailable, SessionAborted, status_from_grpc
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,11 @@ class PartyClient:
         try:
             return await fn(request, timeout=timeout, wait_for_ready=False)
         except aio.AioRpcError as exc:
-            raise status_from_grpc(self.rank, exc.code(), exc.details(), self.retry_after_s) from exc
+            # UNAVAILABLE from a party that answered leaves its channel READY; when the party is gone (refused,
+            # reset, closed during the call) the channel has left READY by the time the call fails
+            unreachable = (exc.code() == grpc.StatusCode.UNAVAILABLE
+                           and self.channel.get_state(try_to_connect=False) != grpc.ChannelConnectivity.READY)
+            raise status_from_grpc(self.rank, exc.code(), exc.details(), self.retry_after_s, unreachable) from exc
 
     async def _connected(self, timeout: float) -> None:
         """Wait (bounded) for the channel to be READY; UNAVAILABLE if it does not get there in time."""
@@ -83,7 +88,8 @@ class PartyClient:
             await asyncio.wait_for(self.channel.channel_ready(), timeout)
         except asyncio.TimeoutError:
             raise status_from_grpc(
-                self.rank, grpc.StatusCode.UNAVAILABLE, f"cannot connect to {self.address} within {timeout:.1f} s", self.retry_after_s
+                self.rank, grpc.StatusCode.UNAVAILABLE, f"cannot connect to {self.address} within {timeout:.1f} s",
+                self.retry_after_s, unreachable=True,
             ) from None
 
     async def health(self, timeout: float) -> control_pb2.HealthReply:
@@ -102,21 +108,49 @@ class PartyClient:
         await self.channel.close()
 
 
-async def both(calls: list[Awaitable[T]], grace_s: float = BOTH_GRACE_S) -> list[T]:
+def _errors(tasks: list[asyncio.Future[T]], done: set[asyncio.Future[T]]) -> list[BaseException]:
+    """The failures among ``done``, in party order."""
+    return [e for t in tasks if t in done and not t.cancelled() and (e := t.exception()) is not None]
+
+
+def _about_the_peer(exc: BaseException) -> bool:
+    """A failure a party reports about something else: its peer aborted the session, or (UNAVAILABLE from a party
+    the coordinator reached) its peer connection or the dealer was lost."""
+    return isinstance(exc, SessionAborted) or (isinstance(exc, PartyUnavailable) and not exc.unreachable)
+
+
+def _rank(exc: CoordinatorError) -> tuple[bool, bool, int]:
+    """Sort key, most informative first: a party the coordinator cannot reach, then a party's own failure over a
+    session its peer aborted, then a bad input (400) over a deadline (504) over unavailability (503)."""
+    return (not getattr(exc, "unreachable", False), isinstance(exc, SessionAborted), exc.status)
+
+
+async def both(calls: list[Awaitable[T]], grace_s: float = BOTH_GRACE_S, peer_grace_s: float | None = None) -> list[T]:
     """Run one call per party concurrently; a failure cancels the others and is raised.
 
     After the first failure the other calls get ``grace_s`` to answer too
     (when one party refuses, it aborts the session at its peer, whose ABORTED
-    may arrive first), then the most informative failure wins: a party's own
-    failure over a session its peer aborted, then a bad input (400) over a
+    may arrive first). When every failure so far is one a party reports about
+    its peer (ABORTED, or "peer connection lost"), the other call gets up to
+    ``peer_grace_s`` in all (give it the connect timeout and more: a dead party's
+    own call fails only when its connection attempt gives up), so that the party
+    that is actually down is the one named. Then the most informative failure
+    wins (``_rank``): a party the coordinator could not reach, then a party's
+    own failure over a session its peer aborted, then a bad input (400) over a
     deadline (504) over unavailability (503).
     """
     tasks = [asyncio.ensure_future(c) for c in calls]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        if pending and any(not t.cancelled() and t.exception() is not None for t in done):
+        if pending and _errors(tasks, done):
+            started = time.monotonic()
             more, pending = await asyncio.wait(pending, timeout=grace_s)
             done |= more
+            if pending and peer_grace_s is not None and all(_about_the_peer(e) for e in _errors(tasks, done)):
+                left = peer_grace_s - (time.monotonic() - started)
+                if left > 0:
+                    more, pending = await asyncio.wait(pending, timeout=left)
+                    done |= more
     except asyncio.CancelledError:
         for t in tasks:
             t.cancel()
@@ -125,10 +159,10 @@ async def both(calls: list[Awaitable[T]], grace_s: float = BOTH_GRACE_S) -> list
         t.cancel()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
-    errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+    errors = _errors(tasks, done)
     if errors:
         coordinator_errors = [e for e in errors if isinstance(e, CoordinatorError)]
         if coordinator_errors:
-            raise min(coordinator_errors, key=lambda e: (isinstance(e, SessionAborted), e.status))
-        raise errors[0]  # type: ignore[misc]
+            raise min(coordinator_errors, key=_rank)
+        raise errors[0]
     return [t.result() for t in tasks]

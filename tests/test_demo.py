@@ -189,6 +189,9 @@ def test_demo_end_to_end_survives_each_role_dying_then_ctrl_c(tmp_path: Path) ->
         ready = next_line_starting("ready in ")
         ca = Path(ready.split("(logs in ", 1)[1].rstrip().rstrip(")")).parent / "certs" / "ca" / "ca.pem"
         url = next_line_starting("serving:").split("open ", 1)[1].split()[0].rstrip("/")
+        assert next_line_starting("CA certificate (ca.pem, for private clients): ").split(": ", 1)[1].strip() == str(ca)
+        command = next_line_starting("classify an image privately: ")
+        assert f"classify IMAGE.png --server {url} --model {model} --ca " in command and command.rstrip().endswith(str(ca))
         assert coordinator_ready(http_health(f"{url}/v1/health"))
         _kill_each_role_mid_request(tag, url, ca, model, next_line_starting)
         proc.send_signal(signal.SIGINT)
@@ -212,6 +215,7 @@ def test_demo_end_to_end_survives_each_role_dying_then_ctrl_c(tmp_path: Path) ->
     assert proc.returncode == 0, output
     assert "agreement with the plaintext model: 2/2" in output
     assert "stopped dealer, parties and coordinator" in output and "logs are kept" not in output
+    assert "WARNING mpcvit.localstack" not in output  # each restart is said once, by the "restart:" line
     result = json.loads(out.read_text())
     assert result["model"] == model and len(result["rows"]) == 2
     for row in result["rows"]:
@@ -262,6 +266,20 @@ def test_each_local_process_gets_only_its_own_certificate_directory(tmp_path: Pa
     insecure = LocalStack(StackConfig(models_dir=tmp_path, model="m", workdir=tmp_path, insecure=True))
     assert all("--certs" not in argv and "--insecure" in argv for argv in insecure._commands(ep).values())
     assert insecure.client_trust() == {"trust_coordinator": True}
+
+
+def test_keep_running_says_where_ca_pem_is_and_how_to_classify(tmp_path: Path) -> None:
+    from mpcvit.commands.demo import client_hint
+
+    stack = LocalStack(StackConfig(models_dir=tmp_path, model="m", workdir=tmp_path / "work dir"))
+    ca = tmp_path / "work dir" / "certs" / "ca" / "ca.pem"
+    where, command = client_hint(stack, "http://127.0.0.1:4", "vit_2_4_8")
+    assert where == f"CA certificate (ca.pem, for private clients): {ca}"
+    assert " classify IMAGE.png --server http://127.0.0.1:4 --model vit_2_4_8 --ca " in command
+    assert command.endswith(f"--ca '{ca}'")  # quoted: ready to paste
+    insecure = LocalStack(StackConfig(models_dir=tmp_path, model="m", workdir=tmp_path, insecure=True))
+    (line,) = client_hint(insecure, "http://127.0.0.1:4", "vit_2_4_8", tmp_path / "a.png")
+    assert "no CA (--insecure)" in line and f"image=@{tmp_path / 'a.png'}" in line
 
 
 # -- supervision: a role that dies is started again, up to a limit ------------------------

@@ -9,6 +9,10 @@ against the deployment's CA certificate (``--ca ca.pem``: each key must be
 signed by the certificate the CA issued to that party) or against pinned
 fingerprints (``--pin sha256:... --pin sha256:...``, party 0 then party 1).
 Without either the command refuses, before it sends anything.
+
+``--compare-plaintext DIR``: with a local copy of the model's checkpoint, also
+run it in the clear on this machine (``mpcvit predict``) and print both
+classes and whether they agree (``--json``: ``plaintext`` and ``agree``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import argparse
 import json
 import os
 import sys
+
+from mpcvit.units import format_bytes
 
 HELP = "classify an image privately through a coordinator"
 
@@ -33,14 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the deployment's CA certificate (ca.pem): verify each party's sealing key against it (default $MPCVIT_CA)")
     parser.add_argument("--pin", action="append", default=None, metavar="SHA256",
                         help="pinned fingerprint of a party's sealing key, twice: party 0's then party 1's ('mpcvit certs request' prints them)")
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n} B"
+    parser.add_argument("--compare-plaintext", default=None, metavar="DIR",
+                        help="a local copy of the model's checkpoint: also run it in the clear on this machine and print "
+                        "both classes (as 'mpcvit predict IMAGE --checkpoint DIR')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
         print("mpcvit classify: error: give --ca ca.pem (the deployment's CA certificate) or --pin twice: "
               "the parties' keys are not taken on the coordinator's word", file=sys.stderr)
         return 2
+    plain = None
+    if args.compare_plaintext:  # before anything is sent: a wrong folder fails here
+        from mpcvit.commands.predict import predict
+
+        plain = predict(args.image, args.compare_plaintext)
     try:
         with PrivateClient(args.server, token=token, timeout=args.timeout, ca=args.ca, pins=args.pin) as client:
             result = client.classify(args.image, model=args.model)
@@ -67,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"mpcvit classify: cannot reach the coordinator at {args.server}: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        out = result.to_dict()
+        if plain is not None:
+            out["plaintext"] = plain
+            out["agree"] = plain["class_index"] == result.class_index
+        print(json.dumps(out, indent=2))
         return 0
     total = result.costs.get("total", {})
     if not result.probabilities:  # the model owner's policy reveals only the class (label) or the top K indices
@@ -79,8 +89,15 @@ def run(args: argparse.Namespace) -> int:
         ranked = sorted(range(len(result.probabilities)), key=lambda i: -result.probabilities[i])[: max(1, args.top)]
         print("top: " + ", ".join(f"{i}:{result.probabilities[i]:.3f}" for i in ranked))
     print(
-        f"costs: {total.get('rounds', '?')} rounds, {_fmt_bytes(float(total.get('bytes', 0)))} sent by both parties, "
+        f"costs: {total.get('rounds', '?')} rounds, {format_bytes(total.get('bytes'))} sent by both parties, "
         f"{float(total.get('seconds', 0)):.3f} s secure forward (batch of {result.batch_size}, queued {result.queue_seconds:.3f} s), "
         f"{result.seconds:.3f} s end to end"
     )
+    if plain is not None:
+        same = plain["class_index"] == result.class_index
+        print(f"plaintext: {plain['class_name']} (index {plain['class_index']}, "
+              f"p={plain['probabilities'][plain['class_index']]:.3f}) checkpoint {plain['label']} on this machine; "
+              f"{'agrees with' if same else 'DIFFERS from'} the private class")
+        if plain["name"] != result.model:
+            print(f"note: the coordinator served {result.model!r}, the local checkpoint is {plain['name']!r}")
     return 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import signal
 import sys
 import time
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mpcvit.checkpoint import load_checkpoint, load_manifest, normalise_input
+from mpcvit.units import format_bytes
 
 if TYPE_CHECKING:
     from mpcvit.localstack import LocalStack
@@ -201,16 +203,6 @@ def summarise_costs(costs: dict[str, Any]) -> tuple[int | None, int | None]:
     return _total(costs, "rounds"), _total(costs, "bytes_total") or _total(costs, "bytes_sent", "bytes_received") or _total(costs, "bytes")
 
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return "?"
-
-
 # -- the run ---------------------------------------------------------------------
 
 
@@ -292,7 +284,7 @@ def print_header(model: str, dataset: str, where: str) -> None:
 def print_row(n: int, row: Row) -> None:
     print(f"{n:>2}  {row.index:>5}  {row.true_class:<12.12} {row.private_class:<14.14} {row.plaintext_class:<12.12} "
           f"{'yes' if row.agree else 'NO':<5} {row.max_logit_error:>8.4f}  {row.rounds if row.rounds is not None else '?':>6}  "
-          f"{_fmt_bytes(row.bytes):>10}  {row.seconds:>7.2f}", flush=True)
+          f"{format_bytes(row.bytes):>10}  {row.seconds:>7.2f}", flush=True)
 
 
 def print_summary(rows: list[Row]) -> None:
@@ -307,13 +299,41 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _serve_until_interrupted(stack: LocalStack, url: str) -> None:
+def _mpcvit_command() -> str:
+    """How this shell can run mpcvit again: ``mpcvit`` when that is what runs now, else this script's path or module."""
+    import shutil
+
+    script = Path(sys.argv[0])
+    if script.name == "mpcvit":
+        on_path = shutil.which("mpcvit")
+        same = on_path is not None and Path(on_path).resolve() == script.resolve()
+        return "mpcvit" if same else shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m mpcvit.cli"
+
+
+def client_hint(stack: LocalStack, url: str, model: str, image: Path | None = None) -> list[str]:
+    """Where the demo's CA certificate is and a ready-to-paste ``mpcvit classify`` line for this stack."""
+    trust = stack.client_trust()
+    picture = shlex.quote(str(image)) if image is not None else "IMAGE.png"
+    if "ca" not in trust:  # --insecure: the parties sign no key, so no client can check them
+        return ["no CA (--insecure): the parties' keys cannot be checked, so 'mpcvit classify' refuses this stack; "
+                f"use the page, or demo mode: curl -F image=@{picture} -F model={model} {url}/v1/classify/demo"]
+    ca = shlex.quote(str(trust["ca"]))
+    return [
+        f"CA certificate (ca.pem, for private clients): {trust['ca']}",
+        f"classify an image privately: {_mpcvit_command()} classify {picture} --server {url} --model {model} --ca {ca}",
+    ]
+
+
+def _serve_until_interrupted(stack: LocalStack, url: str, hint: list[str]) -> None:
     """Wait for Ctrl-C (or SIGTERM), starting again any role that dies (``LocalStack.supervise``).
 
     A role that dies past its restart limit raises ``RoleFailed``: the stack stops and keeps its logs.
     """
     try:  # print inside the try: a Ctrl-C right after the line must still stop cleanly
         print(f"serving: open {url}/ in a browser (API {url}/v1/health); Ctrl-C to stop", flush=True)
+        for line in hint:
+            print(line, flush=True)
         while True:
             for message in stack.supervise():
                 print(f"restart: {message}", flush=True)
@@ -346,7 +366,8 @@ def _run_local(args: argparse.Namespace, model: str, checkpoint: Path, dataset: 
             rows = classify_images(url, model, checkpoint, args.images, args.timeout, args.save_images, stack.client_trust())
             print_summary(rows)
             if args.keep_running:
-                _serve_until_interrupted(stack, url)
+                saved = sorted(args.save_images.glob("*.png")) if args.save_images else []
+                _serve_until_interrupted(stack, url, client_hint(stack, url, model, saved[0] if saved else None))
     finally:
         print("stopped dealer, parties and coordinator", flush=True)
         if stack.logs_kept is not None:
@@ -368,7 +389,6 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
     # Ctrl-C always stops it, also when it was started with SIGINT ignored (a shell's background job inherits that)
     signal.signal(signal.SIGINT, _raise_interrupt)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the table
     if args.server:
         if args.ca is None and args.pin is None:
             raise ValueError("with --server give --ca ca.pem (the deployment's CA certificate) or --pin twice, "

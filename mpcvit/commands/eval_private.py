@@ -55,8 +55,9 @@ def image_folder(folder: str | Path, input_shape: tuple[int, int, int], limit: i
 
 
 def run(args: argparse.Namespace) -> int:
-    from mpcvit.checkpoint import load_checkpoint
+    from mpcvit.checkpoint import checkpoint_label, load_checkpoint
     from mpcvit.data import load_dataset
+    from mpcvit.units import format_bytes
     from protocols.config import DEFAULT_CONFIG
     from protocols.evaluate import evaluate_private
 
@@ -78,18 +79,19 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_private(model, meta, images, labels, batch_size=args.batch_size, config=config,
                               timeout=args.timeout)
     result["checkpoint"] = str(args.checkpoint)
+    result["name"] = Path(args.checkpoint).resolve().name
     result["dataset"] = dataset
     if args.provider == "tfp":
         result["note"] = "provider tfp: party 0 generated all correlated randomness (comparison only, not secure against party 0)"
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['model']} on {dataset}: {result['images']} images, provider {result['provider']}")
+        print(f"{checkpoint_label(args.checkpoint, meta)} on {dataset}: {result['images']} images, provider {result['provider']}")
         accuracy = ("" if labels is None else
                     f"plaintext accuracy {result['plaintext_accuracy']:.4f}, private accuracy {result['private_accuracy']:.4f}, ")
         print(f"  {accuracy}agreement {result['agreement']:.4f}, max |logit error| {result['max_abs_logit_error']:.4f}")
         pb = result["per_batch"]
-        print(f"  one forward of {pb['batch_size']} image(s): {pb['rounds']} rounds, {pb['bytes'] / 2**20:.1f} MiB, {pb['seconds']:.2f} s")
+        print(f"  one forward of {pb['batch_size']} image(s): {pb['rounds']} rounds, {format_bytes(pb['bytes'])}, {pb['seconds']:.2f} s")
         for op, c in sorted(result["per_op"].items(), key=lambda kv: -kv[1]["rounds"]):
-            print(f"    {op:<22} {c['rounds']:>6} rounds {c['bytes'] / 2**20:>9.2f} MiB {c['seconds']:>8.2f} s")
+            print(f"    {op:<22} {c['rounds']:>6} rounds {format_bytes(c['bytes'], digits=2):>10} {c['seconds']:>8.2f} s")
     return 0

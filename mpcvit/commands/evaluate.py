@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
-from mpcvit.checkpoint import load_checkpoint
+from mpcvit.checkpoint import checkpoint_label, load_checkpoint
 from mpcvit.data import DATASETS
 
 HELP = "plaintext accuracy of a checkpoint"
@@ -46,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
     normalisation = meta.get("normalisation") or info.normalisation()
     accuracy = evaluate_dataset(model, data, normalisation, args.batch_size)
     result = {
-        "checkpoint": str(args.checkpoint), "model": meta.get("model", model.spec.name), "dataset": name,
+        "checkpoint": str(args.checkpoint), "name": Path(args.checkpoint).resolve().name,
+        "model": meta.get("model", model.spec.name), "dataset": name,
         "split": split, "images": len(data), "accuracy": round(accuracy, 6),
     }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['model']} on {name} ({split}, {len(data)} images): accuracy {100 * accuracy:.2f}%")
+        print(f"{checkpoint_label(args.checkpoint, meta)} on {name} ({split}, {len(data)} images): accuracy {100 * accuracy:.2f}%")
     return 0

@@ -133,9 +133,10 @@ async function loadModels() {
 }
 
 function fmtBytes(n) {
-  if (n >= 1e9) return (n / 1e9).toFixed(2) + " GB";
-  if (n >= 1e6) return (n / 1e6).toFixed(2) + " MB";
-  if (n >= 1e3) return (n / 1e3).toFixed(1) + " kB";
+  // binary units, as the CLI prints them (mpcvit/units.py)
+  if (n >= 1024 ** 3) return (n / 1024 ** 3).toFixed(1) + " GiB";
+  if (n >= 1024 ** 2) return (n / 1024 ** 2).toFixed(1) + " MiB";
+  if (n >= 1024) return (n / 1024).toFixed(1) + " KiB";
   return n + " B";
 }
 

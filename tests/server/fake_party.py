@@ -69,6 +69,7 @@ class FakeRuntime:
         self.data_loss_forwards = 0  # the next N forwards abort at both parties as on mismatched dealer material
         self.data_loss_sessions: set[str] = set()
         self.used: list[set[str]] = [set(), set()]  # request ids a party refuses as replayed (ALREADY_EXISTS)
+        self.down = [False, False]  # a stopped party: its peer's sessions fail as a real party's do ("peer connection lost")
 
     def load(self, rank: int, name: str) -> tuple[Any, dict[str, Any]]:
         d = self.model_dir / name
@@ -94,10 +95,13 @@ class FakeRuntime:
                 self.cond.notify_all()
                 raise SessionFailed(grpc.StatusCode.INVALID_ARGUMENT, shares)
             s.inputs[rank] = shares
+            peer = 1 - rank
             if len(s.inputs) == 2 and s.outputs is None and s.error is None:
                 s.outputs = self._forward(model, s.inputs[0], s.inputs[1])
                 self.cond.notify_all()
             while s.outputs is None and s.error is None:
+                if self.down[peer]:  # as parties/transport.py: the peer link broke, every open session fails
+                    raise SessionFailed(grpc.StatusCode.UNAVAILABLE, f"peer connection lost: party {peer} went away")
                 left = deadline - time.time()
                 if left <= 0:
                     raise SessionFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "peer never joined the session before the deadline")
@@ -230,12 +234,17 @@ class FakeParties:
             assert self.ports[r] > 0, "could not bind a loopback port"
             server.start()
             self.servers[r] = server
+            with self.runtime.cond:
+                self.runtime.down[r] = False
         return self
 
     def stop(self, rank: int | None = None, forget_models: bool = True) -> None:
         for r in ([rank] if rank is not None else [0, 1]):
             server = self.servers[r]
             if server is not None:
+                with self.runtime.cond:  # its peer's open sessions fail now, as with a real party that dies
+                    self.runtime.down[r] = True
+                    self.runtime.cond.notify_all()
                 server.stop(grace=None).wait(5)
                 self.servers[r] = None
                 if forget_models:

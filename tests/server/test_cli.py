@@ -48,6 +48,33 @@ def test_classify_command_prints_the_plaintext_class_and_costs(
     assert cli.main(["classify", str(SAMPLES_DIR / "missing.png"), "--server", server.url, *pins]) == 1
 
 
+def test_classify_compare_plaintext_shows_both_classes(
+    live: Callable[..., LiveServer], model_dir: Path, capsys: pytest.CaptureFixture[str], parties: FakeParties
+) -> None:
+    image = SAMPLES_DIR / "digits_00008_3.png"
+    pins = [a for k in parties.runtime.keys for a in ("--pin", key_fingerprint(k.public))]
+    local = model_dir / "mpcvit_2_4_8"
+    with live() as server:
+        argv = ["classify", str(image), "--server", server.url, "--model", "mpcvit_2_4_8", *pins, "--compare-plaintext", str(local)]
+        assert cli.main([*argv, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["plaintext"]["class_index"] == out["class_index"] and out["agree"] is True
+        assert out["plaintext"]["name"] == "mpcvit_2_4_8"
+        assert cli.main(argv) == 0
+        text = capsys.readouterr().out
+        assert f"class: {out['class_name']} " in text
+        assert f"plaintext: {out['class_name']} (index {out['class_index']}, p=" in text and "agrees with the private class" in text
+        assert "note:" not in text
+        # another local checkpoint than the one served: both classes, and a note saying so
+        assert cli.main(["classify", str(image), "--server", server.url, "--model", "mpcvit_2_4_8", *pins,
+                         "--compare-plaintext", str(model_dir / "vit_2_4_8")]) == 0
+        assert "note: the coordinator served 'mpcvit_2_4_8', the local checkpoint is 'vit_2_4_8'" in capsys.readouterr().out
+        # a folder that is no checkpoint fails before anything is sent
+        received = len(parties.runtime.received[0])
+        assert cli.main(["classify", str(image), "--server", server.url, *pins, "--compare-plaintext", str(model_dir / "nope")]) == 1
+        assert "does not exist" in capsys.readouterr().err and len(parties.runtime.received[0]) == received
+
+
 def test_serve_options_override_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from mpcvit.commands import serve
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,29 @@ def test_party_down_is_503_within_the_deadline_and_the_next_request_works(
         parties.start(1)  # back, same port and key, model not loaded
         r = client.classify(x, model="vit_2_4_8")  # the very next request works (the coordinator reloads the model)
         assert r.class_name and httpx.get(f"{server.url}/v1/health").status_code == 200
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_the_first_503_names_the_party_that_died_not_its_peer(
+    live: Callable[..., LiveServer], parties: FakeParties, when: str
+) -> None:
+    """Party 1 dies (before the request, or while its forward runs); party 0 answers "peer connection lost" at once,
+    as a real party does, but the answer names party 1: its own call failed, the coordinator could not reach it."""
+    with live(connect_timeout_s=1.5) as server, PrivateClient(server.url, trust_coordinator=True) as client:
+        x = torch.rand(1, 8, 8)
+        assert client.classify(x, model="vit_2_4_8").class_name
+        client.retries = 0  # the coordinator's first answer
+        infers = len(parties.runtime.received[0])
+        if when == "before":
+            parties.stop(1)
+        else:
+            parties.runtime.delay_s = 1.0
+            threading.Timer(0.5, parties.stop, args=(1,)).start()
+        with pytest.raises(ServerError) as err:
+            client.classify(x, model="vit_2_4_8")
+        assert len(parties.runtime.received[0]) > infers  # party 0 was asked, and reported its peer lost
+        assert err.value.status_code == 503, err.value.detail
+        assert err.value.detail.startswith("party 1 is unavailable") and "peer connection lost" not in err.value.detail, err.value.detail
 
 
 def test_deadline_passing_during_the_forward_is_504(live: Callable[..., LiveServer], parties: FakeParties) -> None:

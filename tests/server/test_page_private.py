@@ -99,7 +99,7 @@ def test_page_classifies_privately_and_no_request_holds_the_image(
             page.fill("#trust", "\n".join(pins))
             page.wait_for_selector("#samples button")
             page.click(f"#samples button[data-file='{SAMPLE}']")
-            assert page.is_visible("#preview")
+            page.wait_for_selector("#preview", state="visible")  # the sample is fetched, then shown
             page.wait_for_selector("#run:not([disabled])")
             page.click("#run")
             page.wait_for_selector("#status[data-state=done]", timeout=60_000)

@@ -55,6 +55,9 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mpcvit.localstack import die_with_parent_from_env
+
+    die_with_parent_from_env()  # a role started by the local stack ends with it
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if a in COMMANDS), None)
     try:

@@ -164,9 +164,24 @@ def coordinator_ready(body: dict[str, Any] | None, model: str | None = None) -> 
 # -- the stack --------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+PARENT_ENV = "MPCVIT_DIE_WITH_PARENT"  # the pid of the local stack that started this role
+
+
+def die_with_parent_from_env() -> None:
+    """In a role the local stack started (``PARENT_ENV`` set): end with SIGTERM when the stack's process dies.
+
+    Done by the role itself at start (``mpcvit.cli.main``), not by a ``preexec_fn``: Python code run between
+    fork and exec in a process whose gRPC threads are busy (the tests, the chaos benchmark) could touch gRPC's
+    half-copied state there and abort the child ("epoll_wait error: Bad file descriptor", exit -6), and
+    without a ``preexec_fn`` the child is started without running any Python before exec.
+    """
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent or not sys.platform.startswith("linux"):
+        return
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the stack died before the line above: nobody would signal us
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _mpcvit(*args: str) -> list[str]:
@@ -358,7 +373,7 @@ class LocalStack:
     def _start_process(self, role: str, argv: list[str], append: bool = False) -> _Proc:
         log_path = self.workdir / "logs" / f"{role}.log"
         log_file = open(log_path, "ab" if append else "wb")  # noqa: SIM115 (closed in stop())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
         popen = subprocess.Popen(  # noqa: S603 (our own argv)
             argv,
             stdin=subprocess.DEVNULL,
@@ -366,8 +381,7 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # its own process group: signals reach it and its children only
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
-        )
+        )  # it ends with this process: die_with_parent_from_env, called by the role at start
         log.debug("started %s (pid %d): %s", role, popen.pid, " ".join(argv))
         return _Proc(role, argv, popen, log_path, log_file)
 

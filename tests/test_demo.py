@@ -367,3 +367,40 @@ def test_demo_refuses_bad_numbers_in_one_line(flag: str, value: str, message: st
     assert main(["demo", flag, value]) == 1
     err = capsys.readouterr().err
     assert err.strip() == f"mpcvit demo: error: {message}", err
+
+
+def test_a_role_ends_with_the_stack_that_started_it(tmp_path: Path) -> None:
+    """A role sets its own parent-death signal at start (no Python runs between fork and exec): SIGKILL the process
+    that started it, and the role is gone within seconds."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = tmp_path / "child.pid"
+    (tmp_path / "role.py").write_text(
+        "import os, time\n"
+        "from mpcvit.localstack import die_with_parent_from_env\n"
+        "die_with_parent_from_env()\n"
+        f"open({str(child)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(120)\n"
+    )
+    starter = (
+        "import os, subprocess, sys, time\n"
+        "from mpcvit.localstack import PARENT_ENV\n"
+        f"subprocess.Popen([sys.executable, {str(tmp_path / 'role.py')!r}], env={{**os.environ, PARENT_ENV: str(os.getpid())}},"
+        " start_new_session=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", starter], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not child.exists() or not child.read_text():
+        assert time.monotonic() < deadline, "the role did not start"
+        time.sleep(0.1)
+    pid = int(child.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower():
+        assert time.monotonic() < deadline, "the role outlived the stack that started it"
+        time.sleep(0.1)

@@ -282,6 +282,7 @@ def classify_all(client: Any, spy: list[Any], raw: RawAnswers, model: str, polic
             "dealer_bytes": sum(int(p.get("dealer", {}).get("bytes", 0)) for p in costs["parties"]),
             "forward_seconds": float(costs["total"]["seconds"]), "client_seconds": float(result.seconds),
             "answer_json_bytes": raw.raw_bytes, "batch_size": int(body["batch_size"]), "ops": costs.get("ops"),
+            **({} if k else {"logits": list(result.logits)}),
         })
         if (i + 1) % max(len(images) // 10, 1) == 0:
             log.info("%s: %d/%d answered (%d problems so far)", model, i + 1, len(images), len(problems))
@@ -377,12 +378,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                              "batch_sizes": sorted({r["batch_size"] for r in records})}
                     if k:
                         entry["agreement"] = agreement(records, logits, k, args.tie)
+                        entry["answers"] = {str(r["image"]): r["indices"] for r in records}  # image -> the opened indices
                         entry["wire"] = {"checked": len(records), "problems": len(found),
                                          "expected_ciphertext_bytes": 8 * k + TAG_BYTES,
                                          "self_check": "doctored copies of the first answer (" + ", ".join(DOCTORED) + "): "
                                          + ("one passed" if any("doctored" in f for f in found) else "each refused")}
-                    else:  # the baseline's class against the plaintext argmax, as a sanity check
+                    else:  # the baseline's class against the plaintext argmax, and how far its logits are from plaintext
                         entry["agreement"] = agreement(records, logits, 1, args.tie)
+                        err = [abs(v - float(logits[r["image"], j])) for r in records for j, v in enumerate(r["logits"])]
+                        entry["logit_error_vs_plaintext"] = {"max": round(max(err), 4), "mean": round(statistics.fmean(err), 4)}
                     results[policy] = entry
                     log.info("%s: %s", model, {kk: entry[kk] for kk in ("answered", "seconds")})
     base = results["logits"]["costs"]
@@ -390,7 +394,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         c = results[policy]["costs"]
         if c and base and isinstance(c["rounds"], int) and isinstance(base["rounds"], int) \
                 and isinstance(c["bytes"], int) and isinstance(base["bytes"], int):
-            results[policy]["over_logits"] = {"rounds": c["rounds"] - base["rounds"], "bytes": c["bytes"] - base["bytes"]}
+            results[policy]["over_logits"] = {"rounds": c["rounds"] - base["rounds"], "bytes": c["bytes"] - base["bytes"],
+                                              "dealer_bytes": c["dealer_bytes"][0] - base["dealer_bytes"][0]}
     return {
         "benchmark": "output policies: raw answers under label / topk:3, agreement with the plaintext model, costs per request",
         "checkpoint": str(checkpoint.relative_to(ROOT)) if checkpoint.is_relative_to(ROOT) else checkpoint.name,
@@ -406,7 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "load_average_at_end": [round(v, 2) for v in os.getloadavg()]},
         "commit": commit,
-        "command": "python -m benchmarks.output_policy " + " ".join(args.argv),
+        "command": " ".join(["python -m benchmarks.output_policy", *args.argv]),
     }
 
 
@@ -438,7 +443,9 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Wire checks (fields, no logits, boxes of K int64 values, ciphertext 8K+16 bytes): {result['wire_problems']} problems.",
-        "The logits row is the baseline (the same checkpoint without a policy, fewer requests) that the costs are compared with.",
+        "The logits row is the baseline (the same checkpoint without a policy, fewer requests) that the costs are compared with"
+        + (f"; its opened logits are within {result['policies']['logits']['logit_error_vs_plaintext']['max']} of the plaintext "
+           "model's." if "logit_error_vs_plaintext" in result["policies"].get("logits", {}) else "."),
         "",
     ]
     return "\n".join(lines)

@@ -69,6 +69,8 @@ SMOKE: dict[str, Smoke] = {
                          "--images", "2", "--batch-size", "1", "--out", "{tmp}/load_bench.json"), ("load_bench.json",)),
     "numeric_safety": Smoke(("benchmarks/numeric_safety.py", "--smoke", "--parts", "ranges,expected,empirical,costs,md",
                              "--out", "{tmp}/numeric_safety.json"), ("numeric_safety.json", "numeric_safety.md")),
+    "output_policy": Smoke(("-m", "benchmarks.output_policy", "--smoke", "--out", "{tmp}/output_policy.json"),
+                           ("output_policy.json", "output_policy.md")),
     "plots": Smoke(("-m", "benchmarks.plots", "{tmp}/plots/results.json"), ("plots/costs_7_4_32.png",),
                    _copy("results/bench/results.json", "plots/results.json"), in_process=True),
     "published": Smoke(note="table of published figures"),

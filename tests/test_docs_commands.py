@@ -1,7 +1,7 @@
-"""The client commands README.md and docker/README.md document, run as written against the local stack.
+"""The client commands README.md, docker/README.md and the docs/ pages document, run as written against the local stack.
 
 Every ``mpcvit classify``, ``mpcvit demo --server`` and ``curl`` command of
-the two files' shell blocks (and the inline ``curl -s localhost:8000/...``
+these files' shell blocks (and the inline ``curl -s localhost:8000/...``
 ones) runs against a real stack (dealer, two parties, coordinator, mutual
 TLS) that serves the models the docs name. Only what a reader substitutes
 too is replaced: the coordinator's address (the stack's port is a free one),
@@ -25,7 +25,14 @@ from PIL import Image
 from mpcvit.commands.demo import find_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = (ROOT / "README.md", ROOT / "docker" / "README.md")
+DOCS = (
+    ROOT / "README.md",
+    ROOT / "docker" / "README.md",
+    *(ROOT / "docs" / page for page in (
+        "getting-started.md", "service.md", "models.md", "bring-your-own-model.md", "research.md", "costs.md",
+        "security-model.md",
+    )),
+)
 CLIENT = re.compile(r"^(\.venv/bin/)?mpcvit (classify|demo --server)\b|^curl ")
 ADDRESS = re.compile(r"(https?://)?(localhost|127\.0\.0\.1):8000")
 IMAGES = ("some.png", "my-image.png")
@@ -53,7 +60,7 @@ def models_named(commands: list[tuple[str, str]]) -> set[str]:
 
 def test_the_docs_document_client_commands() -> None:
     commands = documented_commands()
-    assert {doc for doc, _ in commands} == {"README.md", "docker/README.md"}
+    assert {doc for doc, _ in commands} == {"README.md", "docker/README.md", "docs/service.md"}
     assert len(commands) >= 6, commands
 
 

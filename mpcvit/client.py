@@ -225,6 +225,18 @@ def seal_input(
     return SealedRequest(request_id, keypair, sealed, model)  # type: ignore[arg-type]
 
 
+def _open_both(request: SealedRequest, output_shares: list[Sealed] | tuple[Sealed, ...],
+               party_keys: list[bytes] | tuple[bytes, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both parties' sealed output shares of ``request``, opened with its one-time key, each in its own context."""
+    if len(output_shares) != 2:
+        raise ValueError(f"need 2 output shares, got {len(output_shares)}")
+    y0, y1 = (
+        open_tensor(s, request.keypair.private, pk, BoxContext(request.request_id, request.model, rank, "output"))
+        for rank, (s, pk) in enumerate(zip(output_shares, party_keys))
+    )
+    return y0, y1
+
+
 def open_output(
     request: SealedRequest,
     output_shares: list[Sealed] | tuple[Sealed, ...],
@@ -232,12 +244,7 @@ def open_output(
     precision_bits: int = DEFAULT_PRECISION_BITS,
 ) -> torch.Tensor:
     """Open each party's sealed logit share with the one-time key and add them: float64 logits."""
-    if len(output_shares) != 2:
-        raise ValueError(f"need 2 output shares, got {len(output_shares)}")
-    y0, y1 = (
-        open_tensor(s, request.keypair.private, pk, BoxContext(request.request_id, request.model, rank, "output"))
-        for rank, (s, pk) in enumerate(zip(output_shares, party_keys))
-    )
+    y0, y1 = _open_both(request, output_shares, party_keys)
     if y0.shape != y1.shape:
         raise ValueError(f"output shares disagree in shape: {tuple(y0.shape)} vs {tuple(y1.shape)}")
     return check_plausible(reconstruct_fixed_point(y0, y1, precision_bits))
@@ -256,12 +263,7 @@ def open_indices(
     mismatched material lands there with probability about K num_classes / 2^64); else :class:`ImplausibleOutput`.
     ``count``: the number of indices the model's policy promises (1 for label, K for topk:K).
     """
-    if len(output_shares) != 2:
-        raise ValueError(f"need 2 output shares, got {len(output_shares)}")
-    y0, y1 = (
-        open_tensor(s, request.keypair.private, pk, BoxContext(request.request_id, request.model, rank, "output"))
-        for rank, (s, pk) in enumerate(zip(output_shares, party_keys))
-    )
+    y0, y1 = _open_both(request, output_shares, party_keys)
     if y0.shape != y1.shape or y0.dim() != 1 or (count is not None and y0.numel() != count):
         raise ValueError(f"index shares of shape {tuple(y0.shape)} / {tuple(y1.shape)}, expected ({count},)")
     indices = [int(v) for v in (y0 + y1)]  # int64 addition wraps: the sum on Z_2^64

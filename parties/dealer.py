@@ -74,7 +74,7 @@ from parties.proto import dealer_pb2, dealer_pb2_grpc
 from parties.tls import channel_credentials, peer_role, secure_channel, server_credentials
 from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
 from mpcvit.prg import KEY_BYTES, derive_key, new_key
-from protocols.providers import Request, all_corrections, needs_corrections
+from protocols.providers import MODEL_ID_BITS, Request, all_corrections, needs_corrections
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,6 @@ MAX_OPEN_BATCHES = 1024
 # forward never came; past it the oldest is dropped and that rank's late call is UNAVAILABLE (ask for a new batch).
 MAX_PENDING_BYTES = 4 << 30
 MODEL_PREFIX = "model/"  # GetSeed batch ids of model loads: their keys stay for every later batch's "fixed" requests
-MODEL_ID_BITS = 128  # a load id: party 0 draws it from its cryptographic PRG
 COMMITMENT_BYTES = 16
 
 

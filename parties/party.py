@@ -77,14 +77,14 @@ from mpcvit.checkpoint import load_checkpoint
 from mpcvit.models.spec import ArchSpec
 from mpcvit.output_policy import OutputPolicy, PolicyError
 from parties.communicator import GrpcCommunicator, MaterialMismatch, installed
-from parties.dealer import MODEL_ID_BITS, DealerClient, DealerSeed
+from parties.dealer import DealerClient, DealerSeed
 from parties.proto import control_pb2, control_pb2_grpc
 from parties.tls import channel_credentials, peer_role, server_credentials
 from parties.transport import NETWORKS, Endpoint, Mode, NetworkShape, TransportError
 from protocols.accounting import CostReport, ensure_counting
 from protocols.crypten_compat import current_communicator
 from protocols.config import DEFAULT_CONFIG
-from protocols.providers import DealerProvider, Request, install_provider, needs_corrections
+from protocols.providers import MODEL_ID_BITS, DealerProvider, Request, install_provider, needs_corrections
 from protocols.runtime import SecureViT
 
 logger = logging.getLogger(__name__)
@@ -537,10 +537,6 @@ class ReplayGuard:
                     self._pending[kind].discard(value)
                     self._seen[kind][value] = now
             self._expire(now)
-
-    def remember(self, items: list[tuple[str, bytes]]) -> None:
-        """Mark ``items`` used at once (``reserve`` + ``commit``)."""
-        self.commit(items)
 
 
 def costs_message(report: CostReport) -> control_pb2.Costs:

@@ -18,10 +18,8 @@ import torch
 
 from mpcvit import sealing
 from mpcvit.checkpoint import load_checkpoint, normalise_input
-from parties.proto import control_pb2, control_pb2_grpc
-from parties.pair import free_port
-from parties.tls import channel_credentials, secure_channel
-from tests.parties.test_party import REPO, _both, _deadline, _start
+from parties.proto import control_pb2
+from tests.parties.test_party import REPO, _both, _deadline, running_pair
 from tests.protocols.helpers import digits
 
 pytestmark = pytest.mark.timeout(400)
@@ -39,30 +37,9 @@ def cluster(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         if policy is not None:
             meta["output_policy"] = policy
         meta_path.write_text(json.dumps(meta))
-    dealer, p0, p1 = free_port(), free_port(), free_port()
-    procs = [
-        _start(["-m", "parties.dealer", "--listen", f"127.0.0.1:{dealer}", "--certs", str(certs)], tmp / "dealer.log"),
-        *(
-            _start(["-m", "parties", "--rank", str(r), "--listen", f"127.0.0.1:{ports[0]}", "--peer", f"127.0.0.1:{ports[1]}",
-                    "--dealer", f"127.0.0.1:{dealer}", "--certs", str(certs), "--models", str(tmp / "models"), "--sessions", "1"],
-                   tmp / f"party{r}.log")
-            for r, ports in ((0, (p0, p1)), (1, (p1, p0)))
-        ),
-    ]
-    stubs = [control_pb2_grpc.PartyControlStub(secure_channel(f"127.0.0.1:{p}", channel_credentials(certs, "coordinator"), f"party{r}"))
-             for r, p in enumerate((p0, p1))]
-    try:
-        health = [s.Health(control_pb2.HealthRequest(), timeout=90, wait_for_ready=True) for s in stubs]
-        model, meta = load_checkpoint(CHECKPOINT)
+    model, meta = load_checkpoint(CHECKPOINT)
+    with running_pair(certs, tmp / "models", tmp, 1) as (stubs, health):
         yield {"stubs": stubs, "health": health, "model": model, "meta": meta}
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except Exception:  # noqa: BLE001
-                p.kill()
 
 
 def _load(cluster: dict, name: str) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -39,15 +40,23 @@ def cluster(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     torch.manual_seed(0)
     model = create_model("mpcvit_2_4_8").eval()
     save_checkpoint(tmp / "models" / "tiny", model, META)
+    with running_pair(certs, tmp / "models", tmp, SESSIONS) as (stubs, health):
+        yield {"stubs": stubs, "health": health, "model": model, "logs": tmp, "certs": certs}
+
+
+@contextlib.contextmanager
+def running_pair(certs: Path, models: Path, logs: Path, sessions: int) -> Iterator[tuple[list, list]]:
+    """The dealer and both parties as processes (mutual TLS) serving ``models``: the coordinator's stubs and the
+    parties' Health once both answer; every process is stopped on exit."""
     dealer, p0, p1 = free_port(), free_port(), free_port()
     procs = [
-        _start(["-m", "parties.dealer", "--listen", f"127.0.0.1:{dealer}", "--certs", str(certs)], tmp / "dealer.log"),
+        _start(["-m", "parties.dealer", "--listen", f"127.0.0.1:{dealer}", "--certs", str(certs)], logs / "dealer.log"),
         *(
             _start(
                 ["-m", "parties", "--rank", str(r), "--listen", f"127.0.0.1:{ports[0]}", "--peer", f"127.0.0.1:{ports[1]}",
-                 "--dealer", f"127.0.0.1:{dealer}", "--certs", str(certs), "--models", str(tmp / "models"),
-                 "--sessions", str(SESSIONS)],
-                tmp / f"party{r}.log",
+                 "--dealer", f"127.0.0.1:{dealer}", "--certs", str(certs), "--models", str(models),
+                 "--sessions", str(sessions)],
+                logs / f"party{r}.log",
             )
             for r, ports in ((0, (p0, p1)), (1, (p1, p0)))
         ),
@@ -55,8 +64,7 @@ def cluster(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     stubs = [control_pb2_grpc.PartyControlStub(secure_channel(f"127.0.0.1:{p}", channel_credentials(certs, "coordinator"), f"party{r}"))
              for r, p in enumerate((p0, p1))]
     try:
-        health = [s.Health(control_pb2.HealthRequest(), timeout=90, wait_for_ready=True) for s in stubs]
-        yield {"stubs": stubs, "health": health, "model": model, "logs": tmp, "certs": certs}
+        yield stubs, [s.Health(control_pb2.HealthRequest(), timeout=90, wait_for_ready=True) for s in stubs]
     finally:
         for p in procs:
             p.terminate()

@@ -187,14 +187,26 @@ class Stack:
                                                      items=items[rank], batch_series=series, batch_number=number))
         return requests, clients
 
-    def open_logits(self, model: str, replies: list, clients: list, indices: list[int] | None = None) -> torch.Tensor:
+    @staticmethod
+    def item_alone(requests: list, index: int) -> list:
+        """Both parties' requests for item ``index`` of ``requests`` alone, under one new session id."""
+        session, single = uuid.uuid4().hex, []
+        for request in requests:
+            r = type(request)()
+            r.CopyFrom(request)
+            del r.items[:]
+            r.items.append(request.items[index])
+            r.session_id = session
+            single.append(r)
+        return single
+
+    def open_logits(self, model: str, replies: list, clients: list) -> torch.Tensor:
+        """The client's view: each item's two sealed logit shares opened and added."""
         rows = []
         for i, (client, request_id) in enumerate(clients):
-            if indices is not None and i not in indices:
-                continue
             shares = []
             for rank in (0, 1):
-                box = replies[rank].output_shares[len(rows)] if indices is not None else replies[rank].output_shares[i]
+                box = replies[rank].output_shares[i]
                 shares.append(sealing.open_tensor(sealing.Sealed(tuple(box.shape), box.dtype, box.nonce, box.ciphertext),
                                                   client.private, self.health[rank].public_key,
                                                   sealing.BoxContext(request_id, model, rank, "output")))

@@ -106,15 +106,7 @@ class Bench:
         first = self._check(model, self.stack.both("Infer", requests), clients, images)
         results = []
         for i in range(2):
-            session = uuid.uuid4().hex
-            single = []
-            for rank in (0, 1):
-                r = type(requests[rank])()
-                r.CopyFrom(requests[rank])
-                del r.items[:]
-                r.items.append(requests[rank].items[i])
-                r.session_id = session
-                single.append(r)
+            single = self.stack.item_alone(requests, i)
             results.append(self._check(model, self.stack.both("Infer", single), [clients[i]], images[i : i + 1]))
         return f"poisoned batch: {first}; its valid members alone: {'; '.join(results)}"
 

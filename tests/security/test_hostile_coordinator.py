@@ -163,14 +163,7 @@ def test_a_poisoned_batch_spares_its_innocent_members(stack: Stack) -> None:
     assert len(failed(replies)) == 2
     assert any(e.code() == grpc.StatusCode.INVALID_ARGUMENT for e in failed(replies))
     for i in range(5):
-        single, session = [], uuid.uuid4().hex
-        for rank in (0, 1):
-            r = type(requests[rank])()
-            r.CopyFrom(requests[rank])
-            del r.items[:]
-            r.items.append(requests[rank].items[i])
-            r.session_id = session
-            single.append(r)
+        single = stack.item_alone(requests, i)
         reply = stack.both("Infer", single)
         _assert_ok(reply)
         logits = stack.open_logits("private", reply, [clients[i]])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,17 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) i
 
 FASHION = Path(__file__).resolve().parents[2] / "checkpoints" / "fashion-mnist"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright; closed on exit."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def expected_class(model_dir: Path, model: str, image: Path) -> str:
@@ -69,44 +81,40 @@ def test_page_classifies_a_bundled_image_with_each_model_and_draws_the_costs(
     live: Callable[..., LiveServer], model_dir: Path, tmp_path: Path
 ) -> None:
     sample = "digits_00009_2.png"
-    with live() as server, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page()
-            outside: list[str] = []
-            page.on("request", lambda r: None if r.url.startswith(server.url) else outside.append(r.url))
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server.url + "/")
-            page.check("#demo-mode")  # the coordinator plays the client: an explicit choice (private is the default)
-            page.wait_for_selector("#models input[type=checkbox]")
-            assert page.locator("#models input:checked").count() == 3  # /v1/models' compare_default: one per variant
-            page.wait_for_selector("#samples button")
-            datasets = {f.split("_")[0] for f in page.eval_on_selector_all("#samples button", "bs => bs.map(b => b.dataset.file)")}
-            assert datasets == {"digits"}  # only the served models' data set
-            assert page.is_disabled("#run")
-            page.click(f"#samples button[data-file='{sample}']")
-            page.wait_for_selector("#run:not([disabled])")
-            page.click("#run")
-            page.wait_for_selector("#status[data-state=done]", timeout=60_000)
-            rows = page.locator("#results tbody tr")
-            assert rows.count() == 3
-            for i in range(3):
-                model = rows.nth(i).get_attribute("data-model")
-                assert model is not None
-                assert rows.nth(i).locator("td.class").inner_text() == expected_class(model_dir, model, SAMPLES_DIR / sample)
-            for chart in ("chart-rounds", "chart-bytes", "chart-latency"):
-                bars = page.locator(f"#{chart} svg rect.bar")
-                assert bars.count() == 3
-                assert all(float(bars.nth(i).get_attribute("width") or 0) > 0 for i in range(3))
-            save_screenshot(page, tmp_path / "page-digits.png")
-            page.goto(server.url + "/docs")  # Swagger UI, served locally too
-            page.wait_for_selector(".opblock", timeout=30_000)
-            assert page.locator(".opblock").count() >= 6
-            assert not errors, errors
-            assert not outside, outside  # no CDN, no download
-        finally:
-            browser.close()
+    with live() as server, chromium() as browser:
+        page = browser.new_page()
+        outside: list[str] = []
+        page.on("request", lambda r: None if r.url.startswith(server.url) else outside.append(r.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/")
+        page.check("#demo-mode")  # the coordinator plays the client: an explicit choice (private is the default)
+        page.wait_for_selector("#models input[type=checkbox]")
+        assert page.locator("#models input:checked").count() == 3  # /v1/models' compare_default: one per variant
+        page.wait_for_selector("#samples button")
+        datasets = {f.split("_")[0] for f in page.eval_on_selector_all("#samples button", "bs => bs.map(b => b.dataset.file)")}
+        assert datasets == {"digits"}  # only the served models' data set
+        assert page.is_disabled("#run")
+        page.click(f"#samples button[data-file='{sample}']")
+        page.wait_for_selector("#run:not([disabled])")
+        page.click("#run")
+        page.wait_for_selector("#status[data-state=done]", timeout=60_000)
+        rows = page.locator("#results tbody tr")
+        assert rows.count() == 3
+        for i in range(3):
+            model = rows.nth(i).get_attribute("data-model")
+            assert model is not None
+            assert rows.nth(i).locator("td.class").inner_text() == expected_class(model_dir, model, SAMPLES_DIR / sample)
+        for chart in ("chart-rounds", "chart-bytes", "chart-latency"):
+            bars = page.locator(f"#{chart} svg rect.bar")
+            assert bars.count() == 3
+            assert all(float(bars.nth(i).get_attribute("width") or 0) > 0 for i in range(3))
+        save_screenshot(page, tmp_path / "page-digits.png")
+        page.goto(server.url + "/docs")  # Swagger UI, served locally too
+        page.wait_for_selector(".opblock", timeout=30_000)
+        assert page.locator(".opblock").count() >= 6
+        assert not errors, errors
+        assert not outside, outside  # no CDN, no download
 
 
 @pytest.fixture
@@ -134,44 +142,40 @@ def test_page_defaults_to_one_model_per_variant_and_the_served_data_set(fashion_
     curated = [m["name"] for m in manifest["models"]]
     labels = {m["name"]: m["label"] for m in manifest["models"]}
     sample = "fashion-mnist_00000_9.png"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(fashion_server.url + "/")
-            page.check("#demo-mode")  # the coordinator plays the client (private mode is test_page_private.py's)
-            page.wait_for_selector("#models input[type=checkbox]")
-            offered = page.eval_on_selector_all("#models input", "cs => cs.map(c => c.value)")
-            assert sorted(offered) == sorted(curated)  # the manifest's models, not every experiment directory
-            checked = page.eval_on_selector_all("#models input:checked", "cs => cs.map(c => c.value)")
-            assert checked == ["vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28_kd", "mpcvit_4_4_28_mu0.1",
-                               "mpcvitplus_4_4_28_mu0.3"], checked
-            shown = page.locator("#models").inner_text()
-            assert all(labels[name] in shown for name in curated), shown
-            page.wait_for_selector("#samples button")
-            files = page.eval_on_selector_all("#samples button", "bs => bs.map(b => b.dataset.file)")
-            assert len(files) == 10 and all(f.startswith("fashion-mnist_") for f in files), files  # no digits here
-            page.click(f"#samples button[data-file='{sample}']")
-            page.wait_for_selector("#run:not([disabled])")
-            page.click("#run")
-            page.wait_for_selector("#status[data-state=done]", timeout=60_000)
-            rows = page.locator("#results tbody tr")
-            assert rows.count() == len(checked)
-            for i in range(rows.count()):
-                model = rows.nth(i).get_attribute("data-model")
-                assert model in checked
-                assert rows.nth(i).locator("td.class").inner_text() == expected_class(FASHION, model, SAMPLES_DIR / sample)
-                assert rows.nth(i).locator("td").first.inner_text() == labels[model]
-            for chart in ("chart-rounds", "chart-bytes", "chart-latency"):
-                assert page.locator(f"#{chart} svg rect.bar").count() == len(checked)
-                assert overlapping_chart_elements(page, chart) == [], chart
-            shot = save_screenshot(page, tmp_path / "page-fashion-mnist.png")
-            assert shot.stat().st_size > 10_000
-            assert not errors, errors
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(fashion_server.url + "/")
+        page.check("#demo-mode")  # the coordinator plays the client (private mode is test_page_private.py's)
+        page.wait_for_selector("#models input[type=checkbox]")
+        offered = page.eval_on_selector_all("#models input", "cs => cs.map(c => c.value)")
+        assert sorted(offered) == sorted(curated)  # the manifest's models, not every experiment directory
+        checked = page.eval_on_selector_all("#models input:checked", "cs => cs.map(c => c.value)")
+        assert checked == ["vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28_kd", "mpcvit_4_4_28_mu0.1",
+                           "mpcvitplus_4_4_28_mu0.3"], checked
+        shown = page.locator("#models").inner_text()
+        assert all(labels[name] in shown for name in curated), shown
+        page.wait_for_selector("#samples button")
+        files = page.eval_on_selector_all("#samples button", "bs => bs.map(b => b.dataset.file)")
+        assert len(files) == 10 and all(f.startswith("fashion-mnist_") for f in files), files  # no digits here
+        page.click(f"#samples button[data-file='{sample}']")
+        page.wait_for_selector("#run:not([disabled])")
+        page.click("#run")
+        page.wait_for_selector("#status[data-state=done]", timeout=60_000)
+        rows = page.locator("#results tbody tr")
+        assert rows.count() == len(checked)
+        for i in range(rows.count()):
+            model = rows.nth(i).get_attribute("data-model")
+            assert model in checked
+            assert rows.nth(i).locator("td.class").inner_text() == expected_class(FASHION, model, SAMPLES_DIR / sample)
+            assert rows.nth(i).locator("td").first.inner_text() == labels[model]
+        for chart in ("chart-rounds", "chart-bytes", "chart-latency"):
+            assert page.locator(f"#{chart} svg rect.bar").count() == len(checked)
+            assert overlapping_chart_elements(page, chart) == [], chart
+        shot = save_screenshot(page, tmp_path / "page-fashion-mnist.png")
+        assert shot.stat().st_size > 10_000
+        assert not errors, errors
 
 
 def test_chromium_binary_is_what_the_page_test_uses() -> None:

@@ -36,7 +36,7 @@ from server.routes import page as page_routes
 from server.settings import Settings
 from tests.server.conftest import SAMPLES_DIR, LiveServer
 from tests.server.fake_party import PRECISION_BITS, FakeParties
-from tests.server.test_page import BROWSER_ARGS, CHROMIUM, expected_class, save_screenshot
+from tests.server.test_page import CHROMIUM, chromium, expected_class, save_screenshot
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -74,51 +74,47 @@ def test_page_classifies_privately_and_no_request_holds_the_image(
     keys = parties.runtime.keys
     pins = [key_fingerprint(k.public) for k in keys]
     png = (SAMPLES_DIR / SAMPLE).read_bytes()
-    with live() as server, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page()
-            log: list[dict[str, Any]] = []
-            record(page, log)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            failed: list[str] = []
-            page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    with live() as server, chromium() as browser:
+        page = browser.new_page()
+        log: list[dict[str, Any]] = []
+        record(page, log)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        failed: list[str] = []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
 
-            page.goto(server.url + "/")
-            page.wait_for_selector("#models input[type=checkbox]")
-            # private by default: the demo toggle is off, its warning hidden, and no broken image before a pick
-            assert not page.is_checked("#demo-mode")
-            assert page.is_hidden("#demo-warning")
-            assert page.is_hidden("#preview")
-            assert "trusted code" in page.inner_text("#trust-note")
-            assert page.inner_text("#run") == "Classify privately with each model"
-            models = page.eval_on_selector_all("#models input:checked", "cs => cs.map(c => c.value)")
-            assert len(models) == 3
+        page.goto(server.url + "/")
+        page.wait_for_selector("#models input[type=checkbox]")
+        # private by default: the demo toggle is off, its warning hidden, and no broken image before a pick
+        assert not page.is_checked("#demo-mode")
+        assert page.is_hidden("#demo-warning")
+        assert page.is_hidden("#preview")
+        assert "trusted code" in page.inner_text("#trust-note")
+        assert page.inner_text("#run") == "Classify privately with each model"
+        models = page.eval_on_selector_all("#models input:checked", "cs => cs.map(c => c.value)")
+        assert len(models) == 3
 
-            page.fill("#trust", "\n".join(pins))
-            page.wait_for_selector("#samples button")
-            page.click(f"#samples button[data-file='{SAMPLE}']")
-            page.wait_for_selector("#preview", state="visible")  # the sample is fetched, then shown
-            page.wait_for_selector("#run:not([disabled])")
-            page.click("#run")
-            page.wait_for_selector("#status[data-state=done]", timeout=60_000)
+        page.fill("#trust", "\n".join(pins))
+        page.wait_for_selector("#samples button")
+        page.click(f"#samples button[data-file='{SAMPLE}']")
+        page.wait_for_selector("#preview", state="visible")  # the sample is fetched, then shown
+        page.wait_for_selector("#run:not([disabled])")
+        page.click("#run")
+        page.wait_for_selector("#status[data-state=done]", timeout=60_000)
 
-            assert page.get_attribute("#results", "data-mode") == "private"
-            assert page.get_attribute("#key-check", "data-check") == "pins"
-            rows = page.locator("#results tbody tr")
-            assert rows.count() == 3
-            for i in range(3):
-                model = rows.nth(i).get_attribute("data-model")
-                assert model in models
-                assert rows.nth(i).locator("td.class").inner_text() == expected_class(model_dir, model, SAMPLES_DIR / SAMPLE)
-            save_screenshot(page, tmp_path / "page-private.png")
-            favicon = page.request.get(server.url + "/favicon.ico")
-            assert favicon.status == 200 and favicon.headers["content-type"] == "image/x-icon"
-            assert not errors, errors
-            assert not failed, failed
-        finally:
-            browser.close()
+        assert page.get_attribute("#results", "data-mode") == "private"
+        assert page.get_attribute("#key-check", "data-check") == "pins"
+        rows = page.locator("#results tbody tr")
+        assert rows.count() == 3
+        for i in range(3):
+            model = rows.nth(i).get_attribute("data-model")
+            assert model in models
+            assert rows.nth(i).locator("td.class").inner_text() == expected_class(model_dir, model, SAMPLES_DIR / SAMPLE)
+        save_screenshot(page, tmp_path / "page-private.png")
+        favicon = page.request.get(server.url + "/favicon.ico")
+        assert favicon.status == 200 and favicon.headers["content-type"] == "image/x-icon"
+        assert not errors, errors
+        assert not failed, failed
 
     assert all(r["url"].startswith(server.url + "/") for r in log), [r["url"] for r in log]  # nothing from elsewhere
     posts = [r for r in log if r["method"] != "GET"]
@@ -169,46 +165,38 @@ def test_page_classifies_privately_and_no_request_holds_the_image(
 
 def test_page_refuses_wrong_pins_before_sealing_anything(parties: FakeParties, live: Callable[..., LiveServer]) -> None:
     pins = [key_fingerprint(k.public) for k in parties.runtime.keys][::-1]
-    with live() as server, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page()
-            log: list[dict[str, Any]] = []
-            record(page, log)
-            page.goto(server.url + "/")
-            page.wait_for_selector("#samples button")
-            page.fill("#trust", "\n".join(pins))
-            page.click(f"#samples button[data-file='{SAMPLE}']")
-            page.click("#run")
-            page.wait_for_selector("#status[data-state=error]", timeout=30_000)
-            assert page.get_attribute("#key-check", "data-check") == "refused"
-            assert "Nothing was sent" in page.inner_text("#status")
-        finally:
-            browser.close()
+    with live() as server, chromium() as browser:
+        page = browser.new_page()
+        log: list[dict[str, Any]] = []
+        record(page, log)
+        page.goto(server.url + "/")
+        page.wait_for_selector("#samples button")
+        page.fill("#trust", "\n".join(pins))
+        page.click(f"#samples button[data-file='{SAMPLE}']")
+        page.click("#run")
+        page.wait_for_selector("#status[data-state=error]", timeout=30_000)
+        assert page.get_attribute("#key-check", "data-check") == "refused"
+        assert "Nothing was sent" in page.inner_text("#status")
     assert [r for r in log if r["method"] != "GET"] == []
     assert parties.runtime.forwards == 0
 
 
 def test_demo_mode_is_an_explicit_labelled_choice(parties: FakeParties, live: Callable[..., LiveServer], model_dir: Path) -> None:
-    with live() as server, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page()
-            log: list[dict[str, Any]] = []
-            record(page, log)
-            page.goto(server.url + "/")
-            page.wait_for_selector("#samples button")
-            page.check("#demo-mode")
-            assert page.is_visible("#demo-warning") and "sees the image" in page.inner_text("#run")
-            page.click(f"#samples button[data-file='{SAMPLE}']")
-            page.click("#run")
-            page.wait_for_selector("#status[data-state=done]", timeout=60_000)
-            assert page.get_attribute("#results", "data-mode") == "demo"
-            model = page.locator("#results tbody tr").first.get_attribute("data-model")
-            assert model is not None
-            assert page.locator("#results tbody tr td.class").first.inner_text() == expected_class(model_dir, model, SAMPLES_DIR / SAMPLE)
-        finally:
-            browser.close()
+    with live() as server, chromium() as browser:
+        page = browser.new_page()
+        log: list[dict[str, Any]] = []
+        record(page, log)
+        page.goto(server.url + "/")
+        page.wait_for_selector("#samples button")
+        page.check("#demo-mode")
+        assert page.is_visible("#demo-warning") and "sees the image" in page.inner_text("#run")
+        page.click(f"#samples button[data-file='{SAMPLE}']")
+        page.click("#run")
+        page.wait_for_selector("#status[data-state=done]", timeout=60_000)
+        assert page.get_attribute("#results", "data-mode") == "demo"
+        model = page.locator("#results tbody tr").first.get_attribute("data-model")
+        assert model is not None
+        assert page.locator("#results tbody tr td.class").first.inner_text() == expected_class(model_dir, model, SAMPLES_DIR / SAMPLE)
     assert [r["url"][len(server.url):] for r in log if r["method"] != "GET"] == ["/v1/compare"]
 
 
@@ -224,34 +212,30 @@ def test_page_checks_the_party_keys_against_a_pasted_ca(model_dir: Path, tmp_pat
     try:
         settings = Settings(_env_file=None, party0=fp.addresses[0], party1=fp.addresses[1], cert_dir=certs,  # type: ignore[call-arg]
                             model_dir=model_dir, connect_timeout_s=1.0, health_timeout_s=1.0)
-        with LiveServer(create_app(settings)) as server, sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-            try:
-                page = browser.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(server.url + "/")
-                page.wait_for_selector("#samples button")
-                page.click(f"#samples button[data-file='{SAMPLE}']")
-                page.fill("#trust", (other / "ca" / "ca.pem").read_text())
-                page.click("#run")
-                page.wait_for_selector("#status[data-state=error]", timeout=30_000)
-                assert page.get_attribute("#key-check", "data-check") == "refused"
-                assert "not issued by the given CA" in page.inner_text("#key-check")
-                assert fp.runtime.forwards == 0
-                page.fill("#trust", (certs / "ca" / "ca.pem").read_text())
-                page.click("#run")
-                page.wait_for_selector("#status[data-state=done]", timeout=60_000)
-                assert page.get_attribute("#key-check", "data-check") == "ca"
-                rows = page.locator("#results tbody tr")
-                for i in range(rows.count()):
-                    model = rows.nth(i).get_attribute("data-model")
-                    assert model is not None
-                    assert rows.nth(i).locator("td.class").inner_text() == expected_class(model_dir, model, SAMPLES_DIR / SAMPLE)
-                assert fp.runtime.forwards == rows.count() == 3
-                assert not errors, errors
-            finally:
-                browser.close()
+        with LiveServer(create_app(settings)) as server, chromium() as browser:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            page.wait_for_selector("#samples button")
+            page.click(f"#samples button[data-file='{SAMPLE}']")
+            page.fill("#trust", (other / "ca" / "ca.pem").read_text())
+            page.click("#run")
+            page.wait_for_selector("#status[data-state=error]", timeout=30_000)
+            assert page.get_attribute("#key-check", "data-check") == "refused"
+            assert "not issued by the given CA" in page.inner_text("#key-check")
+            assert fp.runtime.forwards == 0
+            page.fill("#trust", (certs / "ca" / "ca.pem").read_text())
+            page.click("#run")
+            page.wait_for_selector("#status[data-state=done]", timeout=60_000)
+            assert page.get_attribute("#key-check", "data-check") == "ca"
+            rows = page.locator("#results tbody tr")
+            for i in range(rows.count()):
+                model = rows.nth(i).get_attribute("data-model")
+                assert model is not None
+                assert rows.nth(i).locator("td.class").inner_text() == expected_class(model_dir, model, SAMPLES_DIR / SAMPLE)
+            assert fp.runtime.forwards == rows.count() == 3
+            assert not errors, errors
     finally:
         fp.stop()
 
@@ -279,21 +263,17 @@ def test_an_app_serving_the_sdk_itself_with_integrity_refuses_a_modified_module(
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-            try:
-                page = browser.new_page()
-                page.goto(url)
-                page.wait_for_function("document.title !== ''", timeout=30_000)
-                assert page.title() == "loaded"
-                sealing = app / "js" / "mpcvit" / "src" / "sealing.js"
-                sealing.write_text(sealing.read_text() + "\n// one changed byte is enough\n")
-                page = browser.new_context().new_page()  # no cached module
-                page.goto(url)
-                page.wait_for_function("document.title !== ''", timeout=30_000)
-                assert page.title() == "refused"
-            finally:
-                browser.close()
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_function("document.title !== ''", timeout=30_000)
+            assert page.title() == "loaded"
+            sealing = app / "js" / "mpcvit" / "src" / "sealing.js"
+            sealing.write_text(sealing.read_text() + "\n// one changed byte is enough\n")
+            page = browser.new_context().new_page()  # no cached module
+            page.goto(url)
+            page.wait_for_function("document.title !== ''", timeout=30_000)
+            assert page.title() == "refused"
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -304,22 +284,18 @@ def test_without_the_sdk_the_page_says_why_and_demo_mode_still_works(
 ) -> None:
     """A coordinator installed without the SDK's files (a wheel built without the copy the container image makes)."""
     monkeypatch.setattr(page_routes, "sdk_dir", lambda: None)
-    with live() as server, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server.url + "/")
-            page.wait_for_selector("#samples button")
-            page.click(f"#samples button[data-file='{SAMPLE}']")
-            page.click("#run")
-            page.wait_for_selector("#status[data-state=error]", timeout=30_000)
-            assert "does not serve the JavaScript SDK" in page.inner_text("#status")
-            page.check("#demo-mode")
-            page.click("#run")
-            page.wait_for_selector("#status[data-state=done]", timeout=60_000)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with live() as server, chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/")
+        page.wait_for_selector("#samples button")
+        page.click(f"#samples button[data-file='{SAMPLE}']")
+        page.click("#run")
+        page.wait_for_selector("#status[data-state=error]", timeout=30_000)
+        assert "does not serve the JavaScript SDK" in page.inner_text("#status")
+        page.check("#demo-mode")
+        page.click("#run")
+        page.wait_for_selector("#status[data-state=done]", timeout=60_000)
+        assert not errors, errors
     assert parties.runtime.forwards == 3  # demo mode's three models; nothing in private mode

@@ -85,15 +85,20 @@ export function checkPlausible(logits, bound = PLAUSIBLE_LOGIT) {
   return logits;
 }
 
-/** Open each party's sealed logit share with the one-time key and add them: float64 logits (checked plausible). */
-export async function openOutput(request, outputShares, partyKeys, precisionBits = DEFAULT_PRECISION_BITS) {
+/** Both parties' sealed output shares of `request`, opened with its one-time key, each in its own context. */
+async function openBoth(request, outputShares, partyKeys) {
   if (!outputShares || outputShares.length !== 2) throw new Error(`need 2 output shares, got ${outputShares ? outputShares.length : 0}`);
   const opened = [];
   for (const rank of [0, 1]) {
     const ctx = new BoxContext(request.requestId, request.model, rank, 'output');
     opened.push(await openTensor(outputShares[rank], request.keyPair, partyKeys[rank], ctx));
   }
-  const [y0, y1] = opened;
+  return opened;
+}
+
+/** Open each party's sealed logit share with the one-time key and add them: float64 logits (checked plausible). */
+export async function openOutput(request, outputShares, partyKeys, precisionBits = DEFAULT_PRECISION_BITS) {
+  const [y0, y1] = await openBoth(request, outputShares, partyKeys);
   if (y0.shape.length !== y1.shape.length || y0.shape.some((s, i) => s !== y1.shape[i])) {
     throw new Error(`output shares disagree in shape: (${y0.shape}) vs (${y1.shape})`);
   }
@@ -106,13 +111,7 @@ export async function openOutput(request, outputShares, partyKeys, precisionBits
  * repeat, else ImplausibleOutput.
  */
 export async function openIndices(request, outputShares, partyKeys, numClasses, count) {
-  if (!outputShares || outputShares.length !== 2) throw new Error(`need 2 output shares, got ${outputShares ? outputShares.length : 0}`);
-  const opened = [];
-  for (const rank of [0, 1]) {
-    const ctx = new BoxContext(request.requestId, request.model, rank, 'output');
-    opened.push(await openTensor(outputShares[rank], request.keyPair, partyKeys[rank], ctx));
-  }
-  const [y0, y1] = opened;
+  const [y0, y1] = await openBoth(request, outputShares, partyKeys);
   if (y0.shape.length !== 1 || y1.shape.length !== 1 || y0.shape[0] !== y1.shape[0] || (count !== undefined && y0.shape[0] !== count)) {
     throw new Error(`index shares of shape (${y0.shape}) / (${y1.shape}), expected (${count},)`);
   }

@@ -135,7 +135,7 @@ class SecureConfig:
     inv_sqrt_range: tuple[int, int] = (-14, 14)
     range_per_octave: int = 2  # thresholds per octave of the Newton starts
     ln_prescale: int = 4  # centred LayerNorm inputs are multiplied by this integer before squaring
-    gelu: Literal["fss", "poly", "erf"] = "fss"
+    gelu: Literal["spline", "fss", "poly", "erf"] = "fss"
     erf_iterations: int = 8  # only for gelu = "erf"
     layernorm_eps: float = 1e-5  # torch.nn.LayerNorm's default
     matmul_backend: MatmulBackend = "int64"
@@ -150,6 +150,12 @@ class SecureConfig:
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
     lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)
     exp_offsets: bool = True  # softmax's exp squares v - c, not v (False: CrypTen's exp)
+    gelu_spline_gate: tuple[int, int] = (9, 14)  # the spline GeLU's gate: 8 DCF levels, valid for |x - knot| <= 64 - 2^-2
+    max_compare: tuple[int, int] = (20, 6)  # softmax's max tree: 10 DCF levels, valid for |a - b| <= 256 - 2^-2
+    fold_products: bool = False  # LayerNorm's 1/sigma into the next linear, the reciprocal's product into Goldschmidt
+    ln_per_octave: int = 8  # thresholds per octave of LayerNorm's 1/sqrt start (fold_products: no Newton step)
+    ln_range: tuple[int, int] = (-8, 14)  # log2 of the domain of that start (var * ln_prescale^2)
+    ln_compare: tuple[int, int] = (26, 6)  # its gate: valid for |x - t_j| <= 2^15 - 2^-10
 
     def __post_init__(self) -> None:
         if not 8 <= self.precision_bits <= 24:
@@ -164,15 +170,18 @@ class SecureConfig:
                 raise ValueError(f"{name} must be in 1..32, got {getattr(self, name)}")
         if self.matmul_backend not in ("int64", "limbs"):
             raise ValueError(f"unknown matmul_backend {self.matmul_backend!r}")
-        if self.gelu not in ("fss", "poly", "erf"):
-            raise ValueError(f"unknown gelu {self.gelu!r}; choose fss, poly or erf")
+        if self.gelu not in ("spline", "fss", "poly", "erf"):
+            raise ValueError(f"unknown gelu {self.gelu!r}; choose spline, fss, poly or erf")
+        if not 1 <= self.ln_per_octave <= 32:
+            raise ValueError(f"ln_per_octave must be in 1..32, got {self.ln_per_octave}")
         if self.comparison not in ("fss", "ring", "crypten"):
             raise ValueError(f"unknown comparison {self.comparison!r}; choose fss, ring or crypten")
         if self.range_start not in ("linear", "step"):
             raise ValueError(f"unknown range_start {self.range_start!r}; choose linear or step")
         if not 0 <= self.lower_bits <= self.precision_bits - 4:
             raise ValueError(f"lower_bits must be in 0..precision_bits - 4, got {self.lower_bits}")
-        for name in ("gelu_compare", "relu_compare", "range_compare", "gelu_gate"):
+        for name in ("gelu_compare", "relu_compare", "range_compare", "gelu_gate", "gelu_spline_gate", "max_compare",
+                     "ln_compare"):
             check_ring(*getattr(self, name))
         if self.provider not in ("dealer", "tfp"):
             raise ValueError(f"unknown provider {self.provider!r}; choose dealer or tfp")
@@ -196,7 +205,17 @@ class SecureConfig:
         Kept selectable so that benchmarks can show both (``mpcvit bench --protocols circuits``).
         """
         return cls(**{"comparison": "ring", "range_start": "step", "relu_compare": (32, 4), "fixed_weight_masks": False,
-                      "gelu": "poly", **changes})
+                      "gelu": "poly", "fold_products": False, **changes})
+
+    @classmethod
+    def fss1(cls, **changes: Any) -> "SecureConfig":
+        """The fss runtime as it was before the whole-cost work (kept selectable: ``mpcvit bench --protocols fss1``).
+
+        One-round DCF sign gates on the rings of that time (the max tree on ReLU's (20, 6)), the 4-round
+        polynomial GeLU (``gelu = "fss"``), LayerNorm's start at 2 thresholds per octave with a Newton step,
+        and no folded products.
+        """
+        return cls(**{"gelu": "fss", "max_compare": (20, 6), "fold_products": False, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

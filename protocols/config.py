@@ -57,7 +57,24 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   step into its output product (5 rounds with fss, 14 with the circuits). CrypTen's default start (3 Newton steps) is off by 40 % at
   var = 0.01, which broke LayerNorm on the class token of trained digits models
   (logit error 2.6 -> 0.025 with the range start).
-* ``gelu = "fss"`` (default): ReLU(x) minus the gap x Phi(-x) as a degree-7
+* ``gelu = "spline"`` (default): a cubic spline of GeLU on 8 buckets between
+  9 knots in [-5, 5.5] (0 below, x above), the bucket from ONE sign gate with
+  9 shifts on ``gelu_spline_gate`` (10, 14) (9 DCF levels, window 1/4, valid for
+  |x| <= 122.25: 8.7x the largest GeLU input of the committed checkpoints)
+  and x^2 squared beside it, then one product (``ops.gelu_spline``): 2
+  rounds, 4 ring elements per value, 82 words of dealer material per value
+  (192 for "fss"); max error 8.7e-4 on [-8, 8] and out to +-122.
+* ``max_compare = (11, 14)``: softmax's max tree on 10 DCF levels (ReLU's ring
+  has 19): valid for differences up to 256 - 2^-2 (the certified bound of the
+  committed LayerNorm models' score differences is 246), and a level may keep
+  the smaller of two values less than 1/4 apart, so the max may fall up to
+  ceil(log2 N) / 4 short; the exp then sees inputs up to that above 0 and the
+  reciprocal's domain grows by the matching octaves (``ops.softmax_sum_octaves``).
+* ``fold_products = True``: the product with a reciprocal is folded into
+  Goldschmidt's steps (``ops.times_reciprocal``: one round less per attention
+  normalisation); softmax's reciprocal, whose sum lies in the linear start's
+  range, takes one step instead of two (relative error 4.8e-4).
+* ``gelu = "fss"`` (``SecureConfig.fss1()``): ReLU(x) minus the gap x Phi(-x) as a degree-7
   polynomial of min(|x|, 4) / 4, the ReLU and the clamp from ONE sign gate
   with three shifts (``ops.gelu_fss``): 4 rounds, 7 ring elements per value;
   max error about 1e-3 on [-8, 8]. Without DCF keys (TFP) it is "poly".
@@ -135,7 +152,7 @@ class SecureConfig:
     inv_sqrt_range: tuple[int, int] = (-14, 14)
     range_per_octave: int = 2  # thresholds per octave of the Newton starts
     ln_prescale: int = 4  # centred LayerNorm inputs are multiplied by this integer before squaring
-    gelu: Literal["spline", "fss", "poly", "erf"] = "fss"
+    gelu: Literal["spline", "fss", "poly", "erf"] = "spline"
     erf_iterations: int = 8  # only for gelu = "erf"
     layernorm_eps: float = 1e-5  # torch.nn.LayerNorm's default
     matmul_backend: MatmulBackend = "int64"
@@ -150,9 +167,9 @@ class SecureConfig:
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
     lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)
     exp_offsets: bool = True  # softmax's exp squares v - c, not v (False: CrypTen's exp)
-    gelu_spline_gate: tuple[int, int] = (9, 14)  # the spline GeLU's gate: 8 DCF levels, valid for |x - knot| <= 64 - 2^-2
-    max_compare: tuple[int, int] = (20, 6)  # softmax's max tree: 10 DCF levels, valid for |a - b| <= 256 - 2^-2
-    fold_products: bool = False  # LayerNorm's 1/sigma into the next linear, the reciprocal's product into Goldschmidt
+    gelu_spline_gate: tuple[int, int] = (10, 14)  # the spline GeLU's gate: 9 DCF levels, valid for |x - knot| <= 128 - 2^-2
+    max_compare: tuple[int, int] = (11, 14)  # softmax's max tree: 10 DCF levels, valid for |a - b| <= 256 - 2^-2
+    fold_products: bool = True  # LayerNorm's 1/sigma into the next linear, the reciprocal's product into Goldschmidt
     ln_per_octave: int = 8  # thresholds per octave of LayerNorm's 1/sqrt start (fold_products: no Newton step)
     ln_range: tuple[int, int] = (-8, 14)  # log2 of the domain of that start (var * ln_prescale^2)
     ln_compare: tuple[int, int] = (26, 6)  # its gate: valid for |x - t_j| <= 2^15 - 2^-10
@@ -222,6 +239,18 @@ class SecureConfig:
 
 
 DEFAULT_CONFIG = SecureConfig()
+RUNTIMES = ("fss", "fss1", "circuits")
+
+
+def runtime_config(name: str, **changes: Any) -> SecureConfig:
+    """The config of a runtime by name: "fss" ``SecureConfig()``, "fss1" ``SecureConfig.fss1()``, "circuits"."""
+    if name == "fss":
+        return SecureConfig(**changes)
+    if name == "fss1":
+        return SecureConfig.fss1(**changes)
+    if name == "circuits":
+        return SecureConfig.circuits(**changes)
+    raise ValueError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
 _current: list[SecureConfig] = [DEFAULT_CONFIG]
 
 

@@ -290,8 +290,9 @@ def max_last(x: MPCTensor) -> MPCTensor:
         return compare.max_rows(x, *cfg.relu_compare)
 
     def level(a: MPCTensor, b: MPCTensor) -> MPCTensor:  # the DCF gate where the level fits, else the circuit
-        pair = sign.max_pair if fss_fits(a.nelement()) else compare.max_pair
-        return pair(a, b, *cfg.relu_compare)
+        if fss_fits(a.nelement()):
+            return sign.max_pair(a, b, *cfg.max_compare)
+        return compare.max_pair(a, b, *cfg.relu_compare)
 
     return compare.max_tree(x, level)
 
@@ -432,8 +433,53 @@ def softmax_rows(s: MPCTensor) -> MPCTensor:
     """
     e = exp_nonpositive(s - max_last(s))
     n = int(s.size(-1))
-    return e * reciprocal_nr(e.sum(-1, keepdim=True), lo=-1, hi=max(2, math.ceil(math.log2(n)) + 1),
-                             iters=current_config().reciprocal_iters)
+    cfg = current_config()
+    if cfg.fold_products and effective()[1] == "linear":  # the sum lies in [1, n e^shortfall]: the linear start's part
+        return times_reciprocal(e, e.sum(-1, keepdim=True), lo=-1, hi=softmax_sum_octaves(n), iters=1)
+    return e * reciprocal_nr(e.sum(-1, keepdim=True), lo=-1, hi=softmax_sum_octaves(n), iters=cfg.reciprocal_iters)
+
+
+def times_reciprocal(num: MPCTensor, den: MPCTensor, lo: int, hi: int, iters: int) -> MPCTensor:
+    """num / den (den broadcast over num, den in [2^lo, 2^hi]) with the product folded into Goldschmidt's steps.
+
+    Math: with the range start y_0 ~ 1 / den and e_0 = 1 - den y_0,
+    num / den = num y_0 (1 + e_0)(1 + e_0^2) ... (1 - e_0^(2^n)); so P = num y_0
+    is computed in the round of e_0 (both products of y_0 are independent),
+    then each step multiplies P by (1 + e) (and squares e, but for the last):
+    ``reciprocal_nr`` followed by a product takes one round more.
+    Rounds: c(x) + 1 + iters. The relative error is that of ``reciprocal_nr``
+    with the same start and steps: e_0^(2^iters) (linear start at 2 per
+    octave: |e_0| <= 2.2 %, so 4.8e-4 after one step, 2.3e-7 after two), plus
+    the products' truncations. The bytes: P has num's size, so each step
+    opens num-sized tensors where ``reciprocal_nr`` opens den-sized ones.
+    """
+    y = range_start(den, lo, hi, "reciprocal")
+    p, e = beaver_products([("mul", num, y), ("mul", den, y)])
+    e = 1.0 - e
+    for i in range(iters):
+        if i == iters - 1:
+            (p,) = beaver_products([("mul", p, e + 1.0)])
+        else:
+            p, e = beaver_products([("mul", p, e + 1.0), ("mul", e, e)])
+    return p
+
+
+def max_shortfall(n: int) -> float:
+    """How far below the true maximum ``max_last`` may land on a row of n (real units): depth x the gate's window.
+
+    Each level of the tree may keep the smaller of two values less than
+    2^(t-16) apart (``sign.max_pair``), so after ceil(log2 n) levels the result
+    is within that many windows of the maximum; 0 for the circuits (their
+    error is on the other side, see ``compare.max_pair``), where it is 2^(t-16) at most per level too.
+    """
+    cfg = current_config()
+    _, drop = cfg.max_compare if effective()[0] == "fss" else cfg.relu_compare
+    return math.ceil(math.log2(max(n, 2))) * 2.0 ** (drop - crypten.cfg.encoder.precision_bits)
+
+
+def softmax_sum_octaves(n: int) -> int:
+    """log2 of the top of the softmax sum's reciprocal domain: sum exp(s - m) <= n e^(shortfall), plus one octave."""
+    return max(2, math.ceil(math.log2(n) + max_shortfall(n) * math.log2(math.e)) + 1)
 
 
 def exp_nonpositive(x: MPCTensor) -> MPCTensor:
@@ -471,6 +517,18 @@ def exp_nonpositive(x: MPCTensor) -> MPCTensor:
     return 1.0 - w if u is None else u + 0.5
 
 
+def times_reciprocal_positive(num: MPCTensor, x: MPCTensor, scale: float = 1.0) -> MPCTensor:
+    """num / x for x > 0 in [2^lo scale, 2^hi scale] (config: reciprocal_*): folded (``times_reciprocal``) when
+    ``fold_products``, else ``num * reciprocal_positive(x, scale)``. Rounds: c(x) + 1 + iters (+ 1 unfolded)."""
+    cfg = current_config()
+    if not cfg.fold_products:
+        return num * reciprocal_positive(x, scale)
+    lo, hi = cfg.reciprocal_range
+    if scale == 1.0:
+        return times_reciprocal(num, x, lo, hi, cfg.reciprocal_iters)
+    return _divide(times_reciprocal(num, _divide(x, scale), lo, hi, cfg.reciprocal_iters), scale)
+
+
 def reciprocal_positive(x: MPCTensor, scale: float = 1.0) -> MPCTensor:
     """1 / x for x > 0 in [2^lo scale, 2^hi scale]: reciprocal_nr(x / scale) / scale (config: reciprocal_*).
 
@@ -493,14 +551,14 @@ def _divide(x: MPCTensor, d: float) -> MPCTensor:
 def relu_rows(s: MPCTensor, eps: float) -> MPCTensor:
     """ReLU-softmax: r = ReLU(s), r / (sum_j r + eps). Rounds: c(x) (ReLU) + r_rec + 1."""
     r = relu(s)
-    return r * reciprocal_positive(r.sum(-1, keepdim=True) + eps)
+    return times_reciprocal_positive(r, r.sum(-1, keepdim=True) + eps)
 
 
 def quad_rows(s: MPCTensor, c: float) -> MPCTensor:
     """2Quad: q = (s + c)^2, q / sum_j q; the sum is divided by N (public) before Newton. Rounds: 1 + r_rec + 1."""
     q = square(s + c)
     n = s.size(-1)
-    return q * reciprocal_positive(q.sum(-1, keepdim=True), scale=float(n))
+    return times_reciprocal_positive(q, q.sum(-1, keepdim=True), scale=float(n))
 
 
 def thex_rows(s: MPCTensor, order: int, eps: float) -> MPCTensor:
@@ -512,7 +570,7 @@ def thex_rows(s: MPCTensor, order: int, eps: float) -> MPCTensor:
     for _ in range(int(math.log2(order))):
         e = square(e)
     n = s.size(-1)
-    return e * reciprocal_positive(e.sum(-1, keepdim=True) + eps, scale=float(n))
+    return times_reciprocal_positive(e, e.sum(-1, keepdim=True) + eps, scale=float(n))
 
 
 # -- norms and activations ---------------------------------------------------------
@@ -684,6 +742,126 @@ def gelu_fss(x: MPCTensor) -> MPCTensor:
     return MPCTensor.from_shares(relu_share, precision=prec) - gap
 
 
+SPLINE_KNOTS = (-5.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 5.5)  # GeLU's buckets: 0 below -5, x from 5.5
+SPLINE_LOWER = 2  # x^2 of the spline is taken from x lowered by this many bits (``lower``)
+
+
+def _gelu_float(x: torch.Tensor) -> torch.Tensor:
+    return x * 0.5 * (1 + torch.special.erf(x / math.sqrt(2.0)))
+
+
+@lru_cache(maxsize=None)
+def gelu_spline_pieces(window: float, knots: tuple[float, ...] = SPLINE_KNOTS) -> tuple[tuple[float, ...], ...]:
+    """Per inner bucket [k_(j-1), k_j): (centre m, a, b, c, d) of GeLU ~ a + b z + c z^2 + d z^3, z = x - m.
+
+    Each cubic is fitted near-minimax (iteratively reweighted least squares) on
+    [k_(j-1) - window, k_j], not on the bucket alone: the sign gate may read x
+    up to ``window`` below a knot as above it (``sign.sign_steps``), and then
+    the bucket above evaluates x, so its cubic must hold there too. m is the
+    middle of that interval, so |z| <= 1.375 and the coefficients stay small.
+    Max error over the fitted intervals: ``gelu_spline_error``.
+    """
+    pieces = []
+    for lo, hi in zip(knots[:-1], knots[1:]):
+        lo -= window
+        m = (lo + hi) / 2
+        x = torch.linspace(lo, hi, 3001, dtype=torch.float64)
+        z = x - m
+        basis = torch.stack([z**k for k in range(4)], dim=1)
+        weight = torch.ones_like(x)
+        for _ in range(60):
+            coef = torch.linalg.lstsq(basis * weight[:, None], (_gelu_float(x) * weight).unsqueeze(1)).solution.squeeze(1)
+            err = (basis @ coef - _gelu_float(x)).abs()
+            weight = weight * (err / err.max() + 1e-3) ** 0.5
+            weight = weight / weight.max()
+        pieces.append((m, *coef.tolist()))
+    return tuple(pieces)
+
+
+def gelu_spline_error(window: float) -> float:
+    """The largest |cubic - GeLU| of ``gelu_spline_pieces(window)`` over every fitted interval (float64)."""
+    worst = 0.0
+    for (lo, hi), (m, *coef) in zip(zip(SPLINE_KNOTS[:-1], SPLINE_KNOTS[1:]), gelu_spline_pieces(window)):
+        x = torch.linspace(lo - window, hi, 5001, dtype=torch.float64)
+        z = x - m
+        worst = max(worst, float((sum(c * z**k for k, c in enumerate(coef)) - _gelu_float(x)).abs().max()))
+    return worst
+
+
+def gelu_spline(x: MPCTensor) -> MPCTensor:
+    """GeLU as a cubic spline selected by ONE sign gate: 2 rounds, 4 ring elements opened per value and party.
+
+    Math. The gate (``sign.sign_steps``, payload 2) on x with the 9 knots
+    k_j of ``SPLINE_KNOTS`` as shifts gives b_j = [x < k_j] and x b_j from one
+    opening of x + r; in the same round x^2 is squared (x lowered by
+    ``SPLINE_LOWER`` bits). Locally: bucket indicators e_0 = b_0 (x < -5:
+    GeLU ~ 0), e_j = b_j - b_(j-1), e_9 = 1 - b_8 (x >= 5.5: GeLU ~ x), and
+    x e_j likewise; with z_j = x e_j - m_j e_j (x - m_j in bucket j, else 0),
+
+        GeLU = sum_inner (a_j e_j + b_j z_j) + x e_9 + S Q,
+        S = x^2 - 2 sum_inner m_j x e_j + sum_inner m_j^2 e_j   (= (x - m_j)^2 in bucket j),
+        Q = sum_inner (c_j e_j + d_j z_j)                       (0 outside the inner buckets),
+
+    and round 2 is the one Beaver product S Q. Outside the inner buckets Q is
+    exactly 0, so the product is exactly 0 whatever S (up to one ulp of
+    truncation). Only one bucket's terms are non-zero, so the truncations of
+    the others are truncations of shares of zero (exact).
+
+    The gate's window. With t dropped bits the bit [x < k_j] may read 0 for x
+    within 2^(t-16) below k_j (``sign.sign_steps``); the knots are at least 1
+    apart, so at most one bit is off and x lands in the bucket just above,
+    whose cubic was fitted down to k - window (``gelu_spline_pieces``). So the
+    gate can drop many bits: ``gelu_spline_gate`` (10, 14) is 9 DCF levels
+    (window 1/4), valid for |x - k_j| <= 128 - 2^-2 (``sign.valid_bound``), that is
+    |x| <= 122.25, 8.7x the largest GeLU input of the committed checkpoints (14.0
+    measured; 12.15 certified for every image, ``results/numeric_safety.md``).
+    Beyond, the bits are garbage: ``gelu_fss`` (valid to 8188) is the choice for
+    a model whose GeLU inputs may be larger.
+
+    Error: the fit, ``gelu_spline_error(1/4)`` = 8.5e-4, plus x^2's resolution
+    (2^-14 after lowering: |S| error <= 2 |x| 2^-14, times |Q| <= 0.4) and a few ulps;
+    ``tests/protocols/test_ops.py`` measures it against torch's erf GeLU.
+
+    What each party receives: the gate's c = x + r (uniform: r is a fresh
+    uniform mask, ``protocols.sign``), the square's x' - r' and the product's
+    S - a, Q - b (uniform: a, b, r' are fresh masks from the batch PRG,
+    one-time pads of the secrets). ``tests/security/test_uniformity.py`` checks
+    the spline's openings ("spline").
+
+    Dealer material per value: one DCF key pair of 9 levels with payload 2
+    (39 words per party), party 0's corrections of [m], [m r], r'^2 and the
+    product's c (4 words): 82 words (656 bytes), against 198 words for
+    ``gelu_fss`` on (24, 6) with its products.
+    """
+    rank = comm.get().get_rank()
+    scale = x.encoder.scale
+    prec = int(round(math.log2(scale)))
+    ring_bits, drop = current_config().gelu_spline_gate
+    window = 2.0 ** (drop - prec)
+    pieces = gelu_spline_pieces(window)
+    shifts = [int(round(k * scale)) for k in SPLINE_KNOTS]
+    (bits, prods), (x2,) = run(sign.sign_steps(x, shifts, ring_bits, drop, product=True),
+                               square_steps([lower(x, SPLINE_LOWER)]))
+    one = torch.ones_like(bits[:1]) if rank == 0 else torch.zeros_like(bits[:1])
+    e = torch.cat([bits[:1], bits[1:] - bits[:-1], one - bits[-1:]])  # (J + 1, ...) one-hot buckets
+    xe = torch.cat([prods[:1], prods[1:] - prods[:-1], x._tensor.share.unsqueeze(0) - prods[-1:]])
+    inner_e, inner_xe = e[1:-1], xe[1:-1]
+    view = (-1, *([1] * (e.dim() - 1)))
+    coef = torch.tensor([p for p in pieces], dtype=torch.float64)  # (J - 1, 5): m, a, b, c, d
+    m_ring = torch.round(coef[:, 0] * scale).long().view(view)
+    z = inner_xe - m_ring * inner_e  # x - m_j in bucket j (scale 2^f), else 0
+    fix = lambda col: torch.round(coef[:, col] * scale).long().view(view)  # noqa: E731
+    linear = (fix(1) * inner_e).sum(0) + (fix(2) * z).sum(0).div(int(scale), rounding_mode="trunc") + xe[-1]
+    mx = (m_ring * inner_xe).sum(0).div(int(scale), rounding_mode="trunc")  # sum m_j x e_j (scale 2^f)
+    m2 = (torch.round(coef[:, 0] ** 2 * scale).long().view(view) * inner_e).sum(0)
+    s_share = x2._tensor.share - 2 * mx + m2
+    q_share = (fix(3) * inner_e).sum(0) + (fix(4) * z).sum(0).div(int(scale), rounding_mode="trunc")
+    S = MPCTensor.from_shares(s_share, precision=prec)
+    Q = MPCTensor.from_shares(q_share, precision=prec)
+    (sq,) = beaver_products([("mul", S, Q)])
+    return MPCTensor.from_shares(linear, precision=prec) + sq
+
+
 def quad(x: MPCTensor) -> MPCTensor:
     """MPCFormer's Quad GeLU 0.125 x^2 + 0.25 x + 0.5. Rounds: 1."""
     return square(x).div(8) + x.div(4) + 0.5
@@ -693,6 +871,8 @@ def gelu_configured(x: MPCTensor) -> MPCTensor:
     """GeLU as ``SecureConfig.gelu`` says: "fss" (``gelu_fss``; the polynomial ``gelu`` where the
     provider makes no DCF keys), "poly" (``gelu``) or "erf" (``gelu_erf``)."""
     kind = current_config().gelu
+    if kind == "spline":
+        return gelu_spline(x) if fss_fits(x.nelement()) else gelu(x)
     if kind == "fss":
         return gelu_fss(x) if fss_fits(x.nelement()) else gelu(x)
     return gelu(x) if kind == "poly" else gelu_erf(x)

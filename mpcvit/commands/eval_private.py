@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 HELP = "secure 2PC inference in-process: accuracy, agreement, costs"
+RUNTIMES = ("fss", "fss1", "circuits")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=32, help="number of test images (default 32)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per secure forward (default 16)")
     parser.add_argument("--provider", choices=("dealer", "tfp"), default="dealer", help="correlated randomness (default dealer)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="fss",
+                        help="fss: the default runtime, SecureConfig(); fss1: the runtime before the whole-cost work, "
+                        "SecureConfig.fss1(); circuits: the small-ring comparison circuits, SecureConfig.circuits()")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the two-party run is abandoned")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from mpcvit.checkpoint import checkpoint_label, load_checkpoint
     from mpcvit.data import load_dataset
     from mpcvit.units import format_bytes
-    from protocols.config import DEFAULT_CONFIG
+    from protocols.config import runtime_config
     from protocols.evaluate import evaluate_private
 
     if args.limit < 1:
@@ -75,18 +79,20 @@ def run(args: argparse.Namespace) -> int:
         kwargs = {"data_dir": args.data_dir} if args.data_dir else {}
         images, labels = load_dataset(dataset, "test", **kwargs).tensors
         images, labels = images[: args.limit], labels[: args.limit]
-    config = DEFAULT_CONFIG.with_(provider=args.provider)
+    config = runtime_config(args.runtime, provider=args.provider)
     result = evaluate_private(model, meta, images, labels, batch_size=args.batch_size, config=config,
                               timeout=args.timeout)
     result["checkpoint"] = str(args.checkpoint)
     result["name"] = Path(args.checkpoint).resolve().name
     result["dataset"] = dataset
+    result["runtime"] = args.runtime
     if args.provider == "tfp":
         result["note"] = "provider tfp: party 0 generated all correlated randomness (comparison only, not secure against party 0)"
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{checkpoint_label(args.checkpoint, meta)} on {dataset}: {result['images']} images, provider {result['provider']}")
+        print(f"{checkpoint_label(args.checkpoint, meta)} on {dataset}: {result['images']} images, provider {result['provider']}, "
+              f"runtime {args.runtime}")
         accuracy = ("" if labels is None else
                     f"plaintext accuracy {result['plaintext_accuracy']:.4f}, private accuracy {result['private_accuracy']:.4f}, ")
         print(f"  {accuracy}agreement {result['agreement']:.4f}, max |logit error| {result['max_abs_logit_error']:.4f}")

@@ -52,6 +52,8 @@ class Smoke:
 
 
 SMOKE: dict[str, Smoke] = {
+    "agreement": Smoke(("-m", "benchmarks.agreement", "--smoke", "--out", "{tmp}/agreement.json"),
+                       ("agreement.json", "agreement.md")),
     "bench": Smoke(("-m", "benchmarks.bench", "{tmp}/bench"), ("bench/results.md",),
                    _copy("results/bench/results.json", "bench/results.json"),
                    "re-renders a committed run; a fresh run (mpcvit bench --quick) is tests/benchmarks/test_bench.py's", True),

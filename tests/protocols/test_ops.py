@@ -64,7 +64,8 @@ def _ops_program() -> dict[str, float]:
     err["mul"] = float((mu.get_plain_text() - c * d).abs().max())
     x = torch.linspace(-8, 8, 801)
     err["gelu"] = float((ops.gelu(crypten.cryptensor(x, src=0)).get_plain_text() - torch.nn.functional.gelu(x)).abs().max())
-    xg = torch.cat([x, torch.tensor([-3000.0, -4.0, -1e-3, 0.0, 1e-3, 4.0, 3000.0])])
+    # the spline's knots and their windows just below, and +-100 (the spline gate holds to |x| <= 122.25)
+    xg = torch.cat([x, torch.tensor([-100.0, -5.2, -5.0, -4.0, -3.1, -1e-3, 0.0, 1e-3, 4.0, 5.3, 5.5, 100.0])])
     comm.get().reset_communication_stats()
     exg = crypten.cryptensor(xg, src=0)
     comm.get().reset_communication_stats()
@@ -72,6 +73,12 @@ def _ops_program() -> dict[str, float]:
     err["gelu_configured_rounds"] = comm.get().get_communication_stats()["rounds"]
     g = g.get_plain_text()
     err["gelu_configured"] = float((g - torch.nn.functional.gelu(xg)).abs().max())
+    if hasattr(crypten.mpc.get_default_provider(), "dcf_rng"):  # the 4-round fss GeLU holds much further out (fss1)
+        xf = torch.cat([x, torch.tensor([-3000.0, -4.0, -1e-3, 0.0, 1e-3, 4.0, 3000.0])])
+        comm.get().reset_communication_stats()
+        gf = ops.gelu_fss(crypten.cryptensor(xf, src=0))
+        err["gelu_fss_rounds"] = comm.get().get_communication_stats()["rounds"]
+        err["gelu_fss"] = float((gf.get_plain_text() - torch.nn.functional.gelu(xf)).abs().max())
     v = torch.logspace(-3, 3, 25)
     rec = ops.reciprocal_nr(crypten.cryptensor(v, src=0)).get_plain_text()
     err["reciprocal_rel"] = float((rec * v - 1)[v <= 100].abs().max())  # above, 1/v is a few ulps (2^-16)
@@ -116,10 +123,12 @@ def test_ops_match_their_math(mode: str) -> None:
     assert err["reciprocal_rel"] < 1e-2 and err["inv_sqrt_rel"] < 1e-2
     assert err["reciprocal_abs"] < 1e-4  # a few ulps of 2^-16
     assert err["layernorm"] < 1e-2
-    assert err["gelu_configured"] < 3e-3  # also far out (+-3000) and at the gate's thresholds 0, +-4
+    assert err["gelu_configured"] < 3e-3  # also out to +-100 and at the spline's knots and windows
     if mode == "dealer":  # one-round sign gate, linear start, the last Newton step folded into the output
         assert err["layernorm_rounds"] == 5
-        assert err["gelu_configured_rounds"] == 4  # ReLU minus the clamped gap polynomial
+        assert err["gelu_configured_rounds"] == 2  # the cubic spline: one gate (with x^2 beside it), one product
+        assert err["gelu_configured"] < 1.2e-3  # the fit's 8.5e-4 plus x^2's resolution and ulps
+        assert err["gelu_fss_rounds"] == 4 and err["gelu_fss"] < 3e-3  # ReLU minus the clamped gap polynomial, +-3000
         assert err["relu_900_rounds"] == 1 and err["relu_1100_rounds"] == 7  # over fss_max_values: the (20, 6) circuit
     else:
         assert err["layernorm_rounds"] == 1 + 7 + 3 + 3

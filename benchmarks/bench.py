@@ -23,14 +23,22 @@ values) and both holding shares of a random image, and records:
 * the offline phase of each forward: what each party receives from the dealer
   (party 0: its key, the corrections of its triples and, with ``fss``, its DCF
   keys; party 1: its key and, with ``fss``, its DCF keys) and the dealer's
-  seconds to make both parties' material; none of it is an online round.
+  seconds to make both parties' material; none of it is an online round;
+* each party's CPU seconds per forward (``time.process_time`` of the party
+  process, all its threads) and, on WAN, a PREDICTED cold latency: the warm
+  latency plus the dealer's material crossing the WAN link at request time
+  (the larger party's bytes / bandwidth + one RTT).
 
-``--protocols fss`` (default) runs ``SecureConfig()``, the one-round DCF sign
-gates; ``circuits`` runs ``SecureConfig.circuits()``, the small-ring comparison
-circuits of the previous runtime; ``both`` runs every model under each and
-results.md puts them side by side (rounds, bytes, latency, offline bytes and
-seconds, and rounds per op kind). TFP makes no DCF keys: under ``--provider
-tfp`` every model runs the circuits, and its rows say so.
+``--protocols`` is a comma list of protocol sets, run in the order given:
+``fss`` (default) runs ``SecureConfig()``, the current runtime (one-round DCF
+sign gates); ``fss1`` runs ``SecureConfig.fss1()``, that runtime as it was
+before the whole-cost work; ``circuits`` runs ``SecureConfig.circuits()``, the
+small-ring comparison circuits of the runtime before DCF sign gates (``both``
+= ``circuits,fss``). With more than one, results.md puts each older set side
+by side with the newest present (circuits < fss1 < fss): rounds, bytes, dealer
+bytes and seconds, each party's CPU, latency, and rounds per op kind, with
+new / old ratios. TFP makes no DCF keys: under ``--provider tfp`` fss and
+fss1 run the circuits, and their rows say so.
 
 Measuring protocol per model: share the weights once, ``--warmup`` forwards
 unshaped (not recorded), ``--repeats`` unshaped forwards (compute), then per

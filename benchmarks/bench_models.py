@@ -23,7 +23,10 @@ from mpcvit.models import SHAPES, VARIANTS, ArchSpec, model_spec
 logger = logging.getLogger(__name__)
 
 Transport = Literal["grpc", "inprocess"]
-PROTOCOLS = ("fss", "circuits")  # SecureConfig() (one-round DCF sign gates) / SecureConfig.circuits() (small-ring circuits)
+# SecureConfig() (one-round DCF sign gates, the current runtime) / SecureConfig.fss1() (that runtime before the
+# whole-cost work) / SecureConfig.circuits() (small-ring comparison circuits, the runtime before DCF sign gates)
+PROTOCOLS = ("fss", "fss1", "circuits")
+PROTOCOL_AGE = ("circuits", "fss1", "fss")  # oldest first: a run's side-by-side tables put each older set against the newest
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_DIR = ROOT / "results" / "search"
@@ -95,7 +98,7 @@ class BenchSettings:
             raise ValueError(f"protocols must name each of {', '.join(PROTOCOLS)} at most once")
 
     def runs_protocols(self) -> tuple[str, ...]:
-        """The protocol sets actually run, in order: TFP makes no DCF keys, so under it ``fss`` runs the circuits."""
+        """The protocol sets actually run, in order: TFP makes no DCF keys, so under it ``fss`` and ``fss1`` run the circuits."""
         out: list[str] = []
         for p in self.protocols:
             eff = effective_protocols(p, self.provider)
@@ -119,17 +122,23 @@ class BenchSettings:
 
 
 def secure_config(kind: str, provider: str) -> Any:
-    """The runtime's ``SecureConfig`` for a protocol set: ``fss`` the default, ``circuits`` ``SecureConfig.circuits()``."""
+    """The runtime's ``SecureConfig`` for a protocol set: ``fss`` the default, ``fss1`` ``SecureConfig.fss1()``,
+    ``circuits`` ``SecureConfig.circuits()``."""
     from protocols.config import SecureConfig
 
     if kind not in PROTOCOLS:
         raise ValueError(f"unknown protocols {kind!r}; choose from {', '.join(PROTOCOLS)}")
-    return SecureConfig(provider=provider) if kind == "fss" else SecureConfig.circuits(provider=provider)  # type: ignore[arg-type]
+    if kind == "fss":
+        return SecureConfig(provider=provider)  # type: ignore[arg-type]
+    if kind == "fss1":
+        return SecureConfig.fss1(provider=provider)  # type: ignore[arg-type]
+    return SecureConfig.circuits(provider=provider)  # type: ignore[arg-type]
 
 
 def effective_protocols(kind: str, provider: str) -> str:
-    """What ``secure_config(kind, provider)`` runs: ``fss`` only where the config kept the DCF sign gates."""
-    return "fss" if secure_config(kind, provider).comparison == "fss" else "circuits"
+    """What ``secure_config(kind, provider)`` runs: ``kind`` itself (``fss`` or ``fss1``) only where the config kept
+    the DCF sign gates, else ``circuits``."""
+    return kind if secure_config(kind, provider).comparison == "fss" else "circuits"
 
 
 @dataclass(frozen=True)

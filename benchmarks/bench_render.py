@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_models import FULL_MODE_NOTE
-from benchmarks.bench_summary import add_cost_table_estimates, best_latency, fmt_seconds, rows_by
-from benchmarks.published import published_for
+from benchmarks.bench_models import FULL_MODE_NOTE, PROTOCOL_AGE
+from benchmarks.bench_summary import add_cost_table_estimates, best_latency, fmt_seconds, party_cpu_max, rows_by, wan_cold_s
+from benchmarks.published import NETWORKS, published_for
 from mpcvit.models import ArchSpec
 
 
@@ -95,6 +95,43 @@ def protocol_sets(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+PROTOCOL_TEXT = {
+    "fss": "`SecureConfig()`, the current runtime: one-round DCF sign gates",
+    "fss1": "`SecureConfig.fss1()`, the fss runtime before the whole-cost work",
+    "circuits": "`SecureConfig.circuits()`, the small-ring comparison circuits of the runtime before DCF sign gates",
+}
+
+
+def comparisons(sets: list[str]) -> list[tuple[str, str]]:
+    """(old, new) pairs of a run: each protocol set against the newest one present (circuits < fss1 < fss), in run order."""
+    known = [p for p in PROTOCOL_AGE if p in sets]
+    if len(known) < 2:
+        return []
+    return [(p, known[-1]) for p in sets if p in known[:-1]]
+
+
+def _wan_link(doc: dict[str, Any]) -> tuple[float, float]:
+    """(RTT s, bandwidth bit/s) of the run's WAN (the published WAN for results that did not record it)."""
+    w = doc.get("networks", {}).get("wan")
+    if w:
+        return w["rtt_ms"] / 1e3, w["bandwidth_mbit_s"] * 1e6
+    return NETWORKS["wan"].rtt_s, NETWORKS["wan"].bandwidth_bps
+
+
+def _cold(row: dict[str, Any], wan: tuple[float, float]) -> float | None:
+    """A WAN row's predicted cold latency (stored in newer results; computed for older ones)."""
+    if row.get("network") != "wan":
+        return None
+    if "latency_wan_cold_predicted_s" in row:
+        return row["latency_wan_cold_predicted_s"]
+    return wan_cold_s(row, *wan)
+
+
+def _cpu_cell(row: dict[str, Any]) -> str:
+    c = row.get("cpu_s")
+    return f"{fmt_seconds(c['party0'])} / {fmt_seconds(c['party1'])}" if c else "-"
+
+
 def _offline_cells(row: dict[str, Any]) -> tuple[str, str]:
     """'party 0 / party 1' MB from the dealer, and the dealer's seconds, of one forward ('-' where not recorded)."""
     off = row.get("offline")
@@ -105,24 +142,28 @@ def _offline_cells(row: dict[str, Any]) -> tuple[str, str]:
     return f"{_mb(off['party0_bytes'])} / {_mb(off['party1_bytes'])}", fmt_seconds(off["dealer_s"]["median"])
 
 
-def _cost_table(rows: list[dict[str, Any]], multi: bool = False) -> list[str]:
+def _cost_table(rows: list[dict[str, Any]], multi: bool = False, wan: tuple[float, float] | None = None) -> list[str]:
     with_protocols = any(r.get("protocols") for r in rows)
     proto_head, proto_rule = ("| protocols ", "|---") if with_protocols else ("", "")
+    wan = wan or (NETWORKS["wan"].rtt_s, NETWORKS["wan"].bandwidth_bps)
+    cold = any(r.get("network") == "wan" for r in rows)
+    cold_head, cold_rule = ("| WAN cold s (predicted) ", "---:|") if cold else ("", "")
     lines = [
         f"| model {proto_head}| rounds | online MB sent p0 / p1 / total | offline MB from the dealer p0 / p1 | dealer s "
-        "| compute s | predicted s (rounds x RTT) | predicted s (rounds x RTT/2) "
-        "| measured s, median [min-max] | accuracy % | max abs logit error vs plaintext |",
-        f"|---{proto_rule}|---:|---|---|---:|---:|---:|---:|---|---|---:|",
+        "| compute s | party CPU s p0 / p1 | predicted s (rounds x RTT) | predicted s (rounds x RTT/2) "
+        f"| measured s, median [min-max] {cold_head}| accuracy % | max abs logit error vs plaintext |",
+        f"|---{proto_rule}|---:|---|---|---:|---:|---|---:|---:|---|{cold_rule}---|---:|",
     ]
     for r in rows:
         b = r["bytes"]
         dealer_mb, dealer_s = _offline_cells(r)
         proto = f"| {r.get('protocols') or '-'}{' *' if r.get('protocols_note') else ''} " if with_protocols else ""
+        cold_cell = f"| {fmt_seconds(_cold(r, wan))} " if cold else ""
         lines.append(
             f"| {r['model']} {proto}| {r['rounds']} | {_mb(b['party0_sent'])} / {_mb(b['party1_sent'])} / {_mb(b['total'])} | "
             f"{dealer_mb} | {dealer_s} | "
-            f"{fmt_seconds(r['compute_s']['median'])} | {fmt_seconds(r['latency_predicted_s'])} | {fmt_seconds(r['latency_predicted_exchange_s'])} | "
-            f"{_measured_cell(r)} | {_acc_cell(r)} | {_check_cell(r)} |"
+            f"{fmt_seconds(r['compute_s']['median'])} | {_cpu_cell(r)} | {fmt_seconds(r['latency_predicted_s'])} | "
+            f"{fmt_seconds(r['latency_predicted_exchange_s'])} | {_measured_cell(r)} {cold_cell}| {_acc_cell(r)} | {_check_cell(r)} |"
         )
     notes = sorted({r["protocols_note"] for r in rows if r.get("protocols_note")})
     if notes:
@@ -130,29 +171,58 @@ def _cost_table(rows: list[dict[str, Any]], multi: bool = False) -> list[str]:
     return lines
 
 
-def _ratio(new: float, old: float) -> str:
-    return f"{new / old:.2f}x" if old else "-"
+def _ratio(new: float | None, old: float | None) -> str:
+    return f"{new / old:.2f}x" if new is not None and old else "-"
 
 
-def side_by_side(rows: list[dict[str, Any]], old: str = "circuits", new: str = "fss") -> list[str]:
-    """Old (circuits) and new (fss) protocols per model: online rounds, bytes and latency, offline bytes and seconds."""
+def _pair(a: Any, b: Any, fmt: Any) -> str:
+    return " / ".join("-" if v is None else fmt(v) for v in (a, b))
+
+
+def _dealer_mb(row: dict[str, Any]) -> float | None:
+    """Both parties' material from the dealer per forward (bytes), or None where not recorded."""
+    off = row.get("offline") or {}
+    return off.get("total_bytes")
+
+
+def _dealer_s(row: dict[str, Any]) -> float | None:
+    off = row.get("offline") or {}
+    return off["dealer_s"]["median"] if off.get("dealer_s") else None
+
+
+def side_by_side(rows: list[dict[str, Any]], old: str = "circuits", new: str = "fss",
+                 wan: tuple[float, float] | None = None) -> list[str]:
+    """Two protocol sets per model, old / new, and new / old of each figure.
+
+    Online rounds and MB (both parties), the dealer's MB (both parties' material)
+    and seconds per forward, each party's CPU seconds, latency (measured where
+    both are measured, else predicted) and, on WAN, the predicted cold latency.
+    """
     pairs = _pairs(rows, old, new)
     if not pairs:
         return []
+    wan = wan or (NETWORKS["wan"].rtt_s, NETWORKS["wan"].bandwidth_bps)
+    cold = any(r.get("network") == "wan" for _, a, b in pairs for r in (a, b))
+    heads = ["rounds", "online MB", "dealer MB", "dealer s", "party CPU s (max)", "latency s"] + (["WAN cold s"] if cold else [])
     lines = [
-        f"| model | rounds {old} / {new} | online MB total {old} / {new} | offline MB p0 + p1 {old} / {new} "
-        f"| dealer s {old} / {new} | latency s {old} / {new} | latency {new} / {old} |",
-        "|---|---|---|---|---|---|---:|",
+        f"| model | rounds {old} / {new} | online MB total {old} / {new} | dealer MB p0 + p1 {old} / {new} "
+        f"| dealer s {old} / {new} | party CPU s p0 / p1 {old} | party CPU s p0 / p1 {new} | latency s {old} / {new} "
+        + (f"| WAN cold s (predicted) {old} / {new} " if cold else "")
+        + "| " + " | ".join(f"{h} {new} / {old}" for h in heads) + " |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if cold else "") + "---:|" * len(heads),
     ]
     for model, a, b in pairs:
-        offs = [r.get("offline") or {} for r in (a, b)]
-        off_mb = " / ".join(_mb(o["total_bytes"]) if "total_bytes" in o else "-" for o in offs)
-        off_s = " / ".join(fmt_seconds(o["dealer_s"]["median"]) if o.get("dealer_s") else "-" for o in offs)
         la, lb = best_latency(a), best_latency(b)
         src = "measured" if a.get("latency_measured_s") and b.get("latency_measured_s") else "predicted"
+        ca, cb = (_cold(r, wan) for r in (a, b))
+        figures = [(a["rounds"], b["rounds"]), (a["bytes"]["total"], b["bytes"]["total"]), (_dealer_mb(a), _dealer_mb(b)),
+                   (_dealer_s(a), _dealer_s(b)), (party_cpu_max(a), party_cpu_max(b)), (la, lb)] + ([(ca, cb)] if cold else [])
         lines.append(
-            f"| {model} | {a['rounds']} / {b['rounds']} | {_mb(a['bytes']['total'])} / {_mb(b['bytes']['total'])} | {off_mb} | {off_s} | "
-            f"{fmt_seconds(la)} / {fmt_seconds(lb)} ({src}) | {_ratio(lb, la)} |"
+            f"| {model} | {a['rounds']} / {b['rounds']} | {_mb(a['bytes']['total'])} / {_mb(b['bytes']['total'])} "
+            f"| {_pair(_dealer_mb(a), _dealer_mb(b), _mb)} | {_pair(_dealer_s(a), _dealer_s(b), fmt_seconds)} "
+            f"| {_cpu_cell(a)} | {_cpu_cell(b)} | {fmt_seconds(la)} / {fmt_seconds(lb)} ({src}) "
+            + (f"| {_pair(ca, cb, fmt_seconds)} " if cold else "")
+            + "| " + " | ".join(_ratio(y, x) for x, y in figures) + " |"
         )
     return lines
 
@@ -287,7 +357,14 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         "Offline phase (every row): what each party receives from the dealer before a forward (its 32-byte batch key; "
         "party 0 the corrections of its triples and, with fss, its DCF keys and mask corrections; party 1, with fss, its DCF keys) "
         "and the dealer's seconds to make both parties' material, per forward; it adds no online round and is not in the "
-        "online rounds, bytes or latencies." + _fixed_note(doc),
+        "online rounds, bytes or latencies.  ",
+        "Party CPU s p0 / p1: each party process's CPU seconds over one unshaped forward (`time.process_time`, all its "
+        "threads, the transport's included; median), where recorded.  ",
+        "WAN cold s (predicted), on WAN rows: the latency of a request whose dealer material is not yet with the parties, "
+        "fetched over the same WAN link at request time: the warm latency (measured where measured, else predicted, as "
+        "the ordering uses) + the larger of the two parties' material from the dealer x 8 / the WAN bandwidth + one RTT "
+        "(each party fetches its own in parallel; the dealer's seconds are not added). It is a prediction, never "
+        "measured." + _fixed_note(doc),
         "",
         f"Full mode: {FULL_MODE_NOTE}. Quick mode (`--quick`, CI): the 2_4_8 shape, one repeat, unshaped, well under a minute.",
         "",
@@ -302,17 +379,20 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         lines.append(f"| {m['label']} | {m['arch']} | {heads} | {acts} | {m['arch_source']} |")
     sets = protocol_sets(doc)
     multi = len(sets) > 1
+    pairs_of_sets = comparisons(sets)
+    wan = _wan_link(doc)
     for arch in s["archs"]:
         for batch in s["batches"]:
             for net in s["networks"]:
                 rows = rows_by(doc, net, batch, arch)
                 if not rows:
                     continue
-                lines += ["", f"## {arch}, {net.upper()}, batch {batch}", ""] + _cost_table(rows, multi)
-                pair = side_by_side(rows)
-                if pair:
-                    lines += ["", f"Old (circuits: `SecureConfig.circuits()`) vs new (fss: `SecureConfig()`, one-round DCF sign gates), "
-                              f"{net.upper()}, batch {batch}:", ""] + pair
+                lines += ["", f"## {arch}, {net.upper()}, batch {batch}", ""] + _cost_table(rows, multi, wan)
+                for old, new in pairs_of_sets:
+                    pair = side_by_side(rows, old, new, wan)
+                    if pair:
+                        lines += ["", f"Old ({old}: {PROTOCOL_TEXT[old]}) vs new ({new}: {PROTOCOL_TEXT[new]}), "
+                                  f"{net.upper()}, batch {batch}; the last columns are new / old:", ""] + pair
                 for proto in sets or [None]:
                     checks = ordering_checks([r for r in rows if proto is None or r.get("protocols") == proto])
                     if checks:
@@ -331,10 +411,11 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         op_rows = rows_by(doc, first_net, s["batches"][0], arch)
         if op_rows:
             lines += ["", f"## {arch}: per-op breakdown (batch {s['batches'][0]}; rounds / MB both parties / compute s)", ""] + _per_op_table(op_rows, multi)
-            rounds_table = per_op_rounds(op_rows)
-            if rounds_table:
-                lines += ["", f"## {arch}: rounds per op kind, circuits vs fss (batch {s['batches'][0]}, {first_net.upper()}; "
-                          "old -> new per model)", ""] + rounds_table
+            for old, new in pairs_of_sets:
+                rounds_table = per_op_rounds(op_rows, old, new)
+                if rounds_table:
+                    lines += ["", f"## {arch}: rounds per op kind, {old} -> {new} (batch {s['batches'][0]}, {first_net.upper()}; "
+                              "old -> new per model)", ""] + rounds_table
     wire = [(r["bytes"].get("wire_party0_sent"), r["bytes"]["party0_sent"]) for r in doc["results"] if r["bytes"].get("wire_party0_sent")]
     if wire:
         ratios = [w / c for w, c in wire if c]
@@ -364,9 +445,12 @@ def _protocols_text(doc: dict[str, Any]) -> str:
     sets = protocol_sets(doc)
     if not sets:
         return "not recorded (results made before the protocol switch)"
-    text = " and ".join(sets) + (" (old = circuits, new = fss)" if len(sets) > 1 else "")
-    if doc.get("provider") == "tfp" and "fss" in doc.get("settings", {}).get("protocols", []):
-        text += "; TFP makes no DCF keys, so fss ran the circuits"
+    text = " and ".join(sets)
+    if len(sets) > 1:
+        text += " (" + "; ".join(f"old = {o}, new = {n}" for o, n in comparisons(sets)) + ")"
+    dcf = [p for p in doc.get("settings", {}).get("protocols", []) if p != "circuits"]
+    if doc.get("provider") == "tfp" and dcf:
+        text += f"; TFP makes no DCF keys, so {' and '.join(dcf)} ran the circuits"
     return text
 
 

@@ -111,19 +111,22 @@ def _wire_bytes(comm: Any) -> int | None:
 
 
 def _timed_forward(secure: Any, x_share: torch.Tensor, rng: _Randomness) -> tuple[torch.Tensor, dict[str, Any]]:
-    """One timed forward: the offline randomness first (untimed), a barrier, then the clock around the forward."""
+    """One timed forward: the offline randomness first (untimed), a barrier, then the clock around the forward.
+
+    ``wall_s`` is its wall-clock time, ``cpu_s`` this party process's CPU seconds over it (``time.process_time``:
+    every thread of the process, so the transport's threads too)."""
     from protocols.crypten_compat import crypten
 
     comm = crypten.communicator.get()
     offline = rng.begin(secure, int(x_share.shape[0]))
     comm.barrier()
     wire0 = _wire_bytes(comm)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     logits_share, report = secure.forward_shares(x_share)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0  # cpu: this party process, all its threads
     wire1 = _wire_bytes(comm)
     rng.end()
-    rec: dict[str, Any] = {"wall_s": wall, "report": report.to_dict(), "offline": offline}
+    rec: dict[str, Any] = {"wall_s": wall, "cpu_s": cpu, "report": report.to_dict(), "offline": offline}
     if wire0 is not None and wire1 is not None:
         rec["wire_bytes_sent"] = wire1 - wire0
     return logits_share, rec

@@ -35,8 +35,9 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
     config = raw[0].get("config") or {}
     requested = [p for p in settings.protocols if effective_protocols(p, settings.provider) == protocols]
     proto_note = None
-    if settings.provider == "tfp" and "fss" in requested:
-        proto_note = "TFP makes no DCF keys: --protocols fss ran the circuits (SecureConfig.circuits())"
+    dcf_sets = [p for p in requested if p != "circuits"]
+    if settings.provider == "tfp" and dcf_sets:
+        proto_note = f"TFP makes no DCF keys: --protocols {','.join(dcf_sets)} ran the circuits (SecureConfig.circuits())"
     for batch in settings.batches:
         runs0 = [r for r in raw[0]["runs"] if r["batch"] == batch]
         runs1 = [r for r in raw[1]["runs"] if r["batch"] == batch]
@@ -48,6 +49,7 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
         sent0, sent1 = _sent(rep0), _sent(rep1)
         wire = [r.get("wire_bytes_sent") for r in base0[:1] + base1[:1]]
         compute = _stats(walls)
+        cpu = _party_cpu(base0, base1)
         check = _check(raw, batch)
         offline = _offline(settings.provider, runs0, runs1)
         for net_name in settings.networks:
@@ -69,6 +71,7 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
                 "dealer_bytes": rep0.get("dealer_bytes"),  # party 0's corrections, from the plan (the runtime's count)
                 "offline": offline,
                 "compute_s": compute,
+                "cpu_s": cpu,
                 "latency_predicted_s": predicted,
                 "latency_predicted_exchange_s": exchange,
                 "latency_measured_s": measured,
@@ -82,6 +85,8 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
                 "published": None,
                 "check": check,
             }
+            if net_name == "wan":
+                row["latency_wan_cold_predicted_s"] = wan_cold_s(row, net.rtt_s, net.bandwidth_bps)
             if pub is not None and net_name == "wan" and batch == 1:  # the published figures are batch 1
                 ours = measured["median"] if measured else predicted
                 row["published"] = {
@@ -91,6 +96,35 @@ def summarise_entry(entry: ModelEntry, settings: BenchSettings, raw: list[dict[s
                 }
             rows.append(row)
     return rows
+
+
+def _party_cpu(base0: list[dict[str, Any]], base1: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Each party's CPU seconds per forward (median over the unshaped forwards), or None where not recorded."""
+    c0 = [r["cpu_s"] for r in base0 if r.get("cpu_s") is not None]
+    c1 = [r["cpu_s"] for r in base1 if r.get("cpu_s") is not None]
+    if not c0 or not c1:
+        return None
+    return {"party0": statistics.median(c0), "party1": statistics.median(c1), "n": min(len(c0), len(c1))}
+
+
+def wan_cold_s(row: dict[str, Any], rtt_s: float, bandwidth_bps: float) -> float | None:
+    """PREDICTED latency of a cold request on WAN: the dealer's material crosses the same link at request time.
+
+    The warm latency (measured where measured, else predicted) plus the larger
+    of the two parties' material from the dealer (key + material bytes) x 8 /
+    bandwidth plus one RTT: each party fetches its own in parallel, so the
+    larger one sets the time. None without a dealer (TFP) or offline figures.
+    """
+    off = row.get("offline") or {}
+    if off.get("dealer_s") is None or off.get("party0_bytes") is None or off.get("party1_bytes") is None:
+        return None
+    return best_latency(row) + 8.0 * max(off["party0_bytes"], off["party1_bytes"]) / bandwidth_bps + rtt_s
+
+
+def party_cpu_max(row: dict[str, Any]) -> float | None:
+    """The busier party's CPU seconds per forward, or None where not recorded."""
+    c = row.get("cpu_s")
+    return max(c["party0"], c["party1"]) if c else None
 
 
 def _offline(provider: str, runs0: list[dict[str, Any]], runs1: list[dict[str, Any]]) -> dict[str, Any]:

@@ -22,9 +22,10 @@ and batch 8 (measured on LAN, predicted on WAN with --wan-max-batch 1) is a sepa
   mpcvit bench --models vit,mpcformer,thex,mpcvit,mpcvitplus --arch 7_4_32 --network lan,wan --batch 8 \\
       --wan-max-batch 1 --transport grpc --repeats 2 --out results/bench/batch8
 
-Old and new protocols side by side (offline dealer bytes and seconds in every row):
+Old and new protocols side by side (offline dealer bytes and seconds in every row; each older set
+against the newest: circuits < fss1 < fss; fss1 is the fss runtime before the whole-cost work):
   mpcvit bench --models vit,mpcformer,thex,mpcvit --arch 7_4_32 --network lan,wan --batch 1 \\
-      --protocols both --out results/bench
+      --protocols circuits,fss1,fss --out results/bench
 
 Latency is measured over the gRPC transport with its sender-side shaper (one-way delay = RTT/2 plus
 bandwidth) and predicted as compute + rounds x RTT + bytes / bandwidth. The inprocess transport
@@ -40,6 +41,23 @@ def _csv(kind: type = str):  # type: ignore[no-untyped-def]
             raise argparse.ArgumentTypeError(str(exc)) from exc
 
     return parse
+
+
+def _protocols(text: str) -> tuple[str, ...]:
+    """``--protocols``: a comma list of fss, fss1, circuits (order kept), or ``both`` (= circuits,fss)."""
+    from benchmarks.bench_models import PROTOCOLS
+
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if names == ["both"]:
+        return ("circuits", "fss")
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown protocol set {', '.join(map(repr, unknown)) or repr(text)}; give a comma list of "
+            f"{', '.join(PROTOCOLS)} (e.g. fss1,fss), or both (= circuits,fss)")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"protocol set named twice in {text!r}")
+    return tuple(names)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mu", type=_csv(float), default=None, help="MPCViT ReLU-softmax head ratios (default 0.7,0.1)")
     parser.add_argument("--provider", choices=["dealer", "tfp"], default="dealer",
                         help="correlated randomness (tfp only to compare with published numbers; tfp makes no DCF keys, so it runs the circuits)")
-    parser.add_argument("--protocols", choices=["fss", "circuits", "both"], default="fss",
-                        help="fss: one-round DCF sign gates, SecureConfig() (default); circuits: the small-ring comparison "
-                        "circuits, SecureConfig.circuits(); both: every model under each, side by side (old = circuits, new = fss)")
+    parser.add_argument("--protocols", type=_protocols, default=("fss",), metavar="LIST",
+                        help="comma list of protocol sets, run in the order given (e.g. fss1,fss): fss: the current runtime, "
+                        "SecureConfig() (default); fss1: the fss runtime before the whole-cost work, SecureConfig.fss1(); "
+                        "circuits: the small-ring comparison circuits, SecureConfig.circuits(); both: circuits,fss. "
+                        "With more than one, results.md puts each older set side by side with the newest "
+                        "(circuits < fss1 < fss)")
     parser.add_argument("--no-shaping", action="store_true", help="grpc transport without the shaper (predictions only)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed for the whole run (default 10800; quick 300)")
     parser.add_argument("--quick", action="store_true", help="CI mode: 2_4_8, every model, one repeat, inprocess, no shaping")
@@ -81,7 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> "BenchSettings":  # type: ig
     }
     fields = {k: v for k, v in given.items() if v is not None}
     fields["provider"] = args.provider
-    fields["protocols"] = ("circuits", "fss") if args.protocols == "both" else (args.protocols,)
+    fields["protocols"] = args.protocols
     if args.no_shaping:
         fields["shaped"] = False
     return BenchSettings.quick_mode(**fields) if args.quick else BenchSettings(**fields)

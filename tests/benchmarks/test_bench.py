@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.bench import (
     ALL_MODELS,
+    PROTOCOLS,
     BenchSettings,
     ModelEntry,
     markdown,
@@ -20,7 +21,10 @@ from benchmarks.bench import (
     resolve_entries,
     scaled_attn,
     scaled_mlp,
+    secure_config,
 )
+from benchmarks.bench_models import effective_protocols
+from benchmarks.bench_render import comparisons
 from benchmarks.published import NETWORKS, PUBLISHED, published_for
 from mpcvit.cli import main
 from mpcvit.models import SHAPES, model_spec
@@ -63,9 +67,15 @@ def test_quick_mode_has_every_model_and_field(quick: tuple[dict[str, Any], Path]
         assert off["party0_bytes"] == off["key_bytes"] + off["party0_material_bytes"] and off["key_bytes"] == 32
         assert off["total_bytes"] == off["party0_bytes"] + off["party1_bytes"]
         assert off["dealer_s"]["median"] > 0 and off["dealer_s"]["n"] == 1
+        assert r["cpu_s"]["party0"] > 0 and r["cpu_s"]["party1"] > 0  # each party process's CPU over a forward
         net = NETWORKS[r["network"]]
         busier = max(r["bytes"]["party0_sent"], r["bytes"]["party1_sent"])
         assert r["latency_predicted_s"] == pytest.approx(r["compute_s"]["median"] + r["rounds"] * net.rtt_s + 8 * busier / net.bandwidth_bps)
+        if r["network"] == "wan":  # the dealer's material over the same link at request time, each party its own
+            cold = r["latency_predicted_s"] + 8 * max(off["party0_bytes"], off["party1_bytes"]) / net.bandwidth_bps + net.rtt_s
+            assert r["latency_wan_cold_predicted_s"] == pytest.approx(cold)
+        else:
+            assert "latency_wan_cold_predicted_s" not in r
     trained = Path(__file__).resolve().parents[2] / "checkpoints" / "digits" / "vit_2_4_8" / "meta.json"
     if trained.is_file():  # a trained checkpoint at this shape: its weights are run and its accuracy is reported
         vit = next(r for r in rows if r["model"] == "vit")
@@ -238,16 +248,92 @@ def test_protocols_both_puts_circuits_and_fss_side_by_side(tmp_path: Path) -> No
     assert old["offline"]["party1_material_bytes"] == 0 and old["offline"]["dcf_requests"] == 0  # circuits: party 1 gets its key only
     assert new["offline"]["party1_material_bytes"] > 0 and new["offline"]["dcf_requests"] > 0
     md = (tmp_path / "results.md").read_text()
-    assert "Old (circuits" in md and "rounds per op kind, circuits vs fss" in md
+    assert "Old (circuits" in md and "rounds per op kind, circuits -> fss" in md
     assert f"**{old['rounds']} -> {new['rounds']}**" in md
     assert "offline MB from the dealer p0 / p1" in md
 
 
 def test_tfp_runs_the_circuits_and_says_so() -> None:
-    """TFP makes no DCF keys: ``fss`` under TFP runs the circuits, once even when both are asked for."""
+    """TFP makes no DCF keys: ``fss`` and ``fss1`` under TFP run the circuits, once even when several are asked for."""
     assert BenchSettings(provider="tfp", protocols=("circuits", "fss")).runs_protocols() == ("circuits",)
     assert BenchSettings(provider="tfp", protocols=("fss",)).runs_protocols() == ("circuits",)
+    assert BenchSettings(provider="tfp", protocols=("fss1", "fss")).runs_protocols() == ("circuits",)
     assert BenchSettings(protocols=("circuits", "fss")).runs_protocols() == ("circuits", "fss")
+    assert BenchSettings(protocols=("fss1", "fss")).runs_protocols() == ("fss1", "fss")  # both DCF, kept apart
+
+
+def test_fss1_is_the_config_of_that_name() -> None:
+    from protocols.config import SecureConfig
+
+    assert PROTOCOLS == ("fss", "fss1", "circuits")
+    assert secure_config("fss1", "dealer") == SecureConfig.fss1()
+    assert secure_config("fss", "dealer") == SecureConfig() and secure_config("circuits", "dealer") == SecureConfig.circuits()
+    assert effective_protocols("fss1", "dealer") == "fss1" and effective_protocols("fss1", "tfp") == "circuits"
+
+
+@pytest.mark.parametrize(("given", "parsed"), [("fss1,fss", ("fss1", "fss")), ("fss, fss1", ("fss", "fss1")),
+                                               ("both", ("circuits", "fss")), ("circuits,fss1,fss", ("circuits", "fss1", "fss"))])
+def test_cli_protocols_is_a_comma_list_in_run_order(given: str, parsed: tuple[str, ...], tmp_path: Path) -> None:
+    from mpcvit.cli import build_parser
+    from mpcvit.commands.bench import settings_from_args
+
+    args = build_parser("bench").parse_args(["bench", "--protocols", given, "--out", str(tmp_path)])
+    assert args.protocols == parsed and settings_from_args(args).protocols == parsed
+    default = build_parser("bench").parse_args(["bench", "--out", str(tmp_path)])
+    assert settings_from_args(default).protocols == ("fss",)
+
+
+@pytest.mark.parametrize("given", ["fss,quantum", "fss,fss", ""])
+def test_cli_refuses_an_unknown_protocol_set(given: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mpcvit.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser("bench").parse_args(["bench", "--protocols", given, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "--protocols" in err and ("fss, fss1, circuits" in err or "named twice" in err)
+
+
+def test_comparisons_put_each_older_set_against_the_newest() -> None:
+    assert comparisons(["fss1", "fss"]) == [("fss1", "fss")]
+    assert comparisons(["fss", "circuits", "fss1"]) == [("circuits", "fss"), ("fss1", "fss")]
+    assert comparisons(["fss1", "circuits"]) == [("circuits", "fss1")]
+    assert comparisons(["fss"]) == [] and comparisons([]) == []
+
+
+@pytest.mark.timeout(240)
+def test_protocols_fss1_fss_side_by_side_with_cpu_and_cold(tmp_path: Path) -> None:
+    """``--protocols fss1,fss``: rows for both, party CPU seconds, and results.md's fss1 -> fss tables with WAN cold."""
+    assert main(["bench", "--quick", "--models", "relu", "--protocols", "fss1,fss", "--no-plots", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["protocols"] == ["fss1", "fss"] and doc["settings"]["protocols"] == ["fss1", "fss"]
+    rows = {(r["protocols"], r["network"]): r for r in doc["results"]}
+    assert set(rows) == {(p, n) for p in ("fss1", "fss") for n in ("lan", "wan")}
+    for r in rows.values():
+        assert r["comparison"] == "fss" and r["protocols_requested"] == [r["protocols"]]
+        assert r["cpu_s"]["party0"] > 0 and r["cpu_s"]["party1"] > 0
+        assert r["check"]["max_abs_logit_error"] < 0.5
+    for p in ("fss1", "fss"):
+        assert rows[(p, "wan")]["latency_wan_cold_predicted_s"] > rows[(p, "wan")]["latency_predicted_s"]
+    md = (tmp_path / "results.md").read_text()
+    assert "Old (fss1: `SecureConfig.fss1()`" in md and "new (fss: `SecureConfig()`" in md
+    assert "rounds per op kind, fss1 -> fss" in md and "Old (circuits" not in md
+    assert "party CPU s p0 / p1 fss1" in md and "party CPU s (max) fss / fss1" in md and "dealer MB fss / fss1" in md
+    assert "| WAN cold s (predicted) |" in md and "WAN cold s (predicted) fss1 / fss" in md
+    assert "It is a prediction" in md
+    wan_table = md[md.index("Old (fss1", md.index("## 2_4_8, WAN")):]
+    a, b = rows[("fss1", "wan")], rows[("fss", "wan")]
+    line = next(l for l in wan_table.splitlines() if l.startswith("| relu |"))
+    colds = f"{a['latency_wan_cold_predicted_s']:.3g} / {b['latency_wan_cold_predicted_s']:.3g}"
+    assert colds in line
+    # results made before party CPU and WAN cold were recorded still render, with "-" where a figure is missing
+    for r in doc["results"]:
+        del r["cpu_s"]
+        r.pop("latency_wan_cold_predicted_s", None)
+    old_md = markdown(doc, [])
+    cost_row = next(l for l in old_md[old_md.index("## 2_4_8, LAN"):].splitlines() if l.startswith("| relu | fss1 |"))
+    assert cost_row.split(" | ")[7] == "-"  # the party CPU column
+    line = next(l for l in old_md[old_md.index("Old (fss1", old_md.index("## 2_4_8, WAN")):].splitlines() if l.startswith("| relu |"))
+    assert "| - | - |" in line and colds in line  # no party CPU; the cold latency computed from the rows' own figures
 
 
 @pytest.mark.timeout(240)

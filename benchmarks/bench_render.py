@@ -139,7 +139,7 @@ def _offline_cells(row: dict[str, Any]) -> tuple[str, str]:
         return "-", "-"
     if off.get("dealer_s") is None:
         return "0 / 0 (no dealer)", "-"
-    return f"{_mb(off['party0_bytes'])} / {_mb(off['party1_bytes'])}", fmt_seconds(off["dealer_s"]["median"])
+    return f"{_mb(off['party0_bytes'])} / {_mb(off['party1_bytes'])}", fmt_seconds(_dealer_s(row))
 
 
 def _cost_table(rows: list[dict[str, Any]], multi: bool = False, wan: tuple[float, float] | None = None) -> list[str]:
@@ -149,7 +149,7 @@ def _cost_table(rows: list[dict[str, Any]], multi: bool = False, wan: tuple[floa
     cold = any(r.get("network") == "wan" for r in rows)
     cold_head, cold_rule = ("| WAN cold s (predicted) ", "---:|") if cold else ("", "")
     lines = [
-        f"| model {proto_head}| rounds | online MB sent p0 / p1 / total | offline MB from the dealer p0 / p1 | dealer s "
+        f"| model {proto_head}| rounds | online MB sent p0 / p1 / total | offline MB from the dealer p0 / p1 | dealer CPU s "
         "| compute s | party CPU s p0 / p1 | predicted s (rounds x RTT) | predicted s (rounds x RTT/2) "
         f"| measured s, median [min-max] {cold_head}| accuracy % | max abs logit error vs plaintext |",
         f"|---{proto_rule}|---:|---|---|---:|---:|---|---:|---:|---|{cold_rule}---|---:|",
@@ -186,7 +186,10 @@ def _dealer_mb(row: dict[str, Any]) -> float | None:
 
 
 def _dealer_s(row: dict[str, Any]) -> float | None:
+    """The dealer's CPU seconds per forward (its wall seconds in runs that did not record CPU)."""
     off = row.get("offline") or {}
+    if off.get("dealer_cpu_s"):
+        return off["dealer_cpu_s"]["median"]
     return off["dealer_s"]["median"] if off.get("dealer_s") else None
 
 
@@ -203,10 +206,10 @@ def side_by_side(rows: list[dict[str, Any]], old: str = "circuits", new: str = "
         return []
     wan = wan or (NETWORKS["wan"].rtt_s, NETWORKS["wan"].bandwidth_bps)
     cold = any(r.get("network") == "wan" for _, a, b in pairs for r in (a, b))
-    heads = ["rounds", "online MB", "dealer MB", "dealer s", "party CPU s (max)", "latency s"] + (["WAN cold s"] if cold else [])
+    heads = ["rounds", "online MB", "dealer MB", "dealer CPU s", "party CPU s (max)", "latency s"] + (["WAN cold s"] if cold else [])
     lines = [
         f"| model | rounds {old} / {new} | online MB total {old} / {new} | dealer MB p0 + p1 {old} / {new} "
-        f"| dealer s {old} / {new} | party CPU s p0 / p1 {old} | party CPU s p0 / p1 {new} | latency s {old} / {new} "
+        f"| dealer CPU s {old} / {new} | party CPU s p0 / p1 {old} | party CPU s p0 / p1 {new} | latency s {old} / {new} "
         + (f"| WAN cold s (predicted) {old} / {new} " if cold else "")
         + "| " + " | ".join(f"{h} {new} / {old}" for h in heads) + " |",
         "|---|---|---|---|---|---|---|---|" + ("---|" if cold else "") + "---:|" * len(heads),
@@ -356,7 +359,7 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         "is an upper bound.  ",
         "Offline phase (every row): what each party receives from the dealer before a forward (its 32-byte batch key; "
         "party 0 the corrections of its triples and, with fss, its DCF keys and mask corrections; party 1, with fss, its DCF keys) "
-        "and the dealer's seconds to make both parties' material, per forward; it adds no online round and is not in the "
+        "and the dealer's CPU seconds (every thread of the process) to make both parties' material, per forward; it adds no online round and is not in the "
         "online rounds, bytes or latencies.  ",
         "Party CPU s p0 / p1: each party process's CPU seconds over one unshaped forward (`time.process_time`, all its "
         "threads, the transport's included; median), where recorded.  ",

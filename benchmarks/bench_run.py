@@ -89,13 +89,14 @@ class _Randomness:
         if self.dealer is None:
             return None
         plan = secure.plan(batch)  # local dry run, cached per batch size
-        bytes0, seconds0 = self.provider.stats.bytes_received, self.dealer.dealer_seconds
+        bytes0, seconds0, cpu0 = self.provider.stats.bytes_received, self.dealer.dealer_seconds, self.dealer.dealer_cpu_seconds
         key, corrections = self.dealer.next_batch(self.rank, plan)
         self.provider.begin_batch(key, plan, corrections)
         return {
             "key_bytes": len(key),
             "material_bytes": int(self.provider.stats.bytes_received - bytes0),  # corrections and DCF keys
             "dealer_s": self.dealer.dealer_seconds - seconds0,
+            "dealer_cpu_s": self.dealer.dealer_cpu_seconds - cpu0,
             "requests": len(plan),
             "dcf_requests": sum(1 for r in plan if r.kind == "dcf"),
         }

@@ -154,6 +154,7 @@ def _offline(provider: str, runs0: list[dict[str, Any]], runs1: list[dict[str, A
         "key_bytes": a["key_bytes"],
         "requests": a["requests"], "dcf_requests": a["dcf_requests"],
         "dealer_s": _stats([x["dealer_s"] for x in off0]),
+        **({"dealer_cpu_s": _stats([x["dealer_cpu_s"] for x in off0])} if all("dealer_cpu_s" in x for x in off0) else {}),
         "dealer_s_party1_replay": statistics.median(y["dealer_s"] for y in off1),
         "note": "per forward, before it (no online round): each party's key + material; dealer seconds = one replay making "
                 "both parties' material (party 0's in-process dealer)",

@@ -49,7 +49,8 @@ AGREEMENT_CHECKPOINTS = ("vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28", "relu_
                          "mpcvit_4_4_28_mu0.1", "mpcvit_4_4_28_mu0.3", "mpcvit_4_4_28_mu0.7", "mpcvitplus_4_4_28_mu0.3")
 LABELS = {"vit": "softmax ViT", "mpcformer": "MPCFormer", "thex": "THE-X", "relu": "all ReLU-softmax",
           "scale": "all scaling", "mpcvit-mu0.7": "MPCViT mu=0.7", "mpcvit-mu0.1": "MPCViT mu=0.1", "mpcvitplus": "MPCViT+"}
-TANH = "+tanh-gelu"  # row-name suffix of an SPU cost row whose twin uses GeLU's tanh form instead of erf
+TANH = "+tanh-gelu"  # row-name suffix of the tanh rows of earlier runs (when erf was the default)
+ERF = "+erf-gelu"  # row-name suffix of an SPU cost row whose twin uses torch's erf GeLU (the second setting)
 
 
 def run_spu(arch_json: dict[str, Any], networks: str, weights: Path | None = None, inputs: Path | None = None) -> dict[str, Any]:
@@ -90,7 +91,7 @@ def our_rows(arch: str) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def compare_arch(arch: str, models: tuple[str, ...], mus: tuple[float, ...], measure: tuple[str, ...],
-                 gelu: str = "erf") -> list[dict[str, Any]]:
+                 gelu: str = "tanh") -> list[dict[str, Any]]:
     entries = resolve_entries(BenchSettings(models=models, archs=(arch,), mus=mus))
     ours = our_rows(arch)
     rows = []
@@ -106,8 +107,8 @@ def compare_arch(arch: str, models: tuple[str, ...], mus: tuple[float, ...], mea
               f"{spu['none']['seconds']:.2f} s ({time.time() - t0:.0f} s)", file=sys.stderr)
         row = _row(e, spu, ours, doc)
         row["spu_gelu"] = gelu
-        if gelu == "tanh":  # ours is unchanged; only SPU's twin differs
-            row["model"] = e.label + TANH
+        if gelu == "erf":  # the second setting: ours is unchanged, only SPU's twin differs
+            row["model"] = e.label + ERF
         rows.append(row)
     return rows
 
@@ -186,6 +187,8 @@ def agreement(limit: int, names: tuple[str, ...] = AGREEMENT_CHECKPOINTS) -> lis
 def label(model: str) -> str:
     if model.endswith(TANH):
         return LABELS.get(model[: -len(TANH)], model) + " (SPU tanh-GeLU)"
+    if model.endswith(ERF):
+        return LABELS.get(model[: -len(ERF)], model) + " (SPU erf-GeLU, second setting)"
     return LABELS.get(model, model)
 
 
@@ -232,7 +235,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in doc.get("rows", []) if "ours" in r["networks"]["wan"]]
+    rows = [r for r in doc.get("rows", []) if "ours" in r["networks"]["wan"] and not r["model"].endswith((ERF, TANH))]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, arch in zip(axes, ("7_4_32", "9_12_64")):
         sel = [r for r in rows if r["arch"] == arch]
@@ -266,8 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mus", default="0.7,0.1")
     ap.add_argument("--measure", default="", help="networks to measure SPU on through the relay (lan,wan)")
     ap.add_argument("--measure-models", default="", help="labels to measure on --measure (default: all)")
-    ap.add_argument("--gelu", choices=("erf", "tanh"), default="erf",
-                    help="SPU twin's GeLU: erf (torch's, default) or tanh (a labelled cost-only row, model name +tanh-gelu)")
+    ap.add_argument("--gelu", choices=("erf", "tanh"), default="tanh",
+                    help="SPU twin's GeLU: tanh (jax.nn.gelu's default, what JAX and Flax users get: SPU's best setting, "
+                    "the default) or erf (torch's exact GeLU: a labelled second setting, model name +erf-gelu)")
     ap.add_argument("--agreement", action="store_true", help="trained Fashion-MNIST checkpoints on real test images")
     ap.add_argument("--limit", type=int, default=32)
     ap.add_argument("--checkpoints", default=",".join(AGREEMENT_CHECKPOINTS),

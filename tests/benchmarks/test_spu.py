@@ -91,7 +91,7 @@ def test_spu_runner_logits_match_plaintext(tmp_path: Path) -> None:
 
 @needs_spu
 def test_twin_tanh_gelu_is_opt_in(tmp_path: Path) -> None:
-    """gelu_form=tanh (the SPU cost-only row) changes the twin's GeLU; without it the twin stays torch's erf."""
+    """gelu_form=tanh (spu_bench's default, SPU's best setting) changes the twin's GeLU; without it the twin stays torch's erf."""
     torch.manual_seed(0)
     model = build_model(model_spec("vit_2_4_8")).eval()
     for p in model.parameters():

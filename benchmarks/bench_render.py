@@ -328,7 +328,11 @@ def _per_op_table(rows: list[dict[str, Any]], multi: bool = False) -> list[str]:
         cells = []
         for k in kinds:
             op = r["per_op"].get(k)
-            cells.append("-" if not op else f"{int(op['rounds'])} r / {_mb(op['bytes_party0'] + op['bytes_party1'])} MB / {op['seconds']:.2f} s")
+            if not op:
+                cells.append("-")
+                continue
+            dealer = f" / {_mb(op['dealer_bytes'])} MB dealer" if op.get("dealer_bytes") else ""
+            cells.append(f"{int(op['rounds'])} r / {_mb(op['bytes_party0'] + op['bytes_party1'])} MB / {op['seconds']:.2f} s{dealer}")
         lines.append(f"| {label(r, multi)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -413,7 +417,7 @@ def markdown(doc: dict[str, Any], plot_names: list[str]) -> str:
         first_net = "wan" if "wan" in s["networks"] else s["networks"][0]
         op_rows = rows_by(doc, first_net, s["batches"][0], arch)
         if op_rows:
-            lines += ["", f"## {arch}: per-op breakdown (batch {s['batches'][0]}; rounds / MB both parties / compute s)", ""] + _per_op_table(op_rows, multi)
+            lines += ["", f"## {arch}: per-op breakdown (batch {s['batches'][0]}; rounds / online MB both parties / compute s / the dealer's MB for both parties)", ""] + _per_op_table(op_rows, multi)
             for old, new in pairs_of_sets:
                 rounds_table = per_op_rounds(op_rows, old, new)
                 if rounds_table:

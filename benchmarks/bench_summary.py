@@ -183,6 +183,7 @@ def _per_op(rep0: dict[str, Any], rep1: dict[str, Any]) -> dict[str, dict[str, f
             "bytes_party0": float(_sent(a)),
             "bytes_party1": float(_sent(b)) if b else 0.0,
             "seconds": float(max(a.get("seconds", 0.0), b.get("seconds", 0.0))),
+            "dealer_bytes": float(a.get("dealer_bytes", 0)),  # both parties' material (from the plan)
         }
     return out
 

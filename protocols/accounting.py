@@ -30,14 +30,16 @@ class OpCost:
     rounds: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    dealer_bytes: int = 0  # the dealer's material for this op, both parties together (from the plan's dry run)
 
     def add(self, other: "OpCost") -> None:
         self.rounds += other.rounds
         self.bytes += other.bytes
         self.seconds += other.seconds
+        self.dealer_bytes += other.dealer_bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rounds": self.rounds, "bytes": self.bytes, "seconds": round(self.seconds, 4)}
+        return {"rounds": self.rounds, "bytes": self.bytes, "seconds": round(self.seconds, 4), "dealer_bytes": self.dealer_bytes}
 
 
 @dataclass
@@ -94,7 +96,8 @@ def _stats() -> tuple[int, int]:
 class CostTracker:
     """Accumulates per-op and per-layer costs over one forward pass (sections must not nest)."""
 
-    def __init__(self) -> None:
+    def __init__(self, requests: list[Any] | None = None) -> None:
+        self._requests = requests  # a provider's recording (a plan's dry run): each section's dealer bytes from it
         self.per_op: dict[str, OpCost] = {}
         self.per_layer: dict[str, OpCost] = {}
         self.per_layer_op: dict[str, OpCost] = {}  # "layer0/attention-relu" -> cost
@@ -104,12 +107,16 @@ class CostTracker:
     @contextmanager
     def section(self, kind: str, layer: str) -> Iterator[None]:
         r0, b0 = _stats()
+        n0 = len(self._requests) if self._requests is not None else 0
         t0 = time.perf_counter()
         try:
             yield
         finally:
             r1, b1 = _stats()
-            cost = OpCost(r1 - r0, b1 - b0, time.perf_counter() - t0)
+            dealer = 0
+            if self._requests is not None:
+                dealer = sum(r.correction_bytes(0) + r.correction_bytes(1) for r in self._requests[n0:])
+            cost = OpCost(r1 - r0, b1 - b0, time.perf_counter() - t0, dealer)
             self.per_op.setdefault(kind, OpCost()).add(cost)
             self.per_layer.setdefault(layer, OpCost()).add(cost)
             self.per_layer_op.setdefault(f"{layer}/{kind}", OpCost()).add(cost)

@@ -262,7 +262,7 @@ class SecureViT:
             dry = copy.copy(self)  # the same model with zero stand-ins for its weights; self.params stays as it is
             dry.params = {k: _zero_like(v) for k, v in self.params.items()}
             with offline(provider.party_rank), provider.recording() as requests:
-                tracker = CostTracker()  # inside: it reads the stand-in's counters, at the start and at the end
+                tracker = CostTracker(requests)  # inside: it reads the stand-in's counters, at the start and at the end
                 dry._forward(ops.public_zeros(batch_size, C, S, S), tracker)
                 costs = tracker.report(provider="dealer", batch_size=batch_size)  # the stand-in's counts
             self._plans[batch_size] = list(requests)
@@ -316,6 +316,12 @@ class SecureViT:
         if own_batch:
             provider.end_batch()
         costs.dealer_bytes = dealer_bytes
+        if isinstance(provider, DealerProvider):  # each op's share of the material, from the plan's dry run
+            planned = self._plan_costs[B]
+            for table, ref in ((costs.per_op, planned.per_op), (costs.per_layer, planned.per_layer),
+                               (costs.per_layer_op, planned.per_layer_op)):
+                for key, op in table.items():
+                    op.dealer_bytes = ref[key].dealer_bytes if key in ref else 0
         if isinstance(out, MPCTensor):
             return out._tensor.share.clone(), costs
         return argmax.rerandomise(out), costs  # the indices' shares: each alone uniform, only their sum means anything

@@ -153,7 +153,7 @@ def keygen(alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, se
     return out
 
 
-KEYGEN_BLOCK = 2048  # values the dealer walks down the tree at once: its buffers (about 0.5 KB a value) stay in cache
+KEYGEN_BLOCK = 8192  # values the dealer walks down the tree at once: its buffers (about 0.5 KB a value) stay in cache
 _CLEAR_LOW = U64(0xFFFFFFFFFFFFFFFE)
 
 
@@ -177,6 +177,7 @@ class _KeygenWork:
         self.tmp = np.empty((b, 2), dtype=U64)
         self.v = np.empty((4, b, payload), dtype=U64)
         self.v_alpha = np.empty((b, payload), dtype=U64)
+        self.lowbits = np.empty((2 * MAX_BITS, b), dtype=U64)
 
 
 def _keygen_into(out: np.ndarray, alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, seed1: np.ndarray) -> None:
@@ -209,9 +210,7 @@ def _keygen_block(w: _KeygenWork, enc, out: np.ndarray, alpha: np.ndarray, beta:
     t0.fill(0)
     w.alpha[...] = alpha[:, None]
     w.v_alpha.fill(0)
-    lowbits = np.empty((2 * bits, b), dtype=np.uint8)  # per level: the two control-bit corrections (bit 0)
-    x_low = x.view(np.uint8)[:, :, 0]  # (2, b): the low byte of word 0 of XL and XR
-    mask_low = mask.view(np.uint8)[:, 0]
+    lowbits = w.lowbits[: 2 * bits]  # per level: the two control-bit corrections (bit 0)
     mask_i, t0_i = mask.view(np.int64), t0.view(np.int64)
     m_p, t0_p = mask[:, :payload], t0[:, :payload]
     d_l, d_r, y, q = w.v
@@ -229,7 +228,7 @@ def _keygen_block(w: _KeygenWork, enc, out: np.ndarray, alpha: np.ndarray, beta:
         # seeds: x = [L_0 ^ L_1, R_0 ^ R_1]; the kept side's xor, and the lost side's (the correction)
         np.bitwise_xor(h[0:2, 0], h[0:2, 1], out=x)
         np.bitwise_xor(x[0], x[1], out=e)
-        np.bitwise_xor(x_low, mask_low[None], out=lowbits[2 * i : 2 * i + 2])  # t_cw_L ^ 1, t_cw_R (bit 0)
+        np.bitwise_xor(x[:, :, 0], mask[None, :, 0], out=lowbits[2 * i : 2 * i + 2])  # t_cw_L ^ 1, t_cw_R (bit 0)
         np.bitwise_and(e, mask, out=tmp)
         np.bitwise_xor(x[0], tmp, out=keep)  # keep_0 ^ keep_1
         e[:, 0] |= U64(1)
@@ -246,8 +245,8 @@ def _keygen_block(w: _KeygenWork, enc, out: np.ndarray, alpha: np.ndarray, beta:
         q += d_r  # + beta where x leaves the path to the left (x < alpha)
         np.subtract(q, w.v_alpha, out=d_r)
         d_r ^= t0_p
-        np.subtract(t0_p, d_r, out=d_r)  # (1 - 2 t_1) z = (2 t_0 - 1) z
-        out[i * width + 2 : (i + 1) * width] = d_r.T
+        for p in range(payload):  # (1 - 2 t_1) z = (2 t_0 - 1) z
+            np.subtract(t0[:, 0], d_r[:, p], out=out[i * width + 2 + p])
         d_l ^= y  # v_keep,1 - v_keep,0
         np.subtract(q, d_l, out=w.v_alpha)
         # party 0's kept child, corrected where t_0 = 1; party 1's differs from it by e (bit 0 set: t_1 = 1 - t_0)
@@ -269,13 +268,12 @@ def _keygen_block(w: _KeygenWork, enc, out: np.ndarray, alpha: np.ndarray, beta:
     np.subtract(h[0, 1, :, :payload], h[0, 0, :, :payload], out=d_l)
     d_l -= w.v_alpha
     d_l ^= t0_p
-    np.subtract(t0_p, d_l, out=d_l)
-    out[bits * width + 1 :] = d_l.T
-    lowbits[0::2] ^= np.uint8(1)
-    lowbits &= np.uint8(1)
-    packed = np.zeros((8, b), dtype=np.uint8)
-    packed[: (2 * bits + 7) // 8] = np.packbits(lowbits, axis=0, bitorder="little")
-    out[bits * width] = np.ascontiguousarray(packed.T).view("<u8")[:, 0]
+    for p in range(payload):
+        np.subtract(t0[:, 0], d_l[:, p], out=out[bits * width + 1 + p])
+    lowbits[0::2] ^= U64(1)
+    lowbits &= U64(1)
+    lowbits <<= np.arange(2 * bits, dtype=U64)[:, None]
+    np.bitwise_or.reduce(lowbits, axis=0, out=out[bits * width])
 
 
 def pack(cw_seed: np.ndarray, cw_value: np.ndarray, cw_bits: np.ndarray, cw_last: np.ndarray) -> np.ndarray:
@@ -313,7 +311,7 @@ def evaluate(rank: int, keys: DCFKeys, points: np.ndarray) -> np.ndarray:
     return out
 
 
-EVAL_BLOCK = 4096  # points (values times shifts) a party walks down the tree at once: its buffers stay in cache
+EVAL_BLOCK = 16384  # points (values times shifts) a party walks down the tree at once: its buffers stay in cache
 
 
 class _EvalWork:

@@ -320,8 +320,9 @@ class _EvalWork:
     def __init__(self, m: int, b: int, payload: int) -> None:
         self.m, self.b = m, b
         self.aes = _Blocks((2, m, b, 2))  # (seed, value) block, point, value, word
-        self.x, self.tweak, self.t, self.t_raw, self.mask, self.tmp = np.empty((6, m, b), dtype=U64)
-        self.acc = np.empty((m, b, payload), dtype=U64)
+        self.x, self.tweak, self.t, self.t_raw, self.mask, self.tmp, self.lo, self.hi = np.empty((8, m, b), dtype=U64)
+        self.acc = np.empty((m, b, payload), dtype=U64)  # the output blocks (interleaved, as AES writes them)
+        self.acc_cw = np.empty((payload, m, b), dtype=U64)  # the corrections (word-major, as the key holds them)
 
 
 def _evaluate_into(result: np.ndarray, rank: int, keys: DCFKeys, points: np.ndarray) -> None:
@@ -341,26 +342,27 @@ def _evaluate_block(w: _EvalWork, enc, result: np.ndarray, rank: int, root: np.n
                     cw_bits: np.ndarray, cw_last: np.ndarray, points: np.ndarray) -> None:
     """One party's walk for a block of values, all M points of a value at once (the key's words broadcast over M).
 
-    The seed keeps its child control bit (before correction) in word 0's low
-    bit; it is cleared where the seed is used, by XOR into the tweak (the
-    correction word's low bit is the only other thing there).
+    After each level's AES the next level's inputs are made in one go: the
+    child seed (its control bit cleared, the correction words added where
+    t = 1) XOR the tweak of the side the next bit takes. The output words
+    and the output corrections are summed apart, each in its own layout.
     """
     bits, payload = levels.shape[0], levels.shape[1] - 2
     inp, h = w.aes.inp, w.aes.out
-    x, tweak, t, t_raw, mask, tmp, acc = w.x, w.tweak, w.t, w.t_raw, w.mask, w.tmp, w.acc
-    lo_word, hi_word = root[:, 0], root[:, 1]  # the seed: (b,) at the root, (M, b) below
+    x, tweak, t, t_raw, mask, tmp, lo, hi = w.x, w.tweak, w.t, w.t_raw, w.mask, w.tmp, w.lo, w.hi
+    acc, acc_cw = w.acc, w.acc_cw
     t.fill(rank)
     acc.fill(0)
+    acc_cw.fill(0)
+    seed_lo, seed_hi = root[:, 0], root[:, 1]  # (b,): broadcast over the M points at the root
     for i in range(bits):
         np.right_shift(points, U64(bits - 1 - i), out=x)
         x &= U64(1)
-        np.add(x, U64(SEED_L + 1), out=tweak)  # SEED_L + 1 + x: left or right child's tweak
-        if i:
-            tweak ^= t_raw  # clears the seed's low bit
-        np.bitwise_xor(lo_word, tweak, out=inp[0, :, :, 0])
+        np.add(x, U64(SEED_L + 1), out=tweak)  # SEED_L + 1 + x: the seed tweak of the side taken
+        np.bitwise_xor(seed_lo, tweak, out=inp[0, :, :, 0])
         tweak += U64(VALUE_L - SEED_L)
-        np.bitwise_xor(lo_word, tweak, out=inp[1, :, :, 0])
-        inp[:, :, :, 1] = hi_word
+        np.bitwise_xor(seed_lo, tweak, out=inp[1, :, :, 0])
+        inp[:, :, :, 1] = seed_hi
         w.aes.run(enc)
         np.bitwise_xor(h, inp, out=h)
         level = levels[i]
@@ -369,25 +371,27 @@ def _evaluate_block(w: _EvalWork, enc, result: np.ndarray, rank: int, root: np.n
         np.right_shift(cw_bits >> U64(2 * i), x, out=tmp)  # t_cw of the side taken
         tmp &= t
         np.bitwise_xor(t_raw, tmp, out=t)
-        for word in range(2):
-            np.bitwise_and(level[word], mask, out=tmp)
-            h[0, :, :, word] ^= tmp
         acc += h[1, :, :, :payload]
         for p in range(payload):
             np.bitwise_and(level[2 + p], mask, out=tmp)
-            acc[:, :, p] += tmp
-        lo_word, hi_word = h[0, :, :, 0], h[0, :, :, 1]
+            acc_cw[p] += tmp
+        np.bitwise_xor(h[0, :, :, 0], t_raw, out=lo)  # the child seed, control bit cleared ...
+        np.bitwise_and(level[0], mask, out=tmp)
+        lo ^= tmp  # ... and corrected
+        np.bitwise_and(level[1], mask, out=tmp)
+        np.bitwise_xor(h[0, :, :, 1], tmp, out=hi)
+        seed_lo, seed_hi = lo, hi
     # the leaf: convert(s) + cw_last t
-    np.bitwise_xor(t_raw, U64(LEAF + 1), out=tweak)
-    np.bitwise_xor(lo_word, tweak, out=inp[0, :, :, 0])
-    inp[0, :, :, 1] = hi_word
+    np.bitwise_xor(seed_lo, U64(LEAF + 1), out=inp[0, :, :, 0])
+    inp[0, :, :, 1] = seed_hi
     w.aes.run(enc, w.m * w.b)
     np.bitwise_xor(h[0], inp[0], out=h[0])
     acc += h[0, :, :, :payload]
     np.negative(t, out=mask)
     for p in range(payload):
         np.bitwise_and(cw_last[p], mask, out=tmp)
-        acc[:, :, p] += tmp
+        acc_cw[p] += tmp
+    acc += acc_cw.transpose(1, 2, 0)
     if rank == 1:
         np.negative(acc, out=result)
     else:

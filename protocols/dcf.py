@@ -36,12 +36,41 @@ secret, the seeds are, and every seed comes from the project's
 cryptographic PRG (``mpcvit.prg``). Because each child has its own tweak, a
 party evaluating at x computes only the child it walks to: 2 AES blocks per
 level and point (the dealer computes all 4). AES runs in OpenSSL through
-``cryptography`` (ECB over whole numpy arrays of seeds, one call per level).
-Measured here: 118,000 points on 31 levels with P = 2 in about 0.2 s on one
-core; key generation about 0.5 s per 100,000 keys of 18 levels on one core.
-Both split the values over threads (:func:`threads`, ``MPCVIT_DCF_THREADS``)
-when there are many: numpy and OpenSSL release the GIL, so two cores
-make 233,000 keys in 0.84 s instead of 1.59 s.
+``cryptography`` (ECB over numpy buffers of seeds).
+
+Work. The values are walked down the tree in blocks (``KEYGEN_BLOCK``
+values for the dealer, ``EVAL_BLOCK`` points for a party) whose buffers are
+allocated once per call and reused by every block and level: each level is
+one AES call into an output buffer that already has ``update_into``'s
+slack, then numpy steps with ``out=`` and no temporaries. The dealer
+computes both parties at once and uses two facts of the path: the parties'
+control bits differ on it (only party 0's is kept; party 1's seed is party
+0's XOR the children's XOR with the low bit set), and the running output
+sum telescopes (v_alpha' = (v_lose,1 - v_lose,0) - (v_keep,1 - v_keep,0)
++ beta [alpha goes right], no multiply). A party evaluates the J shifts of a
+value together with the key's level words broadcast over them. Same keys
+and shares as the plain per-level version (``tests/protocols/
+test_dcf_reference.py`` against a one-value reference), at a third of its
+CPU time (about 0.3) for keys and a half to two thirds for evaluation
+(``benchmarks/dcf_speed.py``, ``results/dcf_speed.json``). Measured here
+on one thread: 200,000 keys of 19 levels (P = 2) in 0.19 s (AES about 0.06
+s of it); 33,280 values at 9 shifts on 9 levels in 0.04 s; 118,000 points
+on 31 levels in 0.05 s. Both split the values over threads (:func:`threads`,
+``MPCVIT_DCF_THREADS``) when there are many: numpy and OpenSSL release the
+GIL (233,000 keys of 19 levels: 0.23 s on one thread, 0.15 s on two of a
+busy 2-core machine).
+
+Compiled kernels. Acceptable only as wheels that need no compiler at
+install (Python 3.11-3.13, Linux x86-64 / aarch64, macOS). numba has
+them (0.68: numba plus llvmlite, about 200 MB installed, no torch) and
+was tried with one fused loop per level and AES still in OpenSSL: key
+generation came out 0.8x (slower: a scalar loop over interleaved 128-bit
+words, against numpy's vectorised passes) and evaluation 1.2x, both
+bit-identical, plus about 1 s of compilation at a process's first call.
+Far from the 2x that would pay for the dependency, so none is used.
+AES itself (OpenSSL, AES-NI) is a third of the dealer's time and a fifth
+of a party's; the rest is a few dozen vectorised numpy passes over
+buffers in cache, which the scalar compiled loops did not beat.
 
 Why not a package. The package index has ``sycret`` (OpenMined, Rust with
 AES-NI, last release 2021, "not production-ready", a fixed 32-bit domain
@@ -50,7 +79,7 @@ C++ sources compiled by torch at first import, which needs a compiler at
 run time and pins ``torch>=2.6`` as a dependency). Neither is both
 maintained and a plain CPU wheel, and the sign gates need P = 2 payloads,
 so the construction is written here on ``cryptography``'s AES, vectorised
-with numpy: about 60 lines.
+with numpy.
 """
 
 from __future__ import annotations
@@ -68,20 +97,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 U64 = np.uint64
 _LOW_CLEAR = U64(0xFFFFFFFFFFFFFFFE)
 _AES_KEY = hashlib.sha256(b"mpcvit/dcf/G").digest()[:16]
-# tweaks: child seed left / right, child outputs left / right, leaf conversion (low word, high word 0)
-_TWEAK = np.array([[j + 1, 0] for j in range(5)], dtype=U64)
+# tweaks c_1..c_5 (j + 1 in the low word, 0 in the high one): child seed left / right, child outputs left / right, leaf
 SEED_L, SEED_R, VALUE_L, VALUE_R, LEAF = range(5)
 MAX_BITS = 32  # two control bits per level are packed in one 64-bit word
 MAX_PAYLOAD = 2  # output words per value: one AES block of output per child
-
-
-def _hash(inputs: np.ndarray) -> np.ndarray:
-    """pi(u) xor u for every 128-bit u (last axis: 2 words), pi = AES-128 under the fixed public key."""
-    blocks = _Blocks(np.shape(inputs))
-    blocks.inp[...] = inputs
-    blocks.run(_encryptor())
-    blocks.out ^= blocks.inp
-    return blocks.out
 
 
 def _encryptor():  # noqa: ANN202
@@ -153,8 +172,7 @@ def keygen(alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, se
     return out
 
 
-KEYGEN_BLOCK = 8192  # values the dealer walks down the tree at once: its buffers (about 0.5 KB a value) stay in cache
-_CLEAR_LOW = U64(0xFFFFFFFFFFFFFFFE)
+KEYGEN_BLOCK = 8192  # values walked at once: numpy's per-call cost small, the buffers (0.5 KB a value) in the last-level cache
 
 
 class _KeygenWork:
@@ -219,7 +237,7 @@ def _keygen_block(w: _KeygenWork, enc, out: np.ndarray, alpha: np.ndarray, beta:
             np.left_shift(seeds[0, :, 0], U64(63), out=t0[:, 0])
             np.right_shift(t0_i[:, 0], 63, out=t0_i[:, 0])
             t0[:, 1] = t0[:, 0]
-            np.bitwise_and(seeds[:, :, 0], _CLEAR_LOW, out=seeds[:, :, 0])
+            np.bitwise_and(seeds[:, :, 0], _LOW_CLEAR, out=seeds[:, :, 0])
         np.left_shift(w.alpha, U64(64 - bits + i), out=mask)  # alpha's bit (bits - 1 - i) to the top ...
         np.right_shift(mask_i, 63, out=mask_i)  # ... and spread (arithmetic shift): 0 or all ones
         np.bitwise_xor(seeds[None], w.tweaks, out=inp)
@@ -233,7 +251,7 @@ def _keygen_block(w: _KeygenWork, enc, out: np.ndarray, alpha: np.ndarray, beta:
         np.bitwise_xor(x[0], tmp, out=keep)  # keep_0 ^ keep_1
         e[:, 0] |= U64(1)
         np.bitwise_xor(keep, e, out=cw)  # lose_0 ^ lose_1; bit 0: t_cw of the kept side (keep_0 ^ keep_1 ^ 1)
-        np.bitwise_and(cw[:, 0], _CLEAR_LOW, out=out[i * width])
+        np.bitwise_and(cw[:, 0], _LOW_CLEAR, out=out[i * width])
         out[i * width + 1] = cw[:, 1]
         # outputs: d = party 1 - party 0 of each side; lose / keep sides by the mask
         np.subtract(h[2, 1, :, :payload], h[2, 0, :, :payload], out=d_l)
@@ -260,7 +278,7 @@ def _keygen_block(w: _KeygenWork, enc, out: np.ndarray, alpha: np.ndarray, beta:
     np.left_shift(seeds[0, :, 0], U64(63), out=t0[:, 0])
     np.right_shift(t0_i[:, 0], 63, out=t0_i[:, 0])
     t0[:, 1] = t0[:, 0]
-    np.bitwise_and(seeds[:, :, 0], _CLEAR_LOW, out=seeds[:, :, 0])
+    np.bitwise_and(seeds[:, :, 0], _LOW_CLEAR, out=seeds[:, :, 0])
     inp[0] = seeds
     inp[0, :, :, 0] ^= U64(LEAF + 1)
     w.aes.run(enc, 2 * b)
@@ -311,7 +329,7 @@ def evaluate(rank: int, keys: DCFKeys, points: np.ndarray) -> np.ndarray:
     return out
 
 
-EVAL_BLOCK = 16384  # points (values times shifts) a party walks down the tree at once: its buffers stay in cache
+EVAL_BLOCK = 16384  # points (values times shifts) walked at once, for the same reason (about 0.15 KB a point)
 
 
 class _EvalWork:

@@ -51,9 +51,9 @@ sum telescopes (v_alpha' = (v_lose,1 - v_lose,0) - (v_keep,1 - v_keep,0)
 value together with the key's level words broadcast over them. Same keys
 and shares as the plain per-level version (``tests/protocols/
 test_dcf_reference.py`` against a one-value reference), at a third of its
-CPU time (about 0.3) for keys and a half to two thirds for evaluation
+CPU time (about 0.3) for keys and 0.55-0.7 of it for evaluation
 (``benchmarks/dcf_speed.py``, ``results/dcf_speed.json``). Measured here
-on one thread: 200,000 keys of 19 levels (P = 2) in 0.19 s (AES about 0.06
+on one thread: 200,000 keys of 19 levels (P = 2) in 0.2 s (AES about 0.06
 s of it); 33,280 values at 9 shifts on 9 levels in 0.04 s; 118,000 points
 on 31 levels in 0.05 s. Both split the values over threads (:func:`threads`,
 ``MPCVIT_DCF_THREADS``) when there are many: numpy and OpenSSL release the

@@ -36,12 +36,41 @@ secret, the seeds are, and every seed comes from the project's
 cryptographic PRG (``mpcvit.prg``). Because each child has its own tweak, a
 party evaluating at x computes only the child it walks to: 2 AES blocks per
 level and point (the dealer computes all 4). AES runs in OpenSSL through
-``cryptography`` (ECB over whole numpy arrays of seeds, one call per level).
-Measured here: 118,000 points on 31 levels with P = 2 in about 0.2 s on one
-core; key generation about 0.5 s per 100,000 keys of 18 levels on one core.
-Both split the values over threads (:func:`threads`, ``MPCVIT_DCF_THREADS``)
-when there are many: numpy and OpenSSL release the GIL, so two cores
-make 233,000 keys in 0.84 s instead of 1.59 s.
+``cryptography`` (ECB over numpy buffers of seeds).
+
+Work. The values are walked down the tree in blocks (``KEYGEN_BLOCK``
+values for the dealer, ``EVAL_BLOCK`` points for a party) whose buffers are
+allocated once per call and reused by every block and level: each level is
+one AES call into an output buffer that already has ``update_into``'s
+slack, then numpy steps with ``out=`` and no temporaries. The dealer
+computes both parties at once and uses two facts of the path: the parties'
+control bits differ on it (only party 0's is kept; party 1's seed is party
+0's XOR the children's XOR with the low bit set), and the running output
+sum telescopes (v_alpha' = (v_lose,1 - v_lose,0) - (v_keep,1 - v_keep,0)
++ beta [alpha goes right], no multiply). A party evaluates the J shifts of a
+value together with the key's level words broadcast over them. Same keys
+and shares as the plain per-level version (``tests/protocols/
+test_dcf_reference.py`` against a one-value reference), at a third of its
+CPU time (about 0.3) for keys and 0.55-0.7 of it for evaluation
+(``benchmarks/dcf_speed.py``, ``results/dcf_speed.json``). Measured here
+on one thread: 200,000 keys of 19 levels (P = 2) in 0.2 s (AES about 0.06
+s of it); 33,280 values at 9 shifts on 9 levels in 0.04 s; 118,000 points
+on 31 levels in 0.05 s. Both split the values over threads (:func:`threads`,
+``MPCVIT_DCF_THREADS``) when there are many: numpy and OpenSSL release the
+GIL (233,000 keys of 19 levels: 0.23 s on one thread, 0.15 s on two of a
+busy 2-core machine).
+
+Compiled kernels. Acceptable only as wheels that need no compiler at
+install (Python 3.11-3.13, Linux x86-64 / aarch64, macOS). numba has
+them (0.68: numba plus llvmlite, about 200 MB installed, no torch) and
+was tried with one fused loop per level and AES still in OpenSSL: key
+generation came out 0.8x (slower: a scalar loop over interleaved 128-bit
+words, against numpy's vectorised passes) and evaluation 1.2x, both
+bit-identical, plus about 1 s of compilation at a process's first call.
+Far from the 2x that would pay for the dependency, so none is used.
+AES itself (OpenSSL, AES-NI) is a third of the dealer's time and a fifth
+of a party's; the rest is a few dozen vectorised numpy passes over
+buffers in cache, which the scalar compiled loops did not beat.
 
 Why not a package. The package index has ``sycret`` (OpenMined, Rust with
 AES-NI, last release 2021, "not production-ready", a fixed 32-bit domain
@@ -50,7 +79,7 @@ C++ sources compiled by torch at first import, which needs a compiler at
 run time and pins ``torch>=2.6`` as a dependency). Neither is both
 maintained and a plain CPU wheel, and the sign gates need P = 2 payloads,
 so the construction is written here on ``cryptography``'s AES, vectorised
-with numpy: about 60 lines.
+with numpy.
 """
 
 from __future__ import annotations
@@ -68,56 +97,31 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 U64 = np.uint64
 _LOW_CLEAR = U64(0xFFFFFFFFFFFFFFFE)
 _AES_KEY = hashlib.sha256(b"mpcvit/dcf/G").digest()[:16]
-# tweaks: child seed left / right, child outputs left / right, leaf conversion (low word, high word 0)
-_TWEAK = np.array([[j + 1, 0] for j in range(5)], dtype=U64)
+# tweaks c_1..c_5 (j + 1 in the low word, 0 in the high one): child seed left / right, child outputs left / right, leaf
 SEED_L, SEED_R, VALUE_L, VALUE_R, LEAF = range(5)
 MAX_BITS = 32  # two control bits per level are packed in one 64-bit word
 MAX_PAYLOAD = 2  # output words per value: one AES block of output per child
 
 
-def _hash(inputs: np.ndarray) -> np.ndarray:
-    """pi(u) xor u for every 128-bit u (last axis: 2 words), pi = AES-128 under the fixed public key."""
-    buf = np.ascontiguousarray(inputs, dtype="<u8")
-    raw = np.empty(buf.nbytes + 15, dtype=np.uint8)  # update_into wants room for one more block less a byte
-    enc = Cipher(algorithms.AES(_AES_KEY), modes.ECB()).encryptor()
-    if buf.size:
-        enc.update_into(buf.reshape(-1).view(np.uint8), raw)
-    out = raw[: buf.nbytes].view("<u8").reshape(buf.shape)
-    out ^= buf
-    return out
+def _encryptor():  # noqa: ANN202
+    """A fixed-key AES-128 ECB context: ECB keeps no state across whole blocks, so one serves a whole call of one thread."""
+    return Cipher(algorithms.AES(_AES_KEY), modes.ECB()).encryptor()
 
 
-def _expand(s: np.ndarray, payload: int):  # noqa: ANN202
-    """G(s) for the dealer, both children: (seed_L, t_L, seed_R, t_R, v_L, v_R); seeds (..., 2), bits (...), outputs (..., P)."""
-    blocks = _hash(s[None] ^ _TWEAK[:4].reshape(4, *([1] * (s.ndim - 1)), 2))
-    left, right = blocks[SEED_L], blocks[SEED_R]
-    t_left, t_right = left[..., 0] & U64(1), right[..., 0] & U64(1)
-    left[..., 0] &= _LOW_CLEAR
-    right[..., 0] &= _LOW_CLEAR
-    return left, t_left, right, t_right, blocks[VALUE_L][..., :payload], blocks[VALUE_R][..., :payload]
+class _Blocks:
+    """An AES input buffer (last axis: the 2 words of a block) and the output buffer, allocated once with the slack
+    that ``update_into`` wants (one more block less a byte): ``run`` encrypts the first blocks of ``inp`` into ``out``."""
 
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.inp = np.empty(shape, dtype=U64)
+        self._raw = np.empty(self.inp.nbytes + 16, dtype=np.uint8)
+        self._inp_bytes = self.inp.reshape(-1).view(np.uint8)
+        self.out = self._raw[: self.inp.nbytes].view(U64).reshape(shape)
 
-def _child(s: np.ndarray, go_right: np.ndarray, payload: int):  # noqa: ANN202
-    """G(s) restricted to the child a party walks to (``go_right`` 0/1 per point): (seed, t, v); 2 AES blocks per point."""
-    inputs = np.empty((2, *s.shape), dtype=U64)
-    inputs[0] = s
-    inputs[1] = s
-    inputs[0, ..., 0] ^= go_right + U64(SEED_L + 1)  # the tweaks differ from zero in the low word only
-    inputs[1, ..., 0] ^= go_right + U64(VALUE_L + 1)
-    blocks = _hash(inputs)
-    seed = blocks[0]
-    t = seed[..., 0] & U64(1)
-    seed[..., 0] &= _LOW_CLEAR
-    return seed, t, blocks[1][..., :payload]
-
-
-def _convert(s: np.ndarray, payload: int) -> np.ndarray:
-    return _hash(s ^ _TWEAK[LEAF])[..., :payload]
-
-
-def _sign(t: np.ndarray) -> np.ndarray:
-    """(-1)^t in Z_2^64 for control bits t (as a column to broadcast against output words)."""
-    return (U64(1) - U64(2) * t)[..., None]
+    def run(self, enc, blocks: int | None = None) -> None:  # noqa: ANN001
+        data = self._inp_bytes if blocks is None else self._inp_bytes[: 16 * blocks]
+        if data.size:
+            enc.update_into(data, self._raw)
 
 
 @dataclass
@@ -168,44 +172,126 @@ def keygen(alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, se
     return out
 
 
+KEYGEN_BLOCK = 8192  # values walked at once: numpy's per-call cost small, the buffers (0.5 KB a value) in the last-level cache
+
+
+class _KeygenWork:
+    """Buffers of ``_keygen_block`` for blocks of ``b`` values (allocated once per call, reused by every block and level)."""
+
+    def __init__(self, b: int, payload: int) -> None:
+        self.b, self.payload = b, payload
+        self.aes = _Blocks((4, 2, b, 2))  # tweak (seed L, seed R, value L, value R), party, value, word
+        self.tweaks = np.zeros((4, 2, b, 2), dtype=U64)  # XORed into both parties' seeds: the 4 tweaks (low word)
+        for j in range(4):
+            self.tweaks[j, :, :, 0] = j + 1
+        self.seeds = np.empty((2, b, 2), dtype=U64)  # both parties' seeds on alpha's path; word 0's low bit: t
+        self.t0 = np.empty((b, 2), dtype=U64)  # -t of party 0, in both words (party 1's t is 1 - t0 on the path)
+        self.alpha = np.empty((b, 2), dtype=U64)  # alpha in both words
+        self.mask = np.empty((b, 2), dtype=U64)  # all ones where alpha's path goes right at this level
+        self.x = np.empty((2, b, 2), dtype=U64)  # left / right children: party 0 xor party 1
+        self.e = np.empty((b, 2), dtype=U64)
+        self.keep = np.empty((b, 2), dtype=U64)
+        self.cw = np.empty((b, 2), dtype=U64)
+        self.tmp = np.empty((b, 2), dtype=U64)
+        self.v = np.empty((4, b, payload), dtype=U64)
+        self.v_alpha = np.empty((b, payload), dtype=U64)
+        self.lowbits = np.empty((2 * MAX_BITS, b), dtype=U64)
+
+
 def _keygen_into(out: np.ndarray, alpha: np.ndarray, beta: np.ndarray, bits: int, seed0: np.ndarray, seed1: np.ndarray) -> None:
-    """``keygen`` of one chunk of values, written into ``out`` (key_words, chunk)."""
+    """``keygen`` of one chunk of values, written into ``out`` (key_words, chunk): blocks of ``KEYGEN_BLOCK`` values."""
     n, payload = alpha.shape[0], beta.shape[1]
+    enc = _encryptor()
+    work: dict[int, _KeygenWork] = {}
+    for lo in range(0, n, KEYGEN_BLOCK):
+        hi = min(n, lo + KEYGEN_BLOCK)
+        w = work.get(hi - lo) or work.setdefault(hi - lo, _KeygenWork(hi - lo, payload))
+        _keygen_block(w, enc, out[:, lo:hi], alpha[lo:hi], beta[lo:hi], bits, seed0[lo:hi], seed1[lo:hi])
+
+
+def _keygen_block(w: _KeygenWork, enc, out: np.ndarray, alpha: np.ndarray, beta: np.ndarray, bits: int,  # noqa: ANN001
+                  seed0: np.ndarray, seed1: np.ndarray) -> None:
+    """The dealer's walk down alpha's path for one block of values, both parties at once.
+
+    On the path the parties' control bits always differ (t_1 = 1 - t_0), so
+    only party 0's is kept, and their new seeds differ by a known word (the
+    xor of the two children, with the control bit set): party 1's seed is
+    party 0's xor that. The output correction's running sum v_alpha telescopes:
+    v_alpha' = (v_lose,1 - v_lose,0) - (v_keep,1 - v_keep,0) + beta [alpha goes right].
+    Every step writes into the preallocated buffers (``out=``).
+    """
+    b, payload = w.b, w.payload
     width = 2 + payload
-    seeds = np.stack([np.asarray(seed0, dtype=U64), np.asarray(seed1, dtype=U64)])  # (2, n, 2): both parties at once
-    t = np.stack([np.zeros(n, dtype=U64), np.ones(n, dtype=U64)])
-    v_alpha = np.zeros((n, payload), dtype=U64)
-    cw_bits = np.zeros(n, dtype=U64)
+    seeds, t0, mask, x, e, keep, cw, tmp = w.seeds, w.t0, w.mask, w.x, w.e, w.keep, w.cw, w.tmp
+    inp, h = w.aes.inp, w.aes.out
+    seeds[0], seeds[1] = seed0, seed1
+    t0.fill(0)
+    w.alpha[...] = alpha[:, None]
+    w.v_alpha.fill(0)
+    lowbits = w.lowbits[: 2 * bits]  # per level: the two control-bit corrections (bit 0)
+    mask_i, t0_i = mask.view(np.int64), t0.view(np.int64)
+    m_p, t0_p = mask[:, :payload], t0[:, :payload]
+    d_l, d_r, y, q = w.v
     for i in range(bits):
-        a = (alpha >> U64(bits - 1 - i)) & U64(1)
-        m = U64(0) - a  # all ones where alpha's path goes right (keep R, lose L): selections are masks, not np.where
-        mc = m[:, None]
-        left_s, t_left, right_s, t_right, v_left, v_right = _expand(seeds, payload)  # each (2, n, ...)
-        flip_s = (left_s ^ right_s) & mc
-        lose = right_s ^ flip_s
-        s_cw = lose[0] ^ lose[1]
-        sign = _sign(t[1])
-        flip_v = (v_left ^ v_right) & mc
-        v_lose = v_right ^ flip_v
-        v_keep = v_left ^ flip_v
-        v_cw = sign * (v_lose[1] - v_lose[0] - v_alpha)
-        v_cw += sign * (beta & mc)  # leaving alpha's path to the left: x < alpha
-        v_alpha -= v_keep[1]
-        v_alpha += v_keep[0]
-        v_alpha += sign * v_cw
-        t_cw_l = t_left[0] ^ t_left[1] ^ a ^ U64(1)
-        t_cw_r = t_right[0] ^ t_right[1] ^ a
-        cw_bits |= (t_cw_l << U64(2 * i)) | (t_cw_r << U64(2 * i + 1))
-        t_cw_keep = t_cw_l ^ ((t_cw_l ^ t_cw_r) & m)
-        seeds = left_s ^ flip_s  # the kept child
-        seeds ^= s_cw & (U64(0) - t)[..., None]
-        t_keep = t_left ^ ((t_left ^ t_right) & m)
-        t = t_keep ^ (t & t_cw_keep)
-        out[i * width : i * width + 2] = s_cw.T
-        out[i * width + 2 : (i + 1) * width] = v_cw.T
-    cw_last = _sign(t[1]) * (_convert(seeds[1], payload) - _convert(seeds[0], payload) - v_alpha)
-    out[bits * width] = cw_bits
-    out[bits * width + 1 :] = cw_last.T
+        if i:  # the control bit out of the seed: t0 <- -t (both words), clear it in both parties' seeds
+            np.left_shift(seeds[0, :, 0], U64(63), out=t0[:, 0])
+            np.right_shift(t0_i[:, 0], 63, out=t0_i[:, 0])
+            t0[:, 1] = t0[:, 0]
+            np.bitwise_and(seeds[:, :, 0], _LOW_CLEAR, out=seeds[:, :, 0])
+        np.left_shift(w.alpha, U64(64 - bits + i), out=mask)  # alpha's bit (bits - 1 - i) to the top ...
+        np.right_shift(mask_i, 63, out=mask_i)  # ... and spread (arithmetic shift): 0 or all ones
+        np.bitwise_xor(seeds[None], w.tweaks, out=inp)
+        w.aes.run(enc)
+        np.bitwise_xor(h, inp, out=h)
+        # seeds: x = [L_0 ^ L_1, R_0 ^ R_1]; the kept side's xor, and the lost side's (the correction)
+        np.bitwise_xor(h[0:2, 0], h[0:2, 1], out=x)
+        np.bitwise_xor(x[0], x[1], out=e)
+        np.bitwise_xor(x[:, :, 0], mask[None, :, 0], out=lowbits[2 * i : 2 * i + 2])  # t_cw_L ^ 1, t_cw_R (bit 0)
+        np.bitwise_and(e, mask, out=tmp)
+        np.bitwise_xor(x[0], tmp, out=keep)  # keep_0 ^ keep_1
+        e[:, 0] |= U64(1)
+        np.bitwise_xor(keep, e, out=cw)  # lose_0 ^ lose_1; bit 0: t_cw of the kept side (keep_0 ^ keep_1 ^ 1)
+        np.bitwise_and(cw[:, 0], _LOW_CLEAR, out=out[i * width])
+        out[i * width + 1] = cw[:, 1]
+        # outputs: d = party 1 - party 0 of each side; lose / keep sides by the mask
+        np.subtract(h[2, 1, :, :payload], h[2, 0, :, :payload], out=d_l)
+        np.subtract(h[3, 1, :, :payload], h[3, 0, :, :payload], out=d_r)
+        np.bitwise_xor(d_l, d_r, out=y)
+        y &= m_p
+        np.bitwise_xor(d_r, y, out=q)  # v_lose,1 - v_lose,0
+        np.bitwise_and(beta, m_p, out=d_r)
+        q += d_r  # + beta where x leaves the path to the left (x < alpha)
+        np.subtract(q, w.v_alpha, out=d_r)
+        d_r ^= t0_p
+        for p in range(payload):  # (1 - 2 t_1) z = (2 t_0 - 1) z
+            np.subtract(t0[:, 0], d_r[:, p], out=out[i * width + 2 + p])
+        d_l ^= y  # v_keep,1 - v_keep,0
+        np.subtract(q, d_l, out=w.v_alpha)
+        # party 0's kept child, corrected where t_0 = 1; party 1's differs from it by e (bit 0 set: t_1 = 1 - t_0)
+        np.bitwise_xor(h[0, 0], h[1, 0], out=tmp)
+        tmp &= mask
+        np.bitwise_xor(h[0, 0], tmp, out=seeds[0])
+        np.bitwise_and(cw, t0, out=tmp)
+        seeds[0] ^= tmp
+        np.bitwise_xor(seeds[0], e, out=seeds[1])
+    # the leaf: cw_last = (1 - 2 t_1) (convert(s_1) - convert(s_0) - v_alpha)
+    np.left_shift(seeds[0, :, 0], U64(63), out=t0[:, 0])
+    np.right_shift(t0_i[:, 0], 63, out=t0_i[:, 0])
+    t0[:, 1] = t0[:, 0]
+    np.bitwise_and(seeds[:, :, 0], _LOW_CLEAR, out=seeds[:, :, 0])
+    inp[0] = seeds
+    inp[0, :, :, 0] ^= U64(LEAF + 1)
+    w.aes.run(enc, 2 * b)
+    np.bitwise_xor(h[0], inp[0], out=h[0])
+    np.subtract(h[0, 1, :, :payload], h[0, 0, :, :payload], out=d_l)
+    d_l -= w.v_alpha
+    d_l ^= t0_p
+    for p in range(payload):
+        np.subtract(t0[:, 0], d_l[:, p], out=out[bits * width + 1 + p])
+    lowbits[0::2] ^= U64(1)
+    lowbits &= U64(1)
+    lowbits <<= np.arange(2 * bits, dtype=U64)[:, None]
+    np.bitwise_or.reduce(lowbits, axis=0, out=out[bits * width])
 
 
 def pack(cw_seed: np.ndarray, cw_value: np.ndarray, cw_bits: np.ndarray, cw_last: np.ndarray) -> np.ndarray:
@@ -243,26 +329,91 @@ def evaluate(rank: int, keys: DCFKeys, points: np.ndarray) -> np.ndarray:
     return out
 
 
+EVAL_BLOCK = 16384  # points (values times shifts) walked at once, for the same reason (about 0.15 KB a point)
+
+
+class _EvalWork:
+    """Buffers of ``_evaluate_block`` for blocks of (m points, b values), reused by every block and level."""
+
+    def __init__(self, m: int, b: int, payload: int) -> None:
+        self.m, self.b = m, b
+        self.aes = _Blocks((2, m, b, 2))  # (seed, value) block, point, value, word
+        self.x, self.tweak, self.t, self.t_raw, self.mask, self.tmp, self.lo, self.hi = np.empty((8, m, b), dtype=U64)
+        self.acc = np.empty((m, b, payload), dtype=U64)  # the output blocks (interleaved, as AES writes them)
+        self.acc_cw = np.empty((payload, m, b), dtype=U64)  # the corrections (word-major, as the key holds them)
+
+
 def _evaluate_into(result: np.ndarray, rank: int, keys: DCFKeys, points: np.ndarray) -> None:
-    """``evaluate`` of one chunk of values, written into ``result`` (M, chunk, P)."""
-    bits, payload = keys.bits, keys.payload
+    """``evaluate`` of one chunk of values, written into ``result`` (M, chunk, P): blocks of about ``EVAL_BLOCK`` points."""
     m, n = points.shape
-    s = np.broadcast_to(keys.seed, (m, n, 2)).copy()
-    t = np.full((m, n), rank, dtype=U64)
-    out = np.zeros((m, n, payload), dtype=U64)
+    step = max(1, EVAL_BLOCK // max(m, 1))
+    enc = _encryptor()
+    work: dict[int, _EvalWork] = {}
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        w = work.get(hi - lo) or work.setdefault(hi - lo, _EvalWork(m, hi - lo, keys.payload))
+        _evaluate_block(w, enc, result[:, lo:hi], rank, keys.seed[lo:hi], keys.levels[:, :, lo:hi], keys.cw_bits[lo:hi],
+                        keys.cw_last[:, lo:hi], points[:, lo:hi])
+
+
+def _evaluate_block(w: _EvalWork, enc, result: np.ndarray, rank: int, root: np.ndarray, levels: np.ndarray,  # noqa: ANN001
+                    cw_bits: np.ndarray, cw_last: np.ndarray, points: np.ndarray) -> None:
+    """One party's walk for a block of values, all M points of a value at once (the key's words broadcast over M).
+
+    After each level's AES the next level's inputs are made in one go: the
+    child seed (its control bit cleared, the correction words added where
+    t = 1) XOR the tweak of the side the next bit takes. The output words
+    and the output corrections are summed apart, each in its own layout.
+    """
+    bits, payload = levels.shape[0], levels.shape[1] - 2
+    inp, h = w.aes.inp, w.aes.out
+    x, tweak, t, t_raw, mask, tmp, lo, hi = w.x, w.tweak, w.t, w.t_raw, w.mask, w.tmp, w.lo, w.hi
+    acc, acc_cw = w.acc, w.acc_cw
+    t.fill(rank)
+    acc.fill(0)
+    acc_cw.fill(0)
+    seed_lo, seed_hi = root[:, 0], root[:, 1]  # (b,): broadcast over the M points at the root
     for i in range(bits):
-        x = (points >> U64(bits - 1 - i)) & U64(1)
-        seed, t_next, v = _child(s, x, payload)
-        on = (U64(0) - t)[..., None]  # all ones where t = 1
-        level = keys.levels[i]
-        seed ^= level[:2].T & on
-        t_next ^= t & (keys.cw_bits >> (U64(2 * i) + x))
-        t_next &= U64(1)
-        v += level[2:].T & on
-        out += v
-        s, t = seed, t_next
-    out += _convert(s, payload) + keys.cw_last.T * t[..., None]
-    result[...] = (U64(0) - out) if rank == 1 else out
+        np.right_shift(points, U64(bits - 1 - i), out=x)
+        x &= U64(1)
+        np.add(x, U64(SEED_L + 1), out=tweak)  # SEED_L + 1 + x: the seed tweak of the side taken
+        np.bitwise_xor(seed_lo, tweak, out=inp[0, :, :, 0])
+        tweak += U64(VALUE_L - SEED_L)
+        np.bitwise_xor(seed_lo, tweak, out=inp[1, :, :, 0])
+        inp[:, :, :, 1] = seed_hi
+        w.aes.run(enc)
+        np.bitwise_xor(h, inp, out=h)
+        level = levels[i]
+        np.bitwise_and(h[0, :, :, 0], U64(1), out=t_raw)
+        np.negative(t, out=mask)  # all ones where t = 1: add the corrections
+        np.right_shift(cw_bits >> U64(2 * i), x, out=tmp)  # t_cw of the side taken
+        tmp &= t
+        np.bitwise_xor(t_raw, tmp, out=t)
+        acc += h[1, :, :, :payload]
+        for p in range(payload):
+            np.bitwise_and(level[2 + p], mask, out=tmp)
+            acc_cw[p] += tmp
+        np.bitwise_xor(h[0, :, :, 0], t_raw, out=lo)  # the child seed, control bit cleared ...
+        np.bitwise_and(level[0], mask, out=tmp)
+        lo ^= tmp  # ... and corrected
+        np.bitwise_and(level[1], mask, out=tmp)
+        np.bitwise_xor(h[0, :, :, 1], tmp, out=hi)
+        seed_lo, seed_hi = lo, hi
+    # the leaf: convert(s) + cw_last t
+    np.bitwise_xor(seed_lo, U64(LEAF + 1), out=inp[0, :, :, 0])
+    inp[0, :, :, 1] = seed_hi
+    w.aes.run(enc, w.m * w.b)
+    np.bitwise_xor(h[0], inp[0], out=h[0])
+    acc += h[0, :, :, :payload]
+    np.negative(t, out=mask)
+    for p in range(payload):
+        np.bitwise_and(cw_last[p], mask, out=tmp)
+        acc_cw[p] += tmp
+    acc += acc_cw.transpose(1, 2, 0)
+    if rank == 1:
+        np.negative(acc, out=result)
+    else:
+        result[...] = acc
 
 
 # -- threads: values are independent, and numpy and OpenSSL release the GIL ---------

@@ -65,6 +65,8 @@ SMOKE: dict[str, Smoke] = {
     "chaos": Smoke(note="starts the stack and injects faults for about 75 s: its quick tier (--quick) runs in tests/test_chaos.py"),
     "compare_bench": Smoke(("benchmarks/compare_bench.py", "--sizes", "64", "--repeats", "1", "--out", "{tmp}/compare_bench.json"),
                            ("compare_bench.json",)),
+    "dcf_speed": Smoke(("benchmarks/dcf_speed.py", "--smoke", "--out", "{tmp}/dcf_speed.json"), ("dcf_speed.json",),
+                       note="the baseline is read with git; without it only this tree is timed"),
     "large_vit": Smoke(("benchmarks/large_vit.py", "--smoke", "--out", "{tmp}/large_vit"),
                        ("large_vit/results.json", "large_vit/README.md"), note="--reference needs the shared CrypTen reference script"),
     "load_bench": Smoke(("benchmarks/load_bench.py", "--levels", "1", "--requests-per-client", "1", "--min-requests", "1",

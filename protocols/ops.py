@@ -304,7 +304,8 @@ LINEAR_QUANTISATION = 2.0**-6  # a bucket is linear only where x's resolution co
 
 
 @lru_cache(maxsize=None)
-def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int) -> tuple[list[int], list[int], list[int]]:
+def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int, extra_bits: int = 0,
+                window_bits: int = -1, slope_bits: int = SLOPE_BITS) -> tuple[list[int], list[int], list[int]]:
     """Per bucket k = 0 .. K (K = (hi - lo) per thresholds t_j = 2^(lo + j / per)): (A_k, M_k, S_k) of y = A + (M x) / 2^S.
 
     Bucket 0 is x < t_0 and bucket K is x >= t_(K-1) (to 2^hi); bucket k in
@@ -315,17 +316,27 @@ def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int) -> tuple[
     ``SLOPE_BITS`` significant bits. Where x's own resolution 2^-f times the
     slope would exceed ``LINEAR_QUANTISATION`` of f (the lowest octaves of
     1/x and 1/sqrt(x)), the bucket is a step at f of its geometric middle (M = 0).
+    x is at scale 2^frac_bits; y comes out at 2^(frac_bits + extra_bits) (A_k at
+    that scale, M_k / 2^S_k the slope times 2^extra_bits): ``layernorm_linear``
+    takes its 1/sqrt with 4 more bits than x has. ``window_bits`` t >= 0 fits
+    each line k >= 1 over [t_(k-1) - 2^(t - frac_bits), t_k] instead of its
+    bucket (the sign gate with t dropped bits may put x that far below t_(k-1)
+    into bucket k); ``slope_bits`` replaces ``SLOPE_BITS``. The defaults are the
+    table of ``reciprocal_nr`` and ``inv_sqrt_nr``.
     """
     f = START_FUNCTIONS[name]
     k_count = (hi - lo) * per
     edges = [2.0 ** (lo + j / per) for j in range(k_count)] + [2.0**hi]
     scale = 2**frac_bits
-    amps, mults, shifts = [int(round(f(2.0 ** (lo - 0.5 / per)) * scale))], [0], [0]
+    out = 2.0 ** (frac_bits + extra_bits)
+    amps, mults, shifts = [int(round(f(2.0 ** (lo - 0.5 / per)) * out))], [0], [0]
     for k in range(1, k_count + 1):
         a, b = edges[k - 1], edges[k]
+        if window_bits >= 0:  # the gate may put x up to 2^(window_bits - f) below t_(k-1) into bucket k
+            a = max(a - 2.0 ** (window_bits - frac_bits), a / 2)
         slope = (f(b) - f(a)) / (b - a)
         if abs(slope) / scale > LINEAR_QUANTISATION * min(abs(f(a)), abs(f(b))):
-            amps.append(int(round(f(math.sqrt(a * b)) * scale)))
+            amps.append(int(round(f(math.sqrt(a * b)) * out)))
             mults.append(0)
             shifts.append(0)
             continue
@@ -333,18 +344,25 @@ def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int) -> tuple[
         chord = f(a) + slope * (grid - a)
         delta = float((chord / f(grid) - 1).abs().max())
         shrink = 2.0 / (2.0 + delta)
-        intercept, slope = (f(a) - slope * a) * shrink, slope * shrink
-        shift = max(0, SLOPE_BITS - 1 - math.floor(math.log2(abs(slope))))
-        amps.append(int(round(intercept * scale)))
+        intercept, slope = (f(a) - slope * a) * shrink, slope * shrink * 2**extra_bits
+        shift = max(0, slope_bits - 1 - math.floor(math.log2(abs(slope))))
+        amps.append(int(round(intercept * out)))
         mults.append(int(round(slope * 2**shift)))
         shifts.append(shift)
     return amps, mults, shifts
 
 
-def range_start(x: MPCTensor, lo: int, hi: int, name: str) -> MPCTensor:
+def range_start(x: MPCTensor, lo: int, hi: int, name: str, per: int | None = None,
+                ring: tuple[int, int] | None = None, extra_bits: int = 0, fit_window: bool = False,
+                slope_bits: int = SLOPE_BITS) -> MPCTensor:
     """A start y0 ~ f(x) (f = 1/x or 1/sqrt(x), ``name``) for x in [2^lo, 2^hi] from ONE batched comparison.
 
-    Thresholds t_j = 2^(lo + j/p), p = ``range_per_octave``, j = 0 .. (hi - lo) p - 1.
+    Thresholds t_j = 2^(lo + j/p), p = ``per`` (default ``range_per_octave``), j = 0 .. (hi - lo) p - 1,
+    compared on ``ring`` (default ``range_compare``). The linear start can
+    come out with ``extra_bits`` more fraction bits than x (``start_table``),
+    fit each bucket's line over the gate's window below its lower threshold
+    (``fit_window``: 2^(t - f) for t dropped bits, see ``layernorm_linear``)
+    and keep ``slope_bits`` significant bits of each slope.
 
     * ``range_start = "linear"`` (needs ``comparison = "fss"``): the sign gate
       gives [x >= t_j] and x [x >= t_j] in its one round, so the bucket
@@ -362,23 +380,27 @@ def range_start(x: MPCTensor, lo: int, hi: int, name: str) -> MPCTensor:
     """
     cfg = current_config()
     kind, start, _ = effective()
-    per = cfg.range_per_octave
+    per = cfg.range_per_octave if per is None else per
+    ring = cfg.range_compare if ring is None else ring
     scale_bits = crypten.cfg.encoder.precision_bits
     exps = [lo + j / per for j in range((hi - lo) * per)]
     rank = comm.get().get_rank()
     view = (-1, *([1] * x.dim()))
     if kind == "fss" and start == "linear":
-        amps, mults, shifts = (torch.tensor(v, dtype=torch.long).view(view) for v in start_table(name, lo, hi, per, scale_bits))
-        ge, ge_x = sign.above(x, [2.0**e for e in exps], *cfg.range_compare, product=True)
+        table = start_table(name, lo, hi, per, scale_bits, extra_bits, ring[1] if fit_window else -1, slope_bits)
+        amps, mults, shifts = (torch.tensor(v, dtype=torch.long).view(view) for v in table)
+        ge, ge_x = sign.above(x, [2.0**e for e in exps], *ring, product=True)
         first = torch.full_like(ge[:1], 1 if rank == 0 else 0)
         ge = torch.cat([first, ge, torch.zeros_like(first)])
         ge_x = torch.cat([x._tensor.share.unsqueeze(0), ge_x, torch.zeros_like(first)])
         e, ex = ge[:-1] - ge[1:], ge_x[:-1] - ge_x[1:]
         share = (e * amps).sum(0) + (ex * mults).div(2**shifts, rounding_mode="trunc").sum(0)
-        return MPCTensor.from_shares(share, precision=scale_bits)
+        return MPCTensor.from_shares(share, precision=scale_bits + extra_bits)
+    if extra_bits or fit_window:
+        raise ValueError("extra_bits and fit_window need the linear start (comparison fss)")
     f = START_FUNCTIONS[name]
     if kind == "fss":
-        ge, _ = sign.above(x, [2.0**e for e in exps], *cfg.range_compare)
+        ge, _ = sign.above(x, [2.0**e for e in exps], *ring)
     else:
         ge = ltz(crypten.stack([float(2.0**k) - x for k in exps]), "range")._tensor.share  # (K, ...) 1 where x > t_j
     mids = [f(2.0 ** (lo + (j - 0.5) / per)) for j in range(len(exps) + 1)]

@@ -10,7 +10,9 @@ small-ring circuit (``protocols.compare.ltz``: 6 rounds on 16 bits, 7 on
 of the iterative approximations configured in ``protocols.config``.
 
 Rounds per op at the defaults (fss) and with ``SecureConfig.circuits()``:
-LayerNorm 5 / 14 (15 before its last Newton step was folded), ReLU 1 / 7,
+LayerNorm 5 / 14 (15 before its last Newton step was folded; 3 with
+``fold_products``, and LayerNorm + the linear after it 3 instead of 6:
+``layernorm_linear``), ReLU 1 / 7,
 softmax's max over N 7 levels x 1 / 7 x 7 (N = 65), the reciprocal 4 / 10,
 GeLU 4 / 6, a linear layer 1 / 1 (with its weight's mask opened once at
 model load under fss: the activation's mask only).
@@ -596,6 +598,37 @@ def thex_rows(s: MPCTensor, order: int, eps: float) -> MPCTensor:
 
 
 # -- norms and activations ---------------------------------------------------------
+LN_SLOPE_BITS = 14  # the fine start's slopes (11 bits added ~2e-4 to its error)
+
+
+def folds_layernorm() -> bool:
+    """Whether LayerNorm takes the fine start with no Newton step and folds 1/sigma into the next linear:
+    ``fold_products`` with the fss linear start in effect (otherwise, e.g. under TFP, today's ``layernorm``)."""
+    kind, start, _ = effective()
+    return current_config().fold_products and kind == "fss" and start == "linear"
+
+
+def _centred(x: MPCTensor) -> MPCTensor:
+    """xk = k (x - mean) over the last dim, k = ``ln_prescale``: local (a sum, a division by C, an integer multiple)."""
+    c = x.size(-1)
+    xc = x - _divide(x.sum(-1, keepdim=True), c)
+    return xc * current_config().ln_prescale  # integer multiple of a share: exact, no truncation
+
+
+def _fine_inv_sqrt(xk2: MPCTensor, eps: float) -> MPCTensor:
+    """y ~ 1 / sqrt(var' + k^2 eps) from the squares of xk (ONE round: the sign gate of the fine start).
+
+    y comes out at scale 2^(f + lower_bits) (``start_table``'s extra bits): y is
+    as small as 2^-7 at the top of ``ln_range``, where 2^-f would cost 2e-3 of
+    it. See ``layernorm_linear`` for the start's error.
+    """
+    cfg = current_config()
+    k = cfg.ln_prescale
+    v = _divide(xk2.sum(-1, keepdim=True), xk2.size(-1)) + eps * k**2
+    return range_start(v, *cfg.ln_range, "inv_sqrt", per=cfg.ln_per_octave, ring=cfg.ln_compare,
+                       extra_bits=cfg.lower_bits, fit_window=True, slope_bits=LN_SLOPE_BITS)
+
+
 def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
     """(x - mean) / sqrt(var + eps) over the last dim; gamma and beta are folded into the next linear.
 
@@ -607,8 +640,19 @@ def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
     LN = b (3 - c) / 2 (round C), which is xk times Newton's y (3 - v y^2) / 2
     without its own product. The square and b take xk lowered by ``lower_bits`` (``lower``).
     Rounds: 1 (square) + c(x) + 3 (iters - 1) + 3: 5 with the fss sign gate and 1 step (was 15).
+
+    With ``fold_products`` (and the fss linear start; ``folds_layernorm``) no
+    Newton step: the fine start y of ``layernorm_linear`` and one product
+    LN = lower(xk) y (y at 2^(f + lower_bits), xk at 2^(f - lower_bits): truncated
+    from 2^(2f), as the Newton form's output product). Rounds: 3 (square, gate,
+    product); used where no linear follows directly (``pool = "avg"`` before the mean).
     """
     cfg = current_config()
+    if folds_layernorm():
+        xk = _centred(x)
+        (xk2,) = run_one(square_steps([xk], lowered=True))
+        y = _fine_inv_sqrt(xk2, eps)
+        return beaver_products([("mul", lower(xk, cfg.lower_bits), y)])[0]
     c, k = x.size(-1), cfg.ln_prescale
     xc = x - _divide(x.sum(-1, keepdim=True), c)
     xk = xc * k  # integer multiple of a share: exact, no truncation
@@ -618,6 +662,73 @@ def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
     a, b = beaver_products([("mul", v, y), ("mul", lower(xk, cfg.lower_bits), y)])
     (c3,) = beaver_products([("mul", a, y)])
     return beaver_products([("mul", b, (3.0 - c3).div(2))])[0]
+
+
+def layernorm_linear(x: MPCTensor, eps: float, weight_t: "MPCTensor | FixedWeight",
+                     bias: MPCTensor | None) -> MPCTensor:
+    """``linear(layernorm(x, eps), weight_t, bias)`` in 3 rounds (6 unfolded) with ``fold_products``.
+
+    Math: LN(x) W + b = y (xk W) + b with xk = k (x - mean) (local, k =
+    ``ln_prescale``) and y = 1 / sqrt(var' + k^2 eps), var' = mean(xk^2), a scalar per
+    row, so 1/sigma can be applied after the linear:
+
+    * round 1: xk^2 (``square_steps``) and z = xk W (``linear``'s form: xk
+      lowered by ``lower_bits``; a ``FixedWeight`` opens only xk's mask) share the round;
+    * round 2: y from ONE sign gate, no Newton step (``_fine_inv_sqrt``):
+      ``ln_per_octave`` = 8 linear pieces per octave of v = var' + k^2 eps over
+      ``ln_range`` = [2^-8, 2^14] (var in [2^-12, 2^10] at k = 4) on ring ``ln_compare``;
+    * round 3: one Beaver "mul" of y (rows, 1) by lower(z) (rows, out), broadcast
+      (the triple is a (rows, 1), b (rows, out), c = a b), plus the bias.
+
+    The start's error (each bucket's chord scaled by 2 / (2 + delta), slopes
+    with 14 significant bits, y at 2^-(f + lower_bits); measured on the ring
+    values of v, every gate offset below: ``test_ops.test_fine_start_table_error``):
+    relative 3.7e-4 to 4.2e-4 over v in [2^-3, 2^12] (the chords' own bound
+    is delta / (2 + delta) = 3.5e-4; 11-bit slopes gave 5.6e-4), 4.4e-4 and
+    5.4e-4 in the top two octaves (y's own resolution 2^-20 there), 4.9e-4 in [2^-4, 2^-3].
+    The gate's window: with t = 6 dropped bits the gate compares x + r_lo with
+    each threshold, r_lo < 2^(t - f) = 2^-10 the mask's low bits (one r_lo for all
+    thresholds of a value, so the bits stay monotone: ``protocols.sign``), so a
+    value within 2^-10 below t_j takes a line of a bucket above its own. That
+    costs little where buckets are wider than 2^-10 (v above 2^-6.5): each
+    scaled chord is within delta / (2 + delta) of f at both its ends, so
+    neighbouring lines nearly meet, and a line followed 2^-10 past its end
+    adds only f'' 2^-10 (2^-10 + width) / 2. Each line is therefore fitted over
+    [t_(j-1) - 2^-10, t_j] (``start_table``'s window), which also covers the
+    narrow buckets at the bottom: measured 6.5e-4 for v in [2^-5, 2^-4],
+    1.1e-3 in [2^-6, 2^-5], 2.1e-3 in [2^-7, 2^-6], 5.9e-3 in [2^-8, 2^-7]
+    (fitted over the bucket alone: 1.6e-3, 3.3e-3, 7.6e-3, 2.0e-2; at and above
+    2^-2 no difference). At k = 4, v = 16 var + 1.6e-4: var = 1e-2 is v = 2^-2.6.
+    Below 2^-8 (var < 2.4e-4: a nearly constant row) y is bucket 0's constant;
+    above 2^14 (var > 1024) the last line goes on, below 1/sqrt(v) (1.3 % at
+    v = 1.13 2^14): unlike the Newton form, nothing corrects it.
+
+    Truncation safety (local truncation fails with probability |value| / 2^64 per
+    element in ring units, ``_rescale``): z = xk W is k sigma times the
+    unfolded linear's output LN(x) W, truncated from the same 2^(2f - 4), so it
+    fails k sigma times as often (|z| 2^-36 per element); the last product is
+    truncated from 2^(2f) (y at 2^(f + 4), z lowered to 2^(f - 4)): |LN(x) W| 2^-32
+    per element, as the unfolded LayerNorm's own last product (|LN(x)| 2^-32).
+    The split of those 2f bits: y's 2^-(f + 4) matters at large var (y = 1/(4 sigma)
+    down to 2^-7), z's 2^-(f - 4) at small var (z = 4 sigma LN(x) W); the start's own
+    per-row truncation (x e_k) M_k / 2^S_k is of v 2^f M_k < v 2^30: 2^-20 per row at v = 2^14.
+    Without ``folds_layernorm`` (TFP, or ``fold_products`` False): the unfolded ops.
+    """
+    if not folds_layernorm():
+        return linear(layernorm(x, eps), weight_t, bias)
+    bits = current_config().lower_bits
+    *lead, cin = x.size()
+    xk = _centred(x).reshape(-1, cin)
+    xl = lower(xk, bits)  # both the square's and the linear's operand (square_steps' lowered=True is this)
+    if isinstance(weight_t, FixedWeight):
+        (xk2,), z = run(square_steps([xl]), fixed_linear_steps(xl, weight_t))
+    else:
+        (xk2,), (z,) = run(square_steps([xl]), beaver_steps([("matmul", xl, weight_t)]))
+    y = _fine_inv_sqrt(xk2, eps)  # (rows, 1)
+    (out,) = beaver_products([("mul", y, lower(z, bits))])
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*lead, out.size(-1))
 
 
 def gelu_erf(x: MPCTensor) -> MPCTensor:

@@ -74,6 +74,19 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   Goldschmidt's steps (``ops.times_reciprocal``: one round less per attention
   normalisation); softmax's reciprocal, whose sum lies in the linear start's
   range, takes one step instead of two (relative error 4.8e-4).
+  LayerNorm takes a fine start with no Newton step, ``ln_per_octave = 8``
+  linear pieces per octave of var' + k^2 eps over ``ln_range`` = [2^-8, 2^14]
+  (var in [2^-12, 2^10]) on the gate ring ``ln_compare`` (26, 6), within
+  4.2e-4 relative over [2^-3, 2^12] and 5.9e-3 at worst (the bottom octave,
+  where the gate's 2^-10 window spans several pieces), and folds its 1/sigma
+  into the linear after it (qkv, fc1 or the fused MLP, the head):
+  LN(x) W + b = y (k xc W) + b, 3 rounds instead of 5 + 1
+  (``ops.layernorm_linear``); a LayerNorm with no linear right after it
+  (``pool = "avg"`` before the mean) 3 instead of 5. Measured: LN + linear on
+  rows with var 1e-2 .. 1e3, max error 1.0e-3 to 1.4e-3 on outputs up to 4.3
+  (unfolded 5e-4); digits vit_2_4_8 85 -> 70 rounds (fss1's GeLU and max),
+  max logit error 0.04-0.056 -> 0.05. Only with the fss linear start (TFP
+  keeps the unfolded LayerNorm).
 * ``gelu = "fss"`` (``SecureConfig.fss1()``): ReLU(x) minus the gap x Phi(-x) as a degree-7
   polynomial of min(|x|, 4) / 4, the ReLU and the clamp from ONE sign gate
   with three shifts (``ops.gelu_fss``): 4 rounds, 7 ring elements per value;

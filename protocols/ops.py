@@ -683,22 +683,25 @@ def layernorm_linear(x: MPCTensor, eps: float, weight_t: "MPCTensor | FixedWeigh
     The start's error (each bucket's chord scaled by 2 / (2 + delta), slopes
     with 14 significant bits, y at 2^-(f + lower_bits); measured on the ring
     values of v, every gate offset below: ``test_ops.test_fine_start_table_error``):
-    relative 3.7e-4 to 4.2e-4 over v in [2^-3, 2^12] (the chords' own bound
+    relative 3.7e-4 to 4.2e-4 over v in [2^-5, 2^12] (the chords' own bound
     is delta / (2 + delta) = 3.5e-4; 11-bit slopes gave 5.6e-4), 4.4e-4 and
-    5.4e-4 in the top two octaves (y's own resolution 2^-20 there), 4.9e-4 in [2^-4, 2^-3].
-    The gate's window: with t = 6 dropped bits the gate compares x + r_lo with
-    each threshold, r_lo < 2^(t - f) = 2^-10 the mask's low bits (one r_lo for all
+    5.4e-4 in the top two octaves (y's own resolution 2^-20 there).
+    The gate's window: with t dropped bits the gate compares x + r_lo with
+    each threshold, r_lo < 2^(t - f) the mask's low bits (one r_lo for all
     thresholds of a value, so the bits stay monotone: ``protocols.sign``), so a
-    value within 2^-10 below t_j takes a line of a bucket above its own. That
-    costs little where buckets are wider than 2^-10 (v above 2^-6.5): each
-    scaled chord is within delta / (2 + delta) of f at both its ends, so
-    neighbouring lines nearly meet, and a line followed 2^-10 past its end
-    adds only f'' 2^-10 (2^-10 + width) / 2. Each line is therefore fitted over
-    [t_(j-1) - 2^-10, t_j] (``start_table``'s window), which also covers the
-    narrow buckets at the bottom: measured 6.5e-4 for v in [2^-5, 2^-4],
-    1.1e-3 in [2^-6, 2^-5], 2.1e-3 in [2^-7, 2^-6], 5.9e-3 in [2^-8, 2^-7]
-    (fitted over the bucket alone: 1.6e-3, 3.3e-3, 7.6e-3, 2.0e-2; at and above
-    2^-2 no difference). At k = 4, v = 16 var + 1.6e-4: var = 1e-2 is v = 2^-2.6.
+    value within 2^(t - f) below t_j takes a line of a bucket above its own.
+    That costs little where buckets are wider than the window: each scaled
+    chord is within delta / (2 + delta) of f at both its ends, so neighbouring
+    lines nearly meet, and a line followed a distance h past its end adds only
+    f'' h (h + width) / 2. Each line is therefore fitted over
+    [t_(j-1) - 2^(t - f), t_j] (``start_table``'s window), which also covers the
+    narrow buckets at the bottom. Measured with ``ln_compare`` (28, 4) (window
+    2^-12): 4.2e-4 for v in [2^-5, 2^-4], 4.9e-4 in [2^-6, 2^-5], 6.5e-4 in
+    [2^-7, 2^-6], 1.1e-3 in [2^-8, 2^-7] (fitted over the bucket alone: 6.0e-4,
+    8.2e-4, 1.5e-3, 3.1e-3). With (26, 6) (window 2^-10, buckets narrower than
+    it below v = 2^-6.5): 6.5e-4, 1.1e-3, 2.1e-3, 5.9e-3 (unfitted 1.6e-3,
+    3.3e-3, 7.6e-3, 2.0e-2); at and above 2^-2 the window makes no difference.
+    At k = 4, v = 16 var + 1.6e-4: var = 1e-2 is v = 2^-2.6, var = 4e-4 is 2^-7.2.
     Below 2^-8 (var < 2.4e-4: a nearly constant row) y is bucket 0's constant;
     above 2^14 (var > 1024) the last line goes on, below 1/sqrt(v) (1.3 % at
     v = 1.13 2^14): unlike the Newton form, nothing corrects it.
@@ -712,6 +715,7 @@ def layernorm_linear(x: MPCTensor, eps: float, weight_t: "MPCTensor | FixedWeigh
     The split of those 2f bits: y's 2^-(f + 4) matters at large var (y = 1/(4 sigma)
     down to 2^-7), z's 2^-(f - 4) at small var (z = 4 sigma LN(x) W); the start's own
     per-row truncation (x e_k) M_k / 2^S_k is of v 2^f M_k < v 2^30: 2^-20 per row at v = 2^14.
+    The gate's keys: ``ln_compare`` (28, 4) has 27 DCF levels, 111 words per row and party.
     Without ``folds_layernorm`` (TFP, or ``fold_products`` False): the unfolded ops.
     """
     if not folds_layernorm():

@@ -211,10 +211,9 @@ def test_fine_start_table_error() -> None:
     xr = torch.unique(torch.round(torch.logspace(lo * math.log10(2), hi * math.log10(2), 100000, dtype=torch.float64) * 2**f))
     x = xr / 2**f
     worst = torch.zeros_like(x)
-    for slip in range(0, 2**drop, 3):
+    for slip in range(0, 2**drop):
         k = torch.searchsorted(th, xr + slip, right=True)  # the bucket: thresholds <= x + slip
         y = (a[k] + torch.trunc(xr * m[k] / 2.0**s[k])) / 2.0 ** (f + extra)
         worst = torch.maximum(worst, (y * x.sqrt() - 1).abs())
-    assert float(worst[x >= 2.0**-3].max()) < 6e-4
-    assert float(worst[x >= 2.0**-5].max()) < 7e-4
-    assert float(worst.max()) < 7e-3
+    assert float(worst[x >= 2.0**-5].max()) < 6e-4  # measured 5.4e-4 (the top octave), 4.2e-4 below 2^12
+    assert float(worst.max()) < 1.5e-3  # measured 1.1e-3 in [2^-8, 2^-7]

@@ -26,7 +26,8 @@ on the tokens that need it). In the last block only the class token's query,
 MLP and final norm are computed (the head reads only the class token).
 With ``fold_products`` each LayerNorm and the linear after it (qkv, fc1 or
 the fused MLP, the head) are one ``ops.layernorm_linear`` (3 rounds, costed
-under "norm"); a final norm before an average pool stays a LayerNorm.
+under "norm" in the blocks, under "head" for the final norm and the head); a
+final norm before an average pool stays a LayerNorm.
 """
 
 from __future__ import annotations
@@ -349,7 +350,7 @@ class SecureViT:
         ctx.layer = "head"
         if self._folds() and (token_pool or self.spec.norm_after_pool):
             f = t[:, 0] if token_pool else t[:, 1:].sum(dim=1).div(int(t.size(1)) - 1)
-            with ctx.section("norm"):  # the final norm and the head in 3 rounds
+            with ctx.section("head"):  # the final norm and the head in 3 rounds (costed as the head: costs.py reads it)
                 return ops.layernorm_linear(f, self.config.layernorm_eps, self._w("head.w_t"), self.params["head.b"])
         with ctx.section("norm"):
             f = self._norm(t[:, 0]) if token_pool else self._pool_avg(t)

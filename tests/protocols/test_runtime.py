@@ -82,10 +82,11 @@ def test_secure_folded_matches_plaintext(name: str) -> None:
     assert result["max_abs_logit_error"] < LOGIT_TOLERANCE, result["max_abs_logit_error"]
     if not pool:
         assert result["agreement"] >= 0.99, result["agreement"]
-    norm_rounds = result["per_op"].get("norm", {"rounds": 0})["rounds"]
+    rounds = {k: c["rounds"] for k, c in result["per_op"].items()}
     if model.spec.norm == "layernorm":  # 2 per block and the final one, 3 rounds each (was 5 + the linear's 1)
-        assert norm_rounds == 3 * (2 * model.spec.depth + 1), result["per_op"]
-        assert "head" not in result["per_op"] or pool == "avg"
+        final_norm = 3 if pool == "avg" else 0  # the norm of every token before the mean: a lone LayerNorm
+        assert rounds["norm"] == 3 * 2 * model.spec.depth + final_norm, rounds
+        assert rounds["head"] == (1 if pool == "avg" else 3), rounds  # folded: the final norm with the head
     else:
-        assert norm_rounds == 0
+        assert rounds.get("norm", 0) == 0 and rounds["head"] == 1
     assert sum(c["rounds"] for c in result["per_op"].values()) == result["rounds"]

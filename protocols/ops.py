@@ -10,7 +10,9 @@ small-ring circuit (``protocols.compare.ltz``: 6 rounds on 16 bits, 7 on
 of the iterative approximations configured in ``protocols.config``.
 
 Rounds per op at the defaults (fss) and with ``SecureConfig.circuits()``:
-LayerNorm 5 / 14 (15 before its last Newton step was folded), ReLU 1 / 7,
+LayerNorm 5 / 14 (15 before its last Newton step was folded; 3 with
+``fold_products``, and LayerNorm + the linear after it 3 instead of 6:
+``layernorm_linear``), ReLU 1 / 7,
 softmax's max over N 7 levels x 1 / 7 x 7 (N = 65), the reciprocal 4 / 10,
 GeLU 4 / 6, a linear layer 1 / 1 (with its weight's mask opened once at
 model load under fss: the activation's mask only).
@@ -304,7 +306,8 @@ LINEAR_QUANTISATION = 2.0**-6  # a bucket is linear only where x's resolution co
 
 
 @lru_cache(maxsize=None)
-def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int) -> tuple[list[int], list[int], list[int]]:
+def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int, extra_bits: int = 0,
+                window_bits: int = -1, slope_bits: int = SLOPE_BITS) -> tuple[list[int], list[int], list[int]]:
     """Per bucket k = 0 .. K (K = (hi - lo) per thresholds t_j = 2^(lo + j / per)): (A_k, M_k, S_k) of y = A + (M x) / 2^S.
 
     Bucket 0 is x < t_0 and bucket K is x >= t_(K-1) (to 2^hi); bucket k in
@@ -315,17 +318,27 @@ def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int) -> tuple[
     ``SLOPE_BITS`` significant bits. Where x's own resolution 2^-f times the
     slope would exceed ``LINEAR_QUANTISATION`` of f (the lowest octaves of
     1/x and 1/sqrt(x)), the bucket is a step at f of its geometric middle (M = 0).
+    x is at scale 2^frac_bits; y comes out at 2^(frac_bits + extra_bits) (A_k at
+    that scale, M_k / 2^S_k the slope times 2^extra_bits): ``layernorm_linear``
+    takes its 1/sqrt with 4 more bits than x has. ``window_bits`` t >= 0 fits
+    each line k >= 1 over [t_(k-1) - 2^(t - frac_bits), t_k] instead of its
+    bucket (the sign gate with t dropped bits may put x that far below t_(k-1)
+    into bucket k); ``slope_bits`` replaces ``SLOPE_BITS``. The defaults are the
+    table of ``reciprocal_nr`` and ``inv_sqrt_nr``.
     """
     f = START_FUNCTIONS[name]
     k_count = (hi - lo) * per
     edges = [2.0 ** (lo + j / per) for j in range(k_count)] + [2.0**hi]
     scale = 2**frac_bits
-    amps, mults, shifts = [int(round(f(2.0 ** (lo - 0.5 / per)) * scale))], [0], [0]
+    out = 2.0 ** (frac_bits + extra_bits)
+    amps, mults, shifts = [int(round(f(2.0 ** (lo - 0.5 / per)) * out))], [0], [0]
     for k in range(1, k_count + 1):
         a, b = edges[k - 1], edges[k]
+        if window_bits >= 0:  # the gate may put x up to 2^(window_bits - f) below t_(k-1) into bucket k
+            a = max(a - 2.0 ** (window_bits - frac_bits), a / 2)
         slope = (f(b) - f(a)) / (b - a)
         if abs(slope) / scale > LINEAR_QUANTISATION * min(abs(f(a)), abs(f(b))):
-            amps.append(int(round(f(math.sqrt(a * b)) * scale)))
+            amps.append(int(round(f(math.sqrt(a * b)) * out)))
             mults.append(0)
             shifts.append(0)
             continue
@@ -333,18 +346,25 @@ def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int) -> tuple[
         chord = f(a) + slope * (grid - a)
         delta = float((chord / f(grid) - 1).abs().max())
         shrink = 2.0 / (2.0 + delta)
-        intercept, slope = (f(a) - slope * a) * shrink, slope * shrink
-        shift = max(0, SLOPE_BITS - 1 - math.floor(math.log2(abs(slope))))
-        amps.append(int(round(intercept * scale)))
+        intercept, slope = (f(a) - slope * a) * shrink, slope * shrink * 2**extra_bits
+        shift = max(0, slope_bits - 1 - math.floor(math.log2(abs(slope))))
+        amps.append(int(round(intercept * out)))
         mults.append(int(round(slope * 2**shift)))
         shifts.append(shift)
     return amps, mults, shifts
 
 
-def range_start(x: MPCTensor, lo: int, hi: int, name: str) -> MPCTensor:
+def range_start(x: MPCTensor, lo: int, hi: int, name: str, per: int | None = None,
+                ring: tuple[int, int] | None = None, extra_bits: int = 0, fit_window: bool = False,
+                slope_bits: int = SLOPE_BITS) -> MPCTensor:
     """A start y0 ~ f(x) (f = 1/x or 1/sqrt(x), ``name``) for x in [2^lo, 2^hi] from ONE batched comparison.
 
-    Thresholds t_j = 2^(lo + j/p), p = ``range_per_octave``, j = 0 .. (hi - lo) p - 1.
+    Thresholds t_j = 2^(lo + j/p), p = ``per`` (default ``range_per_octave``), j = 0 .. (hi - lo) p - 1,
+    compared on ``ring`` (default ``range_compare``). The linear start can
+    come out with ``extra_bits`` more fraction bits than x (``start_table``),
+    fit each bucket's line over the gate's window below its lower threshold
+    (``fit_window``: 2^(t - f) for t dropped bits, see ``layernorm_linear``)
+    and keep ``slope_bits`` significant bits of each slope.
 
     * ``range_start = "linear"`` (needs ``comparison = "fss"``): the sign gate
       gives [x >= t_j] and x [x >= t_j] in its one round, so the bucket
@@ -362,23 +382,27 @@ def range_start(x: MPCTensor, lo: int, hi: int, name: str) -> MPCTensor:
     """
     cfg = current_config()
     kind, start, _ = effective()
-    per = cfg.range_per_octave
+    per = cfg.range_per_octave if per is None else per
+    ring = cfg.range_compare if ring is None else ring
     scale_bits = crypten.cfg.encoder.precision_bits
     exps = [lo + j / per for j in range((hi - lo) * per)]
     rank = comm.get().get_rank()
     view = (-1, *([1] * x.dim()))
     if kind == "fss" and start == "linear":
-        amps, mults, shifts = (torch.tensor(v, dtype=torch.long).view(view) for v in start_table(name, lo, hi, per, scale_bits))
-        ge, ge_x = sign.above(x, [2.0**e for e in exps], *cfg.range_compare, product=True)
+        table = start_table(name, lo, hi, per, scale_bits, extra_bits, ring[1] if fit_window else -1, slope_bits)
+        amps, mults, shifts = (torch.tensor(v, dtype=torch.long).view(view) for v in table)
+        ge, ge_x = sign.above(x, [2.0**e for e in exps], *ring, product=True)
         first = torch.full_like(ge[:1], 1 if rank == 0 else 0)
         ge = torch.cat([first, ge, torch.zeros_like(first)])
         ge_x = torch.cat([x._tensor.share.unsqueeze(0), ge_x, torch.zeros_like(first)])
         e, ex = ge[:-1] - ge[1:], ge_x[:-1] - ge_x[1:]
         share = (e * amps).sum(0) + (ex * mults).div(2**shifts, rounding_mode="trunc").sum(0)
-        return MPCTensor.from_shares(share, precision=scale_bits)
+        return MPCTensor.from_shares(share, precision=scale_bits + extra_bits)
+    if extra_bits or fit_window:
+        raise ValueError("extra_bits and fit_window need the linear start (comparison fss)")
     f = START_FUNCTIONS[name]
     if kind == "fss":
-        ge, _ = sign.above(x, [2.0**e for e in exps], *cfg.range_compare)
+        ge, _ = sign.above(x, [2.0**e for e in exps], *ring)
     else:
         ge = ltz(crypten.stack([float(2.0**k) - x for k in exps]), "range")._tensor.share  # (K, ...) 1 where x > t_j
     mids = [f(2.0 ** (lo + (j - 0.5) / per)) for j in range(len(exps) + 1)]
@@ -574,6 +598,37 @@ def thex_rows(s: MPCTensor, order: int, eps: float) -> MPCTensor:
 
 
 # -- norms and activations ---------------------------------------------------------
+LN_SLOPE_BITS = 14  # the fine start's slopes (11 bits added ~2e-4 to its error)
+
+
+def folds_layernorm() -> bool:
+    """Whether LayerNorm takes the fine start with no Newton step and folds 1/sigma into the next linear:
+    ``fold_products`` with the fss linear start in effect (otherwise, e.g. under TFP, today's ``layernorm``)."""
+    kind, start, _ = effective()
+    return current_config().fold_products and kind == "fss" and start == "linear"
+
+
+def _centred(x: MPCTensor) -> MPCTensor:
+    """xk = k (x - mean) over the last dim, k = ``ln_prescale``: local (a sum, a division by C, an integer multiple)."""
+    c = x.size(-1)
+    xc = x - _divide(x.sum(-1, keepdim=True), c)
+    return xc * current_config().ln_prescale  # integer multiple of a share: exact, no truncation
+
+
+def _fine_inv_sqrt(xk2: MPCTensor, eps: float) -> MPCTensor:
+    """y ~ 1 / sqrt(var' + k^2 eps) from the squares of xk (ONE round: the sign gate of the fine start).
+
+    y comes out at scale 2^(f + lower_bits) (``start_table``'s extra bits): y is
+    as small as 2^-7 at the top of ``ln_range``, where 2^-f would cost 2e-3 of
+    it. See ``layernorm_linear`` for the start's error.
+    """
+    cfg = current_config()
+    k = cfg.ln_prescale
+    v = _divide(xk2.sum(-1, keepdim=True), xk2.size(-1)) + eps * k**2
+    return range_start(v, *cfg.ln_range, "inv_sqrt", per=cfg.ln_per_octave, ring=cfg.ln_compare,
+                       extra_bits=cfg.lower_bits, fit_window=True, slope_bits=LN_SLOPE_BITS)
+
+
 def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
     """(x - mean) / sqrt(var + eps) over the last dim; gamma and beta are folded into the next linear.
 
@@ -585,8 +640,19 @@ def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
     LN = b (3 - c) / 2 (round C), which is xk times Newton's y (3 - v y^2) / 2
     without its own product. The square and b take xk lowered by ``lower_bits`` (``lower``).
     Rounds: 1 (square) + c(x) + 3 (iters - 1) + 3: 5 with the fss sign gate and 1 step (was 15).
+
+    With ``fold_products`` (and the fss linear start; ``folds_layernorm``) no
+    Newton step: the fine start y of ``layernorm_linear`` and one product
+    LN = lower(xk) y (y at 2^(f + lower_bits), xk at 2^(f - lower_bits): truncated
+    from 2^(2f), as the Newton form's output product). Rounds: 3 (square, gate,
+    product); used where no linear follows directly (``pool = "avg"`` before the mean).
     """
     cfg = current_config()
+    if folds_layernorm():
+        xk = _centred(x)
+        (xk2,) = run_one(square_steps([xk], lowered=True))
+        y = _fine_inv_sqrt(xk2, eps)
+        return beaver_products([("mul", lower(xk, cfg.lower_bits), y)])[0]
     c, k = x.size(-1), cfg.ln_prescale
     xc = x - _divide(x.sum(-1, keepdim=True), c)
     xk = xc * k  # integer multiple of a share: exact, no truncation
@@ -596,6 +662,77 @@ def layernorm(x: MPCTensor, eps: float) -> MPCTensor:
     a, b = beaver_products([("mul", v, y), ("mul", lower(xk, cfg.lower_bits), y)])
     (c3,) = beaver_products([("mul", a, y)])
     return beaver_products([("mul", b, (3.0 - c3).div(2))])[0]
+
+
+def layernorm_linear(x: MPCTensor, eps: float, weight_t: "MPCTensor | FixedWeight",
+                     bias: MPCTensor | None) -> MPCTensor:
+    """``linear(layernorm(x, eps), weight_t, bias)`` in 3 rounds (6 unfolded) with ``fold_products``.
+
+    Math: LN(x) W + b = y (xk W) + b with xk = k (x - mean) (local, k =
+    ``ln_prescale``) and y = 1 / sqrt(var' + k^2 eps), var' = mean(xk^2), a scalar per
+    row, so 1/sigma can be applied after the linear:
+
+    * round 1: xk^2 (``square_steps``) and z = xk W (``linear``'s form: xk
+      lowered by ``lower_bits``; a ``FixedWeight`` opens only xk's mask) share the round;
+    * round 2: y from ONE sign gate, no Newton step (``_fine_inv_sqrt``):
+      ``ln_per_octave`` = 8 linear pieces per octave of v = var' + k^2 eps over
+      ``ln_range`` = [2^-8, 2^14] (var in [2^-12, 2^10] at k = 4) on ring ``ln_compare``;
+    * round 3: one Beaver "mul" of y (rows, 1) by lower(z) (rows, out), broadcast
+      (the triple is a (rows, 1), b (rows, out), c = a b), plus the bias.
+
+    The start's error (each bucket's chord scaled by 2 / (2 + delta), slopes
+    with 14 significant bits, y at 2^-(f + lower_bits); measured on the ring
+    values of v, every gate offset below: ``test_ops.test_fine_start_table_error``):
+    relative 3.7e-4 to 4.2e-4 over v in [2^-5, 2^12] (the chords' own bound
+    is delta / (2 + delta) = 3.5e-4; 11-bit slopes gave 5.6e-4), 4.4e-4 and
+    5.4e-4 in the top two octaves (y's own resolution 2^-20 there).
+    The gate's window: with t dropped bits the gate compares x + r_lo with
+    each threshold, r_lo < 2^(t - f) the mask's low bits (one r_lo for all
+    thresholds of a value, so the bits stay monotone: ``protocols.sign``), so a
+    value within 2^(t - f) below t_j takes a line of a bucket above its own.
+    That costs little where buckets are wider than the window: each scaled
+    chord is within delta / (2 + delta) of f at both its ends, so neighbouring
+    lines nearly meet, and a line followed a distance h past its end adds only
+    f'' h (h + width) / 2. Each line is therefore fitted over
+    [t_(j-1) - 2^(t - f), t_j] (``start_table``'s window), which also covers the
+    narrow buckets at the bottom. Measured with ``ln_compare`` (28, 4) (window
+    2^-12): 4.2e-4 for v in [2^-5, 2^-4], 4.9e-4 in [2^-6, 2^-5], 6.5e-4 in
+    [2^-7, 2^-6], 1.1e-3 in [2^-8, 2^-7] (fitted over the bucket alone: 6.0e-4,
+    8.2e-4, 1.5e-3, 3.1e-3). With (26, 6) (window 2^-10, buckets narrower than
+    it below v = 2^-6.5): 6.5e-4, 1.1e-3, 2.1e-3, 5.9e-3 (unfitted 1.6e-3,
+    3.3e-3, 7.6e-3, 2.0e-2); at and above 2^-2 the window makes no difference.
+    At k = 4, v = 16 var + 1.6e-4: var = 1e-2 is v = 2^-2.6, var = 4e-4 is 2^-7.2.
+    Below 2^-8 (var < 2.4e-4: a nearly constant row) y is bucket 0's constant;
+    above 2^14 (var > 1024) the last line goes on, below 1/sqrt(v) (1.3 % at
+    v = 1.13 2^14): unlike the Newton form, nothing corrects it.
+
+    Truncation safety (local truncation fails with probability |value| / 2^64 per
+    element in ring units, ``_rescale``): z = xk W is k sigma times the
+    unfolded linear's output LN(x) W, truncated from the same 2^(2f - 4), so it
+    fails k sigma times as often (|z| 2^-36 per element); the last product is
+    truncated from 2^(2f) (y at 2^(f + 4), z lowered to 2^(f - 4)): |LN(x) W| 2^-32
+    per element, as the unfolded LayerNorm's own last product (|LN(x)| 2^-32).
+    The split of those 2f bits: y's 2^-(f + 4) matters at large var (y = 1/(4 sigma)
+    down to 2^-7), z's 2^-(f - 4) at small var (z = 4 sigma LN(x) W); the start's own
+    per-row truncation (x e_k) M_k / 2^S_k is of v 2^f M_k < v 2^30: 2^-20 per row at v = 2^14.
+    The gate's keys: ``ln_compare`` (28, 4) has 27 DCF levels, 111 words per row and party.
+    Without ``folds_layernorm`` (TFP, or ``fold_products`` False): the unfolded ops.
+    """
+    if not folds_layernorm():
+        return linear(layernorm(x, eps), weight_t, bias)
+    bits = current_config().lower_bits
+    *lead, cin = x.size()
+    xk = _centred(x).reshape(-1, cin)
+    xl = lower(xk, bits)  # both the square's and the linear's operand (square_steps' lowered=True is this)
+    if isinstance(weight_t, FixedWeight):
+        (xk2,), z = run(square_steps([xl]), fixed_linear_steps(xl, weight_t))
+    else:
+        (xk2,), (z,) = run(square_steps([xl]), beaver_steps([("matmul", xl, weight_t)]))
+    y = _fine_inv_sqrt(xk2, eps)  # (rows, 1)
+    (out,) = beaver_products([("mul", y, lower(z, bits))])
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*lead, out.size(-1))
 
 
 def gelu_erf(x: MPCTensor) -> MPCTensor:

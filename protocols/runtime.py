@@ -24,6 +24,10 @@ kind's normalisation batched over its heads, ONE round for every
 ``P V`` / ``Q (K^T V)``, the projection, LayerNorm, the MLP (activation only
 on the tokens that need it). In the last block only the class token's query,
 MLP and final norm are computed (the head reads only the class token).
+With ``fold_products`` each LayerNorm and the linear after it (qkv, fc1 or
+the fused MLP, the head) are one ``ops.layernorm_linear`` (3 rounds, costed
+under "norm" in the blocks, under "head" for the final norm and the head); a
+final norm before an average pool stays a LayerNorm.
 """
 
 from __future__ import annotations
@@ -344,6 +348,10 @@ class SecureViT:
             ctx.layer = f"layer{l}"
             t = self._block(t, l, ctx, cls_only=token_pool and l == self.spec.depth - 1)
         ctx.layer = "head"
+        if self._folds() and (token_pool or self.spec.norm_after_pool):
+            f = t[:, 0] if token_pool else t[:, 1:].sum(dim=1).div(int(t.size(1)) - 1)
+            with ctx.section("head"):  # the final norm and the head in 3 rounds (costed as the head: costs.py reads it)
+                return ops.layernorm_linear(f, self.config.layernorm_eps, self._w("head.w_t"), self.params["head.b"])
         with ctx.section("norm"):
             f = self._norm(t[:, 0]) if token_pool else self._pool_avg(t)
         with ctx.section("head"):
@@ -373,20 +381,30 @@ class SecureViT:
             return x
         return ops.layernorm(x, self.config.layernorm_eps)
 
-    def _block(self, x: MPCTensor, l: int, ctx: _Ctx, cls_only: bool) -> MPCTensor:
-        p = self.params
+    def _folds(self) -> bool:
+        """Whether each LayerNorm folds its 1/sigma into the linear after it (``ops.layernorm_linear``)."""
+        return self.spec.norm == "layernorm" and ops.folds_layernorm()
+
+    def _norm_linear(self, x: MPCTensor, name: str, ctx: _Ctx) -> MPCTensor:
+        """linear ``name`` (weight and bias) of the norm of x: 3 rounds folded (section "norm"), else norm, then linear."""
+        w, b = self._w(f"{name}.w_t"), self.params[f"{name}.b"]
+        if self._folds():
+            with ctx.section("norm"):
+                return ops.layernorm_linear(x, self.config.layernorm_eps, w, b)
         with ctx.section("norm"):
             h = self._norm(x)
         with ctx.section("linear"):
-            qkv = ops.linear(h, self._w(f"b{l}.qkv.w_t"), p[f"b{l}.qkv.b"])  # (B, N, 3C)
+            return ops.linear(h, w, b)
+
+    def _block(self, x: MPCTensor, l: int, ctx: _Ctx, cls_only: bool) -> MPCTensor:
+        p = self.params
+        qkv = self._norm_linear(x, f"b{l}.qkv", ctx)  # (B, N, 3C)
         o = self._attention(qkv, l, ctx, cls_only)  # (B, Nq, C)
         if cls_only:
             x = x[:, :1]
         with ctx.section("linear"):
             x = x + ops.linear(o, self._w(f"b{l}.proj.w_t"), p[f"b{l}.proj.b"])
-        with ctx.section("norm"):
-            h = self._norm(x)
-        return x + self._mlp(h, l, ctx, cls_only)
+        return x + self._mlp(x, l, ctx, cls_only)
 
     def _attention(self, qkv: MPCTensor, l: int, ctx: _Ctx, cls_only: bool) -> MPCTensor:
         s = self.spec
@@ -427,13 +445,12 @@ class SecureViT:
             return ops.thex_rows(sc, s.thex_order, s.relu_eps)
         raise ValueError(f"unknown attention kind {kind!r}")
 
-    def _mlp(self, h: MPCTensor, l: int, ctx: _Ctx, cls_only: bool) -> MPCTensor:
+    def _mlp(self, x: MPCTensor, l: int, ctx: _Ctx, cls_only: bool) -> MPCTensor:
+        """The MLP of the norm of x (the norm runs here, with the first linear: ``_norm_linear``)."""
         p, s = self.params, self.spec
         if s.mlp_is_linear(l):
-            with ctx.section("linear"):
-                return ops.linear(h, self._w(f"b{l}.fused.w_t"), p[f"b{l}.fused.b"])
-        with ctx.section("linear"):
-            u = ops.linear(h, self._w(f"b{l}.fc1.w_t"), p[f"b{l}.fc1.b"])  # (B, n, M)
+            return self._norm_linear(x, f"b{l}.fused", ctx)
+        u = self._norm_linear(x, f"b{l}.fc1", ctx)  # (B, n, M)
         kind = s.act[l]
         toks = s.tokens_with_act(l)
         n = int(u.size(1))

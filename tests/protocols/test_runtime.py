@@ -55,3 +55,38 @@ def test_secure_matches_plaintext(name: str) -> None:
     assert result["rounds"] == result["per_batch"]["rounds"]  # one forward
     assert result["provider"] == provider and (result["dealer_bytes"] > 0) == (provider == "dealer")
     assert sum(c["rounds"] for c in result["per_op"].values()) == result["rounds"]
+
+
+FOLDED = ["vit_2_4_8", "mpcvitplus_tokens_2_4_8", "vit_2_4_8-avg", "vit_2_4_8-avg-fc_norm", "thex_2_4_8"]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", FOLDED)
+def test_secure_folded_matches_plaintext(name: str) -> None:
+    """``fold_products``: every LayerNorm and the linear after it (qkv, fc1 or the fused MLP, the head) in 3 rounds.
+
+    ``pool = "avg"`` (the final norm on every token, then the mean: unfolded, the fine start, 3 rounds; or
+    ``-fc_norm``: the norm of the mean, folded into the head) uses vit_2_4_8's weights as they are, so only the
+    logits are compared. THE-X's affine norm has no LayerNorm: nothing to fold.
+    """
+    base, _, pool = name.partition("-")
+    if pool:
+        model = create_model(base, pool="avg", norm_after_pool=pool == "avg-fc_norm")
+        model.load_state_dict(trained(base).state_dict())
+        model.eval()
+    else:
+        model = _model(name)
+    x, y = digits("test")
+    config = DEFAULT_CONFIG.with_(fold_products=True)
+    result = evaluate_private(model, meta(), x, y, batch_size=len(x), config=config, timeout=500)
+    assert result["max_abs_logit_error"] < LOGIT_TOLERANCE, result["max_abs_logit_error"]
+    if not pool:
+        assert result["agreement"] >= 0.99, result["agreement"]
+    rounds = {k: c["rounds"] for k, c in result["per_op"].items()}
+    if model.spec.norm == "layernorm":  # 2 per block and the final one, 3 rounds each (was 5 + the linear's 1)
+        final_norm = 3 if pool == "avg" else 0  # the norm of every token before the mean: a lone LayerNorm
+        assert rounds["norm"] == 3 * 2 * model.spec.depth + final_norm, rounds
+        assert rounds["head"] == (1 if pool == "avg" else 3), rounds  # folded: the final norm with the head
+    else:
+        assert rounds.get("norm", 0) == 0 and rounds["head"] == 1
+    assert sum(c["rounds"] for c in result["per_op"].values()) == result["rounds"]

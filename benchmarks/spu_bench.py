@@ -87,7 +87,8 @@ def spu_costs(doc: dict[str, Any]) -> dict[str, Any]:
 
 def our_rows(arch: str) -> dict[tuple[str, str], dict[str, Any]]:
     doc = json.loads(OURS[arch].read_text())
-    return {(r["model"], r["network"]): r for r in doc["results"] if r["batch"] == 1}
+    return {(r["model"], r["network"]): r for r in doc["results"]
+            if r["batch"] == 1 and r.get("protocols") in (None, "fss")}  # the default runtime's rows (not fss1's)
 
 
 def compare_arch(arch: str, models: tuple[str, ...], mus: tuple[float, ...], measure: tuple[str, ...],

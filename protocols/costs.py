@@ -12,9 +12,11 @@ costs of layer 0 (a full layer) are read per op kind:
 * ``attention-matmul`` (per layer): the 2 rounds of the batched Q K^T / K^T V and P V products;
 * ``activation-<kind>`` (per layer, all tokens; ``bytes`` / ``seconds`` scale with the
   fraction of tokens that keep the activation);
-* ``norm-layernorm`` (per layer: the two norms of a block; ``norm-affine`` is free),
-  ``linear`` (qkv, proj, fc1, fc2), ``linear-fused`` (qkv, proj, fused MLP), ``embed``, ``head``,
-  ``norm-final`` (the final LayerNorm of the class token).
+* ``norm-layernorm`` (per layer: the two norms of a block, and with ``fold_products`` the qkv and fc1
+  linears folded into them; ``norm-affine`` is free), ``linear`` (what is left: proj, fc2; without
+  the fold qkv, proj, fc1, fc2), ``linear-affine`` (an affine-norm model's four linears),
+  ``linear-fused`` (qkv, proj, fused MLP, less what the norms took), ``embed``, ``head`` (with the
+  fold, the final norm too), ``norm-final`` (the final LayerNorm of the class token where unfolded).
 
 ``estimate(spec, network)`` sums them for an ``ArchSpec``:
 ``latency = seconds + rounds * RTT + bytes_sent / bandwidth`` where
@@ -99,7 +101,10 @@ def estimate(spec: ArchSpec, network: str | Network = "wan", table: dict[str, An
         add(e["attention-matmul"])
         if spec.norm == "layernorm":
             add(e["norm-layernorm"])
-        add(e["linear-fused" if spec.mlp_is_linear(l) else "linear"])
+        if spec.mlp_is_linear(l):
+            add(e["linear-fused"])
+        else:
+            add(e["linear-affine"] if spec.norm == "affine" and "linear-affine" in e else e["linear"])
         for kind, count in _count(spec.attn[l]).items():
             entry = e[f"attention-{kind}"]
             rounds += entry["rounds"]
@@ -167,7 +172,10 @@ def _entries(specs: list[ArchSpec], reports: list[dict[str, Any]]) -> dict[str, 
                                   "seconds": (att["seconds"] + mm["seconds"]) / H}
         e["attention-matmul"] = {"per": "layer", "rounds": mm["rounds"], "bytes": 0, "seconds": 0.0}
         lin = dict(get(rep, "layer0/linear"), per="layer")
-        e["linear-fused" if act == "identity" else "linear"] = lin
+        if act == "identity":
+            e["linear-fused"] = lin
+        else:  # with a LayerNorm (folded) qkv and fc1 are costed in the norm: the affine model's linear has all four
+            e["linear-affine" if spec.norm == "affine" else "linear"] = lin
         if act != "identity":
             e[f"activation-{act}"] = dict(get(rep, f"layer0/activation-{act}"), per="layer")
         if spec.norm == "layernorm":

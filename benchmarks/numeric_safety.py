@@ -163,7 +163,7 @@ def ranges_for(ckpt: Path, batch: int = 500, limit: int | None = None) -> dict[s
     from mpcvit.data import load_dataset
     from mpcvit.models.vit import head_groups
     from protocols.config import DEFAULT_CONFIG as cfg
-    from protocols.ops import GELU_T
+    from protocols.ops import GELU_T, SPLINE_KNOTS
 
     model, meta = load_checkpoint(ckpt)
     model = model.double().eval()
@@ -183,6 +183,10 @@ def ranges_for(ckpt: Path, batch: int = 500, limit: int | None = None) -> dict[s
         var = x.var(-1, unbiased=False) * k2 + cfg.layernorm_eps * k2
         lo, hi = cfg.inv_sqrt_range
         site("inv_sqrt start (LayerNorm var * ln_prescale^2)", cfg.range_compare).add(_range_inputs(var, lo, hi, per), var)
+        if cfg.fold_products:  # the default runtime's fine start: its own domain, thresholds and ring
+            lo, hi = cfg.ln_range
+            site("LayerNorm fine start (var * ln_prescale^2)", cfg.ln_compare).add(
+                _range_inputs(var, lo, hi, cfg.ln_per_octave), var)
 
     def recip(name: str, x: torch.Tensor, lo: int, hi: int) -> None:
         site(f"reciprocal start ({name})", cfg.range_compare).add(_range_inputs(x, lo, hi, per), x)
@@ -200,6 +204,7 @@ def ranges_for(ckpt: Path, batch: int = 500, limit: int | None = None) -> dict[s
                     s = q[:, idx] @ kk[:, idx].transpose(-2, -1) * spec.head_dim**-0.5
                     if kind == "softmax":
                         site("softmax max tree (score differences)", cfg.relu_compare).add(_max_tree_diffs(s))
+                        site("softmax max tree, default ring (score differences)", cfg.max_compare).add(_max_tree_diffs(s))
                         x = s - s.amax(-1, keepdim=True)
                         site(f"softmax exp input (x >= -2^{cfg.exp_iterations + 1})", None).add(x.reshape(-1))
                         hi = max(2, math.ceil(math.log2(N)) + 1)
@@ -225,6 +230,9 @@ def ranges_for(ckpt: Path, batch: int = 500, limit: int | None = None) -> dict[s
                     site("GeLU range test (4 - x, x + 4)", cfg.gelu_compare).add(test.reshape(-1), ha.reshape(-1))
                     gate = torch.stack([ha, ha - GELU_T, ha + GELU_T])  # the fss GeLU's shifts 0, 4, -4
                     site("GeLU sign gate (x, x - 4, x + 4)", cfg.gelu_gate).add(gate.reshape(-1), ha.reshape(-1))
+                    knots = torch.tensor(SPLINE_KNOTS, dtype=ha.dtype).view(-1, *([1] * ha.dim()))
+                    site("GeLU spline gate (x - knots)", cfg.gelu_spline_gate).add((ha.unsqueeze(0) - knots).reshape(-1),
+                                                                                 ha.reshape(-1))
                 elif spec.act[l] == "relu":
                     site("ReLU activation", cfg.relu_compare).add(ha.reshape(-1))
                 t = t + blk.mlp(blk.norm2(t))
@@ -259,6 +267,7 @@ def run_ranges(limit: int | None, scope: dict[str, Any] = SCOPE) -> dict[str, An
     cert = {k: max((m.get("certified", {}).get(k, 0.0) for m in models.values()), default=0.0)
             for k in ("gelu_input", "attention_score")}
     return {"rings": {"gelu": list(cfg.gelu_compare), "gelu_gate": list(cfg.gelu_gate), "relu": list(cfg.relu_compare),
+                      "gelu_spline_gate": list(cfg.gelu_spline_gate), "max": list(cfg.max_compare), "ln": list(cfg.ln_compare),
                       "range": list(cfg.range_compare)},
             "worst": worst, "certified_worst": cert, "models": models}
 

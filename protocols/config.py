@@ -72,8 +72,11 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   reciprocal's domain grows by the matching octaves (``ops.softmax_sum_octaves``).
 * ``fold_products = True``: the product with a reciprocal is folded into
   Goldschmidt's steps (``ops.times_reciprocal``: one round less per attention
-  normalisation); softmax's reciprocal, whose sum lies in the linear start's
-  range, takes one step instead of two (relative error 4.8e-4).
+  normalisation) where the tensor has at most ``fold_max_values`` = 2^17
+  values (``ops.folds``: each step then opens it once more, which a round on
+  the WAN link is worth only below about 1 MB); softmax's reciprocal, whose
+  sum lies in the linear start's range, takes one step instead of two
+  (relative error 4.8e-4), folded or not.
   LayerNorm takes a fine start with no Newton step, ``ln_per_octave = 8``
   linear pieces per octave of var' + k^2 eps over ``ln_range`` = [2^-8, 2^14]
   (var in [2^-12, 2^10]) on the gate ring ``ln_compare`` (28, 4), within
@@ -186,6 +189,7 @@ class SecureConfig:
     exp_offsets: bool = True  # softmax's exp squares v - c, not v (False: CrypTen's exp)
     gelu_spline_gate: tuple[int, int] = (10, 14)  # the spline GeLU's gate: 9 DCF levels, valid for |x - knot| <= 128 - 2^-2
     max_compare: tuple[int, int] = (11, 14)  # softmax's max tree: 10 DCF levels, valid for |a - b| <= 256 - 2^-2
+    fold_max_values: int = 1 << 17  # fold a reciprocal's product only into tensors of at most this many values
     fold_products: bool = True  # LayerNorm's 1/sigma into the next linear, the reciprocal's product into Goldschmidt
     ln_per_octave: int = 8  # thresholds per octave of LayerNorm's 1/sqrt start (fold_products: no Newton step)
     ln_range: tuple[int, int] = (-8, 14)  # log2 of the domain of that start (var * ln_prescale^2)
@@ -194,8 +198,8 @@ class SecureConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.precision_bits <= 24:
             raise ValueError(f"precision_bits must be in 8..24, got {self.precision_bits}")
-        if self.fss_max_values < 0:
-            raise ValueError(f"fss_max_values must be >= 0, got {self.fss_max_values}")
+        if self.fss_max_values < 0 or self.fold_max_values < 0:
+            raise ValueError(f"fss_max_values and fold_max_values must be >= 0, got {self.fss_max_values}, {self.fold_max_values}")
         if not 0 <= self.inv_sqrt_iters <= 32:
             raise ValueError(f"inv_sqrt_iters must be in 0..32 (0: automatic), got {self.inv_sqrt_iters}")
         for name in ("exp_iterations", "reciprocal_iters", "erf_iterations", "ln_prescale",

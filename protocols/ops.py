@@ -459,8 +459,24 @@ def softmax_rows(s: MPCTensor) -> MPCTensor:
     n = int(s.size(-1))
     cfg = current_config()
     if cfg.fold_products and effective()[1] == "linear":  # the sum lies in [1, n e^shortfall]: the linear start's part
-        return times_reciprocal(e, e.sum(-1, keepdim=True), lo=-1, hi=softmax_sum_octaves(n), iters=1)
+        if folds(e):
+            return times_reciprocal(e, e.sum(-1, keepdim=True), lo=-1, hi=softmax_sum_octaves(n), iters=1)
+        return e * reciprocal_nr(e.sum(-1, keepdim=True), lo=-1, hi=softmax_sum_octaves(n), iters=1)
     return e * reciprocal_nr(e.sum(-1, keepdim=True), lo=-1, hi=softmax_sum_octaves(n), iters=cfg.reciprocal_iters)
+
+
+def folds(num: MPCTensor) -> bool:
+    """Whether a reciprocal's product with ``num`` is folded into Goldschmidt's steps (``times_reciprocal``).
+
+    Folding saves a round but opens a num-sized tensor once more per step; a
+    round is worth about 1 MB on the WAN link (20 ms at 400 Mbit/s) and far
+    less on a LAN, so only tensors of at most ``fold_max_values`` values
+    (2^17: 1 MiB per opening) fold: every attention of the 7_4_32 shape (at
+    most 16,900 scores per call), none of the 257-token shape's (792,588).
+    A shape-only rule, the same on both parties.
+    """
+    cfg = current_config()
+    return cfg.fold_products and num.nelement() <= cfg.fold_max_values
 
 
 def times_reciprocal(num: MPCTensor, den: MPCTensor, lo: int, hi: int, iters: int) -> MPCTensor:
@@ -545,7 +561,7 @@ def times_reciprocal_positive(num: MPCTensor, x: MPCTensor, scale: float = 1.0) 
     """num / x for x > 0 in [2^lo scale, 2^hi scale] (config: reciprocal_*): folded (``times_reciprocal``) when
     ``fold_products``, else ``num * reciprocal_positive(x, scale)``. Rounds: c(x) + 1 + iters (+ 1 unfolded)."""
     cfg = current_config()
-    if not cfg.fold_products:
+    if not folds(num):
         return num * reciprocal_positive(x, scale)
     lo, hi = cfg.reciprocal_range
     if scale == 1.0:

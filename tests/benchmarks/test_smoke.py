@@ -54,6 +54,10 @@ class Smoke:
 SMOKE: dict[str, Smoke] = {
     "agreement": Smoke(("-m", "benchmarks.agreement", "--smoke", "--out", "{tmp}/agreement.json"),
                        ("agreement.json", "agreement.md")),
+    "before_after": Smoke(("-m", "benchmarks.before_after", "{tmp}/before.json", "{tmp}/after.json", "--out", "{tmp}/ba.md"),
+                          ("ba.md",), lambda tmp: (_copy("results/bench/before/results.json", "before.json")(tmp),
+                                                    _copy("results/bench/results.json", "after.json")(tmp)),
+                          in_process=True),
     "bench": Smoke(("-m", "benchmarks.bench", "{tmp}/bench"), ("bench/results.md",),
                    _copy("results/bench/results.json", "bench/results.json"),
                    "re-renders a committed run; a fresh run (mpcvit bench --quick) is tests/benchmarks/test_bench.py's", True),

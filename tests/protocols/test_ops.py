@@ -217,3 +217,36 @@ def test_fine_start_table_error() -> None:
         worst = torch.maximum(worst, (y * x.sqrt() - 1).abs())
     assert float(worst[x >= 2.0**-5].max()) < 6e-4  # measured 5.4e-4 (the top octave), 4.2e-4 below 2^12
     assert float(worst.max()) < 1.5e-3  # measured 1.1e-3 in [2^-8, 2^-7]
+
+
+def _fold_party(rank: int, master_key: bytes, fold_max: int) -> dict[str, float]:
+    from protocols.config import DEFAULT_CONFIG, apply_config
+
+    apply_config(DEFAULT_CONFIG.with_(fold_max_values=fold_max))
+    return run_with_dealer(rank, master_key, _fold_program)[0]
+
+
+def _fold_program() -> dict[str, float]:
+    from protocols import ops
+    from protocols.crypten_compat import crypten
+
+    import crypten.communicator as comm
+
+    crypten.cfg.communicator.verbose = True
+    s = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(1)) * 3
+    out: dict[str, float] = {}
+    es = crypten.cryptensor(s, src=0)
+    comm.get().reset_communication_stats()
+    got = ops.softmax_rows(es)
+    out["rounds"] = comm.get().get_communication_stats()["rounds"]
+    out["error"] = float((got.get_plain_text() - s.softmax(-1)).abs().max())
+    return out
+
+
+@pytest.mark.parametrize("fold_max, rounds", [(10_000, 4 + 8 + 3), (100, 4 + 8 + 4)])
+def test_softmax_folds_only_small_tensors(fold_max: int, rounds: int) -> None:
+    """486 scores: folded into the one Goldschmidt step under fold_max_values (3 rounds for 1/sum and the product),
+    else the product after it (4); the same values either way."""
+    out, _ = run_two_party(_fold_party, new_key(), fold_max, timeout=240)
+    assert out["rounds"] == rounds
+    assert out["error"] < 1e-2

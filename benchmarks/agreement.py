@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(args.out.read_text())
         if old.get("images") == args.images:
             doc["results"] = old.get("results", [])
+            # runs with other runtimes add their columns; fss1 (the earlier runtime) first
+            seen = {r["runtime"] for r in doc["results"]} | set(runtimes)
+            doc["runtimes"] = [r for r in ("fss1", "fss", "circuits") if r in seen]
+            doc["command"] = "; ".join(dict.fromkeys([*old.get("command", "").split("; "), command]))
     done = {(r["checkpoint"], r["runtime"]) for r in doc["results"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     jobs = [(c, rt) for c in todo for rt in runtimes if (c.name, rt) not in done]

@@ -2,8 +2,8 @@
 # The whole-cost measurements, in one sitting, one after the other (timed runs first, so nothing else shares the
 # CPUs with them): the 7_4_32 benchmark of this runtime (fss) beside the runtime before it (fss1), the same
 # benchmark in a checkout of the main before the work (OLD), SPU at its best setting beside ours, the service's
-# load benchmark in OLD and here, 9_12_64, ViT-B/16 measured whole, the agreement runs, the cost table, and SPU's
-# erf setting. Every step is skipped when its marker exists (runs/whole_cost/), so re-running resumes.
+# load benchmark in OLD and here, 9_12_64, ViT-B/16 measured whole, SPU's erf setting, the cost table, and the
+# agreement runs. Every step is skipped when its marker exists (runs/whole_cost/), so re-running resumes.
 # usage: bash results/run_whole_cost_queue.sh OLD_CHECKOUT   (a checkout of the earlier main with the same .venv)
 # Progress: runs/whole_cost/progress.log
 set -uo pipefail
@@ -34,7 +34,9 @@ step load_new $PY benchmarks/load_bench.py --shape 7_4_32 --mu 0.1 --network wan
 step bench_9_12_64 $PY -m mpcvit bench --models mpcformer,mpcvit --mu 0.1 --arch 9_12_64 --network lan,wan --batch 1 \
   --transport grpc --repeats 1 --wan-repeats 1 --warmup 0 --protocols fss1,fss --out results/bench/9_12_64
 step vit_b16 $PY benchmarks/large_vit.py --model vit_base_patch16_224 --measure-depth 0 --timeout 3000 --out results/bench/vit_b16_whole
-step agreement $PY -m benchmarks.agreement --runtimes fss1,fss --images 2000 --out results/agreement/agreement.json
-step cost_table $PY -m protocols.costs --out results/cost_table.json
 step spu_7_4_32_erf $PY -m benchmarks.spu_bench --arch 7_4_32 --gelu erf --out results/spu
+step cost_table $PY -m protocols.costs --out results/cost_table.json
+# the agreement runs last (no timing in them): the default runtime on every checkpoint first, then the earlier one
+step agreement_fss $PY -m benchmarks.agreement --runtimes fss --images 2000 --out results/agreement/agreement.json
+step agreement_fss1 $PY -m benchmarks.agreement --runtimes fss1 --images 2000 --out results/agreement/agreement.json
 log "queue finished"

@@ -14,10 +14,10 @@ EPILOG = """\
 Quick mode (CI): mpcvit bench --quick --out runs/bench-quick  (2_4_8 shape, every model, one repeat,
 inprocess transport, no shaping; well under a minute).
 
-Full mode, the committed run (results/bench/):
+Full mode, the committed run (results/bench/), the runtime before the whole-cost work beside today's:
   mpcvit bench --models vit,mpcformer,thex,relu,scale,mpcvit,mpcvitplus --arch 7_4_32 --network lan,wan \\
-      --batch 1 --transport grpc --repeats 3 --wan-repeats 2 --out results/bench
-took 6 minutes on a quiet 2-core machine (WAN: 250-850 rounds x 20 ms one-way per inference),
+      --batch 1 --transport grpc --repeats 3 --wan-repeats 2 --warmup 1 --protocols fss1,fss --out results/bench
+took 5 minutes on a 2-core machine at load ~2 (WAN: 90-290 rounds x 20 ms one-way per inference),
 and batch 8 (measured on LAN, predicted on WAN with --wan-max-batch 1) is a separate run:
   mpcvit bench --models vit,mpcformer,thex,mpcvit,mpcvitplus --arch 7_4_32 --network lan,wan --batch 8 \\
       --wan-max-batch 1 --transport grpc --repeats 2 --out results/bench/batch8

@@ -219,14 +219,14 @@ def test_fine_start_table_error() -> None:
     assert float(worst.max()) < 1.5e-3  # measured 1.1e-3 in [2^-8, 2^-7]
 
 
-def _fold_party(rank: int, master_key: bytes, fold_max: int) -> dict[str, float]:
+def _softmax_fold_party(rank: int, master_key: bytes, fold_max: int) -> dict[str, float]:
     from protocols.config import DEFAULT_CONFIG, apply_config
 
     apply_config(DEFAULT_CONFIG.with_(fold_max_values=fold_max))
-    return run_with_dealer(rank, master_key, _fold_program)[0]
+    return run_with_dealer(rank, master_key, _softmax_fold_program)[0]
 
 
-def _fold_program() -> dict[str, float]:
+def _softmax_fold_program() -> dict[str, float]:
     from protocols import ops
     from protocols.crypten_compat import crypten
 
@@ -247,6 +247,6 @@ def _fold_program() -> dict[str, float]:
 def test_softmax_folds_only_small_tensors(fold_max: int, rounds: int) -> None:
     """486 scores: folded into the one Goldschmidt step under fold_max_values (3 rounds for 1/sum and the product),
     else the product after it (4); the same values either way."""
-    out, _ = run_two_party(_fold_party, new_key(), fold_max, timeout=240)
+    out, _ = run_two_party(_softmax_fold_party, new_key(), fold_max, timeout=240)
     assert out["rounds"] == rounds
     assert out["error"] < 1e-2

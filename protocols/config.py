@@ -63,7 +63,7 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   |x| <= 122.25: 8.7x the largest GeLU input of the committed checkpoints)
   and x^2 squared beside it, then one product (``ops.gelu_spline``): 2
   rounds, 4 ring elements per value, 82 words of dealer material per value
-  (192 for "fss"); max error 8.7e-4 on [-8, 8] and out to +-122.
+  (196 for "fss"); max error 8.7e-4 on [-8, 8] and out to +-122.
 * ``max_compare = (11, 14)``: softmax's max tree on 10 DCF levels (ReLU's ring
   has 19): valid for differences up to 256 - 2^-2 (the certified bound of the
   committed LayerNorm models' score differences is 246), and a level may keep

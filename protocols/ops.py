@@ -992,7 +992,7 @@ def gelu_spline(x: MPCTensor) -> MPCTensor:
 
     Dealer material per value: one DCF key pair of 9 levels with payload 2
     (39 words per party), party 0's corrections of [m], [m r], r'^2 and the
-    product's c (4 words): 82 words (656 bytes), against 198 words for
+    product's c (4 words): 82 words (656 bytes), against 196 words for
     ``gelu_fss`` on (24, 6) with its products.
     """
     rank = comm.get().get_rank()

@@ -424,13 +424,17 @@ def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 2) -> 
     0.19 -> 0.036 -> 1.3e-3 -> 1.7e-6. Rounds: c(x) + 1 + iters.
     """
     y = range_start(x, lo, hi, "reciprocal")
-    e = 1.0 - x * y
+    return _goldschmidt(y, 1.0 - x * y, iters)
+
+
+def _goldschmidt(p: MPCTensor, e: MPCTensor, iters: int) -> MPCTensor:
+    """p (1 + e)(1 + e^2) ... (1 + e^(2^(iters-1))): per step p <- p (1 + e) and e <- e^2 in one round (no e^2 in the last)."""
     for i in range(iters):
         if i == iters - 1:
-            (y,) = beaver_products([("mul", y, e + 1.0)])
+            (p,) = beaver_products([("mul", p, e + 1.0)])
         else:
-            y, e = beaver_products([("mul", y, e + 1.0), ("mul", e, e)])
-    return y
+            p, e = beaver_products([("mul", p, e + 1.0), ("mul", e, e)])
+    return p
 
 
 def inv_sqrt_nr(x: MPCTensor, lo: int = -14, hi: int = 14, iters: int = 2) -> MPCTensor:
@@ -494,14 +498,8 @@ def times_reciprocal(num: MPCTensor, den: MPCTensor, lo: int, hi: int, iters: in
     opens num-sized tensors where ``reciprocal_nr`` opens den-sized ones.
     """
     y = range_start(den, lo, hi, "reciprocal")
-    p, e = beaver_products([("mul", num, y), ("mul", den, y)])
-    e = 1.0 - e
-    for i in range(iters):
-        if i == iters - 1:
-            (p,) = beaver_products([("mul", p, e + 1.0)])
-        else:
-            p, e = beaver_products([("mul", p, e + 1.0), ("mul", e, e)])
-    return p
+    p, dy = beaver_products([("mul", num, y), ("mul", den, y)])
+    return _goldschmidt(p, 1.0 - dy, iters)
 
 
 def max_shortfall(n: int) -> float:

@@ -19,6 +19,7 @@ from mpcvit.checkpoint import normalise_input
 from mpcvit.models.vit import VisionTransformer
 from mpcvit.prg import new_key
 from mpcvit.sealing import reconstruct_fixed_point, share_fixed_point
+from protocols import ops
 from protocols.config import DEFAULT_CONFIG, SecureConfig
 from protocols.local import run_two_party
 from protocols.providers import DealerProvider, InProcessDealer, TFPProvider, install_provider
@@ -35,11 +36,13 @@ def _party(rank: int, model: VisionTransformer, meta: dict[str, Any], config: Se
                              config=config, batch_source=InProcessDealer(master_key))
     setup = time.perf_counter() - t0
     outs, reports = [], []
+    fallbacks = ops.GATE_FALLBACKS[0]
     for share in shares:
         out, report = secure.forward_shares(share)
         outs.append(out.tolist())
         reports.append(report.to_dict())
-    return {"logit_shares": outs, "reports": reports, "setup_seconds": setup}
+    return {"logit_shares": outs, "reports": reports, "setup_seconds": setup,
+            "gate_fallbacks": ops.GATE_FALLBACKS[0] - fallbacks}
 
 
 def _sum_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,7 +71,10 @@ def evaluate_private(model: VisionTransformer, meta: dict[str, Any], images: tor
 
     Costs are party 0's: ``rounds``, ``bytes``, ``seconds`` summed over the
     batches, ``per_batch`` the first batch's (one forward), ``per_op`` /
-    ``per_layer`` summed over batches.
+    ``per_layer`` summed over batches. ``gate_fallbacks``: how many comparisons ran on the ring
+    circuits instead of the DCF gate because one call had more than ``fss_max_values`` values
+    (``ops.fss_fits``): 0 means the batch ran as a single image is served; a large batch can make the
+    biggest ops (GeLU, the max tree) fall back, and then its numerics are the circuits', not the gate's.
     """
     if images.dim() != 4 or tuple(images.shape[1:]) != model.spec.input_shape:
         raise ValueError(f"images must have shape (B, {model.spec.input_shape}), got {tuple(images.shape)}")
@@ -101,6 +107,7 @@ def evaluate_private(model: VisionTransformer, meta: dict[str, Any], images: tor
         "mean_abs_logit_error": float((private - plain).abs().mean()),
         **{k: costs[k] for k in ("rounds", "bytes", "bytes_sent", "bytes_received", "seconds", "dealer_bytes")},
         "per_batch": {k: r0["reports"][0][k] for k in ("rounds", "bytes", "seconds", "batch_size", "dealer_bytes")},
+        "gate_fallbacks": int(r0.get("gate_fallbacks", 0)),
         "setup_seconds": round(r0["setup_seconds"], 3),
         "wall_seconds": round(wall, 3),
         "per_op": costs["per_op"],

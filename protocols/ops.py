@@ -131,6 +131,16 @@ def _rescale(z: torch.Tensor, x: MPCTensor, y: MPCTensor) -> MPCTensor:
     return MPCTensor.from_shares(z, precision=bits)
 
 
+def truncate_shares(share: torch.Tensor, divisor: "int | torch.Tensor") -> torch.Tensor:
+    """Each party's share of z divided by a public divisor (per element where a tensor), rounding to zero.
+
+    The local truncation of the ops that scale shares themselves (``range_start``'s lines,
+    ``gelu_spline``'s coefficients): it fails as ``_rescale``'s does, with probability |z| / 2^64
+    for z in ring units. Kept as one function so that ``protocols.probe`` measures these sites too.
+    """
+    return share.div(divisor, rounding_mode="trunc")
+
+
 def lower(x: MPCTensor, bits: int) -> MPCTensor:
     """x at scale 2^(f - bits) instead of 2^f: a local truncation of each share (no communication).
 
@@ -148,7 +158,7 @@ def lower(x: MPCTensor, bits: int) -> MPCTensor:
     prec = int(round(math.log2(x.encoder.scale)))
     if prec - bits < 1:
         raise ValueError(f"cannot lower a value at scale 2^{prec} by {bits} bits")
-    return MPCTensor.from_shares(x._tensor.share.div(2**bits, rounding_mode="trunc"), precision=prec - bits)
+    return MPCTensor.from_shares(truncate_shares(x._tensor.share, 2**bits), precision=prec - bits)
 
 
 def square(x: MPCTensor) -> MPCTensor:
@@ -253,9 +263,18 @@ def fss_fits(values: int) -> bool:
     default rings) fetched before the forward, so the biggest tensors (the
     first levels of a long row's max tree, ReLU attention at N = 257) fall back
     to the ring circuits to bound the dealer's material; a shape-only rule, the
-    same on both parties.
+    same on both parties. Each such fallback is counted in ``GATE_FALLBACKS`` (this process), so a
+    caller can tell that a batch ran partly on the circuits (``protocols.evaluate`` reports it).
     """
-    return effective()[0] == "fss" and values <= current_config().fss_max_values
+    if effective()[0] != "fss":
+        return False
+    if values > current_config().fss_max_values:
+        GATE_FALLBACKS[0] += 1
+        return False
+    return True
+
+
+GATE_FALLBACKS = [0]  # calls of ``fss_fits`` that fell back to the ring circuit (planning passes included)
 
 
 def ltz(x: MPCTensor, use: str) -> MPCTensor:
@@ -323,7 +342,13 @@ def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int, extra_bit
     takes its 1/sqrt with 4 more bits than x has. ``window_bits`` t >= 0 fits
     each line k >= 1 over [t_(k-1) - 2^(t - frac_bits), t_k] instead of its
     bucket (the sign gate with t dropped bits may put x that far below t_(k-1)
-    into bucket k); ``slope_bits`` replaces ``SLOPE_BITS``. The defaults are the
+    into bucket k), and bucket 0 then takes line 1 too: x within the window below
+    t_0 falls into bucket 0 or 1 by the gate's chance, and with bucket 0 at
+    f(2^(lo - 1/(2 per))) the two answers differed by up to 1/(4 per) relative
+    (2.2 % at per = 8: a nearly constant LayerNorm row whose v sat just below
+    2^-8 was off by 0.03 in about a third of runs); line 1 continued below t_0
+    also stays nearer f, convex and decreasing, than any constant.
+    ``slope_bits`` replaces ``SLOPE_BITS``. The defaults are the
     table of ``reciprocal_nr`` and ``inv_sqrt_nr``.
     """
     f = START_FUNCTIONS[name]
@@ -351,6 +376,8 @@ def start_table(name: str, lo: int, hi: int, per: int, frac_bits: int, extra_bit
         amps.append(int(round(intercept * out)))
         mults.append(int(round(slope * 2**shift)))
         shifts.append(shift)
+    if window_bits >= 0:  # x just below t_0 lands in bucket 0 or 1 by the gate's chance: both take line 1
+        amps[0], mults[0], shifts[0] = amps[1], mults[1], shifts[1]
     return amps, mults, shifts
 
 
@@ -396,7 +423,7 @@ def range_start(x: MPCTensor, lo: int, hi: int, name: str, per: int | None = Non
         ge = torch.cat([first, ge, torch.zeros_like(first)])
         ge_x = torch.cat([x._tensor.share.unsqueeze(0), ge_x, torch.zeros_like(first)])
         e, ex = ge[:-1] - ge[1:], ge_x[:-1] - ge_x[1:]
-        share = (e * amps).sum(0) + (ex * mults).div(2**shifts, rounding_mode="trunc").sum(0)
+        share = (e * amps).sum(0) + truncate_shares(ex * mults, 2**shifts).sum(0)
         return MPCTensor.from_shares(share, precision=scale_bits + extra_bits)
     if extra_bits or fit_window:
         raise ValueError("extra_bits and fit_window need the linear start (comparison fss)")
@@ -720,7 +747,9 @@ def layernorm_linear(x: MPCTensor, eps: float, weight_t: "MPCTensor | FixedWeigh
     it below v = 2^-6.5): 6.5e-4, 1.1e-3, 2.1e-3, 5.9e-3 (unfitted 1.6e-3,
     3.3e-3, 7.6e-3, 2.0e-2); at and above 2^-2 the window makes no difference.
     At k = 4, v = 16 var + 1.6e-4: var = 1e-2 is v = 2^-2.6, var = 4e-4 is 2^-7.2.
-    Below 2^-8 (var < 2.4e-4: a nearly constant row) y is bucket 0's constant;
+    Below 2^-8 (var < 2.4e-4: a nearly constant row) y is the lowest line continued
+    (``start_table``: 0.1 % off at 2^-8, 12 % low at 2^-9, 32 % at 2^-10, where bucket 0's
+    constant was 2.2 %, 28 % and 49 % off; the committed checkpoints' smallest v is 0.07);
     above 2^14 (var > 1024) the last line goes on, below 1/sqrt(v) (1.3 % at
     v = 1.13 2^14): unlike the Newton form, nothing corrects it.
 
@@ -904,6 +933,8 @@ def gelu_fss(x: MPCTensor) -> MPCTensor:
 
 SPLINE_KNOTS = (-5.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 5.5)  # GeLU's buckets: 0 below -5, x from 5.5
 SPLINE_LOWER = 2  # x^2 of the spline is taken from x lowered by this many bits (``lower``)
+SPLINE_CENTRE_GRID = 4  # the cubics' centres m_j are multiples of 2^-4: sum m_j x e_j is truncated from 2^(f + 4)
+SPLINE_SLOPE_GRID = 14  # b_j and d_j, which multiply z_j, are multiples of 2^-14: truncated from 2^(f + 14)
 
 
 def _gelu_float(x: torch.Tensor) -> torch.Tensor:
@@ -918,13 +949,14 @@ def gelu_spline_pieces(window: float, knots: tuple[float, ...] = SPLINE_KNOTS) -
     [k_(j-1) - window, k_j], not on the bucket alone: the sign gate may read x
     up to ``window`` below a knot as above it (``sign.sign_steps``), and then
     the bucket above evaluates x, so its cubic must hold there too. m is the
-    middle of that interval, so |z| <= 1.375 and the coefficients stay small.
+    middle of that interval on a grid of 2^-``SPLINE_CENTRE_GRID``, so |z| <= 1.375 + 2^-5
+    and the coefficients stay small.
     Max error over the fitted intervals: ``gelu_spline_error``.
     """
     pieces = []
     for lo, hi in zip(knots[:-1], knots[1:]):
         lo -= window
-        m = (lo + hi) / 2
+        m = round((lo + hi) / 2 * 2**SPLINE_CENTRE_GRID) / 2**SPLINE_CENTRE_GRID
         x = torch.linspace(lo, hi, 3001, dtype=torch.float64)
         z = x - m
         basis = torch.stack([z**k for k in range(4)], dim=1)
@@ -965,7 +997,14 @@ def gelu_spline(x: MPCTensor) -> MPCTensor:
     and round 2 is the one Beaver product S Q. Outside the inner buckets Q is
     exactly 0, so the product is exactly 0 whatever S (up to one ulp of
     truncation). Only one bucket's terms are non-zero, so the truncations of
-    the others are truncations of shares of zero (exact).
+    the others are truncations of shares of zero (exact). The local truncations
+    fail with probability |value| / 2^64 (``_rescale``), so the public factors
+    that multiply shares of x-sized values sit on coarse grids: m_j on 2^-4
+    (``SPLINE_CENTRE_GRID``; sum m_j x e_j truncated from 2^(f + 4), at most
+    2^-39 per value, was 2^-27 with m_j at 2^-f) and b_j, d_j on 2^-14
+    (``SPLINE_SLOPE_GRID``: |b| < 1.2, so 2^-35 per value; the grid's rounding adds
+    at most 2^-15 (1.41 + 1.41 |S|) < 1.3e-4 to the error). ``benchmarks/numeric_safety.py``
+    measures every site (``protocols.probe``).
 
     The gate's window. With t dropped bits the bit [x < k_j] may read 0 for x
     within 2^(t-16) below k_j (``sign.sign_steps``); the knots are at least 1
@@ -978,7 +1017,7 @@ def gelu_spline(x: MPCTensor) -> MPCTensor:
     Beyond, the bits are garbage: ``gelu_fss`` (valid to 8188) is the choice for
     a model whose GeLU inputs may be larger.
 
-    Error: the fit, ``gelu_spline_error(1/4)`` = 8.5e-4, plus x^2's resolution
+    Error: the fit, ``gelu_spline_error(1/4)`` = 8.5e-4, plus the grids' 1.3e-4, plus x^2's resolution
     (2^-14 after lowering: |S| error <= 2 |x| 2^-14, times |Q| <= 0.4) and a few ulps;
     ``tests/protocols/test_ops.py`` measures it against torch's erf GeLU.
 
@@ -1010,12 +1049,13 @@ def gelu_spline(x: MPCTensor) -> MPCTensor:
     coef = torch.tensor([p for p in pieces], dtype=torch.float64)  # (J - 1, 5): m, a, b, c, d
     m_ring = torch.round(coef[:, 0] * scale).long().view(view)
     z = inner_xe - m_ring * inner_e  # x - m_j in bucket j (scale 2^f), else 0
-    fix = lambda col: torch.round(coef[:, col] * scale).long().view(view)  # noqa: E731
-    linear = (fix(1) * inner_e).sum(0) + (fix(2) * z).sum(0).div(int(scale), rounding_mode="trunc") + xe[-1]
-    mx = (m_ring * inner_xe).sum(0).div(int(scale), rounding_mode="trunc")  # sum m_j x e_j (scale 2^f)
+    fix = lambda col, grid=prec: torch.round(coef[:, col] * 2**grid).long().view(view)  # noqa: E731
+    g_m, g_s = SPLINE_CENTRE_GRID, SPLINE_SLOPE_GRID
+    linear = (fix(1) * inner_e).sum(0) + truncate_shares((fix(2, g_s) * z).sum(0), 2**g_s) + xe[-1]
+    mx = truncate_shares((fix(0, g_m) * inner_xe).sum(0), 2**g_m)  # sum m_j x e_j (scale 2^f)
     m2 = (torch.round(coef[:, 0] ** 2 * scale).long().view(view) * inner_e).sum(0)
     s_share = x2._tensor.share - 2 * mx + m2
-    q_share = (fix(3) * inner_e).sum(0) + (fix(4) * z).sum(0).div(int(scale), rounding_mode="trunc")
+    q_share = (fix(3) * inner_e).sum(0) + truncate_shares((fix(4, g_s) * z).sum(0), 2**g_s)
     S = MPCTensor.from_shares(s_share, precision=prec)
     Q = MPCTensor.from_shares(q_share, precision=prec)
     (sq,) = beaver_products([("mul", S, Q)])

@@ -4,7 +4,9 @@ Off by default and never used by the service: ``probing(probe)`` patches, for
 the duration of a ``with`` block in BOTH party processes,
 
 * ``protocols.ops._rescale`` (the local truncation after every Beaver product
-  and square of ``ops``) and CrypTen's ``ArithmeticSharedTensor.div_`` by a
+  and square of ``ops``), ``protocols.ops.truncate_shares`` (the ops that
+  scale shares themselves: ``lower``, ``range_start``'s lines, the GeLU
+  spline's coefficients) and CrypTen's ``ArithmeticSharedTensor.div_`` by a
   public integer (the local truncation of CrypTen's own products, squares,
   products with public reals and divisions), and
 * ``protocols.compare.msb_steps`` (the input of every small-ring comparison)
@@ -48,7 +50,7 @@ from protocols.crypten_compat import crypten
 import crypten.communicator as comm  # noqa: E402
 from crypten.mpc.primitives import ArithmeticSharedTensor  # noqa: E402
 
-_HELPERS = {"_rescale", "beaver_steps", "square_steps", "beaver_products", "matmul", "<lambda>", "_record_truncation",
+_HELPERS = {"_rescale", "truncate_shares", "_truncate_probe", "lower", "beaver_steps", "square_steps", "beaver_products", "matmul", "<lambda>", "_record_truncation",
             "_div_probe", "_rescale_probe", "_msb_probe", "msb_steps", "ltz", "run", "run_one", "parallel",
             "_sign_probe", "_record_compare"}
 
@@ -136,6 +138,7 @@ def _record_truncation(share: torch.Tensor, divisor: int) -> None:
 def probing(probe: Probe) -> Iterator[Probe]:
     """Record truncations and comparison inputs of the secure ops run inside the block (both parties)."""
     orig_rescale = ops._rescale
+    orig_truncate = ops.truncate_shares
     orig_div = ArithmeticSharedTensor.div_
     orig_msb = compare.msb_steps
     orig_sign = sign.sign_steps
@@ -144,6 +147,12 @@ def probing(probe: Probe) -> Iterator[Probe]:
         sx, sy = x.encoder.scale, y.encoder.scale
         _record_truncation(z, int((sx * sy) // max(sx, sy)))
         return orig_rescale(z, x, y)
+
+    def _truncate_probe(share: torch.Tensor, divisor: Any) -> torch.Tensor:
+        d = int(divisor.max()) if isinstance(divisor, torch.Tensor) else int(divisor)
+        if comm.get().get_world_size() == 2:
+            _record_truncation(share, d)
+        return orig_truncate(share, divisor)
 
     def _div_probe(self: ArithmeticSharedTensor, y: Any) -> Any:
         d = y
@@ -177,6 +186,7 @@ def probing(probe: Probe) -> Iterator[Probe]:
         return (yield from orig_sign(x, shifts, ring_bits, drop_bits, product))
 
     ops._rescale = _rescale_probe
+    ops.truncate_shares = _truncate_probe
     ArithmeticSharedTensor.div_ = _div_probe
     compare.msb_steps = _msb_probe
     sign.sign_steps = _sign_probe
@@ -186,6 +196,7 @@ def probing(probe: Probe) -> Iterator[Probe]:
     finally:
         _active.pop()
         ops._rescale = orig_rescale
+        ops.truncate_shares = orig_truncate
         ArithmeticSharedTensor.div_ = orig_div
         compare.msb_steps = orig_msb
         sign.sign_steps = orig_sign

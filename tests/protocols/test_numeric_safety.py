@@ -155,3 +155,39 @@ def test_the_probe_sees_both_sign_tests_against_the_corrected_bound() -> None:
         assert site["values"] == 9 and site["ring"] == [20, 6]
         assert site["bound"] == (2**25 - 2**6) / 65536  # 512 - 2^-10 real units
         assert site["out_of_range"] == 4  # bound + 1, top - 1, -top - 1, 3 top
+
+
+def _spline_probe_party(rank: int, master_key: bytes) -> dict:
+    from protocols import ops
+    from protocols.config import DEFAULT_CONFIG, apply_config
+    from protocols.crypten_compat import crypten
+    from protocols.planning import is_offline
+    from protocols.probe import Probe, probing
+    from tests.protocols.helpers import run_with_dealer
+
+    apply_config(DEFAULT_CONFIG)
+    probe = Probe()
+    x = torch.linspace(-6, 6, 200)
+
+    def program() -> None:
+        ex = crypten.cryptensor(x, src=0)
+        if is_offline():  # the probe opens values: the real run only
+            ops.gelu_spline(ex)
+            return
+        with probing(probe):
+            ops.gelu_spline(ex)
+
+    run_with_dealer(rank, master_key, program)
+    return {k: v.to_dict() for k, v in probe.truncations.items()}
+
+
+def test_the_probe_sees_the_splines_own_truncations() -> None:
+    """The spline scales shares itself (``ops.truncate_shares``): those sites are measured, not only the products'."""
+    from mpcvit.prg import new_key
+
+    sites, _ = run_two_party(_spline_probe_party, new_key(), timeout=120)
+    own = {k: v for k, v in sites.items() if k.startswith("gelu_spline:")}
+    assert len(own) >= 4  # x lowered for x^2, the slope terms, sum m_j x e_j, the cubic terms (and the product)
+    assert all(v["elements"] == 200 and v["wraps"] == 0 for v in own.values())
+    # the coarse grids: sum m_j x e_j is truncated from 2^(f + 4), the slope terms from 2^(f + 14)
+    assert {v["divisor"] for v in own.values()} >= {2**4, 2**14}

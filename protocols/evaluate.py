@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def _party(rank: int, model: VisionTransformer, meta: dict[str, Any], config: SecureConfig, master_key: bytes,
-           shares: list[torch.Tensor]) -> dict[str, Any]:
+           shares: torch.Tensor, batch_size: int) -> dict[str, Any]:
     install_provider(DealerProvider(rank) if config.provider == "dealer" else TFPProvider())
     t0 = time.perf_counter()
     secure = SecureViT.share(model if rank == 0 else None, model.spec, meta if rank == 0 else None, owner=0,
@@ -37,7 +37,7 @@ def _party(rank: int, model: VisionTransformer, meta: dict[str, Any], config: Se
     setup = time.perf_counter() - t0
     outs, reports = [], []
     fallbacks = ops.GATE_FALLBACKS[0]
-    for share in shares:
+    for share in shares.split(batch_size):  # one tensor crosses to the party process, not one per batch (fds)
         out, report = secure.forward_shares(share)
         outs.append(out.tolist())
         reports.append(report.to_dict())
@@ -90,7 +90,8 @@ def evaluate_private(model: VisionTransformer, meta: dict[str, Any], images: tor
         s1.append(b)
     t0 = time.perf_counter()
     master_key = new_key()  # the simulated dealer's secret, handed to both party processes
-    r0, r1 = run_two_party(_party, model, meta, config, master_key, rank_args=((s0,), (s1,)), timeout=timeout)
+    r0, r1 = run_two_party(_party, model, meta, config, master_key,
+                           rank_args=((torch.cat(s0), batch_size), (torch.cat(s1), batch_size)), timeout=timeout)
     wall = time.perf_counter() - t0
     private = torch.cat([
         reconstruct_fixed_point(torch.tensor(a), torch.tensor(b), config.precision_bits).float()

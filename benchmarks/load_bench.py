@@ -29,6 +29,15 @@ still checked against the plaintext model:
     python benchmarks/load_bench.py --shape 7_4_32 --mu 0.1 --network wan --sessions 1 4 --levels 1 16 \\
         --requests-per-client 1 --batch-size 4
 
+``--dealer-network wan --prefetch ahead cold`` also shapes the link from the
+dealer to each party (the dealer is a third organisation, so its material
+crosses a WAN too) and measures twice: with the parties fetching the next
+batches' material ahead (warm), then with each batch's material fetched when
+its request arrives (cold: the issue's "WAN cold", measured, not predicted):
+
+    python benchmarks/load_bench.py --shape 7_4_32 --mu 0.1 --network wan --dealer-network wan \
+        --prefetch ahead cold --levels 1 --requests-per-client 6 --batch-size 1 --out results/load_bench_cold.json
+
 ``--sessions 1 4`` does the same with the sessions each party runs at once
 (``mpcvit party --sessions``): one session per pair, then four. Every answer
 reports the dealer phase apart (bytes, the forward's wait, the fetch's own
@@ -215,12 +224,14 @@ def bench(url: str, args: argparse.Namespace, stack: str, trust: dict[str, Any],
         "commit": _git_commit(),
         "command": "python benchmarks/load_bench.py " + " ".join(args.argv),
         "note": "all processes share this machine's CPUs with the clients; loopback network"
-                + (", no shaping" if getattr(args, "network", "none") == "none" else f", the parties' peer link shaped as {args.network}"),
+                + (", no shaping" if getattr(args, "network", "none") == "none" else f", the parties' peer link shaped as {args.network}")
+                + ("" if getattr(args, "dealer_network", "none") == "none" else f", the dealer's links shaped as {args.dealer_network}"),
     }
 
 
-def run_stack(args: argparse.Namespace, pairs: int, sessions: int | None) -> dict[str, Any]:
-    """Start the local stack with ``pairs`` party pairs, each party running ``sessions`` at once, and measure it."""
+def run_stack(args: argparse.Namespace, pairs: int, sessions: int | None, prefetch: str = "ahead") -> dict[str, Any]:
+    """Start the local stack with ``pairs`` party pairs, each party running ``sessions`` at once, and measure it
+    (``prefetch`` "cold": the parties fetch each batch's dealer material at its request)."""
     from mpcvit.localstack import LocalStack, StackConfig
 
     os.environ["MPCVIT_BATCH_SIZE"] = str(args.batch_size)
@@ -228,10 +239,14 @@ def run_stack(args: argparse.Namespace, pairs: int, sessions: int | None) -> dic
     os.environ["MPCVIT_QUEUE_BOUND"] = "256"
     os.environ["MPCVIT_REQUEST_TIMEOUT_S"] = str(args.request_timeout)
     config = StackConfig(models_dir=args.checkpoint.parent, model=args.model, insecure=args.insecure, pairs=pairs,
-                         network=args.network, sessions=sessions)
+                         network=args.network, sessions=sessions, dealer_network=args.dealer_network,
+                         prefetch=prefetch != "cold")
     what = (f"local: dealer + {pairs} party pair{'s' if pairs > 1 else ''}"
             f"{'' if sessions is None else f' ({sessions} session(s) at once per party)'} + coordinator, loopback"
-            f"{'' if args.network == 'none' else f' shaped as {args.network}'}, {'plaintext gRPC' if args.insecure else 'mutual TLS'}")
+            f"{'' if args.network == 'none' else f' shaped as {args.network}'}"
+            f"{'' if args.dealer_network == 'none' else f', dealer links shaped as {args.dealer_network}'}"
+            f", dealer material {'fetched at each request (cold)' if prefetch == 'cold' else 'fetched ahead'}"
+            f", {'plaintext gRPC' if args.insecure else 'mutual TLS'}")
     log.info("starting %s", what)
     with LocalStack(config) as stack:
         assert stack.endpoints is not None
@@ -240,6 +255,8 @@ def run_stack(args: argparse.Namespace, pairs: int, sessions: int | None) -> dic
     result["pairs"] = pairs
     result["sessions"] = sessions
     result["network"] = args.network
+    result["dealer_network"] = args.dealer_network
+    result["prefetch"] = prefetch
     return result
 
 
@@ -249,12 +266,13 @@ def compare_runs(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     base = {lvl["clients"]: lvl for lvl in runs[0]["levels"]}
     single = base.get(1, {}).get("latency_s", {}).get("p50")
     return {
-        "benchmark": "coordinator load with 1..N party pairs (the coordinator's pool) and 1..N sessions per party: "
+        "benchmark": "coordinator load with 1..N party pairs (the coordinator's pool), 1..N sessions per party, dealer material "
+                     "fetched ahead or at each request (cold): "
                      "private classifications by concurrent clients",
         "model": args.model,
         "network": args.network,
         "throughput_over_first_run": [
-            {"pairs": run["pairs"], "sessions": run.get("sessions"), "clients": lvl["clients"],
+            {"pairs": run["pairs"], "sessions": run.get("sessions"), "prefetch": run.get("prefetch"), "clients": lvl["clients"],
              "ratio": round(lvl["requests_per_s"] / base[lvl["clients"]]["requests_per_s"], 2)
              if base.get(lvl["clients"], {}).get("requests_per_s") else None,
              "p50_over_single_request": round(lvl["latency_s"]["p50"] / single, 2) if single else None}
@@ -297,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mu", type=float, default=0.1, help="with --shape: its ReLU-softmax head ratio")
     p.add_argument("--sessions", type=int, nargs="+", default=[None],
                    help="sessions each started party runs at once; several values: one run each (default: the party's own default)")
+    p.add_argument("--dealer-network", choices=("none", "lan", "wan"), default="none",
+                   help="the emulated link from the dealer to each started party (its material crosses it)")
+    p.add_argument("--prefetch", choices=("ahead", "cold"), nargs="+", default=["ahead"],
+                   help="ahead: the parties fetch the next batches' dealer material ahead (the default); cold: each "
+                        "batch's at its request; several values: one run each, compared in one file")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "load_bench.json")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
@@ -311,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.shape is not None:
                 args.checkpoint = random_weights_checkpoint(args.shape, args.mu, Path(tmp))
                 args.model = args.checkpoint.name
-            runs = [run_stack(args, pairs, sessions) for pairs in args.pairs for sessions in args.sessions]
+            runs = [run_stack(args, pairs, sessions, prefetch)
+                    for pairs in args.pairs for sessions in args.sessions for prefetch in args.prefetch]
         result = runs[0] if len(runs) == 1 else compare_runs(runs, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -667,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--empirical-model", default="vit_4_4_28", help="fashion-mnist checkpoint for empirical")
     parser.add_argument("--empirical-images", type=int, default=1000, help="secure inferences for empirical")
     parser.add_argument("--settings", default="after", help=f"comma-separated, of {', '.join(SETTINGS)} (see the docstring)")
-    parser.add_argument("--batch-size", type=int, default=50, help="images per secure forward")
+    parser.add_argument("--batch-size", type=int, default=10,
+                        help="images per secure forward (default 10: every op stays under fss_max_values, so the DCF gates run as served)")
     parser.add_argument("--smoke", action="store_true", help="every part in seconds on the digits checkpoints (see the docstring)")
     args = parser.parse_args(argv)
     scope = SCOPE

@@ -72,6 +72,8 @@ class StackConfig:
     pairs: int = 1  # party pairs; the replicas of party R (roles party<R>-pair<k>) share party R's certificate and key
     network: str = "none"  # the parties' emulated peer link: none, lan or wan (parties/transport.py)
     sessions: int | None = None  # sessions each party runs at once (None: the party's default)
+    dealer_network: str = "none"  # the emulated link from the dealer to each party: none, lan or wan
+    prefetch: bool = True  # False: the parties fetch each batch's dealer material at its request (cold)
 
 
 @dataclass(frozen=True)
@@ -349,6 +351,10 @@ class LocalStack:
         models = ["--models", str(self.config.models_dir)]
         network = ["--network", self.config.network] if self.config.network != "none" else []
         sessions = ["--sessions", str(self.config.sessions)] if self.config.sessions is not None else []
+        if self.config.dealer_network != "none":
+            network += ["--dealer-network", self.config.dealer_network]
+        if not self.config.prefetch:
+            network.append("--no-prefetch")
         port = ep.coordinator_url.rsplit(":", 1)[1]
         # the dealer's master secret in a file of its own: a restarted dealer derives the same model keys
         state = ["--state", str(self.workdir / "dealer-state" / "master.key")]

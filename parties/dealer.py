@@ -72,7 +72,7 @@ import torch
 from mpcvit.pki import check_private_file, require_loopback
 from parties.proto import dealer_pb2, dealer_pb2_grpc
 from parties.tls import channel_credentials, peer_role, secure_channel, server_credentials
-from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, bind
+from parties.transport import KEEPALIVE_OPTIONS, SERVER_PING_OPTIONS, NetworkShape, Shaper, bind, sleep_until
 from mpcvit.prg import KEY_BYTES, derive_key, new_key
 from protocols.providers import MODEL_ID_BITS, Request, all_corrections, needs_corrections
 
@@ -561,9 +561,16 @@ class DealerTraffic:
 
 
 class DealerClient:
-    """A party's connection to the dealer."""
+    """A party's connection to the dealer.
 
-    def __init__(self, target: str, rank: int, certs_dir: str | None = None, timeout_s: float = 120.0) -> None:
+    ``shape`` emulates the link from the dealer (the benchmarks' cold WAN runs: the dealer is a third
+    organisation, so its material crosses a WAN): every call then returns only when its request's
+    one-way delay, the reply's time on the link (8 n / bandwidth, the calls of all this party's
+    sessions queued on one link) and the reply's one-way delay have passed, on top of the real call.
+    """
+
+    def __init__(self, target: str, rank: int, certs_dir: str | None = None, timeout_s: float = 120.0,
+                 shape: NetworkShape | None = None) -> None:
         options = KEEPALIVE_OPTIONS + [("grpc.max_receive_message_length", DEFAULT_CHUNK_BYTES + (1 << 20))]
         if certs_dir:
             self.channel = secure_channel(target, channel_credentials(certs_dir, f"party{rank}"), "dealer", options=options)
@@ -574,6 +581,8 @@ class DealerClient:
         self.timeout_s = timeout_s
         self.traffic = DealerTraffic()
         self._traffic_lock = threading.Lock()  # sessions and prefetches call at once
+        self.shape = shape or NetworkShape()
+        self._shaper = Shaper(self.shape)
 
     def get_key(self, batch_id: str, timeout: float | None = None) -> DealerSeed:
         """This party's 32-byte PRG key for the batch, with the dealer's ids and the batch's commitment
@@ -612,6 +621,8 @@ class DealerClient:
         return seed, (self.get_corrections(batch_id, requests, timeout) if needs_corrections(self.rank, requests) else None)
 
     def _count(self, nbytes: int, t0: float) -> None:
+        if self.shape.active:  # the reply's time on the emulated link and both one-way delays
+            sleep_until(self._shaper.release_time(nbytes) + self.shape.delay_ms / 1000.0)
         with self._traffic_lock:
             self.traffic.requests += 1
             self.traffic.bytes_received += nbytes

@@ -138,6 +138,8 @@ class PartyConfig:
     mode: Mode = "stream"
     shape: NetworkShape = field(default_factory=NetworkShape)
     max_sessions: int = 1  # sessions run at once (threads); the command line defaults to default_sessions()
+    dealer_shape: NetworkShape = field(default_factory=NetworkShape)  # the emulated link from the dealer
+    prefetch: bool = True  # fetch the next batches' dealer material ahead (False: each at its request, a cold start)
 
 
 @dataclass
@@ -576,8 +578,8 @@ class Party:
             shape=config.shape,
             register=lambda server: control_pb2_grpc.add_PartyControlServicer_to_server(PartyControlServicer(self), server),
         )
-        self.dealer = DealerClient(config.dealer, config.rank, str(certs) if certs else None)
-        self.batches = SessionBatches(self.dealer)
+        self.dealer = DealerClient(config.dealer, config.rank, str(certs) if certs else None, shape=config.dealer_shape)
+        self.batches = SessionBatches(self.dealer, depth=PREFETCH_DEPTH if config.prefetch else 0)
         self.provider = DealerProvider(config.rank)
         install_provider(self.provider)
         self.keys = load_keypair(certs, config.rank)
@@ -928,6 +930,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network", choices=sorted(NETWORKS), default="none", help="emulate LAN or WAN on the peer link")
     parser.add_argument("--delay-ms", type=float, help="one-way delay of the emulated link (overrides --network)")
     parser.add_argument("--bandwidth-bps", type=float, help="bandwidth of the emulated link in bit/s (overrides --network)")
+    parser.add_argument("--dealer-network", choices=sorted(NETWORKS), default="none",
+                        help="emulate LAN or WAN on the link from the dealer (its material crosses it; for benchmarks)")
+    parser.add_argument("--no-prefetch", action="store_true",
+                        help="fetch each batch's dealer material when its request arrives (a cold start) instead of "
+                        "fetching the next batches' ahead")
     parser.add_argument("--sessions", type=int, default=None, metavar="N",
                         help=f"secure forwards run at once, one thread each (1..{MAX_SESSIONS}; default: two per core, "
                         f"at most one per {SESSION_MEMORY_BYTES >> 30} GiB of memory, at most 8: {default_sessions()} here). "
@@ -954,6 +961,8 @@ def config_from_args(args: argparse.Namespace) -> PartyConfig:
         mode=args.transport,
         shape=shape,
         max_sessions=default_sessions() if args.sessions is None else args.sessions,
+        dealer_shape=NETWORKS[args.dealer_network],
+        prefetch=not args.no_prefetch,
     )
 
 

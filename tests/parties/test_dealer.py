@@ -371,3 +371,26 @@ def test_unclaimed_material_is_bounded_and_swept_when_idle(monkeypatch: pytest.M
     assert idle.open_batches == 1 and idle.pending_bytes == one
     clock[0] += 11.0
     assert idle.open_batches == 0 and idle.pending_bytes == 0  # Ping's count sweeps: nothing waits past the TTL
+
+
+def test_a_shaped_dealer_link_delays_each_call_by_its_bytes(dealer: str, certs: Path) -> None:
+    """``DealerClient(shape=...)`` (the cold WAN benchmark): each call returns after 2 one-way delays plus its
+    reply's bytes at the link's bandwidth; the material itself is the same as unshaped."""
+    import time
+
+    from parties.transport import NetworkShape
+
+    shape = NetworkShape(delay_ms=30.0, bandwidth_bps=8e5)  # 100 kB/s: the corrections below take ~0.1 s
+    plain, shaped = DealerClient(dealer, 0, str(certs)), DealerClient(dealer, 0, str(certs), shape=shape)
+    big = [Request("additive", (100, 50), (50, 50), "matmul")]
+    t0 = time.perf_counter()
+    _, c_plain = plain.fetch_batch("shaped-0", big)
+    t_plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, c_shaped = shaped.fetch_batch("shaped-1", big)
+    t_shaped = time.perf_counter() - t0
+    nbytes = sum(int(c.nelement()) * 8 for c in c_shaped)  # 100 x 50 words: 40 kB
+    link = 2 * (2 * shape.delay_ms / 1000.0) + 8.0 * (nbytes + 32) / shape.bandwidth_bps  # key + corrections, in turn
+    assert c_plain is not None and c_plain[0].shape == c_shaped[0].shape
+    assert t_shaped >= link and t_shaped - t_plain > 0.8 * link
+    assert shaped.traffic.bytes_received == plain.traffic.bytes_received

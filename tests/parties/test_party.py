@@ -279,3 +279,19 @@ def test_a_call_that_the_coordinator_cancels_releases_the_party(cluster: dict) -
     with torch.no_grad():
         expected = cluster["model"](normalise_input(image, META))
     assert torch.allclose(_open_logits(replies, clients, health), expected, atol=0.05)
+
+
+def test_the_party_command_line_shapes_the_dealer_link_and_turns_prefetch_off() -> None:
+    """``--dealer-network wan --no-prefetch`` (the cold WAN benchmark); by default no shaping and prefetch on."""
+    import argparse
+
+    from parties.party import add_arguments, config_from_args
+    from parties.transport import WAN, NetworkShape
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--rank", "0", "--listen", "127.0.0.1:1", "--peer", "127.0.0.1:2", "--dealer", "127.0.0.1:3", "--insecure"]
+    default = config_from_args(parser.parse_args(base))
+    assert default.dealer_shape == NetworkShape() and default.prefetch
+    cold = config_from_args(parser.parse_args([*base, "--dealer-network", "wan", "--no-prefetch"]))
+    assert cold.dealer_shape == WAN and not cold.prefetch

@@ -169,18 +169,24 @@ def _git_commit() -> str | None:
         return None
 
 
-def random_weights_checkpoint(shape: str, mu: float, out_dir: Path) -> Path:
-    """The benchmark's MPCViT at ``shape`` with ratio ``mu``, seeded random weights, saved as a checkpoint."""
+def random_weights_checkpoint(shape: str, mu: float, out_dir: Path, variant: str = "mpcvit") -> Path:
+    """The benchmark's MPCViT at ``shape`` with ratio ``mu`` (or the registry's ``variant`` at ``shape``: vit,
+    mpcformer, ...), seeded random weights, saved as a checkpoint."""
     from benchmarks.bench_models import mpcvit_entry
     from mpcvit.checkpoint import save_checkpoint
+    from mpcvit.models import model_spec
     from mpcvit.models.vit import VisionTransformer
 
-    entry = mpcvit_entry(shape, mu)
+    if variant == "mpcvit":
+        entry = mpcvit_entry(shape, mu)
+        spec, source, name = entry.spec, entry.arch_source, f"mpcvit_{shape}_mu{mu:g}"
+    else:
+        spec, source, name = model_spec(f"{variant}_{shape}"), "registry preset", f"{variant}_{shape}"
     torch.manual_seed(0)
-    model = VisionTransformer(entry.spec).eval()
-    meta = {"normalisation": {"mean": [0.5] * entry.spec.in_chans, "std": [0.25] * entry.spec.in_chans},
-            "dataset": None, "note": f"random weights for the load benchmark; {entry.arch_source}"}
-    return save_checkpoint(out_dir / f"mpcvit_{shape}_mu{mu:g}", model, meta)
+    model = VisionTransformer(spec).eval()
+    meta = {"normalisation": {"mean": [0.5] * spec.in_chans, "std": [0.25] * spec.in_chans},
+            "dataset": None, "note": f"random weights for the load benchmark; {source}"}
+    return save_checkpoint(out_dir / name, model, meta)
 
 
 def bench_images(args: argparse.Namespace, input_shape: tuple[int, ...]) -> torch.Tensor:
@@ -313,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--network", choices=("none", "lan", "wan"), default="none", help="the started parties' emulated peer link")
     p.add_argument("--shape", default=None, help="serve the benchmark's MPCViT at this shape (e.g. 7_4_32), random weights")
     p.add_argument("--mu", type=float, default=0.1, help="with --shape: its ReLU-softmax head ratio")
+    p.add_argument("--variant", default="mpcvit",
+                   help="with --shape: mpcvit (the benchmark's, with --mu) or a registry variant (vit, mpcformer, thex, relu, scale)")
     p.add_argument("--sessions", type=int, nargs="+", default=[None],
                    help="sessions each started party runs at once; several values: one run each (default: the party's own default)")
     p.add_argument("--dealer-network", choices=("none", "lan", "wan"), default="none",
@@ -332,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
             if args.shape is not None:
-                args.checkpoint = random_weights_checkpoint(args.shape, args.mu, Path(tmp))
+                args.checkpoint = random_weights_checkpoint(args.shape, args.mu, Path(tmp), args.variant)
                 args.model = args.checkpoint.name
             runs = [run_stack(args, pairs, sessions, prefetch)
                     for pairs in args.pairs for sessions in args.sessions for prefetch in args.prefetch]

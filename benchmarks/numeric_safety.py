@@ -64,7 +64,9 @@ PROBE_MODELS = ("vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28", "relu_4_4_28", 
                 "mpcvit_4_4_28_mu0.3", "mpcvitplus_4_4_28_mu0.3")
 # name -> SecureConfig overrides; "head" is the same empty override run on a checkout of the code before
 # this change (benchmarks/numeric_safety.py and protocols/probe.py copied in), so it measures the old defaults
-SETTINGS = {"after": {}, "ablation": {"lower_bits": 0, "exp_offsets": False}, "head": {}}
+# "fss1" is not an override: it is the whole runtime before the whole-cost work (``protocols.config.runtime_config``)
+SETTINGS = {"after": {}, "ablation": {"lower_bits": 0, "exp_offsets": False}, "head": {}, "fss1": {}}
+ROW_SETTINGS = ("head", "ablation", "fss1", "after")  # the order of the report's rows
 COST_VARIANTS = ("vit", "mpcformer", "thex", "relu", "scale", "mpcvit", "mpcvitplus")
 # where each part looks; --smoke swaps in SMOKE_SCOPE (the digits checkpoints, the smallest shape)
 SCOPE = {"checkpoint_dirs": CHECKPOINT_DIRS, "probe_dir": "checkpoints/fashion-mnist", "dataset": "fashion-mnist",
@@ -78,8 +80,10 @@ def _log(msg: str) -> None:
 
 
 def _config(setting: str):  # noqa: ANN202
-    from protocols.config import DEFAULT_CONFIG
+    from protocols.config import DEFAULT_CONFIG, runtime_config
 
+    if setting == "fss1":
+        return runtime_config("fss1")
     return DEFAULT_CONFIG.with_(**SETTINGS[setting])
 
 
@@ -463,9 +467,20 @@ def _summary(r: dict[str, Any]) -> str:
                    "(the target was < 1e-4). The fix costs no round and no byte for the products: operands lowered "
                    "locally (`lower_bits = 4`), exp squaring v - c instead of v, GeLU coefficients on a 2^-8 grid, "
                    "divisions by public integers instead of products with 1/n.")
+    if ex and any("fss1" in e for e in ex["models"].values()):
+        both = {n: e for n, e in ex["models"].items() if "fss1" in e and "after" in e}
+        def worst(setting: str, part: str) -> float:
+            return max(e[setting][part]["expected_per_inference"] for e in both.values())
+        out.append(f"* **The whole-cost runtime** (\"after\" is now the default runtime, fss: the spline GeLU, the folded "
+                   f"LayerNorm, the folded reciprocals; \"fss1\" the runtime before it, run in the same sitting, "
+                   f"{len(both)} variants): expected catastrophic errors per inference at most {_g(worst('fss1', '4_4_28'))} "
+                   f"(fss1) and {_g(worst('after', '4_4_28'))} (after) on the trained 4_4_28 checkpoints, "
+                   f"{_g(worst('fss1', '7_4_32_random'))} and {_g(worst('after', '7_4_32_random'))} at 7_4_32 with random "
+                   "weights. The probe now also sees the ops' own share truncations (`ops.truncate_shares`: `lower`, the "
+                   "range starts' lines, the spline's coefficients), which it missed before.")
     if em:
         cells = ", ".join(f"{s}: {em[s]['images_with_error_over_1']} of {em['images']} (largest error "
-                          f"{_g(em[s]['max_abs_logit_error'], 3)})" for s in ("head", "after") if s in em)
+                          f"{_g(em[s]['max_abs_logit_error'], 3)})" for s in ("head", "fss1", "after") if s in em)
         out.append(f"* **Empirical**, {em['model']}, images with a logit error > 1: {cells}. At an expected rate below "
                    "1e-4 none is expected in 1,000; `tests/protocols/test_numeric_safety.py` checks the rate itself on "
                    "products made large on purpose (z = 2^58: 493 wraps for 500 expected in 32,000, each one a "
@@ -491,8 +506,10 @@ def markdown(r: dict[str, Any]) -> str:
     add(_summary(r))
     add('"head" is the code before this change (its defaults: GeLU range test on (16, 12), CrypTen\'s exp, no lowered '
         'operands, products with public reals at 2^(2f), reciprocal domain [2^-12, 2^12]) run with this script and '
-        '`protocols/probe.py` copied in; "after" is this code\'s defaults; "ablation" is this code with '
-        '`lower_bits=0, exp_offsets=False`.\n')
+        '`protocols/probe.py` copied in; "after" is this code\'s defaults (rows marked after that sit beside fss1 '
+        'rows were re-run with the whole-cost runtime, the default now); "ablation" is this code with '
+        '`lower_bits=0, exp_offsets=False`; "fss1" is this code with the runtime before the whole-cost work '
+        '(`runtime_config("fss1")`), run in the same sitting as those after rows.\n')
     if r.get("note"):
         add(r["note"] + "\n")
     rg = r.get("ranges")
@@ -576,7 +593,7 @@ def markdown(r: dict[str, Any]) -> str:
         add("| model | setting | 4_4_28 trained | 7_4_32 random | 7_4_32 extrapolated | wraps seen |")
         add("|---|---|---:|---:|---:|---:|")
         for name, e in ex["models"].items():
-            for setting in ("head", "ablation", "after"):
+            for setting in ROW_SETTINGS:
                 if setting in e:
                     v = e[setting]
                     add(f"| {name} | {setting} | {_g(v['4_4_28']['expected_per_inference'])} | "
@@ -590,7 +607,7 @@ def markdown(r: dict[str, Any]) -> str:
         add("| model | setting | values compared | out of range | largest abs(x) per site |")
         add("|---|---|---:|---:|---|")
         for name, e in ex["models"].items():
-            for setting in ("head", "after"):
+            for setting in ("head", "fss1", "after"):
                 if setting in e:
                     cmp_ = e[setting]["4_4_28"]["compares"]
                     per = "; ".join(f"{k.split(' <- ')[0].split(':')[0]} <- {k.split(' <- ')[1].split(':')[0]} "
@@ -600,7 +617,7 @@ def markdown(r: dict[str, Any]) -> str:
         add("")
         for name in ("vit_4_4_28", "mpcformer_4_4_28"):
             e = ex["models"].get(name, {})
-            for setting in ("head", "after"):
+            for setting in ("head", "fss1", "after"):
                 if setting not in e:
                     continue
                 ext = e[setting]["7_4_32_extrapolated"]["sites"]
@@ -627,7 +644,7 @@ def markdown(r: dict[str, Any]) -> str:
             "(dealer provider, in-process), private logits vs the plaintext model's:\n")
         add("| setting | images | images with a logit error > 1 | largest logit error | median of per-image max error |")
         add("|---|---:|---:|---:|---:|")
-        for setting in ("head", "ablation", "after"):
+        for setting in ROW_SETTINGS:
             if setting in em:
                 v = em[setting]
                 add(f"| {setting} | {em['images']} | {v['images_with_error_over_1']} | {_g(v['max_abs_logit_error'], 4)} | "

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", default=None, metavar="DIR",
                         help="a folder of image files (PNG / JPEG) instead of a dataset: agreement with the plaintext model only")
     parser.add_argument("--limit", type=int, default=32, help="number of test images (default 32)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per secure forward (default 16)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="images per secure forward (default 8; a larger batch may push the biggest comparisons "
+                        "over fss_max_values, and those then run on the ring circuits, not as a single image is served)")
     parser.add_argument("--provider", choices=("dealer", "tfp"), default="dealer", help="correlated randomness (default dealer)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="fss",
                         help="fss: the default runtime, SecureConfig(); fss1: the runtime before the whole-cost work, "
@@ -96,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
         accuracy = ("" if labels is None else
                     f"plaintext accuracy {result['plaintext_accuracy']:.4f}, private accuracy {result['private_accuracy']:.4f}, ")
         print(f"  {accuracy}agreement {result['agreement']:.4f}, max |logit error| {result['max_abs_logit_error']:.4f}")
+        if result.get("gate_fallbacks"):
+            print(f"  note: at batch {result['batch_size']}, {result['gate_fallbacks']} comparison call(s) had more than "
+                  "fss_max_values values and ran on the ring circuits instead of the DCF gate; a smaller --batch-size "
+                  "measures the runtime as it serves one image")
         pb = result["per_batch"]
         print(f"  one forward of {pb['batch_size']} image(s): {pb['rounds']} rounds, {format_bytes(pb['bytes'])}, {pb['seconds']:.2f} s")
         for op, c in sorted(result["per_op"].items(), key=lambda kv: -kv[1]["rounds"]):

@@ -377,7 +377,8 @@ def run_empirical(name: str, n_images: int, batch: int, settings: list[str], sco
                 a, b = share_fixed_point(part[i : i + batch], config.precision_bits)
                 s0.append(a)
                 s1.append(b)
-            r0, r1 = run_two_party(_party, model, meta, config, new_key(), rank_args=((s0,), (s1,)), timeout=7200)
+            r0, r1 = run_two_party(_party, model, meta, config, new_key(),
+                                   rank_args=((torch.cat(s0), batch), (torch.cat(s1), batch)), timeout=7200)
             private = torch.cat([reconstruct_fixed_point(torch.tensor(a), torch.tensor(b), config.precision_bits).double()
                                  for a, b in zip(r0["logit_shares"], r1["logit_shares"])])
             err = (private - plain[start : start + chunk].double()).abs().amax(1)

@@ -550,7 +550,12 @@ def markdown(r: dict[str, Any]) -> str:
                 add(f"| {site} | [2^-1, 2^(ceil(log2 N) + 1)] | {_g(w['min'], 4)} | {_g(w['max'], 5)} | "
                     "2x (sum in [1, N]) | 2x (sum >= 1) |")
                 continue
-            lo, hi = (-14, 14) if "inv_sqrt" in site else (-14, 16)
+            if "fine start" in site:  # the default runtime's LayerNorm start: SecureConfig.ln_range
+                from protocols.config import DEFAULT_CONFIG
+
+                lo, hi = DEFAULT_CONFIG.ln_range
+            else:
+                lo, hi = (-14, 14) if "inv_sqrt" in site else (-14, 16)
             dom = f"[2^{lo}, 2^{hi}]" + (" (was [2^-12, 2^12])" if (lo, hi) == (-14, 16) else "")
             add(f"| {site} | {dom} | {_g(w['min'], 4)} | {_g(w['max'], 5)} | {_g(2.0**hi / w['max'], 3)}x | "
                 f"{_g(w['min'] / 2.0**lo, 3)}x |")

@@ -455,12 +455,20 @@ def reciprocal_nr(x: MPCTensor, lo: int = -12, hi: int = 12, iters: int = 2) -> 
 
 
 def _goldschmidt(p: MPCTensor, e: MPCTensor, iters: int) -> MPCTensor:
-    """p (1 + e)(1 + e^2) ... (1 + e^(2^(iters-1))): per step p <- p (1 + e) and e <- e^2 in one round (no e^2 in the last)."""
+    """p (1 + e)(1 + e^2) ... (1 + e^(2^(iters-1))): per step p <- p + p e and e <- e^2 in one round (no e^2 in the last).
+
+    p + p e, not p (1 + e): the same opening and the same ulp, but the local truncation
+    fails with probability |p e| 2^(2f) / 2^64 instead of |p (1 + e)| 2^(2f) / 2^64, and
+    |e| <= 2.2 % after the linear start: about 45x fewer catastrophic errors at the
+    step's site (``benchmarks/numeric_safety.py``; with ``times_reciprocal`` p has the
+    numerator's size, 100,000 values a forward at 7_4_32).
+    """
     for i in range(iters):
         if i == iters - 1:
-            (p,) = beaver_products([("mul", p, e + 1.0)])
+            (pe,) = beaver_products([("mul", p, e)])
         else:
-            p, e = beaver_products([("mul", p, e + 1.0), ("mul", e, e)])
+            pe, e = beaver_products([("mul", p, e), ("mul", e, e)])
+        p = p + pe
     return p
 
 

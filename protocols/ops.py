@@ -266,15 +266,16 @@ def fss_fits(values: int) -> bool:
     same on both parties. Each such fallback is counted in ``GATE_FALLBACKS`` (this process), so a
     caller can tell that a batch ran partly on the circuits (``protocols.evaluate`` reports it).
     """
+    global GATE_FALLBACKS
     if effective()[0] != "fss":
         return False
     if values > current_config().fss_max_values:
-        GATE_FALLBACKS[0] += 1
+        GATE_FALLBACKS += 1
         return False
     return True
 
 
-GATE_FALLBACKS = [0]  # calls of ``fss_fits`` that fell back to the ring circuit (planning passes included)
+GATE_FALLBACKS = 0  # calls of ``fss_fits`` that fell back to the ring circuit (planning passes included)
 
 
 def ltz(x: MPCTensor, use: str) -> MPCTensor:

@@ -12,14 +12,7 @@ cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE
 PY=${PY:-.venv/bin/python}
 M=runs/accuracy
-mkdir -p $M
-log() { echo "$(date -u +%H:%M:%S) $*" | tee -a $M/progress.log; }
-step() {  # step NAME COMMAND...: run once (marker), log its start, end and status
-  local name=$1; shift
-  [ -f $M/$name.done ] && { log "skip $name (done)"; return 0; }
-  log "start $name: $*"
-  if "$@" > $M/$name.log 2>&1; then touch $M/$name.done; log "done $name"; else log "FAILED $name (see $M/$name.log)"; fi
-}
+. results/queue_steps.sh
 step agreement_fss $PY -m benchmarks.agreement --runtimes fss --images 2000 --batch-size 10 --out results/agreement/agreement.json
 step ns_ranges $PY benchmarks/numeric_safety.py --parts ranges --out results/numeric_safety.json
 step ns_expected $PY benchmarks/numeric_safety.py --parts expected --settings after,fss1 --out results/numeric_safety.json

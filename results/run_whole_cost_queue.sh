@@ -12,14 +12,7 @@ OLD=${1:?usage: $0 OLD_CHECKOUT}
 export OMP_WAIT_POLICY=PASSIVE
 PY=${PY:-.venv/bin/python}
 M=runs/whole_cost
-mkdir -p $M
-log() { echo "$(date -u +%H:%M:%S) $*" | tee -a $M/progress.log; }
-step() {  # step NAME COMMAND...: run once (marker), log its start, end and status
-  local name=$1; shift
-  [ -f $M/$name.done ] && { log "skip $name (done)"; return 0; }
-  log "start $name: $*"
-  if "$@" > $M/$name.log 2>&1; then touch $M/$name.done; log "done $name"; else log "FAILED $name (see $M/$name.log)"; fi
-}
+. results/queue_steps.sh
 MODELS=vit,mpcformer,thex,relu,scale,mpcvit,mpcvitplus
 step bench_7_4_32 $PY -m mpcvit bench --models $MODELS --arch 7_4_32 --network lan,wan --batch 1 --transport grpc \
   --repeats 3 --wan-repeats 2 --warmup 1 --protocols fss1,fss --out results/bench

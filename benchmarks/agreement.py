@@ -5,7 +5,8 @@
 runs ``mpcvit eval-private``'s evaluation (two party processes in-process, the
 dealer provider) on the first ``--images`` test images of each checkpoint of
 ``checkpoints/fashion-mnist`` under each runtime (``protocols.config.runtime_config``:
-fss1 the runtime before the whole-cost work, fss the default), one after the
+fss1 the runtime before the whole-cost work, spline the default with the spline GeLU on every layer, fss the
+default), one after the
 other, and writes one JSON (every result, the command, the machine's load) and
 a markdown table beside it. Resumable: a (checkpoint, runtime) already in the
 JSON is skipped, and the JSON is rewritten after each one, so a stopped run
@@ -59,6 +60,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"requirement: agreement >= {TARGET:.1%} under every runtime shipped as default.", "",
         f"| checkpoint | {head} |", "|---|" + "---:|---:|" * len(runtimes),
     ]
+    if doc.get("note"):
+        lines[4:4] = ["", doc["note"]]
     for n in names:
         cells = []
         for rt in runtimes:
@@ -80,7 +83,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runtimes", default="fss1,fss", help="comma list of fss, fss1, circuits (default fss1,fss)")
+    parser.add_argument("--runtimes", default="fss1,fss", help="comma list of fss, spline, fss1, circuits (default fss1,fss)")
     parser.add_argument("--images", type=int, default=2000, help="test images per checkpoint (default 2000)")
     parser.add_argument("--batch-size", type=int, default=10,
                         help="images per secure forward (default 10: every op of a 4_4_28 model stays under "
@@ -107,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(args.out.read_text())
         if old.get("images") == args.images and old.get("batch_size") == args.batch_size:
             doc["results"] = old.get("results", [])
-            # runs with other runtimes add their columns; fss1 (the earlier runtime) first
+            # runs with other runtimes add their columns; the earlier runtimes first
             seen = {r["runtime"] for r in doc["results"]} | set(runtimes)
-            doc["runtimes"] = [r for r in ("fss1", "fss", "circuits") if r in seen]
+            doc["runtimes"] = [r for r in ("fss1", "spline", "fss", "circuits") if r in seen]
             doc["command"] = "; ".join(dict.fromkeys([*old.get("command", "").split("; "), command]))
+            if old.get("note"):
+                doc["note"] = old["note"]
     done = {(r["checkpoint"], r["runtime"]) for r in doc["results"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     jobs = [(c, rt) for c in todo for rt in runtimes if (c.name, rt) not in done]

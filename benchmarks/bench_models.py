@@ -23,10 +23,11 @@ from mpcvit.models import SHAPES, VARIANTS, ArchSpec, model_spec
 logger = logging.getLogger(__name__)
 
 Transport = Literal["grpc", "inprocess"]
-# SecureConfig() (one-round DCF sign gates, the current runtime) / SecureConfig.fss1() (that runtime before the
+# SecureConfig() (one-round DCF sign gates, the Fourier GeLU on certified layers: the current runtime) / the same with
+# the spline GeLU everywhere (the runtime before the Fourier GeLU) / SecureConfig.fss1() (the runtime before the
 # whole-cost work) / SecureConfig.circuits() (small-ring comparison circuits, the runtime before DCF sign gates)
-PROTOCOLS = ("fss", "fss1", "circuits")
-PROTOCOL_AGE = ("circuits", "fss1", "fss")  # oldest first: a run's side-by-side tables put each older set against the newest
+PROTOCOLS = ("fss", "spline", "fss1", "circuits")
+PROTOCOL_AGE = ("circuits", "fss1", "spline", "fss")  # oldest first: a run's side-by-side tables put each older set against the newest
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_DIR = ROOT / "results" / "search"
@@ -122,17 +123,14 @@ class BenchSettings:
 
 
 def secure_config(kind: str, provider: str) -> Any:
-    """The runtime's ``SecureConfig`` for a protocol set: ``fss`` the default, ``fss1`` ``SecureConfig.fss1()``,
-    ``circuits`` ``SecureConfig.circuits()``."""
-    from protocols.config import SecureConfig
+    """The runtime's ``SecureConfig`` for a protocol set (``protocols.config.runtime_config``): ``fss`` the default,
+    ``spline`` the default with the spline GeLU everywhere, ``fss1`` ``SecureConfig.fss1()``, ``circuits``
+    ``SecureConfig.circuits()``."""
+    from protocols.config import runtime_config
 
     if kind not in PROTOCOLS:
         raise ValueError(f"unknown protocols {kind!r}; choose from {', '.join(PROTOCOLS)}")
-    if kind == "fss":
-        return SecureConfig(provider=provider)  # type: ignore[arg-type]
-    if kind == "fss1":
-        return SecureConfig.fss1(provider=provider)  # type: ignore[arg-type]
-    return SecureConfig.circuits(provider=provider)  # type: ignore[arg-type]
+    return runtime_config(kind, provider=provider)
 
 
 def effective_protocols(kind: str, provider: str) -> str:

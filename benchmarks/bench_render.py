@@ -96,14 +96,15 @@ def protocol_sets(doc: dict[str, Any]) -> list[str]:
 
 
 PROTOCOL_TEXT = {
-    "fss": "`SecureConfig()`, the current runtime: one-round DCF sign gates",
+    "fss": "`SecureConfig()`, the current runtime: one-round DCF sign gates, the Fourier GeLU on certified layers",
+    "spline": "`SecureConfig(gelu=\"spline\")`, the current runtime with the spline GeLU on every layer (the default before the Fourier GeLU)",
     "fss1": "`SecureConfig.fss1()`, the fss runtime before the whole-cost work",
     "circuits": "`SecureConfig.circuits()`, the small-ring comparison circuits of the runtime before DCF sign gates",
 }
 
 
 def comparisons(sets: list[str]) -> list[tuple[str, str]]:
-    """(old, new) pairs of a run: each protocol set against the newest one present (circuits < fss1 < fss), in run order."""
+    """(old, new) pairs of a run: each protocol set against the newest one present (circuits < fss1 < spline < fss), in run order."""
     known = [p for p in PROTOCOL_AGE if p in sets]
     if len(known) < 2:
         return []

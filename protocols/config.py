@@ -57,7 +57,16 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   step into its output product (5 rounds with fss, 14 with the circuits). CrypTen's default start (3 Newton steps) is off by 40 % at
   var = 0.01, which broke LayerNorm on the class token of trained digits models
   (logit error 2.6 -> 0.025 with the range start).
-* ``gelu = "spline"`` (default): a cubic spline of GeLU on 8 buckets between
+* ``gelu = "fourier"`` (default): on every GeLU layer whose inputs the model's
+  owner certifies below 13 / 1.05 from its weights, whatever the image
+  (``runtime.certified_gelu_bounds``), x / 2 + x psi(x) with psi a 16-term sine
+  series of period 32 from ONE opening of x + r and the dealer's shares of
+  cos / sin (k theta_r) (``ops.gelu_fourier``): 2 rounds, 3 ring elements per
+  value, 33 words of dealer material per value (party 0 only), no DCF; max
+  error 2.3e-4 (fit) plus rounding on |x| <= 13, and wrong beyond 13.5, which
+  is why it runs only where the certificate holds. Every other GeLU layer
+  runs the spline below.
+* ``gelu = "spline"``: a cubic spline of GeLU on 8 buckets between
   9 knots in [-5, 5.5] (0 below, x above), the bucket from ONE sign gate with
   9 shifts on ``gelu_spline_gate`` (10, 14) (9 DCF levels, window 1/4, valid for
   |x| <= 122.25: 8.7x the largest GeLU input of the committed checkpoints)
@@ -172,7 +181,7 @@ class SecureConfig:
     inv_sqrt_range: tuple[int, int] = (-14, 14)
     range_per_octave: int = 2  # thresholds per octave of the Newton starts
     ln_prescale: int = 4  # centred LayerNorm inputs are multiplied by this integer before squaring
-    gelu: Literal["spline", "fss", "poly", "erf"] = "spline"
+    gelu: Literal["fourier", "spline", "fss", "poly", "erf"] = "fourier"  # fourier: on certified layers, else spline
     erf_iterations: int = 8  # only for gelu = "erf"
     layernorm_eps: float = 1e-5  # torch.nn.LayerNorm's default
     matmul_backend: MatmulBackend = "int64"
@@ -208,8 +217,8 @@ class SecureConfig:
                 raise ValueError(f"{name} must be in 1..32, got {getattr(self, name)}")
         if self.matmul_backend not in ("int64", "limbs"):
             raise ValueError(f"unknown matmul_backend {self.matmul_backend!r}")
-        if self.gelu not in ("spline", "fss", "poly", "erf"):
-            raise ValueError(f"unknown gelu {self.gelu!r}; choose spline, fss, poly or erf")
+        if self.gelu not in ("fourier", "spline", "fss", "poly", "erf"):
+            raise ValueError(f"unknown gelu {self.gelu!r}; choose fourier, spline, fss, poly or erf")
         if not 1 <= self.ln_per_octave <= 32:
             raise ValueError(f"ln_per_octave must be in 1..32, got {self.ln_per_octave}")
         if self.comparison not in ("fss", "ring", "crypten"):
@@ -260,13 +269,16 @@ class SecureConfig:
 
 
 DEFAULT_CONFIG = SecureConfig()
-RUNTIMES = ("fss", "fss1", "circuits")
+RUNTIMES = ("fss", "spline", "fss1", "circuits")
 
 
 def runtime_config(name: str, **changes: Any) -> SecureConfig:
-    """The config of a runtime by name: "fss" ``SecureConfig()``, "fss1" ``SecureConfig.fss1()``, "circuits"."""
+    """The config of a runtime by name: "fss" ``SecureConfig()``, "spline" the same with every GeLU on the spline
+    (the default before the Fourier GeLU), "fss1" ``SecureConfig.fss1()``, "circuits"."""
     if name == "fss":
         return SecureConfig(**changes)
+    if name == "spline":
+        return SecureConfig(**{"gelu": "spline", **changes})
     if name == "fss1":
         return SecureConfig.fss1(**changes)
     if name == "circuits":

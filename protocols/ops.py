@@ -1071,16 +1071,140 @@ def gelu_spline(x: MPCTensor) -> MPCTensor:
     return MPCTensor.from_shares(linear, precision=prec) + sq
 
 
+# -- GeLU from one opening and trigonometric material (no comparison) ------------------
+FOURIER_PERIOD_BITS = 5  # the series' period P = 2^5 = 32 (real units): a power of two, so x mod P is x + r mod P minus r mod P
+FOURIER_RANGE = 13.0  # the fit holds for |x| <= 13 (``gelu_fourier_error``); beyond 13.5 it does not (the period returns)
+FOURIER_MARGIN = 1.05  # a layer runs it only where the owner's certified bound times this is <= FOURIER_RANGE
+# Phi(x) - 1/2 = erf(x / sqrt 2) / 2 ~ sum_k b_k sin(2 pi k x / P), k = 1..16: ``gelu_fourier_fit()`` (Lawson's
+# iteratively reweighted least squares for the smallest max |x| |error| on [-13, 13]), frozen here so that both
+# parties (and every machine) use bit-identical public coefficients; ``tests/protocols/test_fourier.py`` refits them.
+FOURIER_COEFFICIENTS = (
+    0.624906174394, -0.000808426337, 0.179423979908, -0.001074361579, 0.079567407169, -0.000701473708,
+    0.035716413113, -5.3867146e-05, 0.014582472039, 0.00041602369, 0.005060176641, 0.000516030242,
+    0.001374976986, 0.000353353124, 0.000249091948, 0.000138006359,
+)
+FOURIER_LOWER = 2  # x of the product x psi is lowered by this many bits (``lower``): |x psi| <= 6.5 truncated from 2^30
+
+
+def gelu_fourier_fit(harmonics: int = len(FOURIER_COEFFICIENTS), bound: float = FOURIER_RANGE,
+                     iterations: int = 200) -> tuple[float, ...]:
+    """Refit ``FOURIER_COEFFICIENTS``: b_k minimising max over |x| <= bound of |x| |sum_k b_k sin(2 pi k x / P) - erf(x / sqrt 2) / 2|."""
+    x = torch.linspace(-bound, bound, 52001, dtype=torch.float64)
+    target = torch.special.erf(x / math.sqrt(2.0)) / 2
+    basis = torch.stack([torch.sin(2 * math.pi * k * x / 2**FOURIER_PERIOD_BITS) for k in range(1, harmonics + 1)], 1)
+    scale = x.abs().clamp(min=1.0)
+    weight = torch.ones_like(x)
+    best: tuple[float, torch.Tensor] | None = None
+    for _ in range(iterations):
+        sw = weight.sqrt() * scale
+        coef = torch.linalg.lstsq(basis * sw[:, None], (target * sw).unsqueeze(1)).solution.squeeze(1)
+        err = (basis @ coef - target).abs() * x.abs()
+        if best is None or float(err.max()) < best[0]:
+            best = (float(err.max()), coef)
+        weight = weight * (err / err.max() + 1e-3)
+        weight = weight / weight.sum()
+    assert best is not None
+    return tuple(round(float(c), 12) for c in best[1])
+
+
+def gelu_fourier_error(bound: float = FOURIER_RANGE, coefficients: tuple[float, ...] = FOURIER_COEFFICIENTS) -> float:
+    """The largest |x (1/2 + sum_k b_k sin(2 pi k x / P)) - GeLU(x)| over |x| <= bound (float64; the fit alone)."""
+    x = torch.linspace(-bound, bound, 40001, dtype=torch.float64)
+    psi = sum(b * torch.sin(2 * math.pi * k * x / 2**FOURIER_PERIOD_BITS) for k, b in enumerate(coefficients, 1))
+    return float((x * (0.5 + psi) - _gelu_float(x)).abs().max())
+
+
+def trig_table(r: torch.Tensor, harmonics: int, period_bits: int, frac_bits: int) -> torch.Tensor:
+    """round(2^frac [cos(k theta); sin(k theta)]) (2K, n) int64, k = 1..K, theta = 2 pi (r mod 2^period_bits) / 2^period_bits.
+
+    The dealer's side of ``gelu_fourier`` (``protocols.providers``: the ``trig`` material): r is the
+    mask of the opened value, in ring units, so theta is 2 pi r / P with P = 2^period_bits ring units.
+    """
+    theta = (r.reshape(-1) & ((1 << period_bits) - 1)).double() * (2 * math.pi / 2**period_bits)
+    kt = torch.arange(1, harmonics + 1, dtype=torch.float64).view(-1, 1) * theta.view(1, -1)
+    return torch.round(torch.cat([torch.cos(kt), torch.sin(kt)]) * 2**frac_bits).long()
+
+
+def fourier_phi_steps(x: MPCTensor) -> Steps:
+    """Step protocol: shares of psi(x) = sum_k b_k sin(2 pi k x / P) (~ Phi(x) - 1/2) from ONE opening of x + r."""
+    provider = crypten.mpc.get_default_provider()
+    rank = comm.get().get_rank()
+    prec = int(round(math.log2(x.encoder.scale)))
+    period_bits = FOURIER_PERIOD_BITS + prec
+    k = len(FOURIER_COEFFICIENTS)
+    shape = tuple(x._tensor.share.shape)
+    share = x._tensor.share.reshape(-1)
+    mat = provider.trig_rng(share.numel(), k, period_bits, prec)
+    (c,) = yield [(SUM, share + mat.r)]
+    theta = (c & ((1 << period_bits) - 1)).double() * (2 * math.pi / 2**period_bits)
+    kt = torch.arange(1, k + 1, dtype=torch.float64).view(-1, 1) * theta.view(1, -1)
+    b = torch.tensor(FOURIER_COEFFICIENTS, dtype=torch.float64).view(-1, 1)
+    scale = 2**prec
+    f_sin = torch.round(b * torch.sin(kt) * scale).long()  # b_k sin(k theta_c), public, at 2^f
+    f_cos = torch.round(b * torch.cos(kt) * scale).long()
+    # sin(k (theta_c - theta_r)) = sin(k theta_c) cos(k theta_r) - cos(k theta_c) sin(k theta_r)
+    psi = (f_sin * mat.cs[:k]).sum(0) - (f_cos * mat.cs[k:]).sum(0)
+    return MPCTensor.from_shares(truncate_shares(psi, scale).reshape(shape), precision=prec)
+
+
+def gelu_fourier(x: MPCTensor) -> MPCTensor:
+    """GeLU(x) = x / 2 + x psi(x), psi a 16-term sine series of period 32 from ONE opening: 2 rounds, no comparison.
+
+    Math. Phi(x) - 1/2 = erf(x / sqrt 2) / 2 is odd and flat beyond |x| = 5, so on
+    |x| <= 13 it equals a sine series psi(x) = sum_k b_k sin(2 pi k x / P) with P = 32
+    whose periodic continuation turns round between 13 and 19 (``FOURIER_COEFFICIENTS``).
+    The dealer gives a mask r (uniform on Z_2^64) and shares of cos(k theta_r),
+    sin(k theta_r) for k = 1..16, theta_r = 2 pi r / P (P = 2^(5 + f) ring units divides
+    2^64). The parties open c = x + r (round 1); theta_c - theta_r = 2 pi x / P (mod
+    2 pi) exactly, so sin(k (theta_c - theta_r)) = sin(k theta_c) cos(k theta_r) -
+    cos(k theta_c) sin(k theta_r) is a public combination of the shares: psi is local.
+    Round 2 is one Beaver product, x (lowered by ``FOURIER_LOWER`` bits) times psi.
+
+    Error, for |x| <= ``FOURIER_RANGE`` = 13: the fit, ``gelu_fourier_error()`` =
+    2.3e-4, plus rounding: each of the 32 public factors b_k sin(k theta_c) and each
+    shared cos / sin is rounded to 2^-17, so |psi error| <= 32 2^-17 (1 + 0.63) < 4e-4
+    (about 2e-5 typically, the roundings being independent), times |x|, plus x's
+    lowering (2^-14 |psi| <= 3.1e-5) and the product's ulp. Beyond 13 the series
+    turns round (at |x| = 16, psi ~ 0): the runtime uses this GeLU only on layers whose
+    inputs the model owner certifies below 13 / ``FOURIER_MARGIN``, whatever the image
+    (``certified_gelu_bounds``: |fc1(LN(x))_j| <= sqrt(C) |W'_j| + |b'_j|), and the
+    spline (valid to 122) elsewhere. The local truncations: psi from 2^(2f) (|psi| <= 0.5,
+    fails with probability <= 2^-33 per value), the product from 2^(2f - 2) (|x psi|
+    <= 6.5: <= 2^-31.3, about 2^-35 at the typical |x| ~ 1).
+
+    What each party receives: online c = x + r (uniform: r is a fresh uniform mask
+    of the dealer's) and the Beaver product's x' - a, psi - b (one-time pads from the
+    batch PRG); offline party 0 the 32 corrections T - t_1, uniform because each t_1 is
+    a fresh PRG draw of party 1's used nowhere else; party 1 nothing but its key.
+    ``tests/security/test_uniformity.py`` checks the openings ("fourier").
+
+    Dealer material per value: 32 words (party 0 only) plus the product's 1 (33 words,
+    264 bytes), against 82 for ``gelu_spline``; online 3 ring elements per value and
+    party, against 4; no DCF evaluation (the spline's 9 x 9 AES walks).
+    """
+    psi = run_one(fourier_phi_steps(x))
+    (xpsi,) = beaver_products([("mul", lower(x, FOURIER_LOWER), psi)])
+    return x.div(2) + xpsi
+
+
+def gelu_fourier_fits(x: MPCTensor) -> bool:
+    """Whether ``gelu_fourier`` can run on x here: the provider makes trigonometric material and x has at most
+    ``fss_max_values`` values (the same bound on a call's dealer material as the DCF gates'; a shape-only rule)."""
+    return (hasattr(crypten.mpc.get_default_provider(), "trig_rng") and effective()[0] == "fss"
+            and x.nelement() <= current_config().fss_max_values)
+
+
 def quad(x: MPCTensor) -> MPCTensor:
     """MPCFormer's Quad GeLU 0.125 x^2 + 0.25 x + 0.5. Rounds: 1."""
     return square(x).div(8) + x.div(4) + 0.5
 
 
 def gelu_configured(x: MPCTensor) -> MPCTensor:
-    """GeLU as ``SecureConfig.gelu`` says: "fss" (``gelu_fss``; the polynomial ``gelu`` where the
-    provider makes no DCF keys), "poly" (``gelu``) or "erf" (``gelu_erf``)."""
+    """GeLU as ``SecureConfig.gelu`` says: "spline" (``gelu_spline``), "fss" (``gelu_fss``; the polynomial ``gelu``
+    where the provider makes no DCF keys or the tensor is over ``fss_max_values``), "poly" (``gelu``) or "erf"
+    (``gelu_erf``). "fourier" is ``gelu_fourier`` on the layers ``SecureViT`` certified, this (the spline) elsewhere."""
     kind = current_config().gelu
-    if kind == "spline":
+    if kind in ("spline", "fourier"):  # "fourier" runs here only on layers the owner did not certify (``SecureViT``)
         return gelu_spline(x) if fss_fits(x.nelement()) else gelu(x)
     if kind == "fss":
         return gelu_fss(x) if fss_fits(x.nelement()) else gelu(x)

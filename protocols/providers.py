@@ -37,7 +37,12 @@ binary     a_0, b_0 (64-bit) (+ c_1)       (a & b) ^ c_1
 wraps      r_0               (+ t_1)       wraps(r_0, r_1) - t_1
 B2A        rB_0 (1 bit)      (+ rA_1)      (rB_0 ^ rB_1) - rA_1
 bitmul     rB_0 (1 bit), s_0 (+ rA_1, g_1) [r - rA_1, r s - g_1], r = rB_0 ^ rB_1, s = s_0 + s_1
+trig       r_0 (n)           (+ T_1)       T - T_1, T = round(2^f [cos(k theta_r); sin(k theta_r)])
 =========  ==============================  =====================================
+
+``trig`` (``protocols.ops.gelu_fourier``) is a mask r = r_0 + r_1 with the
+table T (2K, n) of its harmonics, theta_r = 2 pi (r mod 2^p) / 2^p: a sine
+series of the masked value in one opening.
 
 ``bitmul`` (``protocols.compare.bitmul_steps``) is a random bit r as XOR
 shares rB and additive shares rA with a random ring element s and g = r s:
@@ -49,7 +54,7 @@ elements are ``PRG.ring`` draws, bits ``PRG.bits`` draws.
 What each party receives, and why it is uniform: party 1 receives only its
 key; party 0 its key and the corrections. A correction is the correlated
 value minus one of party 1's PRG draws that appears nowhere else (c_1,
-s_1, t_1, rA_1, g_1), so it is uniform on Z_2^64 (or, for binary,
+s_1, t_1, rA_1, g_1, T_1), so it is uniform on Z_2^64 (or, for binary,
 uniform 64-bit words) and independent of everything party 0 holds. The
 openings the parties exchange online (Beaver's x - a, AND's x ^ a, B2A's
 b ^ rB, bitmul's z and y - s) are each masked by a fresh PRG draw of the
@@ -104,9 +109,11 @@ from crypten.mpc.provider.tfp_provider import TrustedFirstParty  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A", "bitmul", "dcf", "fixed")
+REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A", "bitmul", "dcf", "fixed", "trig")
 BOTH_RANKS_KINDS = ("dcf",)  # kinds whose dealer material goes to party 1 as well (DCF correction words)
 DCF_PARAMS = ("bits", "drop", "payload")
+TRIG_PARAMS = ("frac", "harmonics", "period")  # trig: 2^frac scale, K harmonics, period 2^period ring units
+MAX_HARMONICS = 64
 TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
 PROVIDER_NAME = "MPCVIT_DEALER"
 BYTES_PER_ELEMENT = 8
@@ -152,6 +159,20 @@ class Request:
             if not (isinstance(bits, int) and 2 <= bits <= dcf.MAX_BITS + 1 and isinstance(drop, int)
                     and 0 <= drop <= 64 - bits and payload in (1, 2)):
                 raise ValueError(f"bad dcf parameters {params}: bits in 2..{dcf.MAX_BITS + 1}, drop in 0..64-bits, payload 1 or 2")
+        if self.kind == "trig":
+            params = dict(self.kwargs)
+            if sorted(params) != sorted(TRIG_PARAMS) or len(self.size0) != 1 or self.size1:
+                raise ValueError(f"a trig request has a 1-d size0 and kwargs {TRIG_PARAMS}")
+            k, period, frac = (params[n] for n in ("harmonics", "period", "frac"))
+            if not (isinstance(k, int) and 1 <= k <= MAX_HARMONICS and isinstance(period, int) and 1 <= period <= 62
+                    and isinstance(frac, int) and 0 <= frac <= 30):
+                raise ValueError(f"bad trig parameters {params}: harmonics in 1..{MAX_HARMONICS}, period in 1..62, frac in 0..30")
+
+    @property
+    def trig_params(self) -> tuple[int, int, int]:
+        """(harmonics K, period bits, fraction bits) of a trig request."""
+        params = dict(self.kwargs)
+        return params["harmonics"], params["period"], params["frac"]
 
     @property
     def dcf_params(self) -> tuple[int, int, int]:
@@ -182,6 +203,8 @@ class Request:
             return (extra + dcf.key_words(bits - 1, payload), self.size0[0])  # one column per value
         if rank != 0:
             return (0,)
+        if self.kind == "trig":
+            return (2 * self.trig_params[0], self.size0[0])  # [cos(k theta_r); sin(k theta_r)], one column per value
         if self.kind in ("square", "wraps", "B2A"):
             return self.size0
         if self.kind == "bitmul":
@@ -299,7 +322,17 @@ def all_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank
             ones.append(both[1])
             continue
         ones.append(empty)
-        if req.kind == "fixed":
+        if req.kind == "trig":
+            k, period, frac = req.trig_params
+            r = _ring(req.size0, g0) + _ring(req.size0, g1)
+            t1 = _ring(req.output_size(), g1)
+            if need0:
+                from protocols.ops import trig_table
+
+                out.append(trig_table(r, k, period, frac) - t1)
+            else:
+                out.append(empty)
+        elif req.kind == "fixed":
             a = _ring(req.size0, g0) + _ring(req.size0, g1)
             c1 = _ring(req.output_size(), g1)
             if need0:
@@ -447,6 +480,14 @@ class SignMaterial:
     m: torch.Tensor
     rm: torch.Tensor | None
     keys: dcf.DCFKeys
+
+
+@dataclass
+class TrigMaterial:
+    """One party's material for ``ops.gelu_fourier``: int64 shares of the mask r (n,) and of the table (2K, n)."""
+
+    r: torch.Tensor
+    cs: torch.Tensor
 
 
 @dataclass
@@ -693,6 +734,16 @@ class DealerProvider(TupleProvider):
             words = corr
         keys = dcf.unpack(seed.numpy().view(np.uint64), words.numpy().view(np.uint64), bits - 1, payload)
         return SignMaterial(r=r, m=m, rm=rm, keys=keys)
+
+
+    def trig_rng(self, n: int, harmonics: int, period_bits: int, frac_bits: int) -> "TrigMaterial":
+        """``ops.gelu_fourier``'s material for n values: shares of a mask r and of round(2^frac [cos(k theta_r); sin(k theta_r)])."""
+        req = Request("trig", (n,), kwargs=(("frac", frac_bits), ("harmonics", harmonics), ("period", period_bits)))
+        g, corr = self._next(req)
+        r = _ring((n,), g)
+        cs = corr if self.party_rank == 0 else _ring((2 * harmonics, n), g)
+        assert cs is not None
+        return TrigMaterial(r=r, cs=cs)
 
 
 class TFPProvider(TrustedFirstParty):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import logging
 import threading
 import time
@@ -58,7 +59,7 @@ from crypten.mpc import MPCTensor  # noqa: E402
 log = logging.getLogger(__name__)
 _LOADS = itertools.count(1)  # in-process model loads, in the order both parties make them (the default model id)
 
-__all__ = ["SecureViT", "CostReport", "OpCost", "prepare_weights"]
+__all__ = ["SecureViT", "CostReport", "OpCost", "certified_gelu_bounds", "prepare_weights"]
 
 
 # -- plaintext preparation (both parties run it; only the owner's values are used) ----
@@ -140,6 +141,49 @@ def prepare_weights(model: VisionTransformer, spec: ArchSpec, meta: dict[str, An
     return params
 
 
+def certified_gelu_bounds(plain: dict[str, torch.Tensor], spec: ArchSpec) -> dict[int, float]:
+    """Per GeLU layer, a bound on |GeLU input| that holds for EVERY image: sqrt(C) |W'_j| + |b'_j| (max over j).
+
+    The layer's input is fc1 of a LayerNorm's output, and a LayerNorm's output
+    before its affine has norm sqrt(C var / (var + eps)) <= sqrt(C) whatever
+    the image; with the affine folded into fc1 (W' = W diag(gamma), b' = b +
+    W beta: ``prepare_weights``) Cauchy-Schwarz gives |u_j| <= |W'_j| sqrt(C) +
+    |b'_j|. Read from the owner's prepared weights ``plain``; models without
+    LayerNorm ("affine" norm) get no bound.
+    """
+    if spec.norm != "layernorm":
+        return {}
+    out: dict[int, float] = {}
+    for l in range(spec.depth):
+        if spec.act[l] == "gelu" and not spec.mlp_is_linear(l):
+            w, b = plain[f"b{l}.fc1.w_t"].double(), plain[f"b{l}.fc1.b"].double()
+            out[l] = float((w.norm(dim=0) * math.sqrt(spec.embed_dim) + b.abs()).max())
+    return out
+
+
+def _fourier_layers(plain: dict[str, torch.Tensor] | None, spec: ArchSpec, config: SecureConfig, owner: int) -> tuple[int, ...]:
+    """The GeLU layers that run ``ops.gelu_fourier``: chosen by the owner from its certificate, announced to the peer.
+
+    With ``config.gelu == "fourier"`` the owner marks each GeLU layer whose
+    ``certified_gelu_bounds`` times ``ops.FOURIER_MARGIN`` is within
+    ``ops.FOURIER_RANGE`` and broadcasts the marks (one public bit per layer:
+    which GeLU protocol the layer runs, the same kind of fact as the
+    architecture; one round at load). The other party accepts a mark only on
+    a GeLU layer. Any other ``gelu`` setting: none, and nothing is sent.
+    """
+    if config.gelu != "fourier":
+        return ()
+    rank = comm.get().get_rank()
+    marks = torch.zeros(spec.depth, dtype=torch.int64)
+    if rank == owner:
+        assert plain is not None
+        for l, bound in certified_gelu_bounds(plain, spec).items():
+            marks[l] = int(bound * ops.FOURIER_MARGIN <= ops.FOURIER_RANGE)
+    marks = comm.get().broadcast(marks, owner)
+    return tuple(l for l in range(spec.depth)
+                 if int(marks[l]) == 1 and spec.act[l] == "gelu" and not spec.mlp_is_linear(l))
+
+
 # -- the secure model ----------------------------------------------------------------------
 @dataclass
 class _Ctx:
@@ -188,6 +232,7 @@ class SecureViT:
         self._plan_costs: dict[int, CostReport] = {}
         self._plan_lock = threading.Lock()
         self.fixed: dict[str, ops.FixedWeight] = {}  # weights whose Beaver mask was opened at load
+        self.fourier_layers: tuple[int, ...] = ()  # GeLU layers on ops.gelu_fourier (``_fourier_layers``)
         self.model_id: int | None = None
 
     # -- construction ---------------------------------------------------------------
@@ -215,6 +260,7 @@ class SecureViT:
                 plain = {k: torch.zeros_like(v) for k, v in prepare_weights(VisionTransformer(spec), spec, None).items()}
         shared = {name: crypten.cryptensor(t.float(), src=owner) for name, t in plain.items()}
         secure = cls(spec, shared, config, owner, batch_source, output_policy)
+        secure.fourier_layers = _fourier_layers(plain if rank == owner else None, spec, config, owner)
         provider = current_provider()
         keys = model_keys if model_keys is not None else batch_source  # whatever hands out model keys
         if config.fixed_weight_masks and isinstance(provider, DealerProvider) and hasattr(keys, "model_key"):
@@ -456,10 +502,18 @@ class SecureViT:
         n = int(u.size(1))
         if toks is not None:
             toks = tuple(t for t in toks if t < n)  # the class-only last layer keeps token 0
+        act = ops.ACTIVATIONS[kind]
+        if kind == "gelu" and l in self.fourier_layers:
+            act = _gelu_certified
         with ctx.section(f"activation-{kind}"):
-            u = _apply_on_tokens(ops.ACTIVATIONS[kind], u, toks)
+            u = _apply_on_tokens(act, u, toks)
         with ctx.section("linear"):
             return ops.linear(u, self._w(f"b{l}.fc2.w_t"), p[f"b{l}.fc2.b"])
+
+
+def _gelu_certified(u: MPCTensor) -> MPCTensor:
+    """GeLU on a layer whose inputs the owner certified within ``ops.FOURIER_RANGE``: the Fourier GeLU where it runs."""
+    return ops.gelu_fourier(u) if ops.gelu_fourier_fits(u) else ops.gelu_configured(u)
 
 
 def _apply_on_tokens(act: Any, u: MPCTensor, toks: tuple[int, ...] | None) -> MPCTensor:

@@ -52,10 +52,17 @@ def _weight_openings(view: list, shape: tuple[int, ...]) -> list[torch.Tensor]:
 
 # -- 1. the load-time plan ----------------------------------------------------------------------
 def test_model_load_sends_only_the_masked_weights(recorded: dict) -> None:
-    """Sharing the weights is pseudo-random zero sharing and the plan a local dry run; the only message at load
-    is each weight's W_i - b_i (its fixed Beaver mask, opened once), and no inference opens a weight again."""
+    """Sharing the weights is pseudo-random zero sharing and the plan a local dry run; the only messages at load
+    are each weight's W_i - b_i (its fixed Beaver mask, opened once) and party 0's one public bit per layer (which
+    GeLU the layer runs: ``runtime._fourier_layers``), and no inference opens a weight again."""
+    depth = model_spec(MODEL).depth
     for party in ("p0", "p1"):
-        shapes = sorted(tuple(_tensor(t).shape) for _, t in recorded[party]["load_view"])
+        view = recorded[party]["load_view"]
+        marks = [_tensor(t) for kind, t in view if kind == "broadcast"]
+        assert len(marks) == (party == "p1")  # party 1 receives the marks; party 0 receives no broadcast
+        for m in marks:
+            assert tuple(m.shape) == (depth,) and set(m.tolist()) <= {0, 1}
+        shapes = sorted(tuple(_tensor(t).shape) for kind, t in view if kind != "broadcast")
         assert shapes and all(len(s) == 2 for s in shapes)
         weight = tuple(_tensor(recorded["p0"]["weights"]["embed.w_t"]).shape)
         assert weight in shapes and not _weight_openings(recorded[party]["infer_view"], weight)

@@ -58,14 +58,15 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   var = 0.01, which broke LayerNorm on the class token of trained digits models
   (logit error 2.6 -> 0.025 with the range start).
 * ``gelu = "fourier"`` (default): on every GeLU layer whose inputs the model's
-  owner certifies below 13 / 1.05 from its weights, whatever the image
-  (``runtime.certified_gelu_bounds``), x / 2 + x psi(x) with psi a 16-term sine
-  series of period 32 from ONE opening of x + r and the dealer's shares of
-  cos / sin (k theta_r) (``ops.gelu_fourier``): 2 rounds, 3 ring elements per
-  value, 33 words of dealer material per value (party 0 only), no DCF; max
-  error 2.3e-4 (fit) plus rounding on |x| <= 13, and wrong beyond 13.5, which
-  is why it runs only where the certificate holds. Every other GeLU layer
-  runs the spline below.
+  owner certifies below 24 / 1.05 from its weights, whatever the image
+  (``runtime.certified_gelu_bounds``), x / 2 + x psi(x) with psi a series of 16
+  odd harmonics of period 64 from ONE opening of x + r and the dealer's shares
+  of cos / sin (k theta_r) (``ops.gelu_fourier``): 2 rounds, 3 ring elements
+  per value, 33 words of dealer material per value (party 0 only), no DCF;
+  error 4.7e-4 (fit) plus rounding on |x| <= 24 (measured 9.8e-4 on |x| <= 13,
+  2.0e-3 on |x| <= 24), wrong past 32, which is why it runs only where the
+  certificate holds. Every other
+  GeLU layer runs the spline below.
 * ``gelu = "spline"``: a cubic spline of GeLU on 8 buckets between
   9 knots in [-5, 5.5] (0 below, x above), the bucket from ONE sign gate with
   9 shifts on ``gelu_spline_gate`` (10, 14) (9 DCF levels, window 1/4, valid for

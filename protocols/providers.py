@@ -37,7 +37,7 @@ binary     a_0, b_0 (64-bit) (+ c_1)       (a & b) ^ c_1
 wraps      r_0               (+ t_1)       wraps(r_0, r_1) - t_1
 B2A        rB_0 (1 bit)      (+ rA_1)      (rB_0 ^ rB_1) - rA_1
 bitmul     rB_0 (1 bit), s_0 (+ rA_1, g_1) [r - rA_1, r s - g_1], r = rB_0 ^ rB_1, s = s_0 + s_1
-trig       r_0 (n)           (+ T_1)       T - T_1, T = round(2^f [cos(k theta_r); sin(k theta_r)])
+trig       r_0 (n)           (+ T_1)       T - T_1, T = round(2^f [cos(k_j theta_r); sin(k_j theta_r)])
 =========  ==============================  =====================================
 
 ``trig`` (``protocols.ops.gelu_fourier``) is a mask r = r_0 + r_1 with the
@@ -112,7 +112,7 @@ log = logging.getLogger(__name__)
 REQUEST_KINDS = ("additive", "square", "binary", "wraps", "B2A", "bitmul", "dcf", "fixed", "trig")
 BOTH_RANKS_KINDS = ("dcf",)  # kinds whose dealer material goes to party 1 as well (DCF correction words)
 DCF_PARAMS = ("bits", "drop", "payload")
-TRIG_PARAMS = ("frac", "harmonics", "period")  # trig: 2^frac scale, K harmonics, period 2^period ring units
+TRIG_PARAMS = ("frac", "harmonics", "period", "step")  # trig: 2^frac scale, K harmonics 1 + step j, period 2^period ring units
 MAX_HARMONICS = 64
 TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
 PROVIDER_NAME = "MPCVIT_DEALER"
@@ -163,16 +163,17 @@ class Request:
             params = dict(self.kwargs)
             if sorted(params) != sorted(TRIG_PARAMS) or len(self.size0) != 1 or self.size1:
                 raise ValueError(f"a trig request has a 1-d size0 and kwargs {TRIG_PARAMS}")
-            k, period, frac = (params[n] for n in ("harmonics", "period", "frac"))
+            k, period, frac, step = (params[n] for n in ("harmonics", "period", "frac", "step"))
             if not (isinstance(k, int) and 1 <= k <= MAX_HARMONICS and isinstance(period, int) and 1 <= period <= 62
-                    and isinstance(frac, int) and 0 <= frac <= 30):
-                raise ValueError(f"bad trig parameters {params}: harmonics in 1..{MAX_HARMONICS}, period in 1..62, frac in 0..30")
+                    and isinstance(frac, int) and 0 <= frac <= 30 and step in (1, 2)):
+                raise ValueError(f"bad trig parameters {params}: harmonics in 1..{MAX_HARMONICS}, period in 1..62, "
+                                 "frac in 0..30, step 1 or 2")
 
     @property
-    def trig_params(self) -> tuple[int, int, int]:
-        """(harmonics K, period bits, fraction bits) of a trig request."""
+    def trig_params(self) -> tuple[int, int, int, int]:
+        """(harmonics K, period bits, fraction bits, step) of a trig request."""
         params = dict(self.kwargs)
-        return params["harmonics"], params["period"], params["frac"]
+        return params["harmonics"], params["period"], params["frac"], params["step"]
 
     @property
     def dcf_params(self) -> tuple[int, int, int]:
@@ -323,13 +324,13 @@ def all_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank
             continue
         ones.append(empty)
         if req.kind == "trig":
-            k, period, frac = req.trig_params
+            k, period, frac, step = req.trig_params
             r = _ring(req.size0, g0) + _ring(req.size0, g1)
             t1 = _ring(req.output_size(), g1)
             if need0:
                 from protocols.ops import trig_table
 
-                out.append(trig_table(r, k, period, frac) - t1)
+                out.append(trig_table(r, k, period, frac, step) - t1)
             else:
                 out.append(empty)
         elif req.kind == "fixed":
@@ -736,9 +737,10 @@ class DealerProvider(TupleProvider):
         return SignMaterial(r=r, m=m, rm=rm, keys=keys)
 
 
-    def trig_rng(self, n: int, harmonics: int, period_bits: int, frac_bits: int) -> "TrigMaterial":
-        """``ops.gelu_fourier``'s material for n values: shares of a mask r and of round(2^frac [cos(k theta_r); sin(k theta_r)])."""
-        req = Request("trig", (n,), kwargs=(("frac", frac_bits), ("harmonics", harmonics), ("period", period_bits)))
+    def trig_rng(self, n: int, harmonics: int, period_bits: int, frac_bits: int, step: int = 1) -> "TrigMaterial":
+        """``ops.gelu_fourier``'s material for n values: shares of a mask r and of round(2^frac [cos(k theta_r); sin(k theta_r)]),
+        k = 1, 1 + step, ..., 1 + step (harmonics - 1)."""
+        req = Request("trig", (n,), kwargs=(("frac", frac_bits), ("harmonics", harmonics), ("period", period_bits), ("step", step)))
         g, corr = self._next(req)
         r = _ring((n,), g)
         cs = corr if self.party_rank == 0 else _ring((2 * harmonics, n), g)

@@ -58,6 +58,7 @@ import torch  # noqa: E402
 from mpcvit.prg import new_key  # noqa: E402
 from protocols.local import run_two_party  # noqa: E402
 from protocols.sign import valid_bound  # noqa: E402
+from protocols.ops import FOURIER_MARGIN, FOURIER_RANGE  # noqa: E402
 
 CHECKPOINT_DIRS = ("checkpoints/fashion-mnist", "checkpoints/digits")
 PROBE_MODELS = ("vit_4_4_28", "mpcformer_4_4_28", "thex_4_4_28", "relu_4_4_28", "scale_4_4_28",
@@ -472,13 +473,14 @@ def _summary(r: dict[str, Any]) -> str:
         both = {n: e for n, e in ex["models"].items() if "fss1" in e and "after" in e}
         def worst(setting: str, part: str) -> float:
             return max(e[setting][part]["expected_per_inference"] for e in both.values())
-        out.append(f"* **The whole-cost runtime** (\"after\" is now the default runtime, fss: the spline GeLU, the folded "
+        out.append(f"* **The whole-cost runtime** (\"after\" is now the default runtime, fss: the Fourier GeLU on every "
+                   f"certified layer (every committed checkpoint's), the folded "
                    f"LayerNorm, the folded reciprocals; \"fss1\" the runtime before it, run in the same sitting, "
                    f"{len(both)} variants): expected catastrophic errors per inference at most {_g(worst('fss1', '4_4_28'))} "
                    f"(fss1) and {_g(worst('after', '4_4_28'))} (after) on the trained 4_4_28 checkpoints, "
                    f"{_g(worst('fss1', '7_4_32_random'))} and {_g(worst('after', '7_4_32_random'))} at 7_4_32 with random "
                    "weights. The probe now also sees the ops' own share truncations (`ops.truncate_shares`: `lower`, the "
-                   "range starts' lines, the spline's coefficients), which it missed before.")
+                   "range starts' lines, the spline's coefficients, the Fourier GeLU's sum), which it missed before.")
     if em:
         cells = ", ".join(f"{s}: {em[s]['images_with_error_over_1']} of {em['images']} (largest error "
                           f"{_g(em[s]['max_abs_logit_error'], 3)})" for s in ("head", "fss1", "after") if s in em)
@@ -564,7 +566,9 @@ def markdown(r: dict[str, Any]) -> str:
         add("Bounds that hold for EVERY input image (models with LayerNorm; |LN(x)| has norm <= sqrt(C), so "
             "|fc1(LN(x))_j| <= sqrt(C) |W'_j| + |b'_j| and |q k| / sqrt(D) <= (sqrt(C) |W'_q| + |b_q|) (sqrt(C) |W'_k| + |b_k|) / sqrt(D) "
             f"with gamma, beta folded into W', b'): GeLU input |x| <= {_g(cw.get('gelu_input'), 4)} (so the range test's "
-            f"inputs 4 -+ x stay below {_g(cw.get('gelu_input', 0) + 4, 4)}), attention score <= "
+            f"inputs 4 -+ x stay below {_g(cw.get('gelu_input', 0) + 4, 4)}, and the Fourier GeLU, valid for |x| <= "
+            f"{_g(FOURIER_RANGE, 3)}, runs wherever the bound times {FOURIER_MARGIN} is within that: "
+            f"{_g(FOURIER_RANGE / max(cw.get('gelu_input', 0) * FOURIER_MARGIN, 1e-9), 3)}x margin for the worst layer), attention score <= "
             f"{_g(cw.get('attention_score'), 4)} (so the max tree's differences stay below {_g(2 * cw.get('attention_score', 0), 4)}) "
             "over all committed LayerNorm checkpoints (worst model), whatever the image.\n")
         add("Largest |x| per model and site (GeLU: the test inputs 4 -+ x; Newton starts: the largest x (the data, "

@@ -682,6 +682,17 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _replace_settings(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` (a part's ``{"models": {name: {setting: ...}}, ...}``) over ``old``: each (model, setting) measured now
+    replaces its old entry whole, so a site the code no longer has (or names by another line) does not linger."""
+    out = _merge(old, {k: v for k, v in new.items() if k != "models"})
+    models = dict(out.get("models", {}))
+    for name, per in new.get("models", {}).items():
+        models[name] = {**models.get(name, {}), **per}
+    out["models"] = models
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="ranges,expected,empirical,costs",
@@ -722,20 +733,23 @@ def main(argv: list[str] | None = None) -> int:
     result["settings"] = SETTINGS
 
     fresh: dict[str, Any] = {}
+    measured: dict[str, dict[str, Any]] = {}  # parts measured now per (model, setting): re-applied over any merge
 
     def save() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if out_path.exists():  # merge with what another run wrote meanwhile (parts and settings)
             result.update(_merge(json.loads(out_path.read_text()), result))
         result.update(fresh)  # a part measured now replaces its old self whole (no stale checkpoints)
+        for part, new in measured.items():
+            result[part] = _replace_settings(result.get(part, {}), new)
         out_path.write_text(json.dumps(result, indent=1) + "\n")
 
     if "ranges" in parts:
         result["ranges"] = fresh["ranges"] = run_ranges(args.range_limit, scope)
         save()
     if "expected" in parts:
-        result["expected"] = _merge(result.get("expected", {}),
-                                    run_expected(args.probe_images, args.batch_size, args.probe_models.split(","), settings, scope))
+        measured["expected"] = run_expected(args.probe_images, args.batch_size, args.probe_models.split(","), settings, scope)
+        result["expected"] = _replace_settings(result.get("expected", {}), measured["expected"])
         save()
     if "costs" in parts:
         for setting in settings:

@@ -40,4 +40,11 @@ step ns_md $PY benchmarks/numeric_safety.py --parts md --out results/numeric_saf
 GELU=mpcvit_4_4_28_mu0.1,mpcvit_4_4_28_mu0.3,mpcvit_4_4_28_mu0.7,mpcvitplus_4_4_28_mu0.3,relu_4_4_28,relu_4_4_28_kd,scale_4_4_28,scale_4_4_28_kd,vit_4_4_28
 step agreement_fss $PY -m benchmarks.agreement --runtimes fss --only $GELU --images 2000 --batch-size 10 \
   --out results/agreement/agreement.json
+# after the agreement: SPU at its best setting beside this sitting's bench, the cost table, and the numeric-safety
+# rates again with the report's merge fixed (a re-measured setting replaces its old sites whole)
+step spu_7_4_32 $PY -m benchmarks.spu_bench --arch 7_4_32 --out results/spu
+step spu_9_12_64 $PY -m benchmarks.spu_bench --arch 9_12_64 --models vit,mpcformer,mpcvit --mus 0.1 --out results/spu
+step cost_table $PY -m protocols.costs --out results/cost_table.json
+step ns_expected_clean $PY benchmarks/numeric_safety.py --parts expected --settings after,fss1 --out results/numeric_safety.json
+step ns_md_clean $PY benchmarks/numeric_safety.py --parts md --out results/numeric_safety.json
 log "queue finished"

@@ -63,8 +63,8 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   odd harmonics of period 64 from ONE opening of x + r and the dealer's shares
   of cos / sin (k theta_r) (``ops.gelu_fourier``): 2 rounds, 3 ring elements
   per value, 33 words of dealer material per value (party 0 only), no DCF;
-  error 4.7e-4 (fit) plus rounding on |x| <= 24 (measured 9.8e-4 on |x| <= 13,
-  2.0e-3 on |x| <= 24), wrong past 32, which is why it runs only where the
+  error 4.7e-4 (fit) plus rounding on |x| <= 24 (measured over 7 runs: 0.95-1.1e-3
+  on |x| <= 13, 1.8-2.1e-3 on |x| <= 24), wrong past 32, which is why it runs only where the
   certificate holds. Every other
   GeLU layer runs the spline below.
 * ``gelu = "spline"``: a cubic spline of GeLU on 8 buckets between

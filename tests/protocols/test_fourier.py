@@ -71,13 +71,16 @@ def _fourier_party(rank: int, master_key: bytes) -> dict:
 
     (y, rounds, nbytes), plan = run_with_dealer(rank, master_key, program)
     err = (y.double() - torch.nn.functional.gelu(x.double())).abs()
-    return {"err_in": float(err[:-2].max()), "err_out": float(err[-2:].min()), "rounds": rounds,
+    return {"err_in": float(err[:-2].max()), "err_13": float(err[:-2][x[:-2].abs() <= 13].max()),
+            "rms": float(err[:-2].pow(2).mean().sqrt()), "err_out": float(err[-2:].min()), "rounds": rounds,
             "plan": [(r.kind, r.correction_bytes(rank)) for r in plan], "n": len(x)}
 
 
 def test_fourier_gelu_matches_gelu_on_its_range_in_two_rounds() -> None:
     res, res1 = run_two_party(_fourier_party, new_key(), timeout=240)
-    assert res["err_in"] < 2e-3  # fit 4.7e-4 + roundings (about 2e-5 |x| typically, <= 4e-4 |x| worst)
+    # the fit's 4.7e-4 plus roundings that depend on the masks (each run draws fresh ones): over 7 runs the
+    # largest error was 1.8-2.1e-3 on |x| <= 24 and 0.95-1.1e-3 on |x| <= 13, the RMS 3.9e-4 every time
+    assert res["err_in"] < 3e-3 and res["err_13"] < 1.6e-3 and res["rms"] < 5e-4
     assert res["err_out"] > 10  # |x| = 36: the series has turned round (why the runtime certifies the range)
     assert res["rounds"] == 2  # x + r, then the product
     n = res["n"]

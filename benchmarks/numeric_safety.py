@@ -140,14 +140,12 @@ def _max_tree_diffs(s: torch.Tensor) -> torch.Tensor:
 
 def _certified(model: Any, spec: Any) -> dict[str, float]:
     """Input-independent bounds for LayerNorm models: max |GeLU input| and max |attention score|."""
-    from protocols.runtime import _fold_norm, _norm_affine
+    from protocols.runtime import _fold_norm, _norm_affine, certified_gelu_bounds, prepare_weights
 
     C, H, D = spec.embed_dim, spec.num_heads, spec.head_dim
-    gelu, score = 0.0, 0.0
+    gelu = max(certified_gelu_bounds(prepare_weights(model, spec), spec).values(), default=0.0)
+    score = 0.0
     for l, blk in enumerate(model.blocks):
-        if spec.act[l] == "gelu" and not spec.mlp_is_linear(l):
-            w, b = _fold_norm(blk.mlp.fc1.weight.detach().double(), blk.mlp.fc1.bias.detach().double(), *_norm_affine(blk.norm2))
-            gelu = max(gelu, float((w.norm(dim=1) * math.sqrt(C) + b.abs()).max()))
         w, b = _fold_norm(blk.attn.qkv.weight.detach().double(), blk.attn.qkv.bias.detach().double(), *_norm_affine(blk.norm1))
         for h, kind in enumerate(spec.attn[l]):
             if kind == "scale":

@@ -1121,14 +1121,19 @@ def gelu_fourier_error(bound: float = FOURIER_RANGE, coefficients: tuple[float, 
     return float((x * (0.5 + psi) - _gelu_float(x)).abs().max())
 
 
+def _harmonic_angles(v: torch.Tensor, harmonics: int, period_bits: int, step: int) -> torch.Tensor:
+    """k_j theta (K, n) float64, theta = 2 pi (v mod 2^period_bits) / 2^period_bits, k_j = ``fourier_harmonics``."""
+    theta = (v.reshape(-1) & ((1 << period_bits) - 1)).double() * (2 * math.pi / 2**period_bits)
+    return torch.tensor(fourier_harmonics(harmonics, step), dtype=torch.float64).view(-1, 1) * theta.view(1, -1)
+
+
 def trig_table(r: torch.Tensor, harmonics: int, period_bits: int, frac_bits: int, step: int = 1) -> torch.Tensor:
     """round(2^frac [cos(k_j theta); sin(k_j theta)]) (2K, n) int64, k_j = 1 + step j (j < K), theta = 2 pi (r mod 2^period_bits) / 2^period_bits.
 
     The dealer's side of ``gelu_fourier`` (``protocols.providers``: the ``trig`` material): r is the
     mask of the opened value, in ring units, so theta is 2 pi r / P with P = 2^period_bits ring units.
     """
-    theta = (r.reshape(-1) & ((1 << period_bits) - 1)).double() * (2 * math.pi / 2**period_bits)
-    kt = torch.tensor(fourier_harmonics(harmonics, step), dtype=torch.float64).view(-1, 1) * theta.view(1, -1)
+    kt = _harmonic_angles(r, harmonics, period_bits, step)
     return torch.round(torch.cat([torch.cos(kt), torch.sin(kt)]) * 2**frac_bits).long()
 
 
@@ -1143,8 +1148,7 @@ def fourier_phi_steps(x: MPCTensor) -> Steps:
     share = x._tensor.share.reshape(-1)
     mat = provider.trig_rng(share.numel(), k, period_bits, prec, FOURIER_STEP)
     (c,) = yield [(SUM, share + mat.r)]
-    theta = (c & ((1 << period_bits) - 1)).double() * (2 * math.pi / 2**period_bits)
-    kt = torch.tensor(fourier_harmonics(k), dtype=torch.float64).view(-1, 1) * theta.view(1, -1)
+    kt = _harmonic_angles(c, k, period_bits, FOURIER_STEP)
     b = torch.tensor(FOURIER_COEFFICIENTS, dtype=torch.float64).view(-1, 1)
     scale = 2**prec
     f_sin = torch.round(b * torch.sin(kt) * scale).long()  # b_k sin(k theta_c), public, at 2^f

@@ -100,6 +100,7 @@ import torch
 
 from mpcvit.prg import NONCE_BYTES, PRG, derive_key
 from protocols import dcf
+from protocols.ops import trig_table
 from protocols.crypten_compat import crypten, generate_kbit_random_tensor, generate_random_ring_element
 
 from crypten.common.util import count_wraps  # noqa: E402
@@ -328,8 +329,6 @@ def all_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank
             r = _ring(req.size0, g0) + _ring(req.size0, g1)
             t1 = _ring(req.output_size(), g1)
             if need0:
-                from protocols.ops import trig_table
-
                 out.append(trig_table(r, k, period, frac, step) - t1)
             else:
                 out.append(empty)

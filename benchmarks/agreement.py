@@ -5,8 +5,8 @@
 runs ``mpcvit eval-private``'s evaluation (two party processes in-process, the
 dealer provider) on the first ``--images`` test images of each checkpoint of
 ``checkpoints/fashion-mnist`` under each runtime (``protocols.config.runtime_config``:
-fss1 the runtime before the whole-cost work, spline the default with the spline GeLU on every layer, fss the
-default), one after the
+fss1 the runtime before the whole-cost work, spline the product runtime with the spline GeLU on every layer,
+product the default with the ReLU-softmax heads on the one-round product gate, fss the default), one after the
 other, and writes one JSON (every result, the command, the machine's load) and
 a markdown table beside it. Resumable: a (checkpoint, runtime) already in the
 JSON is skipped, and the JSON is rewritten after each one, so a stopped run
@@ -83,7 +83,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runtimes", default="fss1,fss", help="comma list of fss, spline, fss1, circuits (default fss1,fss)")
+    parser.add_argument("--runtimes", default="fss1,fss", help="comma list of fss, product, spline, fss1, circuits (default fss1,fss)")
     parser.add_argument("--images", type=int, default=2000, help="test images per checkpoint (default 2000)")
     parser.add_argument("--batch-size", type=int, default=10,
                         help="images per secure forward (default 10: every op of a 4_4_28 model stays under "
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             doc["results"] = old.get("results", [])
             # runs with other runtimes add their columns; the earlier runtimes first
             seen = {r["runtime"] for r in doc["results"]} | set(runtimes)
-            doc["runtimes"] = [r for r in ("fss1", "spline", "fss", "circuits") if r in seen]
+            doc["runtimes"] = [r for r in ("fss1", "spline", "product", "fss", "circuits") if r in seen]
             doc["command"] = "; ".join(dict.fromkeys([*old.get("command", "").split("; "), command]))
             if old.get("note"):
                 doc["note"] = old["note"]

@@ -35,7 +35,7 @@ sign gates); ``fss1`` runs ``SecureConfig.fss1()``, that runtime as it was
 before the whole-cost work; ``circuits`` runs ``SecureConfig.circuits()``, the
 small-ring comparison circuits of the runtime before DCF sign gates (``both``
 = ``circuits,fss``). With more than one, results.md puts each older set side
-by side with the newest present (circuits < fss1 < spline < fss): rounds, bytes, dealer
+by side with the newest present (circuits < fss1 < spline < product < fss): rounds, bytes, dealer
 bytes and seconds, each party's CPU, latency, and rounds per op kind, with
 new / old ratios. TFP makes no DCF keys: under ``--provider tfp`` fss and
 fss1 run the circuits, and their rows say so.

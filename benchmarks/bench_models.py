@@ -23,11 +23,12 @@ from mpcvit.models import SHAPES, VARIANTS, ArchSpec, model_spec
 logger = logging.getLogger(__name__)
 
 Transport = Literal["grpc", "inprocess"]
-# SecureConfig() (one-round DCF sign gates, the Fourier GeLU on certified layers: the current runtime) / the same with
-# the spline GeLU everywhere (the runtime before the Fourier GeLU) / SecureConfig.fss1() (the runtime before the
+# SecureConfig() (DCF sign gates, the select gate on ReLU-softmax heads, the Fourier GeLU on certified layers: the
+# current runtime) / the same with the one-round product gate on ReLU-softmax heads (the runtime before the select
+# gate) / that with the spline GeLU everywhere (the runtime before the Fourier GeLU) / SecureConfig.fss1() (the runtime before the
 # whole-cost work) / SecureConfig.circuits() (small-ring comparison circuits, the runtime before DCF sign gates)
-PROTOCOLS = ("fss", "spline", "fss1", "circuits")
-PROTOCOL_AGE = ("circuits", "fss1", "spline", "fss")  # oldest first: a run's side-by-side tables put each older set against the newest
+PROTOCOLS = ("fss", "product", "spline", "fss1", "circuits")
+PROTOCOL_AGE = ("circuits", "fss1", "spline", "product", "fss")  # oldest first: a run's side-by-side tables put each older set against the newest
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_DIR = ROOT / "results" / "search"
@@ -124,7 +125,8 @@ class BenchSettings:
 
 def secure_config(kind: str, provider: str) -> Any:
     """The runtime's ``SecureConfig`` for a protocol set (``protocols.config.runtime_config``): ``fss`` the default,
-    ``spline`` the default with the spline GeLU everywhere, ``fss1`` ``SecureConfig.fss1()``, ``circuits``
+    ``product`` the default with the ReLU-softmax heads on the one-round product gate, ``spline`` that with the
+    spline GeLU everywhere, ``fss1`` ``SecureConfig.fss1()``, ``circuits``
     ``SecureConfig.circuits()``."""
     from protocols.config import runtime_config
 

@@ -96,15 +96,16 @@ def protocol_sets(doc: dict[str, Any]) -> list[str]:
 
 
 PROTOCOL_TEXT = {
-    "fss": "`SecureConfig()`, the current runtime: one-round DCF sign gates, the Fourier GeLU on certified layers",
-    "spline": "`SecureConfig(gelu=\"spline\")`, the current runtime with the spline GeLU on every layer (the default before the Fourier GeLU)",
+    "fss": "`SecureConfig()`, the current runtime: DCF sign gates (two-round select gate on ReLU-softmax heads), the Fourier GeLU on certified layers",
+    "product": "`SecureConfig(relu_softmax_gate=\"product\")`, the current runtime with the ReLU-softmax heads on the one-round product gate (the default before the select gate)",
+    "spline": "`SecureConfig(gelu=\"spline\", relu_softmax_gate=\"product\")`, the product runtime with the spline GeLU on every layer (the default before the Fourier GeLU)",
     "fss1": "`SecureConfig.fss1()`, the fss runtime before the whole-cost work",
     "circuits": "`SecureConfig.circuits()`, the small-ring comparison circuits of the runtime before DCF sign gates",
 }
 
 
 def comparisons(sets: list[str]) -> list[tuple[str, str]]:
-    """(old, new) pairs of a run: each protocol set against the newest one present (circuits < fss1 < spline < fss), in run order."""
+    """(old, new) pairs of a run: each protocol set against the newest one present (circuits < fss1 < spline < product < fss), in run order."""
     known = [p for p in PROTOCOL_AGE if p in sets]
     if len(known) < 2:
         return []

@@ -133,14 +133,14 @@ def _unpack_bit(words: torch.Tensor, ring_bits: int, bit: int, n: int) -> torch.
 _BIT_SHIFTS = torch.arange(64, dtype=torch.long)
 
 
-def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """(n,) values in {0, 1} -> ceil(n / 64) int64 words, bit j of word w = value 64 w + j."""
     pad = (-bits.numel()) % 64
     return (torch.nn.functional.pad(bits, (0, pad)).view(-1, 64) << _BIT_SHIFTS).sum(1)  # disjoint bits: sum = OR
 
 
-def _unpack_bits(words: torch.Tensor, n: int) -> torch.Tensor:
-    """Inverse of ``_pack_bits``: the first n bits as int64 values in {0, 1}."""
+def unpack_bits(words: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of ``pack_bits``: the first n bits as int64 values in {0, 1}."""
     return ((words.unsqueeze(1) >> _BIT_SHIFTS) & 1).reshape(-1)[:n]
 
 
@@ -160,8 +160,8 @@ def bits_to_arithmetic_steps(bits: torch.Tensor) -> Steps:
     provider = crypten.mpc.get_default_provider()
     n = bits.numel()
     ra, rb = provider.B2A_rng(bits.size(), device=None)
-    (opened,) = yield [(XOR, _pack_bits((bits ^ rb.share) & 1))]
-    z = _unpack_bits(opened, n)
+    (opened,) = yield [(XOR, pack_bits((bits ^ rb.share) & 1))]
+    z = unpack_bits(opened, n)
     share = ra.share * (1 - 2 * z)
     if comm.get().get_rank() == 0:
         share = share + z
@@ -218,8 +218,8 @@ def bitmul_steps(bits: torch.Tensor, y: MPCTensor) -> Steps:
     if n != y._tensor.share.numel():
         raise ValueError(f"bitmul needs one bit per value, got {n} bits for {tuple(shape)}")
     ra, rb, sa, ga = provider.bitmul_rng((n,), device=None)
-    opened, eps = yield [(XOR, _pack_bits((bits ^ rb.share) & 1)), (SUM, y._tensor.share.reshape(-1) - sa.share)]
-    z = _unpack_bits(opened, n)
+    opened, eps = yield [(XOR, pack_bits((bits ^ rb.share) & 1)), (SUM, y._tensor.share.reshape(-1) - sa.share)]
+    z = unpack_bits(opened, n)
     ry = eps * ra.share + ga.share
     share = z * y._tensor.share.reshape(-1) + (1 - 2 * z) * ry
     return MPCTensor.from_shares(share.reshape(shape), precision=int(round(math.log2(y.encoder.scale))))

@@ -66,7 +66,11 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   error 4.7e-4 (fit) plus rounding on |x| <= 24 (measured over 7 runs: 0.95-1.1e-3
   on |x| <= 13, 1.8-2.1e-3 on |x| <= 24), wrong past 32, which is why it runs only where the
   certificate holds. Every other
-  GeLU layer runs the spline below.
+  GeLU layer runs the spline below. ``fourier_max_values = 2^21``: a call on
+  more values runs the spline (or, over ``fss_max_values``, the polynomial)
+  instead; its own cap, since a value costs 33 words to party 0 against a
+  DCF gate's 160 to both (ViT-B/16's 605,184 MLP values per layer run it:
+  2 rounds instead of the polynomial's 6, 3 ring elements instead of 7).
 * ``gelu = "spline"``: a cubic spline of GeLU on 8 buckets between
   9 knots in [-5, 5.5] (0 below, x above), the bucket from ONE sign gate with
   9 shifts on ``gelu_spline_gate`` (10, 14) (9 DCF levels, window 1/4, valid for
@@ -191,8 +195,10 @@ class SecureConfig:
     range_start: RangeStart = "linear"  # the Newton starts: piecewise linear (needs fss) or bucket midpoints
     fixed_weight_masks: bool = True  # open each weight's Beaver mask once per model load (needs a dealer batch source)
     fss_max_values: int = 300_000  # a sign test on more values per call uses the ring circuit (bounds the dealer's material)
+    fourier_max_values: int = 1 << 21  # a Fourier GeLU on more values per call runs the spline / polynomial instead
     gelu_compare: tuple[int, int] = (16, 14)  # (ring bits, dropped low bits) of protocols.compare.ltz
     relu_compare: tuple[int, int] = (20, 6)  # ReLU, ReLU-softmax, THE-X and softmax's max
+    relu_softmax_gate: Literal["select", "product"] = "select"  # ReLU-softmax heads' ReLU: 2 rounds, half the keys / 1 round
     gelu_gate: tuple[int, int] = (24, 6)  # the fss GeLU's sign gate (ReLU and clamp at +-4): valid for |x| <= 8188 - 2^-10
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
     lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)
@@ -208,8 +214,9 @@ class SecureConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.precision_bits <= 24:
             raise ValueError(f"precision_bits must be in 8..24, got {self.precision_bits}")
-        if self.fss_max_values < 0 or self.fold_max_values < 0:
-            raise ValueError(f"fss_max_values and fold_max_values must be >= 0, got {self.fss_max_values}, {self.fold_max_values}")
+        if self.fss_max_values < 0 or self.fold_max_values < 0 or self.fourier_max_values < 0:
+            raise ValueError("fss_max_values, fold_max_values and fourier_max_values must be >= 0, got "
+                             f"{self.fss_max_values}, {self.fold_max_values}, {self.fourier_max_values}")
         if not 0 <= self.inv_sqrt_iters <= 32:
             raise ValueError(f"inv_sqrt_iters must be in 0..32 (0: automatic), got {self.inv_sqrt_iters}")
         for name in ("exp_iterations", "reciprocal_iters", "erf_iterations", "ln_prescale",
@@ -222,6 +229,8 @@ class SecureConfig:
             raise ValueError(f"unknown gelu {self.gelu!r}; choose fourier, spline, fss, poly or erf")
         if not 1 <= self.ln_per_octave <= 32:
             raise ValueError(f"ln_per_octave must be in 1..32, got {self.ln_per_octave}")
+        if self.relu_softmax_gate not in ("select", "product"):
+            raise ValueError(f"unknown relu_softmax_gate {self.relu_softmax_gate!r}; choose select or product")
         if self.comparison not in ("fss", "ring", "crypten"):
             raise ValueError(f"unknown comparison {self.comparison!r}; choose fss, ring or crypten")
         if self.range_start not in ("linear", "step"):
@@ -253,6 +262,7 @@ class SecureConfig:
         Kept selectable so that benchmarks can show both (``mpcvit bench --protocols circuits``).
         """
         return cls(**{"comparison": "ring", "range_start": "step", "relu_compare": (32, 4), "fixed_weight_masks": False,
+                      "relu_softmax_gate": "product",
                       "gelu": "poly", "fold_products": False, **changes})
 
     @classmethod
@@ -263,23 +273,27 @@ class SecureConfig:
         polynomial GeLU (``gelu = "fss"``), LayerNorm's start at 2 thresholds per octave with a Newton step,
         and no folded products.
         """
-        return cls(**{"gelu": "fss", "max_compare": (20, 6), "fold_products": False, **changes})
+        return cls(**{"gelu": "fss", "max_compare": (20, 6), "fold_products": False, "relu_softmax_gate": "product",
+                      **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 DEFAULT_CONFIG = SecureConfig()
-RUNTIMES = ("fss", "spline", "fss1", "circuits")
+RUNTIMES = ("fss", "product", "spline", "fss1", "circuits")
 
 
 def runtime_config(name: str, **changes: Any) -> SecureConfig:
-    """The config of a runtime by name: "fss" ``SecureConfig()``, "spline" the same with every GeLU on the spline
-    (the default before the Fourier GeLU), "fss1" ``SecureConfig.fss1()``, "circuits"."""
+    """The config of a runtime by name: "fss" ``SecureConfig()``, "product" the same with the ReLU-softmax heads
+    on the one-round product gate (the default before the select gate), "spline" that with every GeLU on the
+    spline (the default before the Fourier GeLU), "fss1" ``SecureConfig.fss1()``, "circuits"."""
     if name == "fss":
         return SecureConfig(**changes)
+    if name == "product":
+        return SecureConfig(**{"relu_softmax_gate": "product", **changes})
     if name == "spline":
-        return SecureConfig(**{"gelu": "spline", **changes})
+        return SecureConfig(**{"gelu": "spline", "relu_softmax_gate": "product", **changes})
     if name == "fss1":
         return SecureConfig.fss1(**changes)
     if name == "circuits":

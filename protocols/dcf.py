@@ -101,6 +101,8 @@ _AES_KEY = hashlib.sha256(b"mpcvit/dcf/G").digest()[:16]
 SEED_L, SEED_R, VALUE_L, VALUE_R, LEAF = range(5)
 MAX_BITS = 32  # two control bits per level are packed in one 64-bit word
 MAX_PAYLOAD = 2  # output words per value: one AES block of output per child
+BIT_PAYLOAD = 0  # the payload code of the one-bit DCF (``keygen_bit``): XOR shares of [x < alpha]
+_LOW2_CLEAR = U64(0xFFFFFFFFFFFFFFFC)
 
 
 def _encryptor():  # noqa: ANN202
@@ -150,7 +152,12 @@ class DCFKeys:
 
 
 def key_words(bits: int, payload: int) -> int:
-    """64-bit words of one value's correction words (what the dealer sends to each party: a (words, E) block)."""
+    """64-bit words of one value's correction words (what the dealer sends to each party: a (words, E) block).
+
+    ``payload`` 0 is the one-bit DCF of ``keygen_bit``: 2 words of seed correction per level above the last
+    ``EARLY_BITS``, then the control bits' word, the output bits' word and the leaf's word."""
+    if payload == BIT_PAYLOAD:
+        return 2 * max(bits - EARLY_BITS, 0) + 3
     return bits * (2 + payload) + 1 + payload
 
 
@@ -444,3 +451,168 @@ def _in_chunks(n: int, fn: Callable[[int, int], None]) -> None:
     cuts = np.linspace(0, n, k + 1).astype(int)
     for done in [pool.submit(fn, int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]:
         done.result()
+
+
+# -- the one-bit DCF: XOR shares of [x < alpha], about a third of the key -----------------------
+#
+# The same tree over Z_2 (BCG+21's DCF with the group Z_2), for a gate whose product comes from a second
+# round (``protocols.sign.relu_select_steps``) instead of a second payload word. A child's AES block gives
+# its seed (the low two bits cleared), its control bit t (bit 0) and its output bit v (bit 1): one block per
+# child, so the dealer computes 4 blocks per level and value (the P = 2 keys: 8) and a party 1 per level and
+# point (2). Per level the key holds the seed correction (2 words) and three bits: the two control-bit
+# corrections and the output correction. The tree stops ``EARLY_BITS`` = 6 levels early (early termination,
+# BGI16 / BCG+21): the last 6 bits of x index a 64-bit leaf, the first word of H(s xor c_5), corrected by one
+# word. A key is 2 (L - 6) + 3 words (L = 19: 29), against L (2 + P) + 1 + P = 79 for P = 2. A party's output
+# is the XOR along its path of v and t V_cw, then the leaf's bit and t times the leaf correction's: off
+# alpha's path the two parties hold equal seeds and control bits, so their outputs cancel; on it their
+# control bits differ, so exactly one adds each correction, and the correction of the level where x leaves
+# the path (or the leaf's, for x in alpha's last 64) makes the XOR 1 exactly where x < alpha. Each key
+# alone is pseudorandom by the same argument as the P-word keys (its correction words are XORs of PRG
+# outputs of seeds the holder does not know).
+
+EARLY_BITS = 6  # the last bits of x index the leaf's 64 output bits
+
+
+def _bit_levels(bits: int) -> int:
+    return max(bits - EARLY_BITS, 0)
+
+
+def _aes_hash(enc, inp: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """H(u) = AES(u) xor u over the blocks of ``inp`` (..., 2) uint64 (a new array)."""
+    inp = np.ascontiguousarray(inp, dtype=U64)
+    raw = np.empty(inp.nbytes + 16, dtype=np.uint8)
+    enc.update_into(inp.reshape(-1).view(np.uint8), raw)
+    out = raw[: inp.nbytes].view(U64).reshape(inp.shape)
+    out ^= inp
+    return out
+
+
+def _children(enc, seeds: np.ndarray, side: np.ndarray | None = None) -> np.ndarray:  # noqa: ANN001
+    """H(s xor c) for the left and right child tweaks ((2, *shape)) or, with ``side`` (0 / 1 per seed), the one
+    child each seed walks to (shape). ``seeds`` (..., 2) uint64."""
+    if side is None:
+        inp = np.empty((2, *seeds.shape), dtype=U64)
+        inp[0], inp[1] = seeds, seeds
+        inp[0, ..., 0] ^= U64(SEED_L + 1)
+        inp[1, ..., 0] ^= U64(SEED_R + 1)
+    else:
+        inp = np.array(seeds, dtype=U64, copy=True)
+        inp[..., 0] ^= side + U64(SEED_L + 1)  # SEED_R = SEED_L + 1
+    return _aes_hash(enc, inp)
+
+
+def _leaf_word(enc, seeds: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """The leaf's 64 output bits: the first word of H(s xor c_5), shape ``seeds.shape[:-1]``."""
+    inp = np.array(seeds, dtype=U64, copy=True)
+    inp[..., 0] ^= U64(LEAF + 1)
+    return _aes_hash(enc, inp)[..., 0]
+
+
+BIT_KEYGEN_BLOCK = 16_384  # values walked at once by ``keygen_bit`` (about 0.3 KB a value in flight)
+
+
+def _even_blocks(n: int, most: int) -> list[slice]:
+    """``range(n)`` in blocks of at most ``most``, of equal sizes (no short tail block paying a level's fixed costs)."""
+    k = max(1, -(-n // most))
+    cuts = [round(j * n / k) for j in range(k + 1)]
+    return [slice(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
+
+
+def keygen_bit(alpha: np.ndarray, bits: int, seed0: np.ndarray, seed1: np.ndarray) -> np.ndarray:
+    """Correction words (``key_words(bits, 0)``, E) of one-bit DCF keys for [x < alpha_i] on ``bits``-bit inputs.
+
+    ``alpha`` (E,) uint64 in [0, 2^bits); ``seed0``/``seed1`` (E, 2) uint64 the parties' root seeds (from their
+    PRG streams). Rows: per level (``bits - EARLY_BITS`` of them) the seed correction (2 words), then the
+    control-bit corrections (bits 2i, 2i + 1 for level i's left and right child), the output corrections (bit i
+    for level i) and the leaf's correction (bit z for the last bits z of x).
+    """
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"one-bit DCF input bits must be in 1..{MAX_BITS}, got {bits}")
+    alpha = np.asarray(alpha, dtype=U64)
+    out = np.empty((key_words(bits, BIT_PAYLOAD), alpha.shape[0]), dtype=U64)
+    _in_chunks(alpha.shape[0], lambda lo, hi: _keygen_bit_into(out[:, lo:hi], alpha[lo:hi], bits, seed0[lo:hi], seed1[lo:hi]))
+    return out
+
+
+def _keygen_bit_into(out: np.ndarray, alpha: np.ndarray, bits: int, seed0: np.ndarray, seed1: np.ndarray) -> None:
+    enc = _encryptor()
+    one = U64(1)
+    levels = _bit_levels(bits)
+    for sl in _even_blocks(alpha.shape[0], BIT_KEYGEN_BLOCK):
+        a_all, b = alpha[sl], alpha[sl].shape[0]
+        s = np.stack([seed0[sl], seed1[sl]]).astype(U64)  # (party, b, 2) seeds on alpha's path
+        t = np.stack([np.zeros(b, dtype=U64), np.ones(b, dtype=U64)])  # control bits (they differ on the path)
+        v_alpha = np.zeros(b, dtype=U64)  # the XOR of both parties' outputs so far, on the path
+        t_bits, v_bits = np.zeros(b, dtype=U64), np.zeros(b, dtype=U64)
+        for i in range(levels):  # sides picked by masks (all ones where alpha goes right), not np.where
+            a = (a_all >> U64(bits - 1 - i)) & one  # alpha's bit: the side kept (0 left, 1 right)
+            right = U64(0) - a
+            h = _children(enc, s)  # (child, party, b, 2)
+            w0 = h[..., 0]
+            tt, vv = w0 & one, (w0 >> one) & one  # (child, party, b)
+            w0 &= _LOW2_CLEAR
+            d = h[0] ^ h[1]
+            d &= right[None, :, None]
+            seed_lose = h[1] ^ d  # (party, b, 2)
+            s_cw = seed_lose[0] ^ seed_lose[1]
+            vx, tx = vv[:, 0] ^ vv[:, 1], tt[:, 0] ^ tt[:, 1]  # (child, b): both parties' XOR
+            v_flip = (vx[0] ^ vx[1]) & right
+            tl_cw, tr_cw = tx[0] ^ a ^ one, tx[1] ^ a
+            v_cw = vx[1] ^ v_flip ^ v_alpha ^ a  # lost side's; where alpha goes right, leaving left means x < alpha
+            v_alpha ^= vx[0] ^ v_flip ^ v_cw  # + kept side's
+            t_cw_keep = tl_cw ^ ((tl_cw ^ tr_cw) & right)
+            t_keep = tt[0] ^ ((tt[0] ^ tt[1]) & right)  # (party, b)
+            mask = U64(0) - t  # all ones where t = 1
+            s = h[0] ^ d  # the kept side's seeds ...
+            s ^= s_cw[None] & mask[..., None]  # ... corrected where t = 1
+            t = t_keep ^ (t & t_cw_keep)
+            out[2 * i : 2 * i + 2, sl] = s_cw.T
+            t_bits |= (tl_cw << U64(2 * i)) | (tr_cw << U64(2 * i + 1))
+            v_bits |= v_cw << U64(i)
+        # the leaf: bit z of (leaf_0 ^ leaf_1 ^ cw) is v_alpha ^ [z < alpha's last bits], so the XOR is [x < alpha]
+        leaf = _leaf_word(enc, s)
+        low = a_all & U64((1 << (bits - levels)) - 1)
+        below = (one << low) - one  # bits z < low set (low <= 63)
+        out[2 * levels, sl] = t_bits
+        out[2 * levels + 1, sl] = v_bits
+        out[2 * levels + 2, sl] = leaf[0] ^ leaf[1] ^ (U64(0) - v_alpha) ^ below
+
+
+def evaluate_bit(rank: int, seed: np.ndarray, words: np.ndarray, bits: int, points: np.ndarray) -> np.ndarray:
+    """This party's XOR shares (M, E) uint64 in {0, 1} of [x_ji < alpha_i] at public ``points`` (M, E) uint64.
+
+    ``seed`` (E, 2) its root seeds, ``words`` (``key_words(bits, 0)``, E) the key's correction words.
+    """
+    words = np.asarray(words, dtype=U64)
+    if words.ndim != 2 or words.shape[0] != key_words(bits, BIT_PAYLOAD):
+        raise ValueError(f"one-bit DCF key has {words.shape[0]} words, expected {key_words(bits, BIT_PAYLOAD)}")
+    points = np.asarray(points, dtype=U64)
+    out = np.empty(points.shape, dtype=U64)
+    _in_chunks(points.shape[1], lambda lo, hi: _evaluate_bit_into(out[:, lo:hi], rank, seed[lo:hi], words[:, lo:hi], bits,
+                                                                  points[:, lo:hi]))
+    return out
+
+
+def _evaluate_bit_into(out: np.ndarray, rank: int, seed: np.ndarray, words: np.ndarray, bits: int, points: np.ndarray) -> None:
+    enc = _encryptor()
+    one = U64(1)
+    levels = _bit_levels(bits)
+    m, n = points.shape
+    for sl in _even_blocks(n, max(1, EVAL_BLOCK // max(m, 1))):
+        s = np.broadcast_to(np.asarray(seed[sl], dtype=U64)[None], (m, sl.stop - sl.start, 2))
+        t = np.full((m, sl.stop - sl.start), rank, dtype=U64)
+        v = np.zeros_like(t)
+        t_bits, v_bits, leaf_cw = words[2 * levels, sl], words[2 * levels + 1, sl], words[2 * levels + 2, sl]
+        for i in range(levels):
+            x = (points[:, sl] >> U64(bits - 1 - i)) & one
+            h = _children(enc, s, x)
+            t_raw = h[..., 0] & one
+            v ^= ((h[..., 0] >> one) & one) ^ (t & ((v_bits >> U64(i)) & one))
+            h[..., 0] &= _LOW2_CLEAR
+            mask = np.zeros_like(t) - t
+            h[..., 0] ^= words[2 * i, sl] & mask
+            h[..., 1] ^= words[2 * i + 1, sl] & mask
+            t = t_raw ^ (t & ((t_bits >> (U64(2 * i) + x)) & one))
+            s = h
+        z = points[:, sl] & U64((1 << (bits - levels)) - 1)
+        out[:, sl] = v ^ ((_leaf_word(enc, s) >> z) & one) ^ (t & ((leaf_cw >> z) & one))

@@ -158,8 +158,8 @@ class Request:
                 raise ValueError(f"a dcf request has a 1-d size0 and kwargs {DCF_PARAMS}")
             bits, drop, payload = (params[k] for k in DCF_PARAMS)
             if not (isinstance(bits, int) and 2 <= bits <= dcf.MAX_BITS + 1 and isinstance(drop, int)
-                    and 0 <= drop <= 64 - bits and payload in (1, 2)):
-                raise ValueError(f"bad dcf parameters {params}: bits in 2..{dcf.MAX_BITS + 1}, drop in 0..64-bits, payload 1 or 2")
+                    and 0 <= drop <= 64 - bits and payload in (0, 1, 2)):
+                raise ValueError(f"bad dcf parameters {params}: bits in 2..{dcf.MAX_BITS + 1}, drop in 0..64-bits, payload 0, 1 or 2")
         if self.kind == "trig":
             params = dict(self.kwargs)
             if sorted(params) != sorted(TRIG_PARAMS) or len(self.size0) != 1 or self.size1:
@@ -201,7 +201,8 @@ class Request:
         """Shape of the correction tensor that answers this request for party ``rank`` ((0,) where it gets none)."""
         if self.kind == "dcf":
             bits, _, payload = self.dcf_params
-            extra = (1 + (payload == 2)) if rank == 0 else 0  # party 0: corrections of [m] and [m r]
+            # party 0: corrections of [m] and [m r] (payload 1, 2), or of m's XOR share, [rho] and [r rho] (payload 0)
+            extra = (3 if payload == dcf.BIT_PAYLOAD else payload) if rank == 0 else 0
             return (extra + dcf.key_words(bits - 1, payload), self.size0[0])  # one column per value
         if rank != 0:
             return (0,)
@@ -380,6 +381,40 @@ def all_corrections(keys: tuple[bytes, bytes], requests: Sequence[Request], rank
     return {r: (out, ones)[r] for r in ranks}
 
 
+def select_material(req: Request, g0: PRG | None, g1: PRG | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both parties' dealer material for one ``dcf`` request of payload 0 (``protocols.sign.relu_select_steps``).
+
+    Draws, in this order, party 0: its mask share r_0 (E ring elements), root
+    seeds (E x 2 words) and rho_0 (E bits, the low bit of a ring element);
+    party 1: r_1, root seeds, m_1 and rho_1 (bits, likewise), [rho]_1 and
+    [r rho]_1. With r = r_0 + r_1, r' = floor(r / 2^t) mod 2^n, m = the top bit
+    of r', alpha = r' mod 2^(n-1) and rho = rho_0 xor rho_1, the one-bit DCF keys
+    (``dcf.keygen_bit``) share [y < alpha] on n-1 bits. Party 0 receives the
+    rows m xor m_1, rho - [rho]_1 and r rho - [r rho]_1, then the correction
+    words; party 1 the correction words.
+    """
+    bits, _, _ = req.dcf_params
+    n = req.size0[0]
+    r0, seed0, rho0 = _ring(req.size0, g0), _ring((n, 2), g0), _ring(req.size0, g0) & 1
+    r1, seed1 = _ring(req.size0, g1), _ring((n, 2), g1)
+    m1, rho1 = _ring(req.size0, g1) & 1, _ring(req.size0, g1) & 1
+    rho_a1, rrho1 = _ring(req.size0, g1), _ring(req.size0, g1)
+    r = r0 + r1
+    m, alpha = _split_mask(r, req)
+    words = torch.from_numpy(dcf.keygen_bit(alpha, bits - 1, seed0.numpy().view(np.uint64),
+                                            seed1.numpy().view(np.uint64)).view(np.int64))
+    rho = rho0 ^ rho1
+    extra = torch.stack([torch.from_numpy(m.view(np.int64)) ^ m1, rho - rho_a1, r * rho - rrho1])
+    return torch.cat([extra, words]), words
+
+
+def _split_mask(r: torch.Tensor, req: Request) -> tuple[np.ndarray, np.ndarray]:
+    """(m, alpha) of a sign gate's mask r: r' = floor(r / 2^t) mod 2^n, m its top bit, alpha its n - 1 low bits."""
+    bits, drop, _ = req.dcf_params
+    reduced = (r.numpy().view(np.uint64) >> np.uint64(drop)) & np.uint64((1 << bits) - 1)
+    return reduced >> np.uint64(bits - 1), reduced & np.uint64((1 << (bits - 1)) - 1)
+
+
 def dcf_material(req: Request, g0: PRG | None, g1: PRG | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Both parties' dealer material for one ``dcf`` request (the sign gate of ``protocols.sign``).
 
@@ -393,15 +428,15 @@ def dcf_material(req: Request, g0: PRG | None, g1: PRG | None) -> tuple[torch.Te
     major rows: ``dcf.pack``); party 1 the correction words.
     """
     bits, drop, payload = req.dcf_params
+    if payload == dcf.BIT_PAYLOAD:
+        return select_material(req, g0, g1)
     n = req.size0[0]
     r0, seed0 = _ring(req.size0, g0), _ring((n, 2), g0)
     r1, seed1 = _ring(req.size0, g1), _ring((n, 2), g1)
     m1 = _ring(req.size0, g1)
     rm1 = _ring(req.size0, g1) if payload == 2 else None
+    m, alpha = _split_mask(r0 + r1, req)
     r = (r0 + r1).numpy().view(np.uint64)
-    reduced = (r >> np.uint64(drop)) & np.uint64((1 << bits) - 1)
-    m = reduced >> np.uint64(bits - 1)
-    alpha = reduced & np.uint64((1 << (bits - 1)) - 1)
     sign = np.uint64(1) - np.uint64(2) * m
     beta = sign[:, None] if payload == 1 else np.stack([sign, sign * r], 1)
     words = torch.from_numpy(dcf.keygen(alpha, beta, bits - 1, seed0.numpy().view(np.uint64),
@@ -480,6 +515,20 @@ class SignMaterial:
     m: torch.Tensor
     rm: torch.Tensor | None
     keys: dcf.DCFKeys
+
+
+@dataclass
+class SelectMaterial:
+    """One party's material for ``protocols.sign.relu_select_steps``: int64 shares of the mask r, XOR shares (int64
+    0 / 1) of m and rho, additive shares of rho and r rho, and its one-bit DCF keys (root seeds, correction words)."""
+
+    r: torch.Tensor
+    m: torch.Tensor
+    rho: torch.Tensor
+    rho_a: torch.Tensor
+    rrho: torch.Tensor
+    seed: np.ndarray
+    words: np.ndarray
 
 
 @dataclass
@@ -735,6 +784,21 @@ class DealerProvider(TupleProvider):
         keys = dcf.unpack(seed.numpy().view(np.uint64), words.numpy().view(np.uint64), bits - 1, payload)
         return SignMaterial(r=r, m=m, rm=rm, keys=keys)
 
+
+    def select_rng(self, n: int, bits: int, drop: int) -> "SelectMaterial":
+        """A select ReLU's material for n values (see ``select_material``)."""
+        req = Request("dcf", (n,), kwargs=(("bits", bits), ("drop", drop), ("payload", dcf.BIT_PAYLOAD)))
+        g, corr = self._next(req)
+        r, seed, own = _ring((n,), g), _ring((n, 2), g), _ring((n,), g) & 1 if self.party_rank == 0 else None
+        assert corr is not None
+        if self.party_rank == 0:
+            m, rho, rho_a, rrho, words = corr[0], own, corr[1], corr[2], corr[3:]
+        else:
+            m, rho = _ring((n,), g) & 1, _ring((n,), g) & 1
+            rho_a, rrho, words = _ring((n,), g), _ring((n,), g), corr
+        assert rho is not None
+        return SelectMaterial(r=r, m=m, rho=rho, rho_a=rho_a, rrho=rrho, seed=seed.numpy().view(np.uint64),
+                              words=words.numpy().view(np.uint64))
 
     def trig_rng(self, n: int, harmonics: int, period_bits: int, frac_bits: int, step: int = 1) -> "TrigMaterial":
         """``ops.gelu_fourier``'s material for n values: shares of a mask r and of round(2^frac [cos(k theta_r); sin(k theta_r)]),

@@ -23,7 +23,7 @@ and batch 8 (measured on LAN, predicted on WAN with --wan-max-batch 1) is a sepa
       --wan-max-batch 1 --transport grpc --repeats 2 --out results/bench/batch8
 
 Old and new protocols side by side (offline dealer bytes and seconds in every row; each older set
-against the newest: circuits < fss1 < spline < fss; fss1 is the fss runtime before the whole-cost work):
+against the newest: circuits < fss1 < spline < product < fss; fss1 is the fss runtime before the whole-cost work):
   mpcvit bench --models vit,mpcformer,thex,mpcvit --arch 7_4_32 --network lan,wan --batch 1 \\
       --protocols circuits,fss1,fss --out results/bench
 
@@ -81,11 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="correlated randomness (tfp only to compare with published numbers; tfp makes no DCF keys, so it runs the circuits)")
     parser.add_argument("--protocols", type=_protocols, default=("fss",), metavar="LIST",
                         help="comma list of protocol sets, run in the order given (e.g. fss1,fss): fss: the current runtime, "
-                        "SecureConfig() (default); spline: the same with the spline GeLU on every layer (no Fourier GeLU); "
+                        "SecureConfig() (default); product: the same with the ReLU-softmax heads on the one-round product gate; "
+                        "spline: that with the spline GeLU on every layer (no Fourier GeLU); "
                         "fss1: the fss runtime before the whole-cost work, SecureConfig.fss1(); "
                         "circuits: the small-ring comparison circuits, SecureConfig.circuits(); both: circuits,fss. "
                         "With more than one, results.md puts each older set side by side with the newest "
-                        "(circuits < fss1 < spline < fss)")
+                        "(circuits < fss1 < spline < product < fss)")
     parser.add_argument("--no-shaping", action="store_true", help="grpc transport without the shaper (predictions only)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed for the whole run (default 10800; quick 300)")
     parser.add_argument("--quick", action="store_true", help="CI mode: 2_4_8, every model, one repeat, inprocess, no shaping")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 HELP = "secure 2PC inference in-process: accuracy, agreement, costs"
-RUNTIMES = ("fss", "spline", "fss1", "circuits")
+RUNTIMES = ("fss", "product", "spline", "fss1", "circuits")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "over fss_max_values, and those then run on the ring circuits, not as a single image is served)")
     parser.add_argument("--provider", choices=("dealer", "tfp"), default="dealer", help="correlated randomness (default dealer)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="fss",
-                        help="fss: the default runtime, SecureConfig(); spline: the same with the spline GeLU on every layer; fss1: the runtime before the whole-cost work, "
+                        help="fss: the default runtime, SecureConfig(); product: the same with the ReLU-softmax heads on the one-round "
+                        "product gate; spline: that with the spline GeLU on every layer; fss1: the runtime before the whole-cost work, "
                         "SecureConfig.fss1(); circuits: the small-ring comparison circuits, SecureConfig.circuits()")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the two-party run is abandoned")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -132,3 +132,25 @@ def test_a_layer_past_the_range_runs_the_spline_and_stays_right(bypass: bool) ->
     else:
         assert r0["fourier"] == r1["fourier"] == (1,)  # the owner's marks, announced to party 1
         assert err < 0.05
+
+
+def test_the_fourier_gelu_has_its_own_cap_on_values_per_call() -> None:
+    """A call over ``fss_max_values`` (the DCF gates' cap) still runs the Fourier GeLU up to ``fourier_max_values``
+    (ViT-B/16's 605,184 MLP values per layer), and falls back above it: a shape-only rule, the same on both parties."""
+    from protocols.config import DEFAULT_CONFIG, apply_config, current_config
+    from protocols.providers import DealerProvider, current_provider, install_provider
+
+    before_provider, before_config = current_provider(), current_config()
+    install_provider(DealerProvider(0))
+    try:
+        apply_config(DEFAULT_CONFIG)
+        assert DEFAULT_CONFIG.fss_max_values < 197 * 3072 <= DEFAULT_CONFIG.fourier_max_values
+        assert ops.gelu_fourier_fits(torch.empty(197 * 3072))
+        assert not ops.gelu_fourier_fits(torch.empty(DEFAULT_CONFIG.fourier_max_values + 1))
+        apply_config(DEFAULT_CONFIG.with_(fourier_max_values=100))
+        assert ops.gelu_fourier_fits(torch.empty(100)) and not ops.gelu_fourier_fits(torch.empty(101))
+        with pytest.raises(ValueError, match="fourier_max_values"):
+            DEFAULT_CONFIG.with_(fourier_max_values=-1)
+    finally:
+        install_provider(before_provider)
+        apply_config(before_config)

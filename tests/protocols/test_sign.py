@@ -263,3 +263,74 @@ def test_one_round_gate_is_exact_up_to_the_corrected_bound_and_not_above() -> No
                 wrong = float((bits[j, start + ni : start + ni + no] == 1).double().mean())  # x - d > 0: want 0
                 assert 0.25 < wrong < 0.75, (n, t, wrong)
             start += ni + no
+
+
+@pytest.mark.parametrize("bits", [1, 5, 6, 7, 12])
+def test_one_bit_dcf_shares_the_comparison_at_every_point(bits: int) -> None:
+    """``dcf.keygen_bit``'s keys: XOR shares of [x < alpha] at every point of the domain (the tree stops 6 levels
+    early: 2 (L - 6) + 3 words a key)."""
+    g = PRG(new_key())
+    n = 100
+    alpha = g.ring((n,)).numpy().view(np.uint64) & np.uint64((1 << bits) - 1)
+    alpha[:2] = [0, (1 << bits) - 1]
+    s0, s1 = _seeds(g, n), _seeds(g, n)
+    words = dcf.keygen_bit(alpha, bits, s0, s1)
+    assert words.shape == (dcf.key_words(bits, dcf.BIT_PAYLOAD), n) == (2 * max(bits - 6, 0) + 3, n)
+    points = np.tile(np.arange(1 << bits, dtype=np.uint64)[:, None], (1, n))
+    got = dcf.evaluate_bit(0, s0, words, bits, points) ^ dcf.evaluate_bit(1, s1, words, bits, points)
+    assert np.array_equal(got, (points < alpha[None]).astype(np.uint64))
+    with pytest.raises(ValueError, match="words"):
+        dcf.evaluate_bit(0, s0, words[1:], bits, points)
+    with pytest.raises(ValueError, match="bits"):
+        dcf.keygen_bit(alpha, dcf.MAX_BITS + 1, s0, s1)
+
+
+def test_a_single_one_bit_key_looks_random() -> None:
+    """A one-bit key's correction words look the same whatever alpha is: balanced seed and output bits."""
+    g = PRG(new_key())
+    n, bits = 4000, 16
+    for a in (0, (1 << bits) - 1):
+        words = dcf.keygen_bit(np.full(n, a, dtype=np.uint64), bits, _seeds(g, n), _seeds(g, n))
+        levels = bits - 6
+        seed_ones = np.unpackbits(np.ascontiguousarray(words[: 2 * levels]).view(np.uint8)).mean()
+        out_ones = np.mean([(words[2 * levels + 1] >> np.uint64(i)) & np.uint64(1) for i in range(levels)])
+        leaf_ones = np.unpackbits(np.ascontiguousarray(words[2 * levels + 2]).view(np.uint8)).mean()
+        assert abs(seed_ones - 0.5) < 0.01 and abs(out_ones - 0.5) < 0.02 and abs(leaf_ones - 0.5) < 0.01, (a, seed_ones, out_ones)
+
+
+def _select_program() -> dict:
+    from protocols.crypten_compat import crypten
+
+    import crypten.communicator as comm
+
+    x = torch.cat([torch.randn(4000) * 3, torch.randn(2000) * 100,
+                   torch.tensor([0.0, 1 / 65536, -1 / 65536, -2 / 65536, 511.0, -511.0, 2.0**-10, -(2.0**-10) - 2**-16])])
+    ex = crypten.cryptensor(x.view(2, -1), src=0)
+    comm.get().reset_communication_stats()
+    y = sign.relu_select(ex, 20, 6)
+    stats = comm.get().get_communication_stats()
+    return {"x": x.tolist(), "y": y.get_plain_text().reshape(-1).tolist(), "rounds": stats["rounds"], "bytes": stats["bytes"]}
+
+
+def _select_party(rank: int, master_key: bytes) -> dict:
+    from protocols.config import DEFAULT_CONFIG, apply_config
+
+    apply_config(DEFAULT_CONFIG)
+    out, plan = run_with_dealer(rank, master_key, _select_program)
+    out["material"] = [(r.kind, r.dcf_params, r.correction_bytes(rank)) for r in plan]
+    return out
+
+
+def test_select_relu_matches_torch_in_two_rounds_with_half_the_material() -> None:
+    r0, r1 = run_two_party(_select_party, new_key(), timeout=240)
+    x, y = torch.tensor(r0["x"]), torch.tensor(r0["y"])
+    err = (y - x.relu()).abs()
+    window = (x < 0) & (x >= -(2.0**-10))  # the (20, 6) gate's window below 0: x instead of 0 at worst
+    assert float(err[~window].max()) < 2e-5 and float(err[window].max()) <= 2.0**-10
+    assert r0["rounds"] == 2
+    n = len(r0["x"])
+    assert r0["bytes"] == 2 * (8 * n + 8 * -(-n // 64))  # x + r, then one bit a value packed 64 per word (the counter: both ways)
+    (kind, params, b0), = r0["material"]
+    (_, _, b1), = r1["material"]
+    assert kind == "dcf" and params == (20, 6, 0)
+    assert b0 == 8 * n * (2 * 13 + 6) and b1 == 8 * n * (2 * 13 + 3)  # one-round gate: 81 and 79 words a value

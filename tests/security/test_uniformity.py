@@ -6,7 +6,8 @@ with y - s, the DCF sign gate's x + r, a weight's W - b opened at model load
 and the activation's x - a of a product with it, and everything a label
 answer's argmax (``protocols.argmax``) opens: its gates' d + r and its index
 products' s - a, (i_b - i_a) - b; the spline GeLU's gate c = x + r, square x' - r' and
-product S - a, Q - b; the Fourier GeLU's c = x + r and its product's x' - a, psi - b) both parties run the protocol with the dealer provider three
+product S - a, Q - b; the Fourier GeLU's c = x + r and its product's x' - a, psi - b; the select ReLU's
+c = x + r and its select round's b xor rho, packed 64 per word) both parties run the protocol with the dealer provider three
 times: every share zero, party 0's share a fixed structured pattern, party
 1's share that pattern. What each party receives is reduced to a byte
 histogram (256 bins) and the count of ones at each of the 64 bit positions:

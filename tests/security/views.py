@@ -140,9 +140,10 @@ def forward_without_torch_rng(rank: int, names: list[str], master_key: bytes, sh
 
 
 # -- openings of each kind, for the statistical tests ------------------------------------------------------
-OPENING_KINDS = ("arithmetic", "and", "b2a", "bitmul", "sign", "weight", "argmax", "spline", "fourier")
+OPENING_KINDS = ("arithmetic", "and", "b2a", "bitmul", "sign", "weight", "argmax", "spline", "fourier", "select")
 SIZES = {"arithmetic": 100_000, "and": 100_000, "b2a": 64 * 100_000, "bitmul": 1 << 20, "sign": 100_000, "weight": 100_000,
-         "argmax": 60_000, "spline": 30_000, "fourier": 40_000}  # fourier: 3 words received per value (x + r, then the product's two)  # spline: 4 words received per value (gate, square, product's two)  # argmax: 6,000 rows of 10 logits, 17 words received per row (9 gates, 4 products of 2)
+         "argmax": 60_000, "spline": 30_000, "fourier": 40_000,
+         "select": 64 * 1600}  # select: x + r, then b xor rho packed 64 per word (a multiple of 64: no padding bits)  # fourier: 3 words received per value (x + r, then the product's two)  # spline: 4 words received per value (gate, square, product's two)  # argmax: 6,000 rows of 10 logits, 17 words received per row (9 gates, 4 products of 2)
 
 
 def _secret(rank: int, owner: int, n: int, pattern: bool) -> torch.Tensor:
@@ -187,6 +188,8 @@ def _program(kind: str, rank: int, owner: int | None, pattern: bool) -> None:
         ops.gelu_spline(MPCTensor.from_shares(x, precision=16))
     elif kind == "fourier":  # the Fourier GeLU: c = x + r in round 1 (trig material), x' - a and psi - b in round 2
         ops.gelu_fourier(MPCTensor.from_shares(x, precision=16))
+    elif kind == "select":  # the select ReLU: c = x + r (one-bit DCF keys), then b xor rho, 64 bits a word
+        run_one(sign.relu_select_steps(MPCTensor.from_shares(x, precision=16), 20, 6))
     elif kind == "sign":  # the DCF sign gate's c = x + r, with two shifts and the product (payload 2)
         run_one(sign.sign_steps(MPCTensor.from_shares(x, precision=16), (0, 12345), 32, 4, product=True))
     else:

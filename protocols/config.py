@@ -116,6 +116,22 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   comparison): max error 1.2e-3 on [-8, 8]. CrypTen's Taylor erf (``"erf"``)
   is off by 1.9 at x = -2 and by 700 at x = -3, and its large powers make the
   local truncation fail (a logit error of 4e9 on a trained digits model).
+* ``relu_softmax_gate = "select"`` (default): the ReLU of a ReLU-softmax head
+  runs ``sign.relu_select``: the opening of x + r, then a one-bit DCF key
+  (``dcf.keygen_bit``, the tree stopped 6 levels early into a 64-bit leaf:
+  29 words a value on the (20, 6) ring, against the product gate's 79) gives
+  XOR shares of [x < 0], and a select round opens b xor rho (one bit a value)
+  for x [x < 0]: 2 rounds instead of 1, dealer material 32 + 29 words a value
+  instead of 81 + 79 (0.38x), the dealer's keys 0.85x and a party's
+  evaluation 0.75x the CPU (13 AES levels and a leaf, against 19 levels of
+  two blocks). The same window and range as the one-round gate. Measured at
+  7_4_32: all ReLU-softmax 204 -> 124 MB of dealer material per inference,
+  MPCViT+ 89 -> 59 MB, one round more per layer with ReLU-softmax heads
+  (123 -> 130, 103 -> 106). ``"product"``: the one-round gate of
+  ``sign.relu`` (the DCF's second payload word gives the product), the
+  default before (runtime "product"). THE-X's ReLUs and the FFN's stay on the
+  one-round gate: THE-X would gain rounds over the runtime before the
+  whole-cost work (100 + 14 against 107) and still miss a third of its material.
 * ``comparison = "fss"`` (default): ReLU, softmax's max and the Newton starts
   use the dealer's one-round DCF sign gate (``protocols.sign``): one opening
   of x + r, then local DCF evaluations, which also give x [x < d] (the ReLU's

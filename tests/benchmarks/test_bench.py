@@ -265,10 +265,12 @@ def test_tfp_runs_the_circuits_and_says_so() -> None:
 def test_fss1_is_the_config_of_that_name() -> None:
     from protocols.config import SecureConfig
 
-    assert PROTOCOLS == ("fss", "spline", "fss1", "circuits")
-    assert secure_config("fss1", "dealer") == SecureConfig.fss1()
-    assert secure_config("spline", "dealer") == SecureConfig(gelu="spline") and SecureConfig().gelu == "fourier"
-    assert effective_protocols("spline", "dealer") == "spline"
+    assert PROTOCOLS == ("fss", "product", "spline", "fss1", "circuits")
+    assert secure_config("fss1", "dealer") == SecureConfig.fss1() and SecureConfig.fss1().relu_softmax_gate == "product"
+    assert secure_config("product", "dealer") == SecureConfig(relu_softmax_gate="product")
+    assert SecureConfig().gelu == "fourier" and SecureConfig().relu_softmax_gate == "select"
+    assert secure_config("spline", "dealer") == SecureConfig(gelu="spline", relu_softmax_gate="product")
+    assert effective_protocols("spline", "dealer") == "spline" and effective_protocols("product", "dealer") == "product"
     assert secure_config("fss", "dealer") == SecureConfig() and secure_config("circuits", "dealer") == SecureConfig.circuits()
     assert effective_protocols("fss1", "dealer") == "fss1" and effective_protocols("fss1", "tfp") == "circuits"
 
@@ -292,7 +294,7 @@ def test_cli_refuses_an_unknown_protocol_set(given: str, tmp_path: Path, capsys:
     with pytest.raises(SystemExit):
         build_parser("bench").parse_args(["bench", "--protocols", given, "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert "--protocols" in err and ("fss, spline, fss1, circuits" in err or "named twice" in err)
+    assert "--protocols" in err and ("fss, product, spline, fss1, circuits" in err or "named twice" in err)
 
 
 def test_comparisons_put_each_older_set_against_the_newest() -> None:

@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in models if m not in ALL_MODELS]
     if unknown:
         parser.error(f"unknown model {unknown[0]!r}; choose from {', '.join(ALL_MODELS)}")
-    entries = [{"label": e.label + (f"-mu{e.mu:g}" if e.variant == "mpcvit" and e.mu is not None else ""),
-                "spec": e.spec.to_dict()}
+    entries = [{"label": e.label, "spec": e.spec.to_dict()}
                for e in resolve_entries(BenchSettings(models=models, archs=(args.arch,)))]
     t0 = time.perf_counter()
     results = run_two_party(_party, entries, runtimes, new_key(), timeout=1800)[0]

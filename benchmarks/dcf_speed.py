@@ -12,6 +12,13 @@ Every case first checks that both give the same words (keys) and shares
 (evaluation). The baseline module is read with ``git show REV:protocols/dcf.py``
 (default: the revision before the blocked rewrite); without git or that
 revision only this tree is timed. ``--smoke`` runs tiny sizes (seconds).
+
+Beside them (``one_bit``), this tree's one-bit keys (``dcf.keygen_bit`` /
+``evaluate_bit``, the select gate of the ReLU-softmax heads) against its
+two-word keys (payload 2, the one-round product gate) for the same
+comparison: the ReLU-softmax heads' sizes (16,900 values a layer at 7_4_32,
+and 200,000), 19 levels (the (20, 6) ring), one point per value; each case
+first checks that the one-bit shares XOR to the two-word shares' bit.
 """
 
 from __future__ import annotations
@@ -45,6 +52,34 @@ CASES = [  # (kind, values, levels, shifts J, payload)
     ("evaluate", 33_280, 23, 3, 2),
 ]
 SMOKE_CASES = [("keygen", 3_000, 9, 0, 2), ("evaluate", 1_000, 9, 3, 2)]
+ONE_BIT_CASES = [(16_900, 19), (200_000, 19)]  # (values, levels)
+SMOKE_ONE_BIT = [(2_000, 19)]
+
+
+def _one_bit_case(n: int, bits: int, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The one-bit key against the two-word key for [x < alpha] on n values: CPU of the dealer's keys and of one
+    party's evaluation at one point a value; checks the shares first."""
+    alpha = rng.integers(0, 1 << bits, n, dtype=np.uint64)
+    beta = np.stack([np.ones(n, dtype=np.uint64), rng.integers(0, 2**64, n, dtype=np.uint64)], 1)
+    s0, s1 = (rng.integers(0, 2**64, (n, 2), dtype=np.uint64) for _ in range(2))
+    points = rng.integers(0, 1 << bits, (1, n), dtype=np.uint64)
+    words2 = dcf.keygen(alpha, beta, bits, s0, s1)
+    words1 = dcf.keygen_bit(alpha, bits, s0, s1)
+    bit = dcf.evaluate_bit(0, s0, words1, bits, points) ^ dcf.evaluate_bit(1, s1, words1, bits, points)
+    two = dcf.evaluate(0, dcf.unpack(s0, words2, bits, 2), points) + dcf.evaluate(1, dcf.unpack(s1, words2, bits, 2), points)
+    calls = {"keygen_two_word": lambda: dcf.keygen(alpha, beta, bits, s0, s1),
+             "keygen_one_bit": lambda: dcf.keygen_bit(alpha, bits, s0, s1),
+             "evaluate_two_word": lambda: dcf.evaluate(1, dcf.unpack(s1, words2, bits, 2), points),
+             "evaluate_one_bit": lambda: dcf.evaluate_bit(1, s1, words1, bits, points)}
+    best = {name: float("inf") for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            best[name] = min(best[name], _cpu(call))
+    return {"values": n, "levels": bits, "same_bits": bool(np.array_equal(bit, two[..., 0])),
+            "key_words_two_word": dcf.key_words(bits, 2), "key_words_one_bit": dcf.key_words(bits, dcf.BIT_PAYLOAD),
+            **{f"{k}_cpu_s": round(v, 4) for k, v in best.items()},
+            "keygen_one_bit_over_two_word": round(best["keygen_one_bit"] / best["keygen_two_word"], 2),
+            "evaluate_one_bit_over_two_word": round(best["evaluate_one_bit"] / best["evaluate_two_word"], 2)}
 
 
 def _baseline(rev: str) -> tuple[ModuleType | None, str]:
@@ -112,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(2021)
     t0 = time.time()
     rows = [_case(*case, modules, repeats, rng) for case in (SMOKE_CASES if args.smoke else CASES)]
+    one_bit = [_one_bit_case(n, bits, repeats, rng) for n, bits in (SMOKE_ONE_BIT if args.smoke else ONE_BIT_CASES)]
     out = {
         "benchmark": "DCF keygen and evaluate, CPU seconds on one thread: baseline (old) vs this tree (new)",
         "command": "python benchmarks/dcf_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -124,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                   "old_over_new": "old CPU seconds / new CPU seconds", "identical": "same words / shares from both"},
         "repeats": repeats,
         "rows": rows,
+        "one_bit": one_bit,
         "wall_seconds": round(time.time() - t0, 1),
     }
     path = Path(args.out)
@@ -134,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         old_part = f"old {r['old_cpu_s']:.4f} s  ratio {r['old_over_new']:.2f}  " if "old_cpu_s" in r else ""
         print(f"{r['kind']:8s} n={r['values']:>7d} {shape}L={r['levels']:2d} P={r['payload']}  {old_part}new {r['new_cpu_s']:.4f} s"
               f"  identical={r['identical']}")
+    for r in one_bit:
+        print(f"one-bit n={r['values']:>7d} L={r['levels']:2d}  keys {r['key_words_one_bit']} words against "
+              f"{r['key_words_two_word']}; keygen {r['keygen_one_bit_over_two_word']:.2f}x, evaluate "
+              f"{r['evaluate_one_bit_over_two_word']:.2f}x the two-word key's CPU  same bits={r['same_bits']}")
     if why:
         print(f"no baseline: {why}")
     print(f"wrote {path}")
-    return 0 if all(r["identical"] for r in rows) else 1
+    return 0 if all(r["identical"] for r in rows) and all(r["same_bits"] for r in one_bit) else 1
 
 
 if __name__ == "__main__":

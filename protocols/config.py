@@ -122,9 +122,9 @@ How the defaults were chosen (``tests/protocols/test_ops.py`` and
   29 words a value on the (20, 6) ring, against the product gate's 79) gives
   XOR shares of [x < 0], and a select round opens b xor rho (one bit a value)
   for x [x < 0]: 2 rounds instead of 1, dealer material 32 + 29 words a value
-  instead of 81 + 79 (0.38x), the dealer's keys 0.85x and a party's
-  evaluation 0.75x the CPU (13 AES levels and a leaf, against 19 levels of
-  two blocks). The same window and range as the one-round gate. Measured at
+  instead of 81 + 79 (0.38x), the dealer's keys 0.77x and a party's
+  evaluation 0.62x the CPU (13 AES levels and a leaf, against 19 levels of
+  two blocks; ``benchmarks/dcf_speed.py``, ``results/dcf_speed.json``). The same window and range as the one-round gate. Measured at
   7_4_32: all ReLU-softmax 204 -> 124 MB of dealer material per inference,
   MPCViT+ 89 -> 59 MB, one round more per layer with ReLU-softmax heads
   (123 -> 130, 103 -> 106). ``"product"``: the one-round gate of

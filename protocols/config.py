@@ -214,7 +214,7 @@ class SecureConfig:
     fourier_max_values: int = 1 << 21  # a Fourier GeLU on more values per call runs the spline / polynomial instead
     gelu_compare: tuple[int, int] = (16, 14)  # (ring bits, dropped low bits) of protocols.compare.ltz
     relu_compare: tuple[int, int] = (20, 6)  # ReLU, ReLU-softmax, THE-X and softmax's max
-    relu_softmax_gate: Literal["select", "product"] = "select"  # ReLU-softmax heads' ReLU: 2 rounds, half the keys / 1 round
+    relu_softmax_gate: Literal["select", "product"] = "select"  # ReLU-softmax heads' ReLU: 2 rounds, 0.38x the material / 1 round
     gelu_gate: tuple[int, int] = (24, 6)  # the fss GeLU's sign gate (ReLU and clamp at +-4): valid for |x| <= 8188 - 2^-10
     range_compare: tuple[int, int] = (32, 2)  # the Newton starts of reciprocal and inv_sqrt
     lower_bits: int = 4  # fraction bits one operand of the big products drops first (0: none; see ops.lower)

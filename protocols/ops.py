@@ -297,7 +297,7 @@ def relu(x: MPCTensor, select: bool = False) -> MPCTensor:
     """ReLU(x) = x - [x < 0] x. Rounds: 1 with "fss" (the product comes out of the sign gate), c(x) with "ring".
 
     ``select``: with "fss", the two-round gate of ``sign.relu_select`` (a one-bit DCF key and a select round:
-    half the dealer material and half the key's AES of the one-round gate), for the ReLU-softmax heads.
+    0.38x the dealer material and half the AES per level of the one-round gate), for the ReLU-softmax heads.
     """
     cfg, kind = current_config(), effective()[0]
     if kind == "crypten":

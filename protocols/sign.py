@@ -157,7 +157,7 @@ def relu(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> MPCTensor:
 
 
 def relu_select_steps(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> Steps:
-    """Step protocol: ReLU(x) = x - x [x < 0] in TWO rounds from a one-bit DCF key, half the dealer material.
+    """Step protocol: ReLU(x) = x - x [x < 0] in TWO rounds from a one-bit DCF key, 0.38x the dealer material.
 
     Round 1 opens c = x + r as ``sign_steps`` does; the one-bit key
     (``dcf.keygen_bit``: 2 (n - 7) + 3 words per value, the tree stopped 6 levels
@@ -215,7 +215,7 @@ def relu_select_steps(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> 
 
 
 def relu_select(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> MPCTensor:
-    """ReLU(x) in TWO rounds with half the dealer material of ``relu`` (``relu_select_steps``)."""
+    """ReLU(x) in TWO rounds with 0.38x the dealer material of ``relu`` (``relu_select_steps``)."""
     return run_one(relu_select_steps(x, ring_bits, drop_bits))
 
 

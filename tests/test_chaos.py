@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +23,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+LOG_LINES = 30  # lines of each role's log in a failure's message (the HTTP access lines left out)
+ACCESS_LINE = re.compile(r'^INFO:\s+[\d.]+:\d+ - "')
+
+
+def _log_tails(logs: Path) -> str:
+    """The last lines of each role's log (``benchmarks.chaos --logs``), so that a failure says what the roles saw."""
+    if not logs.is_dir():
+        return "\n(no role logs kept)"
+    parts = []
+    for path in sorted(logs.glob("*.log")):
+        lines = [l for l in path.read_text(errors="replace").splitlines() if not ACCESS_LINE.match(l)]
+        parts.append(f"\n--- {path.name} (last {LOG_LINES} lines but HTTP access lines) ---\n" + "\n".join(lines[-LOG_LINES:]))
+    return "".join(parts) or "\n(no role logs written)"
 
 
 @pytest.mark.slow
@@ -29,16 +43,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_chaos_tier_has_no_wrong_answer_and_recovers_after_every_fault(tmp_path: Path) -> None:
     if not (ROOT / "checkpoints" / "digits" / "vit_2_4_8" / "arch.json").is_file():
         pytest.skip("no digits checkpoint vit_2_4_8")
-    out = tmp_path / "chaos.json"
+    out, logs = tmp_path / "chaos.json", tmp_path / "logs"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "benchmarks.chaos", "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=280, check=False)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.chaos", "--quick", "--out", str(out), "--logs", str(logs)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=280, check=False)
     seconds = time.monotonic() - t0
-    assert out.is_file(), f"no result (exit {done.returncode}):\n{done.stderr[-4000:]}"
+    assert out.is_file(), f"no result (exit {done.returncode}):\n{done.stderr[-4000:]}{_log_tails(logs)}"
     result = json.loads(out.read_text())
     t = result["totals"]
-    summary = json.dumps(t, indent=1) + "\n" + done.stderr[-3000:]
+    summary = json.dumps(t, indent=1) + "\n" + done.stderr[-3000:] + _log_tails(logs)
     assert t["wrong"] == 0, f"wrong answers: {result['wrong_answers']}\n{summary}"
     assert t["garbage_200_refused_by_sdk"] == 0, f"garbage 200 answers: {result['garbage_200']}\n{summary}"
     assert t["max_logit_error"] <= result["settings"]["tolerance"]

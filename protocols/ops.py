@@ -1174,11 +1174,12 @@ def fourier_phi_steps(x: MPCTensor) -> Steps:
     (c,) = yield [(SUM, share + mat.r)]
     b = torch.tensor(FOURIER_COEFFICIENTS, dtype=torch.float64).view(-1, 1) * 2**prec
     # sin(k (theta_c - theta_r)) = sin(k theta_c) cos(k theta_r) - cos(k theta_c) sin(k theta_r): the public factors
-    # [-b_k cos(k theta_c); b_k sin(k theta_c)] at 2^f, against the shares [sin(k theta_r); cos(k theta_r)]
+    # [-b_k cos(k theta_c); b_k sin(k theta_c)] at 2^f, the first half against the shares of sin(k theta_r) (cs[k:]),
+    # the second against those of cos(k theta_r) (cs[:k])
     weights = torch.cat([-b, b])
     psi = torch.empty_like(share)
     for block, public in _trig_blocks(c, k, period_bits, FOURIER_STEP, weights):
-        psi[block] = (public * mat.cs[:, block].roll(k, 0)).sum(0)
+        psi[block] = (public[:k] * mat.cs[k:, block]).sum(0) + (public[k:] * mat.cs[:k, block]).sum(0)
     return MPCTensor.from_shares(truncate_shares(psi, 2**prec).reshape(shape), precision=prec)
 
 

@@ -435,8 +435,9 @@ def dcf_material(req: Request, g0: PRG | None, g1: PRG | None) -> tuple[torch.Te
     r1, seed1 = _ring(req.size0, g1), _ring((n, 2), g1)
     m1 = _ring(req.size0, g1)
     rm1 = _ring(req.size0, g1) if payload == 2 else None
-    m, alpha = _split_mask(r0 + r1, req)
-    r = (r0 + r1).numpy().view(np.uint64)
+    r_t = r0 + r1
+    m, alpha = _split_mask(r_t, req)
+    r = r_t.numpy().view(np.uint64)
     sign = np.uint64(1) - np.uint64(2) * m
     beta = sign[:, None] if payload == 1 else np.stack([sign, sign * r], 1)
     words = torch.from_numpy(dcf.keygen(alpha, beta, bits - 1, seed0.numpy().view(np.uint64),
@@ -789,14 +790,13 @@ class DealerProvider(TupleProvider):
         """A select ReLU's material for n values (see ``select_material``)."""
         req = Request("dcf", (n,), kwargs=(("bits", bits), ("drop", drop), ("payload", dcf.BIT_PAYLOAD)))
         g, corr = self._next(req)
-        r, seed, own = _ring((n,), g), _ring((n, 2), g), _ring((n,), g) & 1 if self.party_rank == 0 else None
         assert corr is not None
-        if self.party_rank == 0:
-            m, rho, rho_a, rrho, words = corr[0], own, corr[1], corr[2], corr[3:]
+        r, seed = _ring((n,), g), _ring((n, 2), g)
+        if self.party_rank == 0:  # its rho_0 is its own draw; m, [rho], [r rho] come as corrections
+            rho, m, rho_a, rrho, words = _ring((n,), g) & 1, corr[0], corr[1], corr[2], corr[3:]
         else:
             m, rho = _ring((n,), g) & 1, _ring((n,), g) & 1
             rho_a, rrho, words = _ring((n,), g), _ring((n,), g), corr
-        assert rho is not None
         return SelectMaterial(r=r, m=m, rho=rho, rho_a=rho_a, rrho=rrho, seed=seed.numpy().view(np.uint64),
                               words=words.numpy().view(np.uint64))
 

@@ -98,6 +98,13 @@ def check_ring(ring_bits: int, drop_bits: int) -> None:
         raise ValueError(f"sign gate drop_bits must be in 0..{64 - ring_bits}, got {drop_bits}")
 
 
+def _split_opened(cd: np.ndarray, ring_bits: int, drop_bits: int) -> tuple[torch.Tensor, np.ndarray]:
+    """(p, c_lo) of an opened c - d (uint64): c' = floor(c_d / 2^t) mod 2^n, p its top bit (int64), c_lo its n - 1 low
+    bits (uint64, the DCF's input); the parties' side of ``providers._split_mask``."""
+    reduced = (cd >> U64(drop_bits)) & U64((1 << ring_bits) - 1)
+    return torch.from_numpy((reduced >> U64(ring_bits - 1)).view(np.int64)), reduced & U64((1 << (ring_bits - 1)) - 1)
+
+
 def sign_steps(x: MPCTensor, shifts: Sequence[int] = (0,), ring_bits: int = 32, drop_bits: int = 4,
                product: bool = False) -> Steps:
     """Step protocol: shares of b_j = [x < d_j] (int64, shape (J, *x.shape), scale 1), and with ``product`` also x b_j.
@@ -117,10 +124,7 @@ def sign_steps(x: MPCTensor, shifts: Sequence[int] = (0,), ring_bits: int = 32, 
     (c,) = yield [(SUM, share + mat.r)]
     rank = comm.get().get_rank()
     d = torch.tensor(list(shifts), dtype=torch.int64).view(-1, 1)
-    cd = (c.view(1, -1) - d).numpy().view(U64)  # (J, n): c - d_j (mod 2^64)
-    reduced = (cd >> U64(drop_bits)) & U64((1 << ring_bits) - 1)
-    p = torch.from_numpy((reduced >> U64(ring_bits - 1)).view(np.int64))
-    low = reduced & U64((1 << (ring_bits - 1)) - 1)
+    p, low = _split_opened((c.view(1, -1) - d).numpy().view(U64), ring_bits, drop_bits)  # (J, n): c - d_j
     if is_offline():  # the planning dry run: the keys are zeros, skip the work
         g = torch.zeros((*low.shape, payload), dtype=torch.int64)
     else:
@@ -197,9 +201,7 @@ def relu_select_steps(x: MPCTensor, ring_bits: int = 32, drop_bits: int = 4) -> 
     mat = provider.select_rng(n, ring_bits, drop_bits)
     (c,) = yield [(SUM, share + mat.r)]
     rank = comm.get().get_rank()
-    reduced = (c.numpy().view(U64) >> U64(drop_bits)) & U64((1 << ring_bits) - 1)
-    p = torch.from_numpy((reduced >> U64(ring_bits - 1)).view(np.int64))
-    low = reduced & U64((1 << (ring_bits - 1)) - 1)
+    p, low = _split_opened(c.numpy().view(U64), ring_bits, drop_bits)
     if is_offline():  # the planning dry run: the keys are zeros, skip the work
         u = torch.zeros(n, dtype=torch.int64)
     else:

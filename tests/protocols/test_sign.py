@@ -334,3 +334,36 @@ def test_select_relu_matches_torch_in_two_rounds_with_half_the_material() -> Non
     (_, _, b1), = r1["material"]
     assert kind == "dcf" and params == (20, 6, 0)
     assert b0 == 8 * n * (2 * 13 + 6) and b1 == 8 * n * (2 * 13 + 3)  # one-round gate: 81 and 79 words a value
+
+
+def _select_opening_program() -> dict:
+    """The select ReLU driven by hand, keeping what both parties learn in its second round: e = b xor rho."""
+    from protocols.compare import unpack_bits
+    from protocols.crypten_compat import crypten
+    from protocols.lockstep import open_all
+
+    x = torch.randn(8000) * 3  # about half negative: b = [x < 0] is far from constant
+    steps = sign.relu_select_steps(crypten.cryptensor(x, src=0), 20, 6)
+    second = open_all(steps.send(open_all(steps.send(None))))
+    with pytest.raises(StopIteration):
+        steps.send(second)
+    return {"negative": (x < 0).tolist(), "e": unpack_bits(second[0], x.numel()).tolist()}
+
+
+def _select_opening_party(rank: int, master_key: bytes) -> dict:
+    from protocols.config import DEFAULT_CONFIG, apply_config
+
+    apply_config(DEFAULT_CONFIG)
+    return run_with_dealer(rank, master_key, _select_opening_program)[0]
+
+
+def test_the_select_round_opens_nothing_about_the_sign() -> None:
+    """The attack: both parties see e, the select round's opening. Were it b = [x < 0] itself (the dealer's rho
+    left out), e would match the sign of every x; with rho it is a fair coin, unrelated to the sign."""
+    r0, r1 = run_two_party(_select_opening_party, new_key(), timeout=240)
+    assert r0["e"] == r1["e"]  # one public opening
+    e, negative = torch.tensor(r0["e"]), torch.tensor(r0["negative"], dtype=torch.int64)
+    n = e.numel()
+    sigma = (0.25 / n) ** 0.5
+    assert abs(float(e.double().mean()) - 0.5) < 6 * sigma  # balanced
+    assert abs(float((e == negative).double().mean()) - 0.5) < 6 * sigma  # independent of the sign
